@@ -1,0 +1,52 @@
+"""Validation of email addresses: exactly one plain ``local@domain`` address.
+
+Anything that a mail system could read as more than one recipient, or as an extra
+header, is refused: CR/LF, commas, comments, quoted local parts, angle brackets,
+encoded words. Only ASCII addresses are accepted (no SMTPUTF8).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import AddressError
+
+MAX_ADDRESS_LENGTH = 254
+MAX_LOCAL_LENGTH = 64
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS_RE = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LABEL}\.)+{_LABEL})")
+
+
+def normalize_address(value: object) -> str:
+    """Return ``value`` as a normalized single address, or raise :class:`AddressError`.
+
+    Surrounding white space is dropped and the domain is lower-cased; the local part
+    is kept as given. The error message never repeats the value.
+    """
+    if not isinstance(value, str):
+        raise AddressError("The email address must be a string.")
+    candidate = value.strip()
+    if not candidate:
+        raise AddressError("The email address is empty.")
+    if len(candidate) > MAX_ADDRESS_LENGTH:
+        raise AddressError("The email address is too long.")
+    match = _ADDRESS_RE.fullmatch(candidate)
+    if match is None or len(match["local"]) > MAX_LOCAL_LENGTH:
+        raise AddressError("The email address is not a single plain address.")
+    return f"{match['local']}@{match['domain'].lower()}"
+
+
+def is_valid_address(value: object) -> bool:
+    """Whether :func:`normalize_address` accepts ``value``."""
+    try:
+        normalize_address(value)
+    except AddressError:
+        return False
+    return True
+
+
+def address_domain(address: str) -> str:
+    """The domain part of an address that :func:`normalize_address` accepted."""
+    return address.rpartition("@")[2]
