@@ -1,0 +1,139 @@
+"""``flask confirm-mail ...``: send, confirm, status, worker, outbox, retry."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from . import outbox
+from .addresses import normalize_address
+from .confirmation import CHANGE, SIGNUP, confirm_user, enqueue_confirmation, find_user
+from .errors import AddressError
+from .state import get_state
+from .worker import DeliveryLoop
+
+cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
+
+
+def _user_by_address(email: str) -> tuple[Any, str]:
+    try:
+        address = normalize_address(email)
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+    user, which = find_user(get_state(), address)
+    if user is None:
+        raise click.ClickException("No user has that address.")
+    return user, which
+
+
+@cli_group.command("send")
+@click.argument("email")
+def send_command(email: str) -> None:
+    """Send (or send again) the confirmation email for EMAIL."""
+    state = get_state()
+    user, which = _user_by_address(email)
+    if which == SIGNUP and state.columns.is_confirmed(user):
+        raise click.ClickException("That address is already confirmed.")
+    row = enqueue_confirmation(state, user, CHANGE if which == CHANGE else SIGNUP)
+    state.db.session.commit()
+    if state.settings.delivery != "worker":
+        state.deliver_now([row.id])
+    state.db.session.refresh(row)
+    click.echo(f"Confirmation email {row.id} for {row.recipient}: {row.status}.")
+
+
+@cli_group.command("confirm")
+@click.argument("email")
+def confirm_command(email: str) -> None:
+    """Mark EMAIL confirmed by hand."""
+    state = get_state()
+    user, _ = _user_by_address(email)
+    changed = confirm_user(state, user)
+    state.db.session.commit()
+    click.echo("Confirmed." if changed else "Already confirmed.")
+
+
+@cli_group.command("status")
+@click.argument("email")
+def status_command(email: str) -> None:
+    """Show whether EMAIL is confirmed and its latest emails."""
+    state = get_state()
+    user, which = _user_by_address(email)
+    columns = state.columns
+    if which == CHANGE:
+        click.echo(f"Pending change to this address for user {columns.id_of(user)}: unconfirmed.")
+    else:
+        confirmed = "confirmed" if columns.is_confirmed(user) else "unconfirmed"
+        click.echo(f"User {columns.id_of(user)}: {confirmed}.")
+        pending = columns.pending_of(user)
+        if pending:
+            click.echo(f"Pending change to {pending}: unconfirmed.")
+    model = state.outbox_model
+    rows = (
+        state.db.session.query(model)
+        .filter(model.user_id == columns.id_of(user))
+        .order_by(model.id.desc())
+        .limit(5)
+        .all()
+    )
+    for row in rows:
+        sent = f", sent {row.sent_at:%Y-%m-%d %H:%M:%S}" if row.sent_at else ""
+        click.echo(
+            f"  email {row.id} to {row.recipient} ({row.purpose}): {row.status}, "
+            f"{row.attempts} attempt(s){sent}"
+        )
+
+
+@cli_group.command("worker")
+@click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
+@click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
+def worker_command(once: bool, poll_interval: float | None) -> None:
+    """Deliver outbox messages until stopped (SIGTERM or Ctrl-C finish the batch first)."""
+    state = get_state()
+    loop = DeliveryLoop(current_app._get_current_object(), state, poll_interval=poll_interval)  # type: ignore[attr-defined]
+
+    def stop(signum: int, frame: Any) -> None:
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    click.echo(f"confirm-mail worker {loop.worker_id} started.", err=True)
+    total = loop.run(until_idle=once)
+    click.echo(
+        f"confirm-mail worker {loop.worker_id} stopped: {total.sent} sent, "
+        f"{total.retried} to retry, {total.dead} dead.",
+        err=True,
+    )
+
+
+@cli_group.command("outbox")
+def outbox_command() -> None:
+    """Count messages per status and list the dead ones."""
+    state = get_state()
+    with state.engine().connect() as conn:
+        counts = outbox.status_counts(conn, state.outbox_table)
+        dead = outbox.dead_messages(conn, state.outbox_table)
+    for status, count in counts.items():
+        click.echo(f"{status:8} {count}")
+    for row in dead:
+        click.echo(
+            f"dead {row.id}: to {row.recipient} ({row.purpose}), {row.attempts} attempt(s), "
+            f"last error: {row.last_error or '-'}"
+        )
+
+
+@cli_group.command("retry")
+@click.argument("message_id", type=int, required=False)
+@click.option("--all", "all_dead", is_flag=True, help="Requeue every dead message.")
+def retry_command(message_id: int | None, all_dead: bool) -> None:
+    """Requeue the dead message MESSAGE_ID, or all of them with --all."""
+    if (message_id is None) == (not all_dead):
+        raise click.UsageError("Give one MESSAGE_ID or --all.")
+    state = get_state()
+    with state.engine().begin() as conn:
+        count = outbox.requeue_dead(conn, state.outbox_table, message_id)
+    click.echo(f"Requeued {count} message(s).")

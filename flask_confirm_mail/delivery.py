@@ -1,0 +1,161 @@
+"""Delivering one batch from the outbox: claim, mint the links, send, record.
+
+The link token is minted here, at send time, so a link's lifetime counts from the
+moment its email leaves. Failed attempts are retried with exponential backoff and
+jitter; after ``CONFIRM_MAIL_MAX_ATTEMPTS`` (or a permanent refusal) a message is
+``dead`` until ``flask confirm-mail retry`` requeues it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+from . import outbox, signals
+from .clock import utcnow
+from .errors import DeliveryError
+from .outbox import ClaimedMessage
+from .transport import ConfirmationEmail
+
+if TYPE_CHECKING:
+    from .state import ConfirmMailState
+
+logger = logging.getLogger("flask_confirm_mail.delivery")
+
+
+@dataclass
+class BatchReport:
+    """What one call of :func:`deliver_batch` did."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> timedelta:
+    """Exponential backoff with jitter: ``base * 2**(attempt-1)``, capped, times 0.5 to 1."""
+    delay = min(cap, base * 2 ** min(attempt - 1, 32))
+    return timedelta(seconds=delay * random.uniform(0.5, 1.0))
+
+
+def compose(state: ConfirmMailState, message: ClaimedMessage) -> ConfirmationEmail:
+    """Mint the link token for ``message`` and gather what its email needs."""
+    token, expires_at = state.signer.issue(message.user_id, message.recipient)
+    return ConfirmationEmail(
+        outbox_id=message.id,
+        user_id=message.user_id,
+        recipient=message.recipient,
+        purpose=message.purpose,
+        link_prefix=state.settings.link_prefix,
+        link_token=token,
+        expires_at=expires_at,
+        lifetime=state.settings.lifetime,
+        message_id=message.message_id,
+        context=message.context,
+    )
+
+
+def deliver_batch(
+    state: ConfirmMailState, *, worker_id: str, ids: list[int] | None = None
+) -> BatchReport:
+    """Claim up to one batch of due messages (only among ``ids`` when given) and send them.
+
+    Runs in an application context; uses its own connections, never the request's session.
+    """
+    settings = state.settings
+    engine = state.engine()
+    with engine.begin() as conn:
+        claimed = outbox.claim(
+            conn,
+            state.outbox_table,
+            worker_id=worker_id,
+            limit=settings.batch_size,
+            lease=settings.lease,
+            ids=ids,
+        )
+    report = BatchReport(claimed=len(claimed))
+    if not claimed:
+        return report
+    sent, failures = _send_all(state, claimed)
+    now = utcnow()
+    retry_at: dict[int, datetime | None] = {}
+    for message, error in failures:
+        last = error.permanent or message.attempt >= settings.max_attempts
+        retry_at[message.id] = (
+            None
+            if last
+            else now + retry_delay(message.attempt, settings.retry_base, settings.retry_max)
+        )
+    with engine.begin() as conn:
+        outbox.mark_sent(conn, state.outbox_table, [m.id for m in sent], worker_id)
+        for message, error in failures:
+            outbox.mark_failed(
+                conn,
+                state.outbox_table,
+                message.id,
+                worker_id,
+                error=str(error),
+                retry_at=retry_at[message.id],
+            )
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    for message in sent:
+        signals.message_delivered.send(
+            app, outbox_id=message.id, attempt=message.attempt, message_id=message.message_id
+        )
+        signals.confirmation_sent.send(
+            app,
+            user_id=message.user_id,
+            email=message.recipient,
+            purpose=message.purpose,
+            message_id=message.message_id,
+        )
+    for message, error in failures:
+        dead = retry_at[message.id] is None
+        logger.warning(
+            "Delivery of outbox message %s failed (attempt %s%s): %s",
+            message.id,
+            message.attempt,
+            ", dead" if dead else "",
+            error,
+        )
+        signals.delivery_failed.send(
+            app, outbox_id=message.id, attempt=message.attempt, dead=dead, error=str(error)
+        )
+    report.sent = len(sent)
+    report.dead = sum(1 for v in retry_at.values() if v is None)
+    report.retried = len(failures) - report.dead
+    return report
+
+
+def _send_all(
+    state: ConfirmMailState, claimed: list[ClaimedMessage]
+) -> tuple[list[ClaimedMessage], list[tuple[ClaimedMessage, DeliveryError]]]:
+    sent: list[ClaimedMessage] = []
+    failures: list[tuple[ClaimedMessage, DeliveryError]] = []
+    try:
+        connection = state.transport.connect()
+    except Exception as exc:  # noqa: BLE001 - a broken transport fails the batch, not the worker
+        error = _as_delivery_error(exc)
+        return [], [(message, error) for message in claimed]
+    with connection:
+        for message in claimed:
+            try:
+                connection.send(compose(state, message))
+            except Exception as exc:  # noqa: BLE001 - recorded on the row and retried
+                failures.append((message, _as_delivery_error(exc)))
+            else:
+                sent.append(message)
+    return sent, failures
+
+
+def _as_delivery_error(exc: Exception) -> DeliveryError:
+    if isinstance(exc, DeliveryError):
+        return exc
+    logger.exception("Unexpected error while delivering a confirmation email")
+    return DeliveryError(f"Unexpected {type(exc).__name__}")

@@ -1,0 +1,159 @@
+"""The user side: a mixin for new models, and the mapping of existing tables' columns.
+
+A new model inherits :class:`ConfirmableMixin`. An existing table keeps its column names
+and tells :class:`~flask_confirm_mail.ConfirmMail` which attribute holds the address and
+which records confirmation, a timestamp or a plain boolean (like the original's
+``aut_confirmed``)::
+
+    confirm_mail = ConfirmMail(
+        db=db, user_model=Auth,
+        email_attribute="aut_email", confirmed_attribute="aut_confirmed",
+        pending_email_attribute=None,
+    )
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, declared_attr, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
+
+from .errors import ConfigurationError, InvalidToken
+
+_INT_ID = re.compile(r"[1-9][0-9]{0,17}|0")
+
+
+class ConfirmableMixin:
+    """Columns for a new Flask-SQLAlchemy user model.
+
+    - ``email``: the address the user logs in with (unique).
+    - ``email_confirmed_at``: when ``email`` was confirmed (naive UTC), ``None`` before.
+    - ``pending_email``: a new address waiting for confirmation after an email change;
+      ``email`` stays the login until it is confirmed.
+    """
+
+    @declared_attr
+    def email(cls) -> Mapped[str]:
+        return mapped_column(sa.String(254), unique=True, index=True)
+
+    @declared_attr
+    def email_confirmed_at(cls) -> Mapped[datetime | None]:
+        return mapped_column(sa.DateTime(), nullable=True, default=None)
+
+    @declared_attr
+    def pending_email(cls) -> Mapped[str | None]:
+        return mapped_column(sa.String(254), nullable=True, default=None)
+
+    @property
+    def email_confirmed(self) -> bool:
+        """Whether ``email`` is confirmed."""
+        return self.email_confirmed_at is not None
+
+
+class UserColumns:
+    """Where a user model keeps its id, address and confirmation, and SQL built on them.
+
+    :param model: the mapped user class.
+    :param email: attribute holding the address.
+    :param confirmed: attribute recording confirmation: a date/time or a boolean column.
+    :param pending_email: attribute holding an address waiting for confirmation after a
+        change, or ``None`` for tables without one (a change then replaces the address at
+        once and marks it unconfirmed, as the original did).
+    """
+
+    def __init__(
+        self, model: type[Any], *, email: str, confirmed: str, pending_email: str | None
+    ) -> None:
+        mapper = sa.inspect(model, raiseerr=False)
+        if mapper is None:
+            raise ConfigurationError("user_model must be a mapped (Flask-SQLAlchemy) model class.")
+        if len(mapper.primary_key) != 1:
+            raise ConfigurationError("user_model must have a single-column primary key.")
+        self.model = model
+        self.id_column = mapper.primary_key[0]
+        self.id_attribute = mapper.get_property_by_column(self.id_column).key
+        self.email_attribute = email
+        self.confirmed_attribute = confirmed
+        self.pending_attribute = pending_email
+        self.email_column = self._column(mapper, email)
+        self.confirmed_column = self._column(mapper, confirmed)
+        self.pending_column = None if pending_email is None else self._column(mapper, pending_email)
+        self.confirmed_is_boolean = isinstance(self.confirmed_column.type, sa.Boolean)
+        if not self.confirmed_is_boolean and not isinstance(
+            self.confirmed_column.type, sa.DateTime
+        ):
+            raise ConfigurationError(
+                f"user_model.{confirmed} must be a Boolean or DateTime column."
+            )
+        id_type = self.id_column.type
+        self._id_kind = (
+            "int"
+            if isinstance(id_type, sa.Integer)
+            else "uuid"
+            if isinstance(id_type, sa.Uuid)
+            else "str"
+        )
+
+    @staticmethod
+    def _column(mapper: Any, attribute: str) -> sa.Column[Any]:
+        prop = mapper.attrs.get(attribute)
+        columns = getattr(prop, "columns", None)
+        if not columns:
+            raise ConfigurationError(f"user_model has no column attribute {attribute!r}.")
+        column: sa.Column[Any] = columns[0]
+        return column
+
+    def attribute(self, name: str) -> InstrumentedAttribute[Any]:
+        attr: InstrumentedAttribute[Any] = getattr(self.model, name)
+        return attr
+
+    # --- reading an instance -------------------------------------------------------------
+
+    def id_of(self, user: Any) -> str:
+        return str(getattr(user, self.id_attribute))
+
+    def email_of(self, user: Any) -> str | None:
+        value = getattr(user, self.email_attribute)
+        return None if value is None else str(value)
+
+    def pending_of(self, user: Any) -> str | None:
+        if self.pending_attribute is None:
+            return None
+        value = getattr(user, self.pending_attribute)
+        return None if value is None else str(value)
+
+    def is_confirmed(self, user: Any) -> bool:
+        value = getattr(user, self.confirmed_attribute)
+        return value is True if self.confirmed_is_boolean else value is not None
+
+    # --- building SQL ---------------------------------------------------------------------
+
+    def parse_id(self, subject: str) -> Any:
+        """Turn a token's ``sub`` into a primary key value without touching the database."""
+        if self._id_kind == "int":
+            if _INT_ID.fullmatch(subject) is None:
+                raise InvalidToken("The token's subject is not valid.", reason="bad_claims")
+            return int(subject)
+        if self._id_kind == "uuid":
+            try:
+                return uuid.UUID(subject)
+            except ValueError:
+                raise InvalidToken(
+                    "The token's subject is not valid.", reason="bad_claims"
+                ) from None
+        return subject
+
+    def confirmed_value(self, now: datetime) -> Any:
+        return True if self.confirmed_is_boolean else now
+
+    def unconfirmed_value(self) -> Any:
+        return False if self.confirmed_is_boolean else None
+
+    def is_unconfirmed_clause(self) -> ColumnElement[bool]:
+        column = self.confirmed_column
+        return column.is_not(True) if self.confirmed_is_boolean else column.is_(None)

@@ -1,0 +1,119 @@
+"""Small Flask apps used by the tests: one per user-model shape.
+
+``mixin``: a new model with :class:`ConfirmableMixin`. ``legacy``: the original's
+``tbl_auth`` table with its own column names and a boolean ``aut_confirmed``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, abort, jsonify, request, session
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Mapped, mapped_column
+
+from flask_confirm_mail import ConfirmableMixin, ConfirmMail, confirmed_required, signup_view
+
+db = SQLAlchemy()
+
+LINK_SECRET = "link-secret-for-tests-0123456789abcdef"
+SECRET_KEY = "app-secret-key-for-tests-0123456789abcdef"
+EXTERNAL_URL = "https://app.example.com"
+
+
+class User(ConfirmableMixin, db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80), default="")
+
+
+class Auth(db.Model):  # type: ignore[name-defined,misc]
+    """The original's user table, column names kept."""
+
+    __tablename__ = "tbl_auth"
+    aut_id: Mapped[int] = mapped_column(primary_key=True)
+    aut_email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    aut_key: Mapped[str] = mapped_column(sa.String(200), default="")
+    aut_isvalid: Mapped[bool] = mapped_column(default=True)
+    aut_confirmed: Mapped[bool] = mapped_column(default=False)
+    aut_timestamp: Mapped[datetime] = mapped_column(default=datetime.utcnow)
+
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "mixin": {"user_model": User},
+    "legacy": {
+        "user_model": Auth,
+        "email_attribute": "aut_email",
+        "confirmed_attribute": "aut_confirmed",
+        "pending_email_attribute": None,
+    },
+}
+
+
+def user_model(shape: str) -> type[Any]:
+    model: type[Any] = SHAPES[shape]["user_model"]
+    return model
+
+
+def create_app(
+    database_url: str, *, shape: str = "mixin", config: dict[str, Any] | None = None, **options: Any
+) -> Flask:
+    """An app with sign-up, login and a members-only page, using ``shape``'s user model."""
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY=SECRET_KEY,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_DEFAULT_SENDER=("CatLoader", "noreply@app.example.com"),
+        CONFIRM_MAIL_SECRET=LINK_SECRET,
+        CONFIRM_MAIL_EXTERNAL_URL=EXTERNAL_URL,
+        CONFIRM_MAIL_DELIVERY="sync",
+        CONFIRM_MAIL_RETRY_BASE=10,
+    )
+    app.config.update(config or {})
+    db.init_app(app)
+    confirm_mail = ConfirmMail(db=db, **SHAPES[shape], **options)
+    confirm_mail.init_app(app)
+    model = user_model(shape)
+    columns = app.extensions["confirm_mail"].columns
+
+    @confirm_mail.user_getter
+    def current_account() -> Any:
+        uid = session.get("uid")
+        return None if uid is None else db.session.get(model, uid)
+
+    @app.post("/signup")
+    @signup_view
+    def signup() -> Any:
+        user = model(**{columns.email_attribute: request.form["email"]})
+        db.session.add(user)
+        db.session.commit()
+        session["uid"] = columns.id_of(user)
+        return jsonify(id=columns.id_of(user)), 201
+
+    @app.post("/signup-then-fail")
+    @signup_view
+    def signup_then_fail() -> Any:
+        user = model(**{columns.email_attribute: request.form["email"]})
+        db.session.add(user)
+        db.session.flush()
+        raise RuntimeError("the view failed after creating the user")
+
+    @app.post("/login/<int:uid>")
+    def login(uid: int) -> Any:
+        if db.session.get(model, uid) is None:
+            abort(404)
+        session["uid"] = uid
+        return "ok"
+
+    @app.get("/members")
+    @confirmed_required
+    def members() -> Any:
+        return "members only"
+
+    with app.app_context():
+        db.create_all()
+    return app

@@ -1,0 +1,80 @@
+"""Fixtures: databases (SQLite and PostgreSQL), SMTP servers, apps, a clock."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import time_machine
+from flask import Flask
+
+from tests.apps import create_app, db
+from tests.support.fixtures import *  # noqa: F401,F403
+from tests.support.smtp_server import SMTPSink
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A fresh database: a SQLite file, then the PostgreSQL server of scripts/test."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def make_app(
+    database_url: str, smtp_server: SMTPSink
+) -> Iterator[Callable[..., Flask]]:
+    """Build test apps (see tests/apps.py) mailing to ``smtp_server``; tears them down."""
+    apps: list[Flask] = []
+
+    def make(**kwargs: Any) -> Flask:
+        config = {"MAIL_SERVER": smtp_server.host, "MAIL_PORT": smtp_server.port}
+        config.update(kwargs.pop("config", {}))
+        app = create_app(database_url, config=config, **kwargs)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["confirm_mail"].sender.stop()
+        with app.app_context():
+            db.session.remove()
+            db.drop_all()
+            db.engine.dispose()
+
+
+@pytest.fixture(params=["mixin", "legacy"])
+def shape(request: pytest.FixtureRequest) -> str:
+    """Both user-model shapes: the mixin, and the original's table with a boolean."""
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The mixin-shaped app with ``sync`` delivery (pytest-flask's ``client`` uses it)."""
+    return make_app()
+
+
+@pytest.fixture
+def clock() -> Iterator[time_machine.Coordinates]:
+    """Time under the test's control: ``clock.shift(seconds)``, ``clock.move_to(...)``."""
+    with time_machine.travel(1_900_000_000, tick=False) as traveller:
+        yield traveller
+
+
+LINK_RE = re.compile(r"https://app\.example\.com/confirm/[A-Za-z0-9_.-]+")
+
+
+def link_from(mail: Any) -> str:
+    """The confirmation link in a received mail's text part (checked against the HTML)."""
+    text = mail.message.get_body(("plain",)).get_content()
+    html = mail.message.get_body(("html",)).get_content()
+    links = LINK_RE.findall(text)
+    assert len(set(links)) == 1, text
+    assert links[0] in html
+    return str(links[0])
