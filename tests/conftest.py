@@ -25,9 +25,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 
 
 @pytest.fixture
-def make_app(
-    database_url: str, smtp_server: SMTPSink
-) -> Iterator[Callable[..., Flask]]:
+def make_app(database_url: str, smtp_server: SMTPSink) -> Iterator[Callable[..., Flask]]:
     """Build test apps (see tests/apps.py) mailing to ``smtp_server``; tears them down."""
     apps: list[Flask] = []
 
