@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,24 +26,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 
 
 @pytest.fixture
-def make_app(database_url: str, smtp_server: SMTPSink) -> Iterator[Callable[..., Flask]]:
-    """Build test apps (see tests/apps.py) mailing to ``smtp_server``; tears them down."""
+def build_app(smtp_server: SMTPSink) -> Iterator[Callable[..., Flask]]:
+    """Build test apps (tests/apps.py) on a given database, mailing to ``smtp_server``."""
     apps: list[Flask] = []
 
-    def make(**kwargs: Any) -> Flask:
+    def build(database_url: str, **kwargs: Any) -> Flask:
         config = {"MAIL_SERVER": smtp_server.host, "MAIL_PORT": smtp_server.port}
         config.update(kwargs.pop("config", {}))
         app = create_app(database_url, config=config, **kwargs)
         apps.append(app)
         return app
 
-    yield make
+    yield build
     for app in apps:
         app.extensions["confirm_mail"].sender.stop()
         with app.app_context():
             db.session.remove()
             db.drop_all()
             db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(build_app: Callable[..., Flask], database_url: str) -> Callable[..., Flask]:
+    """Build test apps on ``database_url`` (SQLite, then PostgreSQL)."""
+    return functools.partial(build_app, database_url)
 
 
 @pytest.fixture(params=["mixin", "legacy"])
