@@ -14,7 +14,7 @@ confirmation_requested = _signals.signal(
     doc="""A confirmation email was queued in the outbox (in the caller's transaction).
 
     Arguments: ``user`` (the model instance), ``email``, ``purpose`` (``signup`` or
-    ``change``), ``outbox_id``.
+    ``change``), ``outbox`` (the outbox row; its id is set once the session flushes).
     """,
 )
 

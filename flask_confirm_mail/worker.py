@@ -97,6 +97,10 @@ class BackgroundSender:
         self._pid = 0
 
     def ensure_started(self, app: Flask, state: ConfirmMailState) -> DeliveryLoop:
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and self._pid == os.getpid():
+            if thread.is_alive():
+                return loop
         with self._lock:
             alive = self._thread is not None and self._thread.is_alive()
             if self._loop is None or not alive or self._pid != os.getpid():
