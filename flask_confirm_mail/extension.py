@@ -117,6 +117,7 @@ class ConfirmMail:
                 legacy_blueprint=settings.mailer_blueprint,
                 connect_timeout=settings.mailer_connect_timeout,
                 read_timeout=settings.mailer_read_timeout,
+                extra={"app_name": settings.app_name},
             )
             return remote
         if not (settings.sender or app.config.get("MAIL_DEFAULT_SENDER")):

@@ -84,9 +84,10 @@ class WrappingClaims:
 
     recipient: str
     template: str
-    link_url: str
+    #: The whole link; it holds the link token, so it stays out of ``repr``.
+    link_url: str = field(repr=False)
     link_token: str = field(repr=False)
-    extra: Mapping[str, str]
+    extra: Mapping[str, str] = field(repr=False)
     jti: str
     issued_at: int
     expires_at: int
@@ -356,5 +357,7 @@ def peek_link_token(link_token: str) -> UnverifiedLink | None:
     else:
         return None
     iat, exp = claims.get("iat"), claims.get("exp")
-    lifetime = exp - iat if _is_int(iat) and _is_int(exp) and exp > iat else None
+    lifetime = None
+    if isinstance(iat, int) and isinstance(exp, int) and _is_int(iat) and _is_int(exp):
+        lifetime = exp - iat if exp > iat else None
     return UnverifiedLink(email if isinstance(email, str) else None, lifetime)

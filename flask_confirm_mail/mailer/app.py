@@ -1,0 +1,110 @@
+"""The mailer service's app factory.
+
+Run it with ``flask --app flask_confirm_mail.mailer run`` in development or
+``gunicorn 'flask_confirm_mail.mailer:create_app()'`` in production. The in-memory
+replay store and rate limiter are per process: run one gunicorn worker process (use
+``--threads`` for concurrency) or pass shared implementations, see :mod:`.replay`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+
+from flask import Flask, Response, g, request
+from flask.logging import default_handler
+from werkzeug.exceptions import HTTPException
+
+from .answers import Answer, ErrorCode
+from .rate_limit import RateLimiter
+from .redaction import install_log_redaction, redact
+from .replay import MemoryReplayStore, ReplayStore
+from .service import MailerService
+from .settings import MailerSettings
+from .smtp_pool import SMTPSessionPool
+from .views import EXTENSION_KEY, legacy, v1
+
+__all__ = ["create_app"]
+
+_PACKAGE = __name__.rpartition(".")[0]
+
+
+def create_app(
+    settings: MailerSettings | None = None,
+    *,
+    replay_store: ReplayStore | None = None,
+    rate_limiter: RateLimiter | None = None,
+) -> Flask:
+    """Build the mailer app.
+
+    :param settings: defaults to :meth:`MailerSettings.from_env`, which refuses to start
+        (:class:`~flask_confirm_mail.errors.ConfigurationError`) without a secret of at
+        least 32 bytes, an SMTP host, a sender domain or a link allowlist.
+    :param replay_store: where used token ids are remembered; default in memory.
+    :param rate_limiter: the per-recipient limit; default in memory, from ``settings``.
+    """
+    settings = settings or MailerSettings.from_env()
+    app = Flask(_PACKAGE)
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.logger.setLevel(settings.log_level)
+    # The package's NullHandler (a library's politeness) hides this app's logger from
+    # Flask's own check; the mailer is an application and writes its lines itself.
+    if default_handler not in app.logger.handlers:
+        app.logger.addHandler(default_handler)
+    install_log_redaction([app.logger.name, _PACKAGE])
+    smtp_pool = SMTPSessionPool(settings.smtp)
+    atexit.register(smtp_pool.close)
+    app.extensions[EXTENSION_KEY] = MailerService(
+        settings,
+        replay_store=replay_store or MemoryReplayStore(),
+        rate_limiter=rate_limiter or RateLimiter(settings.rate_limit, settings.rate_window),
+        smtp_pool=smtp_pool,
+    )
+    app.register_blueprint(v1)
+    if settings.legacy_endpoints:
+        app.register_blueprint(legacy)
+    _register_error_handlers(app)
+    _register_request_log(app)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return Answer(exc.code or 400, ErrorCode.BAD_REQUEST, exc.name).to_response()
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> Response:
+        app.logger.error(
+            "Unexpected error on %s %s", request.method, redact(request.path), exc_info=exc
+        )
+        return Answer(503, ErrorCode.INTERNAL, "Internal error; retry later").to_response()
+
+
+def _register_request_log(app: Flask) -> None:
+    """One line per request, with the token-bearing path segment redacted."""
+
+    @app.before_request
+    def start_timer() -> None:
+        g.mailer_started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("mailer_started", time.perf_counter())
+        body = response.get_json(silent=True) if response.is_json else None
+        error = body.get("error") if isinstance(body, dict) else None
+        message_id = body.get("id") if isinstance(body, dict) else None
+        level = logging.INFO if response.status_code < 500 else logging.WARNING
+        app.logger.log(
+            level,
+            "%s %s %s error=%s id=%s %.0fms",
+            request.method,
+            redact(request.path),
+            response.status_code,
+            error,
+            message_id,
+            elapsed * 1000,
+        )
+        return response

@@ -1,0 +1,111 @@
+"""The mailer's HTTP surface: ``POST /v1/messages`` and, when enabled, the legacy GETs.
+
+``v1`` takes the wrapping token from ``Authorization: Bearer``, never from the URL.
+``legacy`` reproduces the original Variance mailer's ``GET /emailservice.../<token>``
+routes for apps written against it; it is registered only with
+``MAILER_LEGACY_ENDPOINTS=1``, so otherwise those paths answer 404.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from ..errors import TokenError
+from ..wrapping_token import verify_legacy_token, verify_wrapping_token
+from .answers import Answer, ErrorCode
+from .service import MailerService, MailRequest
+
+__all__ = ["EXTENSION_KEY", "legacy", "v1"]
+
+#: Where :func:`~flask_confirm_mail.mailer.create_app` keeps the :class:`MailerService`.
+EXTENSION_KEY = "confirm_mail_mailer"
+
+v1 = Blueprint("mailer_v1", __name__)
+legacy = Blueprint("mailer_legacy", __name__)
+
+_TOKEN_STATUS = {"bad_claims": 400}
+
+
+def _service() -> MailerService:
+    service: MailerService = current_app.extensions[EXTENSION_KEY]
+    return service
+
+
+def _token_refused(exc: TokenError, *, detail: bool) -> Response:
+    msg = f"Problem with token ({exc.reason})" if detail else "Problem with token"
+    return Answer(_TOKEN_STATUS.get(exc.reason, 401), ErrorCode.BAD_TOKEN, msg).to_response()
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+@v1.post("/v1/messages")
+def send_message() -> Response:
+    """Send the email a v1 wrapping token asks for."""
+    token = _bearer_token()
+    if token is None:
+        return Answer(
+            401, ErrorCode.BAD_TOKEN, "Problem with token (send it as Authorization: Bearer)"
+        ).to_response()
+    service = _service()
+    try:
+        claims = verify_wrapping_token(
+            token, service.settings.secrets, leeway=service.settings.leeway
+        )
+    except TokenError as exc:
+        return _token_refused(exc, detail=True)
+    mail_request = MailRequest(
+        recipient=claims.recipient,
+        template=claims.template,
+        link_url=claims.link_url,
+        link_token=claims.link_token,
+        extra=claims.extra,
+        jti=claims.jti,
+        expires_at=claims.expires_at,
+    )
+    return service.handle(mail_request).to_response()
+
+
+@v1.get("/v1/health")
+def health() -> Response:
+    """Answers while the service runs; for load balancers and start-up probes."""
+    return Answer(200, ErrorCode.OK, "ok").to_response()
+
+
+def _legacy_send(token: str, template: str) -> Response:
+    service = _service()
+    try:
+        payload = verify_legacy_token(
+            token, service.settings.secrets, leeway=service.settings.leeway
+        )
+    except TokenError as exc:
+        return _token_refused(exc, detail=False)
+    mail_request = MailRequest(
+        recipient=payload.recipient,
+        template=template,
+        link_url=payload.link_url,
+        link_token=payload.link_token,
+        extra={"access_key": payload.access_key} if payload.access_key else {},
+        jti=payload.jti,
+        expires_at=payload.expires_at,
+    )
+    return service.handle(mail_request).to_response()
+
+
+@legacy.get("/emailservice/<token>")
+def legacy_article(token: str) -> Response:
+    """The article's version: always the sign-up email."""
+    return _legacy_send(token, "signup")
+
+
+@legacy.get("/emailservice-cat/<any(signup, change):service>/<token>")
+@legacy.get("/emailservice-usr/<any(signup, change):service>/<token>")
+def legacy_service(service: str, token: str) -> Response:
+    """CatLoader's and Minimal+User's versions: ``signup`` or ``change``."""
+    return _legacy_send(token, service)

@@ -1,0 +1,276 @@
+"""The ``remote`` transport: the app asks a mailer service over HTTP to send each email.
+
+Wire ``v1`` (the default) talks to this package's mailer
+(:mod:`flask_confirm_mail.mailer`): ``POST <mailer_url>v1/messages`` with a v1 wrapping
+token in ``Authorization: Bearer``. Wire ``variance`` makes the original Variance
+client's call, ``GET <mailer_url><blueprint>/<service>/<token>`` with the original
+payload, so an app can keep using an already deployed original mailer (or this
+package's mailer with ``MAILER_LEGACY_ENDPOINTS=1``).
+
+One HTTP(S) connection is kept alive across a batch (stdlib :mod:`http.client`); every
+call has a connect and a read timeout. Any answer other than success raises
+:class:`~flask_confirm_mail.errors.DeliveryError`: ``permanent`` for a refusal that a
+retry cannot fix (4xx except 408, 409, 425 and 429; the original's error 1), temporary
+otherwise, so the outbox retries.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import ssl
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from . import __version__
+from .errors import ConfigurationError, DeliveryError, TokenError
+from .smtp import is_loopback_host
+from .token_codec import MIN_SECRET_BYTES
+from .transport import ConfirmationEmail, Transport, TransportConnection
+from .wrapping_token import (
+    EXTRA_FIELDS,
+    TEMPLATES,
+    issue_legacy_token,
+    issue_wrapping_token,
+)
+
+__all__ = ["WIRES", "RemoteConnection", "RemoteTransport"]
+
+#: The wire formats :class:`RemoteTransport` speaks.
+WIRES = ("v1", "variance")
+#: Statuses that say "try again later" although they are 4xx.
+_TEMPORARY_4XX = frozenset({408, 409, 425, 429})
+_MAX_ANSWER_BYTES = 64 * 1024
+_BLUEPRINT = re.compile(r"[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]+)*")
+_SAFE_MSG = re.compile(r"[^\w .,:;()'/-]")
+#: Failures of a reused keep-alive connection that the server closed while idle.
+_STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+)
+
+
+class RemoteTransport(Transport):
+    """Delivers through a mailer service.
+
+    :param mailer_url: the mailer's base URL, e.g. ``https://mailer.example/``; https, or
+        http for a loopback host (see ``allow_insecure_http``).
+    :param mailer_secret: the mailer's ``JWT_MAILER_SECRET``, at least 32 bytes; it must
+        differ from the link secret (the extension checks that).
+    :param wire: ``"v1"`` or ``"variance"`` (the original client's call).
+    :param legacy_blueprint: the original mailer's path part, ``variance`` wire only.
+    :param connect_timeout: seconds to open the connection.
+    :param read_timeout: seconds to wait for each answer.
+    :param extra: values every email shows (``app_name``, ``user_name``, ``access_key``);
+        a message's own ``context`` wins.
+    :param ssl_context: for https, e.g. to trust a private CA; default: the system's.
+    :param allow_insecure_http: allow ``http://`` to a host that is not loopback (only on
+        a network you trust: the token carries the link token).
+    :raises ConfigurationError: an option is missing or unsafe.
+    """
+
+    name = "remote"
+
+    def __init__(
+        self,
+        *,
+        mailer_url: str,
+        mailer_secret: bytes,
+        wire: str = "v1",
+        legacy_blueprint: str = "emailservice-cat",
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        extra: Mapping[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        if wire not in WIRES:
+            raise ConfigurationError(f"The mailer wire must be one of: {', '.join(WIRES)}.")
+        if len(mailer_secret) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"The mailer secret must be at least {MIN_SECRET_BYTES} bytes long."
+            )
+        blueprint = legacy_blueprint.strip("/")
+        if _BLUEPRINT.fullmatch(blueprint) is None or {".", ".."} & set(blueprint.split("/")):
+            raise ConfigurationError("The mailer blueprint must be a plain URL path part.")
+        if not (connect_timeout > 0 and read_timeout > 0):
+            raise ConfigurationError("The mailer timeouts must be more than 0 seconds.")
+        parts = urlsplit(mailer_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError("The mailer URL must be an absolute http(s) URL.")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ConfigurationError(
+                "The mailer URL must not hold user information, a query or a fragment."
+            )
+        if parts.scheme == "http" and not (allow_insecure_http or is_loopback_host(parts.hostname)):
+            raise ConfigurationError(
+                "The mailer URL must use https (http only for a loopback host): "
+                "the mailer call carries the link token."
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigurationError("The mailer URL's port is not valid.") from None
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = port
+        #: The base path, always ending in ``/`` (the original's ``MAILER_URL`` did).
+        self.base_path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        self.wire = wire
+        self.legacy_blueprint = blueprint
+        self.connect_timeout = float(connect_timeout)
+        self.read_timeout = float(read_timeout)
+        self.extra = dict(extra or {})
+        self.ssl_context = ssl_context
+        self._secret = bytes(mailer_secret)
+
+    def __repr__(self) -> str:
+        return f"<RemoteTransport {self.wire} {self.scheme}://{self.host}{self.base_path}>"
+
+    def connect(self) -> RemoteConnection:
+        """Open a connection for a batch (the socket itself opens on first use)."""
+        return RemoteConnection(self)
+
+    def build_request(self, email: ConfirmationEmail) -> tuple[str, str, dict[str, str]]:
+        """The method, path and headers of the call that sends ``email``.
+
+        :raises DeliveryError: (permanent) the message cannot be expressed on this wire.
+        """
+        if email.purpose not in TEMPLATES:
+            raise DeliveryError("The mailer has no template for this purpose", permanent=True)
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": f"flask-confirm-mail/{__version__}",
+        }
+        context = {**self.extra, **dict(email.context)}
+        try:
+            if self.wire == "v1":
+                token = issue_wrapping_token(
+                    self._secret,
+                    recipient=email.recipient,
+                    template=email.purpose,
+                    link_url=email.link,
+                    link_token=email.link_token,
+                    extra={k: context[k] for k in EXTRA_FIELDS if isinstance(context.get(k), str)},
+                )
+                headers["Authorization"] = f"Bearer {token}"
+                headers["Content-Length"] = "0"
+                return "POST", f"{self.base_path}v1/messages", headers
+            access_key = context.get("access_key")
+            token = issue_legacy_token(
+                self._secret,
+                user_email=email.recipient,
+                access_key="" if access_key is None else str(access_key),
+                link_prefix=email.link_prefix,
+                link_token=email.link_token,
+            )
+        except (TokenError, ValueError):
+            raise DeliveryError(
+                "The message's values cannot be sent to the mailer", permanent=True
+            ) from None
+        path = f"{self.base_path}{self.legacy_blueprint}/{email.purpose}/{quote(token, safe='')}"
+        return "GET", path, headers
+
+
+class RemoteConnection(TransportConnection):
+    """One keep-alive HTTP(S) connection to the mailer, reopened when it drops."""
+
+    def __init__(self, transport: RemoteTransport) -> None:
+        self.transport = transport
+        self._http: http.client.HTTPConnection | None = None
+        self._reused = False
+
+    def _open(self) -> http.client.HTTPConnection:
+        t = self.transport
+        conn: http.client.HTTPConnection
+        if t.scheme == "https":
+            context = t.ssl_context or ssl.create_default_context()
+            conn = http.client.HTTPSConnection(
+                t.host, t.port, timeout=t.connect_timeout, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection(t.host, t.port, timeout=t.connect_timeout)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(t.read_timeout)
+        return conn
+
+    def send(self, email: ConfirmationEmail) -> None:
+        """Ask the mailer to send ``email``; raise :class:`DeliveryError` unless it did."""
+        method, path, headers = self.transport.build_request(email)
+        status, body = self._exchange(method, path, headers)
+        _check_answer(status, body, self.transport.wire)
+
+    def _exchange(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            reused = self._http is not None and self._reused
+            try:
+                if self._http is None or self._http.sock is None:
+                    self._drop()
+                    self._http = self._open()
+                    self._reused = False
+                    reused = False
+                self._http.request(method, path, headers=headers)
+                response = self._http.getresponse()
+                body = response.read(_MAX_ANSWER_BYTES)
+                if not response.isclosed():
+                    self._drop()  # an oversized answer: the rest is unread
+                elif response.will_close:
+                    self._drop()
+                else:
+                    self._reused = True
+                return response.status, body
+            except _STALE_CONNECTION:
+                self._drop()
+                if reused and attempt == 1:
+                    continue  # the server had closed the idle connection: retry once
+                raise DeliveryError("The mailer closed the connection") from None
+            except TimeoutError:
+                self._drop()
+                raise DeliveryError("The mailer did not answer in time") from None
+            except ssl.SSLCertVerificationError:
+                self._drop()
+                raise DeliveryError("The mailer's certificate is not trusted") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise DeliveryError(
+                    f"The mailer could not be reached ({type(exc).__name__})"
+                ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop(self) -> None:
+        conn, self._http = self._http, None
+        self._reused = False
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the HTTP connection."""
+        self._drop()
+
+
+def _check_answer(status: int, body: bytes, wire: str) -> None:
+    """Return if the mailer sent the email; otherwise raise :class:`DeliveryError`."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, bool) or not isinstance(error, int):
+        error = None
+    msg = data.get("msg") if isinstance(data, dict) else None
+    detail = f" (error {error})" if error is not None else ""
+    if isinstance(msg, str) and msg and "eyJ" not in msg:
+        detail += f": {_SAFE_MSG.sub('', msg)[:160]}"
+    if 200 <= status < 300:
+        if error == 0:
+            return
+        # The original answers 200 for everything: 1 is a token it cannot read, 2 SMTP.
+        permanent = wire == "variance" and error == 1
+        raise DeliveryError(f"The mailer did not send the email{detail}", permanent=permanent)
+    permanent = 400 <= status < 500 and status not in _TEMPORARY_4XX
+    raise DeliveryError(f"The mailer answered HTTP {status}{detail}", permanent=permanent)
