@@ -27,3 +27,10 @@ def test_quickstart_has_two_commands_that_exist() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     assert "bash scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_mailer_variable_is_documented() -> None:
+    from flask_confirm_mail.mailer.settings import ENV_DEFAULTS
+
+    documented = [line.split("`")[1] for line in README.splitlines() if line.startswith("| `")]
+    assert set(ENV_DEFAULTS) <= set(documented)
