@@ -21,6 +21,9 @@ from .errors import (
 )
 from .extension import ConfirmMail
 from .flask_mail_transport import FlaskMailTransport
+from .log_redaction import install_request_log_redaction
+from .remote_transport import RemoteTransport
+from .settings import derive_link_secret
 from .signals import (
     confirmation_requested,
     confirmation_sent,
@@ -49,6 +52,7 @@ __all__ = [
     "InvalidToken",
     "NotInitializedError",
     "Outcome",
+    "RemoteTransport",
     "TokenError",
     "Transport",
     "TransportConnection",
@@ -57,9 +61,11 @@ __all__ = [
     "confirmation_sent",
     "confirmed_required",
     "delivery_failed",
+    "derive_link_secret",
     "email_change_requested",
     "email_confirmed",
     "get_state",
+    "install_request_log_redaction",
     "is_confirmed",
     "message_delivered",
     "send_confirmation",

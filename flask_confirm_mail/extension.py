@@ -102,7 +102,7 @@ class ConfirmMail:
             app.after_request(state.after_request)
         elif settings.delivery == "thread":
             app.before_request(state.before_request)
-        install_request_log_redaction(settings.url_prefix)
+        install_request_log_redaction(settings.url_prefix, ("werkzeug", "gunicorn.access"))
 
     @staticmethod
     def _configured_transport(app: Flask, settings: Settings) -> Transport:

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from . import __version__
 from .errors import ConfigurationError, DeliveryError, TokenError
 from .smtp import is_loopback_host
 from .token_codec import MIN_SECRET_BYTES
@@ -38,6 +37,8 @@ from .wrapping_token import (
 
 __all__ = ["WIRES", "RemoteConnection", "RemoteTransport"]
 
+#: The User-Agent of requests to the mailer.
+USER_AGENT = "flask-confirm-mail"
 #: The wire formats :class:`RemoteTransport` speaks.
 WIRES = ("v1", "variance")
 #: Statuses that say "try again later" although they are 4xx.
@@ -144,7 +145,7 @@ class RemoteTransport(Transport):
             raise DeliveryError("The mailer has no template for this purpose", permanent=True)
         headers = {
             "Accept": "application/json",
-            "User-Agent": f"flask-confirm-mail/{__version__}",
+            "User-Agent": USER_AGENT,
         }
         context = {**self.extra, **dict(email.context)}
         try:
