@@ -6,6 +6,7 @@ and the ``/confirm/<token>`` route that marks the user confirmed.
 
 from __future__ import annotations
 
+from .addresses import is_valid_address, normalize_address
 from .confirmation import Outcome, change_email, is_confirmed, send_confirmation
 from .decorators import confirmed_required, signup_view
 from .delivery import BatchReport
@@ -66,8 +67,10 @@ __all__ = [
     "email_confirmed",
     "get_state",
     "install_request_log_redaction",
+    "is_valid_address",
     "is_confirmed",
     "message_delivered",
+    "normalize_address",
     "send_confirmation",
     "signup_view",
 ]
