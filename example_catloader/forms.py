@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask_wtf import FlaskForm
@@ -10,26 +9,20 @@ from flask_wtf.file import FileField
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from flask_confirm_mail import AddressError, normalize_address
+
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
 MAX_ADDRESS_LENGTH = 254
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-#: One plain ASCII address, no display name or comments: what the extension mails to.
-PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+{_LABEL}")
-
-
-def normalized_address(value: str) -> str:
-    """Addresses are kept lower-cased, so logins and look-ups ignore case."""
-    return value.strip().lower()
 
 
 def plain_address(form: Any, field: Any) -> None:
-    value = normalized_address(field.data or "")
-    local = value.partition("@")[0]
-    if len(value) > MAX_ADDRESS_LENGTH or len(local) > 64 or not PLAIN_ADDRESS.fullmatch(value):
-        raise ValidationError("Enter one plain email address, like kitty@example.com.")
-    field.data = value
+    """One plain ASCII address, as the extension mails to; kept lower-cased, so logins and
+    look-ups ignore case."""
+    try:
+        field.data = normalize_address((field.data or "").lower())
+    except AddressError:
+        raise ValidationError("Enter one plain email address, like kitty@example.com.") from None
 
 
 def email_field(label: str) -> EmailField:
