@@ -22,18 +22,19 @@ _ADDRESS_RE = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LAB
 def normalize_address(value: object) -> str:
     """Return ``value`` as a normalized single address, or raise :class:`AddressError`.
 
-    Surrounding white space is dropped and the domain is lower-cased; the local part
-    is kept as given. The error message never repeats the value.
+    Surrounding spaces and tabs are dropped and the domain is lower-cased; the local
+    part is kept as given. The error message never repeats the value.
     """
     if not isinstance(value, str):
         raise AddressError("The email address must be a string.")
-    candidate = value.strip()
+    # Only blanks are trimmed: a line break anywhere, even at the end, is refused.
+    candidate = value.strip(" \t")
     if not candidate:
         raise AddressError("The email address is empty.")
     if len(candidate) > MAX_ADDRESS_LENGTH:
         raise AddressError("The email address is too long.")
     match = _ADDRESS_RE.fullmatch(candidate)
-    if match is None or len(match["local"]) > MAX_LOCAL_LENGTH:
+    if match is None or len(match["local"]) > MAX_LOCAL_LENGTH or "=?" in candidate:
         raise AddressError("The email address is not a single plain address.")
     return f"{match['local']}@{match['domain'].lower()}"
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
 from .addresses import normalize_address
@@ -115,6 +116,9 @@ def request_email_change(state: ConfirmMailState, user: Any, new_email: str) -> 
     else:
         setattr(user, columns.email_attribute, new)
         setattr(user, columns.confirmed_attribute, columns.unconfirmed_value())
+        # Written even when the loaded row already said "unconfirmed": a link to the old
+        # address used since the row was loaded must not leave the new one confirmed.
+        flag_modified(user, columns.confirmed_attribute)
     enqueue_confirmation(state, user, CHANGE)
     signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
     return True
@@ -222,11 +226,27 @@ def find_user(state: ConfirmMailState, address: str, *, lock: bool = False) -> t
     if user is not None:
         return user, SIGNUP
     if columns.pending_column is not None:
-        query = sa.select(columns.model).where(columns.pending_column == address)
-        user = state.db.session.execute(query.limit(1)).scalar_one_or_none()
+        query = sa.select(columns.model).where(columns.pending_column == address).limit(1)
+        if lock:
+            query = query.with_for_update()
+        user = state.db.session.execute(query).scalar_one_or_none()
         if user is not None:
             return user, CHANGE
     return None, ""
+
+
+def _take_write_lock(connection: sa.Connection) -> None:
+    """On SQLite, which has no row locks, start the transaction holding the write lock.
+
+    Concurrent resends for one address then check the cooldown one after the other
+    (they wait up to the driver's busy timeout); on other databases the rows that
+    :func:`find_user` locks do this.
+    """
+    if connection.dialect.name != "sqlite":
+        return
+    driver_connection = connection.connection.dbapi_connection
+    if not getattr(driver_connection, "in_transaction", True):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def request_resend(state: ConfirmMailState, email: object) -> None:
@@ -240,6 +260,7 @@ def request_resend(state: ConfirmMailState, email: object) -> None:
     address = normalize_address(email)
     session = state.db.session
     try:
+        _take_write_lock(session.connection())
         user, purpose = find_user(state, address, lock=True)
         if user is None or (purpose == SIGNUP and state.columns.is_confirmed(user)):
             return

@@ -8,8 +8,12 @@ from typing import Any, TypeVar, cast
 
 from flask import abort, current_app, flash, jsonify, make_response, redirect, url_for
 
+from .errors import AddressError
 from .session_hooks import begin_signup_capture, end_signup_capture
 from .state import get_state
+
+#: The description of the 400 a sign-up view answers when a new user's address is refused.
+INVALID_SIGNUP_ADDRESS = "Enter a single, valid email address."
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,7 +23,9 @@ def signup_view(view: F) -> F:
 
     The view creates the user and commits as usual. Every new instance of the user
     model flushed while the view runs gets an outbox message in the same transaction,
-    so if the view raises or rolls back, nothing is sent::
+    so if the view raises or rolls back, nothing is sent. When a new user's address is
+    not one plain address (:class:`~flask_confirm_mail.errors.AddressError` from the
+    commit), the transaction is rolled back and the request answered with a 400::
 
         @app.post("/signup")
         @signup_view
@@ -32,10 +38,13 @@ def signup_view(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        get_state()  # fail early and clearly without init_app
+        state = get_state()  # fail early and clearly without init_app
         begin_signup_capture()
         try:
             return view(*args, **kwargs)
+        except AddressError:
+            state.db.session.rollback()
+            abort(400, description=INVALID_SIGNUP_ADDRESS)
         finally:
             end_signup_capture()
 

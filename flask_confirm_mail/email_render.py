@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import formataddr, parseaddr
 from typing import TYPE_CHECKING
 
 from flask import render_template
 
-from .errors import DeliveryError
+from .addresses import normalize_address
+from .errors import AddressError, DeliveryError
 from .transport import ConfirmationEmail
 
 if TYPE_CHECKING:
@@ -53,13 +55,29 @@ def _has_newline(value: str) -> bool:
     return any(ch in value for ch in "\r\n\x0b\x0c\x85\u2028\u2029")
 
 
+def unsafe_header(name: str, value: str) -> bool:
+    """Whether ``value`` could break out of header ``name``: a line break, raw or hidden.
+
+    A line break may hide in an RFC 2047 encoded word (``=?utf-8?q?=0D=0ABcc:...?=``):
+    the email package decodes such words when it parses a header value, and Python
+    versions before the fix of gh-121650 write the decoded line break out as is.
+    """
+    if _has_newline(value):
+        return True
+    try:
+        parsed = str(SMTP_POLICY.header_factory(name, value))
+    except (ValueError, TypeError, LookupError):
+        return True
+    return _has_newline(parsed)
+
+
 def format_sender(sender: str | tuple[str, str] | None) -> str:
     """``("Name", "addr")`` or ``"Name <addr>"`` as one header value, checked for newlines."""
     if sender is None:
         raise DeliveryError("No sender configured (CONFIRM_MAIL_SENDER).", permanent=True)
     text = formataddr(sender) if isinstance(sender, tuple) else str(sender)
-    if _has_newline(text):
-        raise DeliveryError("The sender contains a line break.", permanent=True)
+    if unsafe_header("From", text):
+        raise DeliveryError("The sender is not a single-line address.", permanent=True)
     return text
 
 
@@ -68,11 +86,18 @@ def render_confirmation(
 ) -> RenderedEmail:
     """Render ``email`` with the templates of its purpose.
 
-    :raises DeliveryError: (permanent) when a header value would contain a line break.
+    :raises DeliveryError: (permanent) when the recipient is not one plain address or a
+        header value would contain a line break.
     """
     subject = settings.change_subject if email.purpose == "change" else settings.subject
-    if _has_newline(subject) or _has_newline(email.recipient):
-        raise DeliveryError("A header value contains a line break.", permanent=True)
+    if unsafe_header("Subject", subject):
+        raise DeliveryError("The subject is not a single-line header value.", permanent=True)
+    try:
+        normalize_address(email.recipient)
+    except AddressError:
+        raise DeliveryError(
+            "The recipient is not a single valid address.", permanent=True
+        ) from None
     values = {
         "link": email.link,
         "recipient": email.recipient,

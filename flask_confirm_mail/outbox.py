@@ -20,6 +20,13 @@ from .outbox_model import CLAIMABLE, DEAD, PENDING, SENDING, SENT, STATUSES
 
 MAX_ERROR_LENGTH = 500
 
+#: The claimable statuses written into the SQL as literals, not bound parameters: only
+#: then can the database see that the claim's ``WHERE`` implies the partial index's
+#: (SQLite otherwise scans the whole table, sent rows included).
+_CLAIMABLE_LITERALS: sa.BindParameter[list[str]] = sa.bindparam(
+    "claimable_statuses", list(CLAIMABLE), expanding=True, literal_execute=True
+)
+
 
 @dataclass(frozen=True)
 class ClaimedMessage:
@@ -46,7 +53,7 @@ def claim(
     """Reserve up to ``limit`` due messages (only among ``ids`` when given)."""
     now = utcnow()
     c = table.c
-    due = sa.select(c.id).where(c.status.in_(CLAIMABLE), c.due_at <= now)
+    due = sa.select(c.id).where(c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= now)
     if ids is not None:
         due = due.where(c.id.in_(list(ids)))
     due = due.order_by(c.due_at).limit(limit).with_for_update(skip_locked=True)

@@ -2,7 +2,9 @@
 
 - In a view decorated with :func:`~flask_confirm_mail.signup_view`, every new instance
   of the user model that is flushed gets an outbox message, added to the same session
-  so the commit that saves the user saves the message too (a rollback drops both).
+  so the commit that saves the user saves the message too (a rollback drops both). Its
+  address is checked before the flush writes anything: a bad one raises
+  :class:`~flask_confirm_mail.errors.AddressError` with nothing sent to the database.
 - After a commit, the outbox messages it saved are handed to the app's delivery mode.
 """
 
@@ -28,6 +30,7 @@ def install(db: SQLAlchemy) -> None:
     if db in _installed:
         return
     _installed.add(db)
+    event.listen(db.session, "before_flush", _before_flush)
     event.listen(db.session, "after_flush", _after_flush)
     event.listen(db.session, "after_flush_postexec", _after_flush_postexec)
     event.listen(db.session, "after_commit", _after_commit)
@@ -56,6 +59,17 @@ def _state(session: Session) -> Any:
     if not registry.has() or registry() is not session:
         return None
     return state
+
+
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    state = _state(session)
+    if state is None or not capturing_signups():
+        return
+    from .addresses import normalize_address
+
+    for obj in session.new:
+        if isinstance(obj, state.columns.model):
+            normalize_address(state.columns.email_of(obj))
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
-from .errors import ConfigurationError
+from .email_render import format_sender, unsafe_header
+from .errors import ConfigurationError, DeliveryError
 from .token_codec import MAX_LEEWAY, MIN_SECRET_BYTES, secret_bytes
 
 PREFIX = "CONFIRM_MAIL_"
@@ -246,6 +247,8 @@ def load_settings(app: Flask, overrides: Mapping[str, Any]) -> Settings:
     if leeway > MAX_LEEWAY:
         raise ConfigurationError(f"CONFIRM_MAIL_LEEWAY may be at most {MAX_LEEWAY} seconds.")
     url_prefix = "/" + str(raw["URL_PREFIX"]).strip("/")
+    sender = raw["SENDER"] or app.config.get("MAIL_DEFAULT_SENDER")
+    _check_header_values(raw, sender)
     return Settings(
         secret=secret,
         previous_secrets=previous,
@@ -253,7 +256,7 @@ def load_settings(app: Flask, overrides: Mapping[str, Any]) -> Settings:
         leeway=int(leeway),
         link_prefix=_external_base(app, raw["EXTERNAL_URL"]) + url_prefix.rstrip("/") + "/",
         url_prefix=url_prefix,
-        sender=raw["SENDER"] or app.config.get("MAIL_DEFAULT_SENDER"),
+        sender=sender,
         app_name=str(raw["APP_NAME"] or app.name),
         subject=str(raw["SUBJECT"]),
         change_subject=str(raw["CHANGE_SUBJECT"]),
@@ -287,6 +290,20 @@ def load_settings(app: Flask, overrides: Mapping[str, Any]) -> Settings:
     )
 
 
+def _check_header_values(raw: Mapping[str, Any], sender: Any) -> None:
+    """Refuse subjects and senders that could break out of their header line."""
+    for name in ("SUBJECT", "CHANGE_SUBJECT"):
+        if unsafe_header("Subject", str(raw[name])):
+            raise ConfigurationError(f"CONFIRM_MAIL_{name} must be one line of plain text.")
+    if sender is not None:
+        try:
+            format_sender(sender)
+        except DeliveryError:
+            raise ConfigurationError(
+                "CONFIRM_MAIL_SENDER (or MAIL_DEFAULT_SENDER) must be one address on one line."
+            ) from None
+
+
 def _link_secret(app: Flask, configured: object) -> bytes:
     secret_key = app.config.get("SECRET_KEY")
     if configured is None:
@@ -294,6 +311,13 @@ def _link_secret(app: Flask, configured: object) -> bytes:
             raise ConfigurationError(
                 "Set CONFIRM_MAIL_SECRET (at least 32 bytes) or SECRET_KEY, from which a "
                 "link-token key is derived."
+            )
+        if len(secret_bytes(secret_key)) < MIN_SECRET_BYTES:
+            # A derived key is only as hard to guess as the key it comes from.
+            raise ConfigurationError(
+                f"SECRET_KEY is too short to derive the link-token key from: set "
+                f"CONFIRM_MAIL_SECRET (at least {MIN_SECRET_BYTES} random bytes) or a longer "
+                "SECRET_KEY."
             )
         return derive_link_secret(secret_key)
     secret = _checked_secret(configured, "SECRET")

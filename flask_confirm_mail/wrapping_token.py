@@ -116,14 +116,19 @@ class LegacyPayload:
 def clean_extra(values: Mapping[str, Any] | None) -> dict[str, str]:
     """Keep the :data:`EXTRA_FIELDS` of ``values`` that are non-empty strings.
 
-    :raises InvalidToken: a kept value is too long or holds control characters.
+    :raises InvalidToken: a kept value is too long, holds control characters or an
+        RFC 2047 encoded word (which could hide a line break in a header).
     """
     cleaned: dict[str, str] = {}
     for name in EXTRA_FIELDS:
         value = (values or {}).get(name)
         if not isinstance(value, str) or not value:
             continue
-        if len(value) > MAX_EXTRA_VALUE_LENGTH or _CONTROL_CHARACTERS.search(value):
+        if (
+            len(value) > MAX_EXTRA_VALUE_LENGTH
+            or _CONTROL_CHARACTERS.search(value)
+            or "=?" in value
+        ):
             raise InvalidToken("An extra value is not valid.", reason="bad_claims")
         cleaned[name] = value
     return cleaned

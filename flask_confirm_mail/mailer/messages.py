@@ -21,6 +21,8 @@ from typing import Any
 from flask import render_template
 from flask_mail import Message
 
+from ..email_render import unsafe_header
+from ..errors import DeliveryError
 from .settings import MailerSettings
 
 __all__ = ["MailerMessage", "OutgoingEmail", "build_email", "describe_duration"]
@@ -111,4 +113,7 @@ def build_email(
         date=time.time(),
     )
     message.msgId = message_id
+    subject = str(message.subject)
+    if unsafe_header("Subject", subject) or unsafe_header("From", str(message.from_address)):
+        raise DeliveryError("A header value could break its line.", permanent=True)
     return OutgoingEmail(message_id, settings.sender_address, recipient, message.as_bytes())

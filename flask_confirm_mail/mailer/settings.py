@@ -191,8 +191,10 @@ class _Environment:
 
     def text(self, name: str) -> str:
         value = self.get(name) or ""
-        if _CONTROL_CHARACTERS.search(value) or len(value) > 200:
-            raise ConfigurationError(f"{name} must be one line of at most 200 characters.")
+        if _CONTROL_CHARACTERS.search(value) or len(value) > 200 or "=?" in value:
+            raise ConfigurationError(
+                f"{name} must be one line of at most 200 characters, with no encoded words."
+            )
         return value
 
     def flag(self, name: str) -> bool:

@@ -8,6 +8,8 @@ routes for apps written against it; it is registered only with
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Blueprint, Response, current_app, request
 
 from ..errors import TokenError
@@ -92,7 +94,8 @@ def _legacy_send(token: str, template: str) -> Response:
         link_url=payload.link_url,
         link_token=payload.link_token,
         extra={"access_key": payload.access_key} if payload.access_key else {},
-        jti=payload.jti,
+        # The original client sends no jti: the token itself is then the replay key.
+        jti=payload.jti or "legacy:" + hashlib.sha256(token.encode()).hexdigest(),
         expires_at=payload.expires_at,
     )
     return service.handle(mail_request).to_response()

@@ -1,0 +1,97 @@
+"""Case 23: no token reaches a log, on the happy path or any unhappy one.
+
+The app runs on a real werkzeug server, so its access log lines are the ones a
+deployment writes. Every log record of the process is captured at DEBUG level,
+SQLAlchemy's statement log included, and searched for every token the app minted
+(seen through a spy on the signer) and every token sent to it. Only the SMTP server's
+own log is left out: it receives the email, link and all.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+
+from tests.apps import LINK_SECRET, SECRET_KEY
+from tests.conftest import link_from
+from tests.security.forgery import forge_link, link_header
+from tests.security.live_server import serve
+from tests.security.outcomes import app_log_texts
+from tests.support.smtp_server import SMTPSink
+
+
+def _request(url: str, method: str = "GET", data: bytes | None = None) -> int:
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        with error:
+            return int(error.code)
+
+
+def test_no_token_or_secret_in_any_log(
+    make_app: Callable[..., Flask],
+    smtp_server: SMTPSink,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_app(config={"CONFIRM_MAIL_RESEND_COOLDOWN": 0})
+    signer = app.extensions["confirm_mail"].signer
+    minted: list[str] = []
+    issue = signer.issue
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        token, expires = issue(*args, **kwargs)
+        minted.append(token)
+        return token, expires
+
+    monkeypatch.setattr(signer, "issue", spy)
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    sent: list[str] = []
+    with serve(app) as base:
+        assert _request(f"{base}/signup", "POST", b"email=cat%40example.org") == 201
+        path = urlsplit(link_from(smtp_server.wait_for(1)[0])).path
+        assert _request(f"{base}{path}") == 200
+        assert _request(f"{base}{path}?next=/x", "POST") == 200
+        assert _request(f"{base}{path}", "POST") == 200
+
+        forged = forge_link(1, "cat@example.org", key=b"guessed-secret-0123456789abcdef-xx")
+        unsigned = forge_link(1, "cat@example.org", header=link_header(alg="none"), key=b"")
+        oversized = forge_link(1, "cat@example.org", pad="p" * 8000)
+        sent += [forged, unsigned, oversized]
+        for token in sent:
+            assert _request(f"{base}/confirm/{token}", "POST") == 400
+            assert _request(f"{base}/confirm/{token}/") == 404
+
+        resend = b"email=cat%40example.org"
+        assert _request(f"{base}/signup", "POST", b"email=dog%40example.org") == 201
+        smtp_server.fail_next(1, 451)
+        assert _request(f"{base}/confirm/resend", "POST", b"email=dog%40example.org") == 202
+        smtp_server.fail_next(1, 550)
+        assert _request(f"{base}/confirm/resend", "POST", b"email=dog%40example.org") == 202
+        smtp_server.stop()
+        assert _request(f"{base}/confirm/resend", "POST", b"email=dog%40example.org") == 202
+        smtp_server.start()
+        assert _request(f"{base}/confirm/resend", "POST", resend) == 202
+
+    assert len(minted) >= 5, "the spy saw the minted tokens"
+    access_lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("/confirm/[redacted]" in line for line in access_lines), access_lines
+    assert any("Delivery of outbox message" in r.getMessage() for r in caplog.records)
+    assert any(r.name.startswith("sqlalchemy.engine") for r in caplog.records)
+    texts = app_log_texts(caplog)
+    for token in (*minted, *sent):
+        for part in (token, token.rsplit(".", 1)[1]):
+            assert not any(part in text for text in texts), "a token is in the log"
+    for secret in (LINK_SECRET, SECRET_KEY):
+        assert not any(secret in text for text in texts), "a secret is in the log"
