@@ -22,6 +22,7 @@ from . import outbox, signals
 from .addresses import normalize_address
 from .clock import utcnow
 from .errors import TokenError
+from .link_token import LinkClaims
 from .outbox_model import PENDING
 from .state import get_state
 
@@ -124,13 +125,21 @@ def request_email_change(state: ConfirmMailState, user: Any, new_email: str) -> 
     return True
 
 
-def check_link(state: ConfirmMailState, token: str) -> LinkResult:
-    """What ``token`` would do, changing nothing (the GET page)."""
+def _verified(state: ConfirmMailState, token: str) -> tuple[LinkClaims, Any] | LinkResult:
+    """The token's claims and the user id they name, or the outcome of a bad token."""
     try:
         claims = state.signer.verify(token)
-        user_id = state.columns.parse_id(claims.user_id)
+        return claims, state.columns.parse_id(claims.user_id)
     except TokenError as exc:
         return LinkResult(Outcome.EXPIRED if exc.reason == "expired" else Outcome.INVALID)
+
+
+def check_link(state: ConfirmMailState, token: str) -> LinkResult:
+    """What ``token`` would do, changing nothing (the GET page)."""
+    verified = _verified(state, token)
+    if isinstance(verified, LinkResult):
+        return verified
+    claims, user_id = verified
     columns = state.columns
     user = state.db.session.get(columns.model, user_id)
     if user is None:
@@ -149,11 +158,10 @@ def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
     Concurrent calls with one link confirm once and send ``email_confirmed`` once.
     Commits on success, rolls back otherwise.
     """
-    try:
-        claims = state.signer.verify(token)
-        user_id = state.columns.parse_id(claims.user_id)
-    except TokenError as exc:
-        return LinkResult(Outcome.EXPIRED if exc.reason == "expired" else Outcome.INVALID)
+    verified = _verified(state, token)
+    if isinstance(verified, LinkResult):
+        return verified
+    claims, user_id = verified
     columns = state.columns
     session = state.db.session
     table = columns.model.__table__

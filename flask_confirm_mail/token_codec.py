@@ -74,15 +74,30 @@ def decode_token(
         raise InvalidToken("The token is malformed.", reason="malformed") from None
     if header.get("alg") != ALGORITHM or header.get("typ") != typ:
         raise InvalidToken("The token is not of this kind.", reason="wrong_kind")
-    claims = _verify_signature_and_claims(token, keys, audience, required, leeway)
+    claims = verify_with_keys(
+        token,
+        keys,
+        audience=audience,
+        require=("aud", "iat", "exp", "jti", *required),
+        leeway=leeway,
+    )
     _check_claim_types(claims, required, max_lifetime)
     return claims
 
 
-def _verify_signature_and_claims(
-    token: str, keys: Sequence[bytes], audience: str, required: Sequence[str], leeway: int
+def verify_with_keys(
+    token: str,
+    keys: Sequence[bytes],
+    *,
+    audience: str | None,
+    require: Sequence[str],
+    leeway: int,
 ) -> dict[str, Any]:
-    options: Any = {"require": ["aud", "iat", "exp", "jti", *required]}
+    """PyJWT's HS256 check with each of ``keys`` in turn; its errors as ours.
+
+    With ``audience=None`` a token that carries any ``aud`` is refused.
+    """
+    options: Any = {"require": list(require)}
     for key in keys:
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -105,7 +120,8 @@ def _verify_signature_and_claims(
     raise InvalidToken("The token's signature is not valid.", reason="bad_signature")
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An integer claim: ``bool`` and ``float`` are not."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -113,7 +129,7 @@ def _check_claim_types(
     claims: Mapping[str, Any], required: Sequence[str], max_lifetime: int
 ) -> None:
     iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
-    if not (_is_int(iat) and _is_int(exp)) or not 0 < exp - iat <= max_lifetime:
+    if not (is_int(iat) and is_int(exp)) or not 0 < exp - iat <= max_lifetime:
         raise InvalidToken("The token's lifetime is not valid.", reason="bad_claims")
     if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
         raise InvalidToken("The token's id is not valid.", reason="bad_claims")

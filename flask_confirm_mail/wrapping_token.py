@@ -28,7 +28,7 @@ from typing import Any
 import jwt
 
 from .clock import timestamp
-from .errors import ExpiredToken, InvalidToken
+from .errors import InvalidToken
 from .link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE
 from .token_codec import (
     ALGORITHM,
@@ -36,7 +36,9 @@ from .token_codec import (
     MAX_TOKEN_LENGTH,
     decode_token,
     encode_token,
+    is_int,
     new_jti,
+    verify_with_keys,
 )
 
 __all__ = [
@@ -269,24 +271,8 @@ def verify_legacy_token(token: object, keys: Sequence[bytes], *, leeway: int = 0
 
 
 def _decode_legacy(token: str, keys: Sequence[bytes], leeway: int) -> dict[str, Any]:
-    for key in keys:
-        try:
-            # No audience is expected: PyJWT then refuses any token that carries one.
-            claims: dict[str, Any] = jwt.decode(token, key, algorithms=[ALGORITHM], leeway=leeway)
-        except jwt.InvalidSignatureError:
-            continue
-        except jwt.ExpiredSignatureError:
-            raise ExpiredToken() from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken("The token is not of this kind.", reason="wrong_kind") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("The token's claims are not valid.", reason="bad_claims") from None
-        return claims
-    raise InvalidToken("The token's signature is not valid.", reason="bad_signature")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # No audience is expected: PyJWT then refuses any token that carries one.
+    return verify_with_keys(token, keys, audience=None, require=(), leeway=leeway)
 
 
 def _legacy_payload(claims: Mapping[str, Any], leeway: int) -> LegacyPayload:
@@ -303,16 +289,16 @@ def _legacy_payload(claims: Mapping[str, Any], leeway: int) -> LegacyPayload:
     if access_key is None:
         access_key = ""
     if not isinstance(access_key, str):
-        access_key = str(access_key) if _is_int(access_key) else None
+        access_key = str(access_key) if is_int(access_key) else None
     if access_key is None or len(access_key) > MAX_EXTRA_VALUE_LENGTH:
         raise bad
     if _CONTROL_CHARACTERS.search(access_key):
         raise bad
     exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
     if exp is not None:
-        if not _is_int(exp) or exp - timestamp() > MAX_WRAPPING_LIFETIME + leeway:
+        if not is_int(exp) or exp - timestamp() > MAX_WRAPPING_LIFETIME + leeway:
             raise bad
-        if iat is not None and (not _is_int(iat) or not 0 < exp - iat <= MAX_WRAPPING_LIFETIME):
+        if iat is not None and (not is_int(iat) or not 0 < exp - iat <= MAX_WRAPPING_LIFETIME):
             raise bad
     if jti is not None and (not isinstance(jti, str) or not 8 <= len(jti) <= 128):
         raise bad
@@ -363,6 +349,6 @@ def peek_link_token(link_token: str) -> UnverifiedLink | None:
         return None
     iat, exp = claims.get("iat"), claims.get("exp")
     lifetime = None
-    if isinstance(iat, int) and isinstance(exp, int) and _is_int(iat) and _is_int(exp):
+    if isinstance(iat, int) and isinstance(exp, int) and is_int(iat) and is_int(exp):
         lifetime = exp - iat if exp > iat else None
     return UnverifiedLink(email if isinstance(email, str) else None, lifetime)
