@@ -152,6 +152,26 @@ def check_link(state: ConfirmMailState, token: str) -> LinkResult:
     return LinkResult(Outcome.INVALID)
 
 
+def _confirming_update(
+    state: ConfirmMailState, where: list[Any], values: dict[Any, Any]
+) -> tuple[bool, Any]:
+    """Run one conditional UPDATE of the user row: ``(changed, user)``.
+
+    With ``UPDATE ... RETURNING`` (PostgreSQL, SQLite) the updated user comes back in the
+    same statement; elsewhere ``user`` is ``None`` and is loaded after the commit.
+    """
+    session = state.db.session
+    model = state.columns.model
+    if session.get_bind().dialect.update_returning:
+        stmt = sa.update(model).where(*where).values(values).returning(model)
+        user = session.execute(
+            stmt, execution_options={"synchronize_session": False}
+        ).scalar_one_or_none()
+        return user is not None, user
+    result = session.execute(sa.update(model.__table__).where(*where).values(values))
+    return result.rowcount == 1, None  # type: ignore[attr-defined]
+
+
 def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
     """Use ``token``: one conditional UPDATE confirms the address it was mailed to.
 
@@ -164,41 +184,36 @@ def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
     claims, user_id = verified
     columns = state.columns
     session = state.db.session
-    table = columns.model.__table__
-    now = utcnow()
-    confirmed_value = columns.confirmed_value(now)
+    confirmed_value = columns.confirmed_value(utcnow())
     purpose = SIGNUP
-    result = session.execute(
-        sa.update(table)
-        .where(
+    changed, user = _confirming_update(
+        state,
+        [
             columns.id_column == user_id,
             columns.email_column == claims.email,
             columns.is_unconfirmed_clause(),
-        )
-        .values({columns.confirmed_column.key: confirmed_value})
+        ],
+        {columns.confirmed_column: confirmed_value},
     )
-    changed = result.rowcount  # type: ignore[attr-defined]
-    if changed != 1 and columns.pending_column is not None:
+    if not changed and columns.pending_column is not None:
         purpose = CHANGE
         try:
-            result = session.execute(
-                sa.update(table)
-                .where(columns.id_column == user_id, columns.pending_column == claims.email)
-                .values(
-                    {
-                        columns.email_column.key: claims.email,
-                        columns.pending_column.key: None,
-                        columns.confirmed_column.key: confirmed_value,
-                    }
-                )
+            changed, user = _confirming_update(
+                state,
+                [columns.id_column == user_id, columns.pending_column == claims.email],
+                {
+                    columns.email_column: claims.email,
+                    columns.pending_column: None,
+                    columns.confirmed_column: confirmed_value,
+                },
             )
-            changed = result.rowcount  # type: ignore[attr-defined]
         except IntegrityError:
             session.rollback()
             return LinkResult(Outcome.INVALID)
-    if changed == 1:
+    if changed:
         session.commit()
-        user = session.get(columns.model, user_id)
+        if user is None:
+            user = session.get(columns.model, user_id)
         signals.email_confirmed.send(_app(), user=user, email=claims.email, purpose=purpose)
         return LinkResult(Outcome.CONFIRMED, user)
     session.rollback()
