@@ -152,24 +152,11 @@ def check_link(state: ConfirmMailState, token: str) -> LinkResult:
     return LinkResult(Outcome.INVALID)
 
 
-def _confirming_update(
-    state: ConfirmMailState, where: list[Any], values: dict[Any, Any]
-) -> tuple[bool, Any]:
-    """Run one conditional UPDATE of the user row: ``(changed, user)``.
-
-    With ``UPDATE ... RETURNING`` (PostgreSQL, SQLite) the updated user comes back in the
-    same statement; elsewhere ``user`` is ``None`` and is loaded after the commit.
-    """
-    session = state.db.session
-    model = state.columns.model
-    if session.get_bind().dialect.update_returning:
-        stmt = sa.update(model).where(*where).values(values).returning(model)
-        user = session.execute(
-            stmt, execution_options={"synchronize_session": False}
-        ).scalar_one_or_none()
-        return user is not None, user
-    result = session.execute(sa.update(model.__table__).where(*where).values(values))
-    return result.rowcount == 1, None  # type: ignore[attr-defined]
+def _confirming_update(state: ConfirmMailState, where: list[Any], values: dict[Any, Any]) -> bool:
+    """Run one conditional UPDATE of the user row (Core, as cheap as a bare route's)."""
+    table = state.columns.model.__table__
+    result = state.db.session.execute(sa.update(table).where(*where).values(values))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
@@ -186,7 +173,7 @@ def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
     session = state.db.session
     confirmed_value = columns.confirmed_value(utcnow())
     purpose = SIGNUP
-    changed, user = _confirming_update(
+    changed = _confirming_update(
         state,
         [
             columns.id_column == user_id,
@@ -198,7 +185,7 @@ def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
     if not changed and columns.pending_column is not None:
         purpose = CHANGE
         try:
-            changed, user = _confirming_update(
+            changed = _confirming_update(
                 state,
                 [columns.id_column == user_id, columns.pending_column == claims.email],
                 {
@@ -212,9 +199,10 @@ def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
             return LinkResult(Outcome.INVALID)
     if changed:
         session.commit()
-        if user is None:
+        user = None
+        if signals.email_confirmed.receivers:  # load the row only for someone who wants it
             user = session.get(columns.model, user_id)
-        signals.email_confirmed.send(_app(), user=user, email=claims.email, purpose=purpose)
+            signals.email_confirmed.send(_app(), user=user, email=claims.email, purpose=purpose)
         return LinkResult(Outcome.CONFIRMED, user)
     session.rollback()
     user = session.get(columns.model, user_id)
