@@ -1,0 +1,33 @@
+"""``flask confirm-mail worker`` processes on the benchmark app (``worker`` delivery)."""
+
+from __future__ import annotations
+
+from benchmarks.context import BenchContext
+from benchmarks.processes import ChildProcess, flask_command
+
+WORKER_APP = "benchmarks.apps:create_ours_from_env()"
+
+
+def worker_process(
+    context: BenchContext,
+    name: str,
+    *,
+    database_url: str,
+    smtp_port: int,
+    poll_interval: float | None = None,
+    once: bool = False,
+) -> ChildProcess:
+    """A worker draining the outbox of ``database_url`` to the SMTP server on ``smtp_port``.
+
+    Not started yet; with ``once`` it exits when nothing is due (``--once``).
+    """
+    args = ["confirm-mail", "worker"]
+    if once:
+        args.append("--once")
+    if poll_interval is not None:
+        args += ["--poll-interval", repr(poll_interval)]
+    return ChildProcess(
+        flask_command(WORKER_APP, *args),
+        log_path=context.log_path(name),
+        env={"BENCH_DATABASE_URL": database_url, "BENCH_SMTP_PORT": str(smtp_port)},
+    )

@@ -1,0 +1,430 @@
+"""Sphinx directives that build parts of the docs from the code, so they cannot drift.
+
+- ``confirm-mail-options``: every ``CONFIRM_MAIL_*`` setting from
+  :data:`flask_confirm_mail.settings.OPTIONS` (default and meaning from the code, the
+  type and grouping from the directive's content).
+- ``mailer-env``: every environment variable of the mailer service from
+  :data:`flask_confirm_mail.mailer.settings.ENV_DEFAULTS` (default from the code; type
+  and meaning from the directive's content).
+- ``confirm-mail-cli``: the ``flask confirm-mail`` commands, from the click group.
+- ``benchmark-results``: the figures of ``benchmarks/results/latest.json``.
+
+The content of the first two lists every name, one per line as ``NAME: type``, with
+optional indented reST below it, and ``[Group title]`` lines between groups. A name
+the code has but the content lacks (or the reverse) is a warning, which
+``sphinx-build -W`` turns into a failed build.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARK_RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
+
+_ENTRY = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*)\s*:\s*(?P<type>.+?)\s*$")
+_GROUP = re.compile(r"^\[(?P<title>[^\]]+)\]\s*$")
+_SINGLE_BACKTICKS = re.compile(r"(?<![`:\w])`([^`]+)`(?!`)")
+
+
+@dataclass
+class Entry:
+    """One documented name: its type and any extra reST written under it."""
+
+    name: str
+    type: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Group:
+    title: str
+    entries: list[Entry] = field(default_factory=list)
+
+
+def parse_entries(lines: Iterable[str]) -> list[Group]:
+    """Parse a directive's content: ``[Group]`` lines, ``NAME: type`` lines, indented notes."""
+    groups: list[Group] = []
+    for line in lines:
+        if not line.strip():
+            if groups and groups[-1].entries:
+                groups[-1].entries[-1].notes.append("")
+            continue
+        if line[0].isspace():
+            if not groups or not groups[-1].entries:
+                raise ValueError(f"Indented text before any entry: {line.strip()!r}")
+            groups[-1].entries[-1].notes.append(line.strip())
+            continue
+        group = _GROUP.match(line)
+        if group:
+            groups.append(Group(group["title"]))
+            continue
+        entry = _ENTRY.match(line)
+        if entry is None:
+            raise ValueError(f"Not a 'NAME: type' line: {line!r}")
+        if not groups:
+            groups.append(Group(""))
+        groups[-1].entries.append(Entry(entry["name"], entry["type"]))
+    return groups
+
+
+def documented_names(groups: Iterable[Group]) -> list[str]:
+    return [entry.name for group in groups for entry in group.entries]
+
+
+def format_default(value: Any) -> str:
+    """A setting's default as Python source a reader would write."""
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+            if (
+                seconds % size == 0
+                and seconds >= size
+                and not (unit == "days" and seconds < 3 * size)
+            ):
+                return f"timedelta({unit}={seconds // size})"
+        return f"timedelta(seconds={seconds})"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def literal_backticks(text: str) -> str:
+    """The settings' doc strings mark code with single backticks: make them literals."""
+    return _SINGLE_BACKTICKS.sub(r"``\1``", text)
+
+
+class _ListedNamesDirective(SphinxDirective):
+    """Common part: parse the content, compare it with the code's names, emit reST."""
+
+    has_content = True
+    #: Which list of the code the content is checked against, for messages.
+    source_name = ""
+
+    def code_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def render_entry(self, entry: Entry) -> list[str]:
+        raise NotImplementedError
+
+    def run(self) -> list[nodes.Node]:
+        try:
+            groups = parse_entries(self.content)
+        except ValueError as exc:
+            return [self.state.document.reporter.warning(str(exc), line=self.lineno)]
+        listed = documented_names(groups)
+        code = self.code_names()
+        for name in sorted(set(code) - set(listed)):
+            logger.warning(
+                "%s is in %s but not documented here",
+                name,
+                self.source_name,
+                location=(self.env.docname, self.lineno),
+            )
+        for name in sorted(set(listed) - set(code)):
+            logger.warning(
+                "%s is documented here but not in %s",
+                name,
+                self.source_name,
+                location=(self.env.docname, self.lineno),
+            )
+        for name in sorted({n for n in listed if listed.count(n) > 1}):
+            logger.warning("%s is documented twice", name, location=(self.env.docname, self.lineno))
+        rst: list[str] = []
+        for group in groups:
+            if group.title:
+                rst += [f".. rubric:: {group.title}", ""]
+            for entry in group.entries:
+                if entry.name in code:
+                    rst += self.render_entry(entry)
+        container = nodes.container()
+        self.state.nested_parse(StringList(rst, source=self.env.docname), 0, container)
+        return container.children
+
+
+class ConfirmMailOptions(_ListedNamesDirective):
+    """Every ``CONFIRM_MAIL_*`` setting, as ``confval`` entries."""
+
+    source_name = "flask_confirm_mail.settings.OPTIONS"
+
+    def code_names(self) -> list[str]:
+        from flask_confirm_mail.settings import OPTIONS
+
+        return [option.name for option in OPTIONS]
+
+    def render_entry(self, entry: Entry) -> list[str]:
+        from flask_confirm_mail.settings import OPTIONS
+
+        option = next(o for o in OPTIONS if o.name == entry.name)
+        default = "unset (``None``)" if option.default is None else format_default(option.default)
+        if option.default is not None:
+            default = f"``{default}``"
+        lines = [
+            f".. confval:: {option.key}",
+            f"   :type: {entry.type}",
+            f"   :default: {default}",
+            "",
+            f"   {literal_backticks(option.doc)}",
+            "",
+        ]
+        lines += [f"   {note}" if note else "" for note in entry.notes]
+        return [*lines, ""]
+
+
+class MailerEnvironment(_ListedNamesDirective):
+    """Every environment variable of the mailer service, as ``envvar`` entries."""
+
+    source_name = "flask_confirm_mail.mailer.settings.ENV_DEFAULTS"
+
+    def code_names(self) -> list[str]:
+        return list(self._defaults())
+
+    @staticmethod
+    def _defaults() -> Mapping[str, str | None]:
+        from flask_confirm_mail.mailer.settings import ENV_DEFAULTS
+
+        return ENV_DEFAULTS
+
+    def render_entry(self, entry: Entry) -> list[str]:
+        default = self._defaults()[entry.name]
+        shown = "unset" if default is None else f"``{default}``"
+        if not any(entry.notes):
+            logger.warning(
+                "%s has no description", entry.name, location=(self.env.docname, self.lineno)
+            )
+        lines = [
+            f".. envvar:: {entry.name}",
+            "",
+            f"   :Type: {entry.type}",
+            f"   :Default: {shown}",
+            "",
+        ]
+        lines += [f"   {note}" if note else "" for note in entry.notes]
+        return [*lines, ""]
+
+
+class ConfirmMailCli(SphinxDirective):
+    """The ``flask confirm-mail`` command group, read from its click objects."""
+
+    def run(self) -> list[nodes.Node]:
+        from flask_confirm_mail.cli import cli_group
+
+        rst = [f"``flask {cli_group.name}``: {cli_group.help}", ""]
+        for name in sorted(cli_group.commands):
+            command = cli_group.commands[name]
+            ctx = click.Context(command, info_name=f"flask {cli_group.name} {name}")
+            usage = command.collect_usage_pieces(ctx)
+            rst += [
+                f".. rubric:: flask {cli_group.name} {name}",
+                "",
+                ".. code-block:: text",
+                "",
+                f"   flask {cli_group.name} {name} {' '.join(usage)}",
+                "",
+                (command.help or "").strip().replace("\n", " "),
+                "",
+            ]
+            help_option = command.get_help_option(ctx)
+            options = [
+                p
+                for p in command.get_params(ctx)
+                if isinstance(p, click.Option) and p is not help_option
+            ]
+            for option in options:
+                record = option.get_help_record(ctx)
+                if record is None:
+                    continue
+                flags, text = record
+                rst += [f"``{flags}``", f"   {text}", ""]
+        container = nodes.container()
+        self.state.nested_parse(StringList(rst, source=self.env.docname), 0, container)
+        return container.children
+
+
+def format_figure(value: Any, digits: int = 2) -> str:
+    """A figure as the benchmarks print it: thousands separated, ``-`` when missing."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.1f}" if digits else f"{value:.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _csv_row(values: Iterable[Any]) -> str:
+    return ", ".join('"' + str(v).replace('"', '""') + '"' for v in values)
+
+
+def _csv_table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    rst = [f".. csv-table:: {title}".rstrip(), f"   :header: {_csv_row(header)}", ""]
+    rst += [f"   {_csv_row(row)}" for row in rows]
+    return [*rst, ""]
+
+
+def _results_table(table: Mapping[str, Any]) -> list[str]:
+    columns = table.get("columns") or []
+    header = ["candidate"]
+    for column in columns:
+        header += [str(column.get("header", column.get("key", ""))), "ratio"]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for row in table.get("rows") or []:
+        label = str(row.get("label", row.get("name", "")))
+        if row.get("name") == table.get("baseline"):
+            label += " (baseline)"
+        cells = [label]
+        for column in columns:
+            key = column.get("key")
+            figure = (row.get("figures") or {}).get(key)
+            ratio = (row.get("ratios_to_baseline") or {}).get(key)
+            cells.append(format_figure(figure, int(column.get("digits", 2))))
+            cells.append("-" if not isinstance(ratio, (int, float)) else f"{ratio:.2f}x")
+        rows.append(cells)
+        if row.get("note"):
+            notes.append(f"- {row.get('label', row.get('name'))}: {row['note']}")
+    rst = _csv_table(str(table.get("title", "")), header, rows)
+    return rst + (notes + [""] if notes else [])
+
+
+def benchmark_rst(data: Any) -> list[str]:
+    """reST for ``benchmarks/results/latest.json`` (``"format": 1``, see benchmarks.report)."""
+    if not isinstance(data, dict) or data.get("format") != 1:
+        raise ValueError("not a results file of format 1")
+    machine = data.get("machine") or {}
+    rst = [
+        f":Version measured: {data.get('package_version', '?')}",
+        f":Run: {data.get('mode', '?')}, {data.get('generated_at', '?')}, "
+        f"{data.get('seconds', '?')} s",
+        f":Machine: {machine.get('cpus', '?')} CPUs, {machine.get('implementation', '')} "
+        f"{machine.get('python', '?')}, {machine.get('platform', '?')}",
+        "",
+    ]
+    for key, scenario in (data.get("scenarios") or {}).items():
+        rst += [f".. rubric:: {scenario.get('title', key)}", ""]
+        if scenario.get("skipped"):
+            rst += [f"Skipped: {scenario['skipped']}", ""]
+        settings = scenario.get("settings") or {}
+        if settings:
+            listed = ", ".join(f"{name} = {value}" for name, value in settings.items())
+            rst += [f"Settings: {listed}.", ""]
+        for table in scenario.get("tables") or []:
+            rst += _results_table(table)
+        rst += [f"- {note}" for note in scenario.get("notes") or []]
+        rst.append("")
+    targets = data.get("targets") or []
+    if targets:
+        verdicts = {True: "met", False: "missed", None: "not measured"}
+        rows = [
+            [
+                str(t.get("scenario", "")),
+                str(t.get("name", "")),
+                str(t.get("figure", "")),
+                str(t.get("target", "")),
+                verdicts.get(t.get("met"), "?"),
+            ]
+            for t in targets
+        ]
+        rst += [".. rubric:: Targets", ""]
+        rst += _csv_table("", ["scenario", "target", "figure", "wanted", "verdict"], rows)
+        notes = [f"- {t['scenario']} {t['name']}: {t['note']}" for t in targets if t.get("note")]
+        rst += notes + ([""] if notes else [])
+    return rst
+
+
+def benchmark_scenarios(directory: Path) -> list[tuple[str, str, str]]:
+    """``(key, title, description)`` of each scenario module, read without importing it.
+
+    A scenario module defines ``KEY`` and ``TITLE`` (``"<n>. <title>"``); its doc string's
+    first line repeats the title, the rest describes the measurement.
+    """
+    found: list[tuple[int, str, str, str]] = []
+    for path in sorted(directory.glob("*.py")):
+        module = ast.parse(path.read_text(encoding="utf-8"))
+        names: dict[str, str] = {}
+        for node in module.body:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                names[node.targets[0].id] = node.value.value
+        if "KEY" not in names or "TITLE" not in names:
+            continue
+        number = re.match(r"\s*(\d+)", names["TITLE"])
+        doc = ast.get_docstring(module) or ""
+        description = doc.partition("\n")[2].strip()
+        order = int(number.group(1)) if number else 1000
+        found.append((order, names["KEY"], names["TITLE"], description))
+    return [(key, title, description) for _, key, title, description in sorted(found)]
+
+
+class BenchmarkScenarios(SphinxDirective):
+    """What each scenario of ``benchmarks/`` measures, from the modules' doc strings."""
+
+    def run(self) -> list[nodes.Node]:
+        directory = ROOT / "benchmarks"
+        rst: list[str] = []
+        for key, title, description in benchmark_scenarios(directory):
+            self.env.note_dependency(str(directory / f"{key}.py"))
+            rst += [f".. rubric:: {title}", "", f"``--only {key}``", ""]
+            rst += (description or "(Not written yet.)").splitlines() + [""]
+        container = nodes.container()
+        self.state.nested_parse(StringList(rst, source=self.env.docname), 0, container)
+        return container.children
+
+
+class BenchmarkResults(SphinxDirective):
+    """The latest figures, or a marked placeholder when no results file exists."""
+
+    def run(self) -> list[nodes.Node]:
+        self.env.note_dependency(str(BENCHMARK_RESULTS))
+        if not BENCHMARK_RESULTS.exists():
+            rst = [
+                ".. admonition:: No results yet",
+                "",
+                "   ``benchmarks/results/latest.json`` does not exist in this checkout: run",
+                "   ``python -m benchmarks`` (see below) and rebuild the docs.",
+                "",
+            ]
+        else:
+            try:
+                data = json.loads(BENCHMARK_RESULTS.read_text(encoding="utf-8"))
+                rst = benchmark_rst(data)
+            except ValueError as exc:
+                logger.warning(
+                    "benchmarks/results/latest.json cannot be shown: %s",
+                    exc,
+                    location=(self.env.docname, self.lineno),
+                )
+                return []
+        container = nodes.container()
+        self.state.nested_parse(StringList(rst, source=self.env.docname), 0, container)
+        return container.children
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("confirm-mail-options", ConfirmMailOptions)
+    app.add_directive("mailer-env", MailerEnvironment)
+    app.add_directive("confirm-mail-cli", ConfirmMailCli)
+    app.add_directive("benchmark-results", BenchmarkResults)
+    app.add_directive("benchmark-scenarios", BenchmarkScenarios)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
