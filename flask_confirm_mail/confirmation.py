@@ -152,13 +152,6 @@ def check_link(state: ConfirmMailState, token: str) -> LinkResult:
     return LinkResult(Outcome.INVALID)
 
 
-def _confirming_update(state: ConfirmMailState, where: list[Any], values: dict[Any, Any]) -> bool:
-    """Run one conditional UPDATE of the user row (Core, as cheap as a bare route's)."""
-    table = state.columns.model.__table__
-    result = state.db.session.execute(sa.update(table).where(*where).values(values))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
 def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
     """Use ``token``: one conditional UPDATE confirms the address it was mailed to.
 
@@ -171,32 +164,21 @@ def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
     claims, user_id = verified
     columns = state.columns
     session = state.db.session
-    confirmed_value = columns.confirmed_value(utcnow())
+    params = {
+        "uid": user_id,
+        "address": claims.email,
+        "confirmed": columns.confirmed_value(utcnow()),
+    }
     purpose = SIGNUP
-    changed = _confirming_update(
-        state,
-        [
-            columns.id_column == user_id,
-            columns.email_column == claims.email,
-            columns.is_unconfirmed_clause(),
-        ],
-        {columns.confirmed_column: confirmed_value},
-    )
-    if not changed and columns.pending_column is not None:
+    changed = session.execute(columns.confirm_address_statement, params).rowcount == 1  # type: ignore[attr-defined]
+    if not changed and columns.confirm_pending_statement is not None:
         purpose = CHANGE
         try:
-            changed = _confirming_update(
-                state,
-                [columns.id_column == user_id, columns.pending_column == claims.email],
-                {
-                    columns.email_column: claims.email,
-                    columns.pending_column: None,
-                    columns.confirmed_column: confirmed_value,
-                },
-            )
+            result = session.execute(columns.confirm_pending_statement, params)
         except IntegrityError:
             session.rollback()
             return LinkResult(Outcome.INVALID)
+        changed = result.rowcount == 1  # type: ignore[attr-defined]
     if changed:
         session.commit()
         user = None

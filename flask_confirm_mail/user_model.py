@@ -90,6 +90,7 @@ class UserColumns:
             raise ConfigurationError(
                 f"user_model.{confirmed} must be a Boolean or DateTime column."
             )
+        self.confirm_address_statement, self.confirm_pending_statement = self._confirm_statements()
         id_type = self.id_column.type
         self._id_kind = (
             "int"
@@ -153,6 +154,40 @@ class UserColumns:
 
     def unconfirmed_value(self) -> Any:
         return False if self.confirmed_is_boolean else None
+
+    def _confirm_statements(self) -> tuple[sa.Update, sa.Update | None]:
+        """The two conditional UPDATEs a link makes, built once.
+
+        Parameters: ``uid``, ``address`` (the address the link was mailed to) and
+        ``confirmed`` (the value that records confirmation).
+        """
+        table = self.model.__table__
+        uid = sa.bindparam("uid", type_=self.id_column.type)
+        address = sa.bindparam("address", type_=self.email_column.type)
+        confirmed = sa.bindparam("confirmed", type_=self.confirmed_column.type)
+        confirm_address = (
+            sa.update(table)
+            .where(
+                self.id_column == uid,
+                self.email_column == address,
+                self.is_unconfirmed_clause(),
+            )
+            .values({self.confirmed_column: confirmed})
+        )
+        if self.pending_column is None:
+            return confirm_address, None
+        confirm_pending = (
+            sa.update(table)
+            .where(self.id_column == uid, self.pending_column == address)
+            .values(
+                {
+                    self.email_column: address,
+                    self.pending_column: None,
+                    self.confirmed_column: confirmed,
+                }
+            )
+        )
+        return confirm_address, confirm_pending
 
     def is_unconfirmed_clause(self) -> ColumnElement[bool]:
         column = self.confirmed_column

@@ -197,7 +197,10 @@ def test_signup_mailbox_confirm_upload(
     picture = page.locator("#gallery img")
     expect(picture).to_have_count(1)
     expect(page.locator("#gallery")).to_contain_text("whiskers.jpg")
-    assert picture.evaluate("img => img.complete && img.naturalWidth") == 320
+    # The picture is served and decodes: wait for the browser to finish loading it.
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 320", arg=picture.element_handle()
+    )
     steps.shot("uploaded")
     assert pictures_of(server.app) == ["whiskers.jpg"]
 
