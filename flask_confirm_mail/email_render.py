@@ -8,6 +8,7 @@ app-supplied ones included, is escaped there.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from email.policy import SMTP as SMTP_POLICY
@@ -55,6 +56,7 @@ def _has_newline(value: str) -> bool:
     return any(ch in value for ch in "\r\n\x0b\x0c\x85\u2028\u2029")
 
 
+@functools.lru_cache(maxsize=256)
 def unsafe_header(name: str, value: str) -> bool:
     """Whether ``value`` could break out of header ``name``: a line break, raw or hidden.
 

@@ -10,20 +10,15 @@ tests; with ``MAIL_SUPPRESS_SEND`` nothing goes over the network.
 
 from __future__ import annotations
 
-import binascii
-import secrets
 import time
-from email.message import Message
-from email.policy import compat32
-from email.utils import formatdate
 from typing import Any
 
 import flask_mail
 from flask import current_app
-from flask_mail import sanitize_address
 
 from .email_render import render_confirmation
 from .errors import DeliveryError
+from .mime import AlternativeMessage
 from .settings import Settings
 from .smtp import SMTPSession, SMTPSettings
 from .transport import ConfirmationEmail, Transport, TransportConnection
@@ -47,52 +42,6 @@ def smtp_settings_from_mail(state: Any, timeout: float) -> SMTPSettings:
     )
 
 
-#: How the wire form is written: CRLF line ends, no ``>From`` mangling.
-WIRE_POLICY = compat32.clone(linesep="\r\n", mangle_from_=False)
-
-
-def _text_part(text: str, subtype: str) -> Message:
-    """A UTF-8 ``text/<subtype>`` part, quoted-printable (encoded by :mod:`binascii`, in C)."""
-    part = Message(policy=WIRE_POLICY)
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    part["Content-Transfer-Encoding"] = "quoted-printable"
-    part.set_payload(binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii"))
-    return part
-
-
-class ConfirmationMessage(flask_mail.Message):
-    """A Flask-Mail message whose MIME form is a plain ``multipart/alternative``.
-
-    Flask-Mail wraps text and HTML in ``multipart/mixed``; a confirmation email has no
-    attachments. The MIME form is written with the stdlib's ``compat32`` classes and the
-    bodies are encoded in C: building it with :class:`email.message.EmailMessage` cost
-    about ten times as much, which a worker paid on every message. Header values with a
-    line break are refused (``ValueError``), as :class:`~email.message.EmailMessage` did.
-    """
-
-    def _message(self) -> Any:
-        headers = {
-            "Subject": self.subject,
-            "From": sanitize_address(self.sender),
-            "To": ", ".join(sanitize_address(r) for r in self.recipients),
-            "Date": formatdate(self.date, localtime=False),
-            "Message-ID": self.msgId,
-        }
-        message = Message(policy=WIRE_POLICY)
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"The {name} header contains a line break.")
-            message[name] = value
-        message["MIME-Version"] = "1.0"
-        # "=" is always escaped in quoted-printable bodies, so "==" never occurs in them.
-        boundary = f"==confirm-mail-{secrets.token_hex(12)}"
-        message["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
-        message.attach(_text_part(self.body or "", "plain"))
-        if self.html is not None:
-            message.attach(_text_part(self.html, "html"))
-        return message
-
-
 class FlaskMailConnection(TransportConnection):
     """One SMTP connection (opened on the first message) for a batch."""
 
@@ -108,7 +57,7 @@ class FlaskMailConnection(TransportConnection):
     def send(self, email: ConfirmationEmail) -> None:
         sender = self._settings.sender or self._mail.default_sender
         rendered = render_confirmation(email, self._settings, sender)
-        message = ConfirmationMessage(
+        message = AlternativeMessage(
             subject=rendered.subject,
             recipients=[rendered.recipient],
             body=rendered.text,

@@ -13,19 +13,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate
-from typing import Any
 
 from flask import render_template
-from flask_mail import Message
 
 from ..email_render import unsafe_header
 from ..errors import DeliveryError
+from ..mime import AlternativeMessage
 from .settings import MailerSettings
 
-__all__ = ["MailerMessage", "OutgoingEmail", "build_email", "describe_duration"]
+__all__ = ["OutgoingEmail", "build_email", "describe_duration"]
 
 _UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 
@@ -40,33 +36,6 @@ def describe_duration(seconds: int) -> str:
             count = seconds // size
             return f"{count} {unit}{'' if count == 1 else 's'}"
     return "a moment"
-
-
-class MailerMessage(Message):
-    """A Flask-Mail message written as one ``multipart/alternative`` (text, then HTML).
-
-    Flask-Mail nests the alternatives in ``multipart/mixed``, which only attachments
-    need. :class:`~email.message.EmailMessage` also picks a transfer encoding that keeps
-    long link lines intact and refuses line breaks in header values (``ValueError``).
-
-    :param from_address: the ``From`` header, display name included.
-    """
-
-    def __init__(self, *, from_address: Address, **kwargs: Any) -> None:
-        super().__init__(sender=from_address.addr_spec, **kwargs)
-        self.from_address = from_address
-
-    def _message(self) -> Any:
-        message = EmailMessage(policy=SMTP)
-        message["Subject"] = self.subject
-        message["From"] = self.from_address
-        message["To"] = ", ".join(str(r) for r in self.recipients)
-        message["Date"] = formatdate(self.date, usegmt=True)
-        message["Message-ID"] = self.msgId
-        message.set_content(self.body or "")
-        if self.html is not None:
-            message.add_alternative(self.html, subtype="html")
-        return message
 
 
 @dataclass(frozen=True)
@@ -104,8 +73,9 @@ def build_email(
         "recipient": recipient,
     }
     message_id = f"<{secrets.token_urlsafe(18)}@{settings.domain}>"
-    message = MailerMessage(
-        from_address=Address(settings.sender_name, addr_spec=settings.sender_address),
+    sender = str(Address(settings.sender_name, addr_spec=settings.sender_address))
+    message = AlternativeMessage(
+        sender=sender,
         subject=settings.subject(template, app_name),
         recipients=[recipient],
         body=render_template(f"mailer/{template}.txt", **context),
@@ -114,6 +84,6 @@ def build_email(
     )
     message.msgId = message_id
     subject = str(message.subject)
-    if unsafe_header("Subject", subject) or unsafe_header("From", str(message.from_address)):
+    if unsafe_header("Subject", subject) or unsafe_header("From", sender):
         raise DeliveryError("A header value could break its line.", permanent=True)
     return OutgoingEmail(message_id, settings.sender_address, recipient, message.as_bytes())

@@ -1,0 +1,80 @@
+"""The wire form of a confirmation email: one ``multipart/alternative``, text then HTML.
+
+Flask-Mail wraps text and HTML in ``multipart/mixed``, which only attachments need, and
+the stdlib's generator spends most of a worker's time per message folding headers. A
+confirmation email always has the same small shape, so :class:`AlternativeMessage`
+writes its bytes directly: short ASCII headers as they are, anything else through
+:class:`email.header.Header`, bodies quoted-printable by :mod:`binascii` (in C). Header
+values with a line break are refused (``ValueError``). Used by the in-process transport
+and by the mailer service.
+"""
+
+from __future__ import annotations
+
+import binascii
+import secrets
+import time
+from email.header import Header
+from email.utils import formatdate
+
+import flask_mail
+from flask_mail import sanitize_address
+
+_MAX_PLAIN_HEADER = 78
+_HEADER_BREAKS = ("\r", "\n", "\x0b", "\x0c", "\x85", "\u2028", "\u2029")
+
+
+def header_line(name: str, value: str) -> str:
+    """``Name: value``, RFC 2047-encoded and folded (CRLF) when not short plain ASCII."""
+    if any(ch in value for ch in _HEADER_BREAKS):
+        raise ValueError(f"The {name} header contains a line break.")
+    if value.isascii() and len(name) + 2 + len(value) <= _MAX_PLAIN_HEADER:
+        return f"{name}: {value}"
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    encoded = Header(value, charset, header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}"
+
+
+def text_part(subtype: str, text: str) -> str:
+    """A UTF-8 ``text/<subtype>`` MIME part, quoted-printable, CRLF line ends."""
+    body = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + body.decode("ascii").replace("\n", "\r\n")
+    )
+
+
+class AlternativeMessage(flask_mail.Message):
+    """A Flask-Mail message whose bytes are one ``multipart/alternative`` (text, HTML).
+
+    Set ``msgId`` for a Message-ID of your own (kept across retries).
+    """
+
+    def as_bytes(self) -> bytes:
+        for name, raw in (("From", self.sender), *(("To", r) for r in self.recipients)):
+            text = raw if isinstance(raw, str) else " ".join(raw)
+            if any(ch in text for ch in _HEADER_BREAKS):
+                raise ValueError(f"The {name} header contains a line break.")
+        headers = {
+            "Subject": self.subject,
+            "From": sanitize_address(self.sender),
+            "To": ", ".join(sanitize_address(r) for r in self.recipients),
+            "Date": formatdate(self.date if self.date is not None else time.time(), usegmt=True),
+            "Message-ID": self.msgId,
+        }
+        # "=" is always escaped in quoted-printable bodies, so "==" never occurs in them.
+        boundary = f"==cm-{secrets.token_hex(8)}"
+        parts = [text_part("plain", self.body or "")]
+        if self.html is not None:
+            parts.append(text_part("html", self.html))
+        head = "\r\n".join(header_line(name, value) for name, value in headers.items())
+        body = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts)
+        return (
+            f"{head}\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+            f"{body}--{boundary}--\r\n"
+        ).encode("ascii")
+
+    def as_string(self) -> str:
+        return self.as_bytes().decode("ascii")
