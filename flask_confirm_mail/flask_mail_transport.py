@@ -63,9 +63,9 @@ class FlaskMailConnection(TransportConnection):
             body=rendered.text,
             html=rendered.html,
             sender=rendered.sender,
+            message_id=rendered.message_id,
             date=time.time(),
         )
-        message.msgId = rendered.message_id
         try:
             data = message.as_bytes()
         except ValueError:

@@ -12,6 +12,7 @@ and by the mailer service.
 from __future__ import annotations
 
 import binascii
+import functools
 import secrets
 import time
 from email.header import Header
@@ -45,11 +46,52 @@ def text_part(subtype: str, text: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def address_header(address: str) -> str:
+    """An address header value: a plain ASCII ``local@domain`` as it is, anything else
+    (display names, non-ASCII) through Flask-Mail's ``sanitize_address``; cached, since
+    the sender is the same for every message."""
+    if address.isascii() and "<" not in address and " " not in address:
+        return address
+    return str(sanitize_address(address))
+
+
 class AlternativeMessage(flask_mail.Message):
     """A Flask-Mail message whose bytes are one ``multipart/alternative`` (text, HTML).
 
-    Set ``msgId`` for a Message-ID of your own (kept across retries).
+    Unlike ``flask_mail.Message`` it takes its Message-ID (kept across retries) instead
+    of making one with :func:`email.utils.make_msgid`, which looks up this host's name
+    (a DNS query on some machines) for every message.
     """
+
+    def __init__(
+        self,
+        *,
+        subject: str,
+        recipients: list[str],
+        body: str,
+        html: str | None,
+        sender: str | tuple[str, str],
+        message_id: str,
+        date: float | None = None,
+    ) -> None:
+        # The attributes flask_mail.Message's methods and Flask-Mail's signal users read.
+        self.alts: dict[str, str] = {}  # before html: Flask-Mail keeps html in alts
+        self.subject = subject
+        self.recipients: list[str | tuple[str, str]] = list(recipients)
+        self.body = body
+        self.html = html
+        self.sender = f"{sender[0]} <{sender[1]}>" if isinstance(sender, tuple) else sender
+        self.msgId = message_id
+        self.date = date
+        self.cc: list[str | tuple[str, str]] = []
+        self.bcc: list[str | tuple[str, str]] = []
+        self.reply_to = None
+        self.attachments: list[flask_mail.Attachment] = []
+        self.charset = None
+        self.extra_headers = None
+        self.mail_options: list[str] = []
+        self.rcpt_options: list[str] = []
 
     def as_bytes(self) -> bytes:
         for name, raw in (("From", self.sender), *(("To", r) for r in self.recipients)):
@@ -58,8 +100,8 @@ class AlternativeMessage(flask_mail.Message):
                 raise ValueError(f"The {name} header contains a line break.")
         headers = {
             "Subject": self.subject,
-            "From": sanitize_address(self.sender),
-            "To": ", ".join(sanitize_address(r) for r in self.recipients),
+            "From": address_header(str(self.sender)),
+            "To": ", ".join(address_header(str(r)) for r in self.recipients),
             "Date": formatdate(self.date if self.date is not None else time.time(), usegmt=True),
             "Message-ID": self.msgId,
         }

@@ -21,11 +21,11 @@ def _build(**changes: object) -> bytes:
         "html": f'<p>Hello,</p><p><a href="{LINK}">Confirm</a></p>',
         "sender": ("CatLoader", "noreply@example.com"),
         "date": 1_900_000_000.0,
+        "message_id": "<id-1@example.com>",
     }
     fields.update(changes)
     with Flask(__name__).app_context():
         message = AlternativeMessage(**fields)  # type: ignore[arg-type]
-        message.msgId = "<id-1@example.com>"
         return message.as_bytes()
 
 

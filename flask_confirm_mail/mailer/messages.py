@@ -80,9 +80,9 @@ def build_email(
         recipients=[recipient],
         body=render_template(f"mailer/{template}.txt", **context),
         html=render_template(f"mailer/{template}.html", **context),
+        message_id=message_id,
         date=time.time(),
     )
-    message.msgId = message_id
     subject = str(message.subject)
     if unsafe_header("Subject", subject) or unsafe_header("From", sender):
         raise DeliveryError("A header value could break its line.", permanent=True)
