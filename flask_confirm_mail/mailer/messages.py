@@ -12,30 +12,19 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.headerregistry import Address
 
 from flask import render_template
 
-from ..email_render import unsafe_header
+from ..email_render import format_lifetime, unsafe_header
 from ..errors import DeliveryError
 from ..mime import AlternativeMessage
 from .settings import MailerSettings
 
-__all__ = ["OutgoingEmail", "build_email", "describe_duration"]
+__all__ = ["OutgoingEmail", "build_email"]
 
 _UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
-
-
-def describe_duration(seconds: int) -> str:
-    """``seconds`` in words, rounded down to the largest whole unit: ``"24 hours"``.
-
-    Days are used from two days on, so a one-day link reads "24 hours".
-    """
-    for size, unit in _UNITS:
-        if seconds >= size and (size != 86400 or seconds >= 2 * size):
-            count = seconds // size
-            return f"{count} {unit}{'' if count == 1 else 's'}"
-    return "a moment"
 
 
 @dataclass(frozen=True)
@@ -69,7 +58,7 @@ def build_email(
         "user_name": extra.get("user_name", ""),
         "access_key": extra.get("access_key", ""),
         "link": link,
-        "lifetime": describe_duration(lifetime) if lifetime else "",
+        "lifetime": format_lifetime(timedelta(seconds=lifetime)) if lifetime else "",
         "recipient": recipient,
     }
     message_id = f"<{secrets.token_urlsafe(18)}@{settings.domain}>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,8 +12,8 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
+from flask_confirm_mail.email_render import format_lifetime
 from flask_confirm_mail.mailer import MailerSettings, create_app
-from flask_confirm_mail.mailer.messages import describe_duration
 from tests.support.fixtures import SECURE_SMTP_AUTH
 from tests.support.smtp_server import SMTPSink
 
@@ -229,13 +230,13 @@ def test_secure_server_failures_are_503(
     ("seconds", "words"),
     [
         (86400, "24 hours"),
-        (172800, "2 days"),
+        (172800, "48 hours"),
+        (259200, "3 days"),
         (3600, "1 hour"),
-        (5400, "1 hour"),
+        (5400, "90 minutes"),
         (600, "10 minutes"),
         (45, "45 seconds"),
-        (0, "a moment"),
     ],
 )
-def test_describe_duration(seconds: int, words: str) -> None:
-    assert describe_duration(seconds) == words
+def test_format_lifetime(seconds: int, words: str) -> None:
+    assert format_lifetime(timedelta(seconds=seconds)) == words
