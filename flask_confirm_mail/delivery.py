@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from flask import current_app
+from sqlalchemy.engine import Connection
 
 from . import outbox, signals
 from .clock import utcnow
@@ -36,6 +37,9 @@ class BatchReport:
     sent: int = 0
     retried: int = 0
     dead: int = 0
+    #: With ``claim_next``: the next batch, claimed in the same transaction as this one's
+    #: results (one commit per batch instead of two).
+    next_claimed: list[ClaimedMessage] = field(default_factory=list)
 
 
 def retry_delay(attempt: int, base: float, cap: float) -> timedelta:
@@ -61,24 +65,42 @@ def compose(state: ConfirmMailState, message: ClaimedMessage) -> ConfirmationEma
     )
 
 
+def _claim(
+    state: ConfirmMailState, conn: Connection, worker_id: str, ids: list[int] | None
+) -> list[ClaimedMessage]:
+    settings = state.settings
+    return outbox.claim(
+        conn,
+        state.outbox_table,
+        worker_id=worker_id,
+        limit=settings.batch_size,
+        lease=settings.lease,
+        ids=ids,
+    )
+
+
 def deliver_batch(
-    state: ConfirmMailState, *, worker_id: str, ids: list[int] | None = None
+    state: ConfirmMailState,
+    *,
+    worker_id: str,
+    ids: list[int] | None = None,
+    claimed: list[ClaimedMessage] | None = None,
+    claim_next: bool = False,
 ) -> BatchReport:
     """Claim up to one batch of due messages (only among ``ids`` when given) and send them.
+
+    :param claimed: a batch this worker already holds (a previous report's
+        ``next_claimed``); nothing is claimed first then.
+    :param claim_next: claim the next batch in the transaction that records this one's
+        results, and return it as ``next_claimed``.
 
     Runs in an application context; uses its own connections, never the request's session.
     """
     settings = state.settings
     engine = state.engine()
-    with engine.begin() as conn:
-        claimed = outbox.claim(
-            conn,
-            state.outbox_table,
-            worker_id=worker_id,
-            limit=settings.batch_size,
-            lease=settings.lease,
-            ids=ids,
-        )
+    if claimed is None:
+        with engine.begin() as conn:
+            claimed = _claim(state, conn, worker_id, ids)
     report = BatchReport(claimed=len(claimed))
     if not claimed:
         return report
@@ -103,6 +125,8 @@ def deliver_batch(
                 error=str(error),
                 retry_at=retry_at[message.id],
             )
+        if claim_next:
+            report.next_claimed = _claim(state, conn, worker_id, ids)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     for message in sent:
         signals.message_delivered.send(
@@ -159,3 +183,10 @@ def _as_delivery_error(exc: Exception) -> DeliveryError:
         return exc
     logger.exception("Unexpected error while delivering a confirmation email")
     return DeliveryError(f"Unexpected {type(exc).__name__}")
+
+
+def release(state: ConfirmMailState, claimed: list[ClaimedMessage], worker_id: str) -> None:
+    """Give back a batch this worker claimed but will not send (it is stopping)."""
+    if claimed:
+        with state.engine().begin() as conn:
+            outbox.release(conn, state.outbox_table, [m.id for m in claimed], worker_id)

@@ -91,6 +91,16 @@ def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: 
     )
 
 
+def release(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
+    """Make claimed, unsent messages due again at once, their claim not counted."""
+    c = table.c
+    conn.execute(
+        sa.update(table)
+        .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
+        .values(status=PENDING, due_at=utcnow(), claimed_by=None, attempts=c.attempts - 1)
+    )
+
+
 def mark_failed(
     conn: Connection,
     table: sa.Table,

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
-from .delivery import BatchReport, deliver_batch
+from .delivery import BatchReport, deliver_batch, release
+from .outbox import ClaimedMessage
 
 if TYPE_CHECKING:
     from .state import ConfirmMailState
@@ -45,6 +46,7 @@ class DeliveryLoop:
         self.total = BatchReport()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._held: list[ClaimedMessage] | None = None
 
     def wake(self) -> None:
         """Look at the outbox now instead of at the next poll."""
@@ -60,13 +62,24 @@ class DeliveryLoop:
         return self._stop.is_set()
 
     def run_once(self) -> BatchReport:
-        """Deliver one batch; errors are logged, never raised."""
+        """Deliver one batch; errors are logged, never raised.
+
+        The next batch is claimed in the transaction that records this one's results, and
+        given back by :meth:`run` when the loop stops before sending it.
+        """
+        held, self._held = self._held, None
         try:
             with self.app.app_context():
-                report = deliver_batch(self.state, worker_id=self.worker_id)
+                report = deliver_batch(
+                    self.state,
+                    worker_id=self.worker_id,
+                    claimed=held,
+                    claim_next=not self._stop.is_set(),
+                )
         except Exception:
             logger.exception("The delivery loop could not deliver a batch; trying again later")
             return BatchReport()
+        self._held = report.next_claimed or None
         for name in ("claimed", "sent", "retried", "dead"):
             setattr(self.total, name, getattr(self.total, name) + getattr(report, name))
         return report
@@ -75,12 +88,19 @@ class DeliveryLoop:
         """Loop until :meth:`stop`; with ``until_idle``, return once nothing is due."""
         while not self._stop.is_set():
             report = self.run_once()
-            if report.claimed:
+            if report.claimed or self._held:
                 continue
             if until_idle:
                 break
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+        held, self._held = self._held, None
+        if held:
+            try:
+                with self.app.app_context():
+                    release(self.state, held, self.worker_id)
+            except Exception:
+                logger.exception("Could not give back a claimed batch; its lease will expire")
         return self.total
 
 

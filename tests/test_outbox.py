@@ -261,3 +261,23 @@ def test_killed_worker_leaves_messages_for_the_next(
     assert all(n <= 2 for n in counts.values())
     assert len(duplicated) <= 10, "only the batch in flight at the kill is sent twice"
     assert {row.status for row in _rows(app)} == {SENT}
+
+
+def test_a_stopping_loop_gives_back_the_batch_it_holds(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker", "CONFIRM_MAIL_BATCH_SIZE": 10})
+    _enqueue_many(app, 30)
+    loop = DeliveryLoop(app, get_state(app))
+    first = loop.run_once()
+    assert (first.claimed, first.sent, len(first.next_claimed)) == (10, 10, 10)
+    held = [row for row in _rows(app) if row.status != SENT]
+    assert sum(row.claimed_by == loop.worker_id for row in held) == 10, "next batch held"
+    loop.stop()
+    loop.run()
+    rows = _rows(app)
+    assert sum(row.status == SENT for row in rows) == 10
+    waiting = [row for row in rows if row.status != SENT]
+    assert {(row.status, row.attempts, row.claimed_by) for row in waiting} == {(PENDING, 0, None)}
+    assert _drain(app).sent == 20
+    assert len(smtp_server.wait_for(30)) == 30
