@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 
@@ -95,5 +96,11 @@ def load(
     expect: int = 200,
     host: str = "127.0.0.1",
 ) -> LoadResult:
-    """Request ``paths`` in turn for ``seconds`` over ``concurrency`` connections at a time."""
-    return asyncio.run(_load(host, port, paths, seconds, concurrency, expect))
+    """Request ``paths`` in turn for ``seconds`` over ``concurrency`` connections at a time.
+
+    Runs its own event loop in a thread of its own, so it also works where the calling
+    thread already runs one (Playwright's sync API in the same test process, say).
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="load-client") as pool:
+        job = pool.submit(asyncio.run, _load(host, port, paths, seconds, concurrency, expect))
+        return job.result()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from sqlalchemy.engine import Connection
@@ -167,10 +168,19 @@ def _send_all(
     except Exception as exc:  # noqa: BLE001 - a broken transport fails the batch, not the worker
         error = _as_delivery_error(exc)
         return [], [(message, error) for message in claimed]
-    with connection:
-        for message in claimed:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def prepare(message: ClaimedMessage) -> Any:
+        with app.app_context():
+            return connection.prepare(compose(state, message))
+
+    # One helper thread writes the messages (token, templates, MIME) in order while this
+    # thread waits on the transport, so the CPU work overlaps the round trips.
+    with connection, ThreadPoolExecutor(1, thread_name_prefix="confirm-mail-compose") as pool:
+        prepared = [pool.submit(prepare, message) for message in claimed]
+        for message, future in zip(claimed, prepared, strict=True):
             try:
-                connection.send(compose(state, message))
+                connection.send_prepared(future.result())
             except Exception as exc:  # noqa: BLE001 - recorded on the row and retried
                 failures.append((message, _as_delivery_error(exc)))
             else:

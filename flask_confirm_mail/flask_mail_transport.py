@@ -11,6 +11,7 @@ tests; with ``MAIL_SUPPRESS_SEND`` nothing goes over the network.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import flask_mail
@@ -42,6 +43,16 @@ def smtp_settings_from_mail(state: Any, timeout: float) -> SMTPSettings:
     )
 
 
+@dataclass(frozen=True)
+class PreparedMail:
+    """A message written out, waiting for the SMTP connection."""
+
+    envelope_from: str
+    recipient: str
+    data: bytes = field(repr=False)
+    message: AlternativeMessage = field(repr=False)
+
+
 class FlaskMailConnection(TransportConnection):
     """One SMTP connection (opened on the first message) for a batch."""
 
@@ -54,7 +65,7 @@ class FlaskMailConnection(TransportConnection):
             else SMTPSession(smtp_settings_from_mail(self._mail, settings.smtp_timeout))
         )
 
-    def send(self, email: ConfirmationEmail) -> None:
+    def prepare(self, email: ConfirmationEmail) -> PreparedMail:
         sender = self._settings.sender or self._mail.default_sender
         rendered = render_confirmation(email, self._settings, sender)
         message = AlternativeMessage(
@@ -70,9 +81,18 @@ class FlaskMailConnection(TransportConnection):
             data = message.as_bytes()
         except ValueError:
             raise DeliveryError("A header value is not valid.", permanent=True) from None
+        return PreparedMail(rendered.sender_address, rendered.recipient, data, message)
+
+    def send_prepared(self, prepared: PreparedMail) -> None:
         if self._smtp is not None:
-            self._smtp.send(rendered.sender_address, rendered.recipient, data)
-        flask_mail.email_dispatched.send(current_app._get_current_object(), message=message)  # type: ignore[attr-defined]
+            self._smtp.send(prepared.envelope_from, prepared.recipient, prepared.data)
+        flask_mail.email_dispatched.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            message=prepared.message,
+        )
+
+    def send(self, email: ConfirmationEmail) -> None:
+        self.send_prepared(self.prepare(email))
 
     def close(self) -> None:
         if self._smtp is not None:

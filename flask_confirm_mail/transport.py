@@ -54,6 +54,18 @@ class TransportConnection(ABC):
     def send(self, email: ConfirmationEmail) -> None:
         """Hand one message over, or raise :class:`~flask_confirm_mail.errors.DeliveryError`."""
 
+    def prepare(self, email: ConfirmationEmail) -> Any:
+        """Do a message's CPU work ahead of :meth:`send_prepared` (optional).
+
+        The delivery loop calls it in a helper thread, with an application context, while
+        the previous message is on the wire; the default does nothing.
+        """
+        return email
+
+    def send_prepared(self, prepared: Any) -> None:
+        """Hand over what :meth:`prepare` returned."""
+        self.send(prepared)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the connection holds."""
 
