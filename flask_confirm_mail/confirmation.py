@@ -11,7 +11,6 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app
@@ -87,7 +86,7 @@ def enqueue_confirmation(
         attempts=0,
         due_at=now,
         created_at=now,
-        message_id=new_message_id(urlsplit(state.settings.link_prefix).hostname or "localhost"),
+        message_id=new_message_id(state.message_id_domain),
     )
     session.add(row)
     signals.confirmation_requested.send(

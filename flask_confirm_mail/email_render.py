@@ -19,6 +19,7 @@ from flask import render_template
 
 from .addresses import normalize_address
 from .errors import AddressError, DeliveryError
+from .mime import has_line_break
 from .transport import ConfirmationEmail
 
 if TYPE_CHECKING:
@@ -52,10 +53,6 @@ def format_lifetime(lifetime: timedelta) -> str:
     return f"{seconds} seconds"
 
 
-def _has_newline(value: str) -> bool:
-    return any(ch in value for ch in "\r\n\x0b\x0c\x85\u2028\u2029")
-
-
 @functools.lru_cache(maxsize=256)
 def unsafe_header(name: str, value: str) -> bool:
     """Whether ``value`` could break out of header ``name``: a line break, raw or hidden.
@@ -64,13 +61,13 @@ def unsafe_header(name: str, value: str) -> bool:
     the email package decodes such words when it parses a header value, and Python
     versions before the fix of gh-121650 write the decoded line break out as is.
     """
-    if _has_newline(value):
+    if has_line_break(value):
         return True
     try:
         parsed = str(SMTP_POLICY.header_factory(name, value))
     except (ValueError, TypeError, LookupError):
         return True
-    return _has_newline(parsed)
+    return has_line_break(parsed)
 
 
 def format_sender(sender: str | tuple[str, str] | None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+import re
 import secrets
 import time
 from email.header import Header
@@ -23,11 +24,18 @@ from flask_mail import sanitize_address
 
 _MAX_PLAIN_HEADER = 78
 _HEADER_BREAKS = ("\r", "\n", "\x0b", "\x0c", "\x85", "\u2028", "\u2029")
+#: Characters no caller-supplied text that may reach a header should contain.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_line_break(value: str) -> bool:
+    """Whether ``value`` holds anything a mail header could read as a line break."""
+    return any(ch in value for ch in _HEADER_BREAKS)
 
 
 def header_line(name: str, value: str) -> str:
     """``Name: value``, RFC 2047-encoded and folded (CRLF) when not short plain ASCII."""
-    if any(ch in value for ch in _HEADER_BREAKS):
+    if has_line_break(value):
         raise ValueError(f"The {name} header contains a line break.")
     if value.isascii() and len(name) + 2 + len(value) <= _MAX_PLAIN_HEADER:
         return f"{name}: {value}"
@@ -96,7 +104,7 @@ class AlternativeMessage(flask_mail.Message):
     def as_bytes(self) -> bytes:
         for name, raw in (("From", self.sender), *(("To", r) for r in self.recipients)):
             text = raw if isinstance(raw, str) else " ".join(raw)
-            if any(ch in text for ch in _HEADER_BREAKS):
+            if has_line_break(text):
                 raise ValueError(f"The {name} header contains a line break.")
         headers = {
             "Subject": self.subject,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, g, has_request_context
@@ -49,6 +50,8 @@ class ConfirmMailState:
             leeway=settings.leeway,
         )
         self.sender = BackgroundSender()
+        #: The domain of Message-IDs: the site's host name, as links use it.
+        self.message_id_domain = urlsplit(settings.link_prefix).hostname or "localhost"
 
     @property
     def outbox_table(self) -> sa.Table:

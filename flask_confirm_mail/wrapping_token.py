@@ -20,7 +20,6 @@ recipient it is asked to write to.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ import jwt
 from .clock import timestamp
 from .errors import InvalidToken
 from .link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE
+from .mime import CONTROL_CHARACTERS
 from .token_codec import (
     ALGORITHM,
     MAX_LEEWAY,
@@ -76,7 +76,6 @@ MAX_EXTRA_VALUE_LENGTH = 200
 LEGACY_TOKEN_TYPES = (None, "JWT")
 
 _REQUIRED_CLAIMS = ("recipient", "template", "link_url", "link_token")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MAX_STRING = 2048
 
 
@@ -126,11 +125,7 @@ def clean_extra(values: Mapping[str, Any] | None) -> dict[str, str]:
         value = (values or {}).get(name)
         if not isinstance(value, str) or not value:
             continue
-        if (
-            len(value) > MAX_EXTRA_VALUE_LENGTH
-            or _CONTROL_CHARACTERS.search(value)
-            or "=?" in value
-        ):
+        if len(value) > MAX_EXTRA_VALUE_LENGTH or CONTROL_CHARACTERS.search(value) or "=?" in value:
             raise InvalidToken("An extra value is not valid.", reason="bad_claims")
         cleaned[name] = value
     return cleaned
@@ -292,7 +287,7 @@ def _legacy_payload(claims: Mapping[str, Any], leeway: int) -> LegacyPayload:
         access_key = str(access_key) if is_int(access_key) else None
     if access_key is None or len(access_key) > MAX_EXTRA_VALUE_LENGTH:
         raise bad
-    if _CONTROL_CHARACTERS.search(access_key):
+    if CONTROL_CHARACTERS.search(access_key):
         raise bad
     exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
     if exp is not None:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 from ..addresses import normalize_address
 from ..errors import AddressError, ConfigurationError
+from ..mime import CONTROL_CHARACTERS
 from ..smtp import SECURITY_MODES, SMTPSettings, is_loopback_host
 from ..token_codec import MAX_LEEWAY, MIN_SECRET_BYTES, secret_bytes
 from .link_policy import LinkPolicy
@@ -88,7 +89,6 @@ ENV_DEFAULTS: Mapping[str, str | None] = {
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -191,7 +191,7 @@ class _Environment:
 
     def text(self, name: str) -> str:
         value = self.get(name) or ""
-        if _CONTROL_CHARACTERS.search(value) or len(value) > 200 or "=?" in value:
+        if CONTROL_CHARACTERS.search(value) or len(value) > 200 or "=?" in value:
             raise ConfigurationError(
                 f"{name} must be one line of at most 200 characters, with no encoded words."
             )
@@ -253,7 +253,7 @@ def _domain(value: str) -> str:
 
 def _smtp_settings(env: _Environment) -> SMTPSettings:
     host = env.required("MAILERTOGO_SMTP_HOST")
-    if _CONTROL_CHARACTERS.search(host) or " " in host:
+    if CONTROL_CHARACTERS.search(host) or " " in host:
         raise ConfigurationError("MAILERTOGO_SMTP_HOST must be a host name or address.")
     port = env.integer("MAILERTOGO_SMTP_PORT", minimum=1, maximum=65535)
     security = env.choice("MAILER_SMTP_SECURITY", SECURITY_MODES)
