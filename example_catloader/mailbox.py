@@ -16,6 +16,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,15 @@ class Mailbox:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
 
-    def record(self, app: Flask, message: flask_mail.Message, **_: Any) -> None:
+    def record(self, app: Flask, message: EmailMessage, **_: Any) -> None:
         """Receiver of ``flask_mail.email_dispatched``: keep ``message``."""
+        text, html = message.get_body(("plain",)), message.get_body(("html",))
         self.add(
-            sender=str(message.sender or ""),
-            recipients=[str(r) for r in message.recipients],
-            subject=str(message.subject or ""),
-            text=str(message.body or ""),
-            html=str(message.html or ""),
+            sender=str(message["From"] or ""),
+            recipients=[str(message["To"] or "")],
+            subject=str(message["Subject"] or ""),
+            text=str(text.get_content()) if text is not None else "",
+            html=str(html.get_content()) if html is not None else "",
         )
 
     def add(self, *, sender: str, recipients: list[str], subject: str, text: str, html: str) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from flask_confirm_mail import get_state
+from flask_confirm_mail import link_base_url
 
 from .mailbox import Mailbox, first_link, mailbox_of
 
@@ -42,7 +42,7 @@ def current_mailbox() -> Mailbox:
 
 
 def link_prefix() -> str:
-    prefix: str = get_state().settings.link_prefix
+    prefix = link_base_url()
     return prefix
 
 

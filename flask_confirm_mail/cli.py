@@ -11,10 +11,10 @@ from flask.cli import AppGroup
 
 from . import outbox
 from .addresses import normalize_address
-from .confirmation import CHANGE, SIGNUP, confirm_user, enqueue_confirmation, find_user
+from .confirmation import get_flow
+from .delivery import DeliveryLoop
 from .errors import AddressError
-from .state import get_state
-from .worker import DeliveryLoop
+from .users import CHANGE, SIGNUP
 
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
 
@@ -24,7 +24,8 @@ def _user_by_address(email: str) -> tuple[Any, str]:
         address = normalize_address(email)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
-    user, which = find_user(get_state(), address)
+    flow = get_flow()
+    user, which = flow.columns.find(flow.db.session, address)
     if user is None:
         raise click.ClickException("No user has that address.")
     return user, which
@@ -34,15 +35,15 @@ def _user_by_address(email: str) -> tuple[Any, str]:
 @click.argument("email")
 def send_command(email: str) -> None:
     """Send (or send again) the confirmation email for EMAIL."""
-    state = get_state()
+    flow = get_flow()
     user, which = _user_by_address(email)
-    if which == SIGNUP and state.columns.is_confirmed(user):
+    if which == SIGNUP and flow.columns.is_confirmed(user):
         raise click.ClickException("That address is already confirmed.")
-    row = enqueue_confirmation(state, user, CHANGE if which == CHANGE else SIGNUP)
-    state.db.session.commit()
-    if state.settings.delivery != "worker":
-        state.deliver_now([row.id])
-    state.db.session.refresh(row)
+    row = flow.enqueue(user, CHANGE if which == CHANGE else SIGNUP)
+    flow.db.session.commit()
+    if flow.settings.delivery != "worker":
+        flow.deliverer.deliver_now([row.id])
+    flow.db.session.refresh(row)
     click.echo(f"Confirmation email {row.id} for {row.recipient}: {row.status}.")
 
 
@@ -50,10 +51,10 @@ def send_command(email: str) -> None:
 @click.argument("email")
 def confirm_command(email: str) -> None:
     """Mark EMAIL confirmed by hand."""
-    state = get_state()
+    flow = get_flow()
     user, _ = _user_by_address(email)
-    changed = confirm_user(state, user)
-    state.db.session.commit()
+    changed = flow.confirm_user(user)
+    flow.db.session.commit()
     click.echo("Confirmed." if changed else "Already confirmed.")
 
 
@@ -61,9 +62,9 @@ def confirm_command(email: str) -> None:
 @click.argument("email")
 def status_command(email: str) -> None:
     """Show whether EMAIL is confirmed and its latest emails."""
-    state = get_state()
+    flow = get_flow()
     user, which = _user_by_address(email)
-    columns = state.columns
+    columns = flow.columns
     if which == CHANGE:
         click.echo(f"Pending change to this address for user {columns.id_of(user)}: unconfirmed.")
     else:
@@ -72,9 +73,9 @@ def status_command(email: str) -> None:
         pending = columns.pending_of(user)
         if pending:
             click.echo(f"Pending change to {pending}: unconfirmed.")
-    model = state.outbox_model
+    model = flow.outbox_model
     rows = (
-        state.db.session.query(model)
+        flow.db.session.query(model)
         .filter(model.user_id == columns.id_of(user))
         .order_by(model.id.desc())
         .limit(5)
@@ -93,8 +94,8 @@ def status_command(email: str) -> None:
 @click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
 def worker_command(once: bool, poll_interval: float | None) -> None:
     """Deliver outbox messages until stopped (SIGTERM or Ctrl-C finish the batch first)."""
-    state = get_state()
-    loop = DeliveryLoop(current_app._get_current_object(), state, poll_interval=poll_interval)  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    loop = DeliveryLoop(app, get_flow().deliverer, poll_interval=poll_interval)
 
     def stop(signum: int, frame: Any) -> None:
         loop.stop()
@@ -113,10 +114,10 @@ def worker_command(once: bool, poll_interval: float | None) -> None:
 @cli_group.command("outbox")
 def outbox_command() -> None:
     """Count messages per status and list the dead ones."""
-    state = get_state()
-    with state.engine().connect() as conn:
-        counts = outbox.status_counts(conn, state.outbox_table)
-        dead = outbox.dead_messages(conn, state.outbox_table)
+    flow = get_flow()
+    with flow.db.engine.connect() as conn:
+        counts = outbox.status_counts(conn, flow.outbox_table)
+        dead = outbox.dead_messages(conn, flow.outbox_table)
     for status, count in counts.items():
         click.echo(f"{status:8} {count}")
     for row in dead:
@@ -133,7 +134,7 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
     """Requeue the dead message MESSAGE_ID, or all of them with --all."""
     if (message_id is None) == (not all_dead):
         raise click.UsageError("Give one MESSAGE_ID or --all.")
-    state = get_state()
-    with state.engine().begin() as conn:
-        count = outbox.requeue_dead(conn, state.outbox_table, message_id)
+    flow = get_flow()
+    with flow.db.engine.begin() as conn:
+        count = outbox.requeue_dead(conn, flow.outbox_table, message_id)
     click.echo(f"Requeued {count} message(s).")

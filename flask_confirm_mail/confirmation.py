@@ -1,35 +1,43 @@
-"""The confirmation flow on the database: queue an email, check a link, confirm.
+"""The confirmation flow of one app, on its database: queue an email, check a link, confirm.
 
-Every function here works in the caller's Flask-SQLAlchemy session and transaction,
-except :func:`confirm_link` and :func:`request_resend`, which commit their own small
-transaction (they are what the blueprint's views call).
+``init_app`` builds one :class:`ConfirmationFlow` per app (``app.extensions["confirm_mail"]``);
+the views, decorators and CLI act through it. Its methods work in the caller's
+Flask-SQLAlchemy session and transaction, except :meth:`~ConfirmationFlow.confirm_link`
+and :meth:`~ConfirmationFlow.request_resend`, which commit their own small transaction.
+
+The session events at the end tie the outbox to the caller's transaction: in a
+:func:`~flask_confirm_mail.signup_view`, every new user that is flushed gets an outbox
+message in the same session (so a rollback drops both); after a commit, the messages it
+saved are handed to the app's delivery mode (``sync``, ``thread`` or ``worker``).
 """
 
 from __future__ import annotations
 
-import secrets
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
 from .addresses import normalize_address
-from .clock import utcnow
-from .errors import TokenError
-from .link_token import LinkClaims
-from .outbox_model import PENDING
-from .state import get_state
+from .delivery import BackgroundSender, Deliverer
+from .errors import ExpiredToken, NotInitializedError, TokenError
+from .redaction import SERVER_LOGGERS, install_log_redaction
+from .settings import Settings
+from .tokens import LinkClaims, LinkTokenSigner
+from .transport import Transport
+from .users import CHANGE, SIGNUP, UserColumns
 
-if TYPE_CHECKING:
-    from .state import ConfirmMailState
-
-SIGNUP = "signup"
-CHANGE = "change"
+EXTENSION_KEY = "confirm_mail"
 
 
 class Outcome(str, Enum):
@@ -45,7 +53,7 @@ class Outcome(str, Enum):
 
 @dataclass(frozen=True)
 class LinkResult:
-    """The outcome of checking or using a link."""
+    """The outcome of checking or using a link, and the user it names when known."""
 
     outcome: Outcome
     user: Any = None
@@ -55,214 +63,248 @@ def _app() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
-def new_message_id(domain: str) -> str:
-    """A Message-ID for one outbox message, kept across its retries."""
-    return f"<{secrets.token_hex(16)}@{domain}>"
+class ConfirmationFlow:
+    """Everything one app's confirmation flow needs, built once by ``init_app``."""
 
+    def __init__(
+        self,
+        *,
+        db: SQLAlchemy,
+        outbox_model: type[Any],
+        settings: Settings,
+        columns: UserColumns,
+        transport: Transport,
+    ) -> None:
+        self.db = db
+        self.outbox_model = outbox_model
+        self.outbox_table: sa.Table = outbox_model.__table__
+        self.settings = settings
+        self.columns = columns
+        self.transport = transport
+        #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
+        self.user_getter: Callable[[], Any] | None = None
+        self.signer = LinkTokenSigner(
+            settings.secret, settings.previous_secrets, lifetime=settings.lifetime,
+            leeway=settings.leeway,
+        )  # fmt: skip
+        self.deliverer = Deliverer(
+            db=db, table=self.outbox_table, settings=settings, transport=transport,
+            signer=self.signer,
+        )  # fmt: skip
+        self.sender = BackgroundSender(self.deliverer)
 
-def enqueue_confirmation(
-    state: ConfirmMailState, user: Any, purpose: str = SIGNUP, context: dict[str, Any] | None = None
-) -> Any:
-    """Add an outbox message for ``user`` to the current session; it goes out after commit.
+    # --- queueing emails (in the caller's session) ----------------------------------------
 
-    ``purpose`` ``signup`` mails the user's address; ``change`` mails the pending one.
+    def enqueue(
+        self, user: Any, purpose: str = SIGNUP, context: dict[str, Any] | None = None
+    ) -> Any:
+        """Add an outbox message for ``user`` to the session; it goes out after commit.
 
-    :raises AddressError: the address to mail is not a single valid address.
-    """
-    columns = state.columns
-    session = state.db.session
-    recipient = columns.pending_of(user) if purpose == CHANGE else None
-    recipient = recipient or columns.email_of(user)
-    normalize_address(recipient)
-    if getattr(user, columns.id_attribute) is None:
-        session.flush()
-    now = utcnow()
-    row = state.outbox_model(
-        user_id=columns.id_of(user),
-        recipient=recipient,
-        purpose=purpose,
-        context=context or None,
-        status=PENDING,
-        attempts=0,
-        due_at=now,
-        created_at=now,
-        message_id=new_message_id(state.message_id_domain),
-    )
-    session.add(row)
-    signals.confirmation_requested.send(
-        _app(), user=user, email=recipient, purpose=purpose, outbox=row
-    )
-    return row
+        ``purpose`` ``signup`` mails the user's address; ``change`` mails the pending one.
 
+        :raises AddressError: the address to mail is not a single valid address.
+        """
+        columns = self.columns
+        session = self.db.session
+        recipient = columns.pending_of(user) if purpose == CHANGE else None
+        recipient = recipient or columns.email_of(user)
+        normalize_address(recipient)
+        if getattr(user, columns.id_attribute) is None:
+            session.flush()
+        now = outbox.utcnow()
+        row = self.outbox_model(
+            user_id=columns.id_of(user),
+            recipient=recipient,
+            purpose=purpose,
+            context=context or None,
+            status=outbox.PENDING,
+            attempts=0,
+            due_at=now,
+            created_at=now,
+            message_id=outbox.new_message_id(self.settings.host),
+        )
+        session.add(row)
+        signals.confirmation_requested.send(
+            _app(), user=user, email=recipient, purpose=purpose, outbox=row
+        )
+        return row
 
-def request_email_change(state: ConfirmMailState, user: Any, new_email: str) -> bool:
-    """Ask to change ``user``'s address to ``new_email``; mail a link to the new address.
+    def change_email(self, user: Any, new_email: str) -> bool:
+        """Ask to change ``user``'s address to ``new_email``; mail a link to the new address.
 
-    With a pending-address column, the old address stays the login until the link is
-    used. Without one, the address is replaced at once and marked unconfirmed (the
-    original's behaviour). Returns ``False`` when ``new_email`` is the current address.
+        With a pending-address column, the old address stays the login until the link is
+        used. Without one, the address is replaced at once and marked unconfirmed (the
+        original's behaviour). Returns ``False`` when ``new_email`` is the current address.
 
-    :raises AddressError: ``new_email`` is not a single valid address.
-    """
-    columns = state.columns
-    new = normalize_address(new_email)
-    old = columns.email_of(user)
-    if new == old:
+        :raises AddressError: ``new_email`` is not a single valid address.
+        """
+        columns = self.columns
+        new = normalize_address(new_email)
+        old = columns.email_of(user)
+        if new == old:
+            columns.set_pending(user, None)
+            return False
         if columns.pending_attribute is not None:
-            setattr(user, columns.pending_attribute, None)
-        return False
-    if columns.pending_attribute is not None:
-        setattr(user, columns.pending_attribute, new)
-    else:
-        setattr(user, columns.email_attribute, new)
-        setattr(user, columns.confirmed_attribute, columns.unconfirmed_value())
-        # Written even when the loaded row already said "unconfirmed": a link to the old
-        # address used since the row was loaded must not leave the new one confirmed.
-        flag_modified(user, columns.confirmed_attribute)
-    enqueue_confirmation(state, user, CHANGE)
-    signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
-    return True
+            columns.set_pending(user, new)
+        else:
+            setattr(user, columns.email_attribute, new)
+            columns.set_unconfirmed(user)
+            # Written even when the loaded row already said "unconfirmed": a link to the old
+            # address used since the row was loaded must not leave the new one confirmed.
+            flag_modified(user, columns.confirmed_attribute)
+        self.enqueue(user, CHANGE)
+        signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
+        return True
 
+    def confirm_user(self, user: Any) -> bool:
+        """Mark ``user``'s address (or pending address) confirmed by hand, in the session."""
+        columns = self.columns
+        pending = columns.pending_of(user)
+        if pending is not None:
+            setattr(user, columns.email_attribute, pending)
+            columns.set_pending(user, None)
+        elif columns.is_confirmed(user):
+            return False
+        setattr(user, columns.confirmed_attribute, columns.confirmed_value(outbox.utcnow()))
+        return True
 
-def _verified(state: ConfirmMailState, token: str) -> tuple[LinkClaims, Any] | LinkResult:
-    """The token's claims and the user id they name, or the outcome of a bad token."""
-    try:
-        claims = state.signer.verify(token)
-        return claims, state.columns.parse_id(claims.user_id)
-    except TokenError as exc:
-        return LinkResult(Outcome.EXPIRED if exc.reason == "expired" else Outcome.INVALID)
+    # --- links ----------------------------------------------------------------------------
 
-
-def check_link(state: ConfirmMailState, token: str) -> LinkResult:
-    """What ``token`` would do, changing nothing (the GET page)."""
-    verified = _verified(state, token)
-    if isinstance(verified, LinkResult):
-        return verified
-    claims, user_id = verified
-    columns = state.columns
-    user = state.db.session.get(columns.model, user_id)
-    if user is None:
-        return LinkResult(Outcome.INVALID)
-    if columns.email_of(user) == claims.email:
-        confirmed = columns.is_confirmed(user)
-        return LinkResult(Outcome.ALREADY_CONFIRMED if confirmed else Outcome.PENDING, user)
-    if columns.pending_of(user) == claims.email:
-        return LinkResult(Outcome.PENDING, user)
-    return LinkResult(Outcome.INVALID)
-
-
-def confirm_link(state: ConfirmMailState, token: str) -> LinkResult:
-    """Use ``token``: one conditional UPDATE confirms the address it was mailed to.
-
-    Concurrent calls with one link confirm once and send ``email_confirmed`` once.
-    Commits on success, rolls back otherwise.
-    """
-    verified = _verified(state, token)
-    if isinstance(verified, LinkResult):
-        return verified
-    claims, user_id = verified
-    columns = state.columns
-    session = state.db.session
-    params = {
-        "uid": user_id,
-        "address": claims.email,
-        "confirmed": columns.confirmed_value(utcnow()),
-    }
-    purpose = SIGNUP
-    changed = session.execute(columns.confirm_address_statement, params).rowcount == 1  # type: ignore[attr-defined]
-    if not changed and columns.confirm_pending_statement is not None:
-        purpose = CHANGE
+    def _verified(self, token: str) -> tuple[LinkClaims, Any] | LinkResult:
+        """The token's claims and the user id they name, or the outcome of a bad token."""
         try:
-            result = session.execute(columns.confirm_pending_statement, params)
-        except IntegrityError:
+            claims = self.signer.verify(token)
+            return claims, self.columns.parse_id(claims.user_id)
+        except ExpiredToken:
+            return LinkResult(Outcome.EXPIRED)
+        except TokenError:
+            return LinkResult(Outcome.INVALID)
+
+    def check_link(self, token: str) -> LinkResult:
+        """What ``token`` would do, changing nothing (the GET page)."""
+        verified = self._verified(token)
+        if isinstance(verified, LinkResult):
+            return verified
+        claims, user_id = verified
+        columns = self.columns
+        user = self.db.session.get(columns.model, user_id)
+        if user is None:
+            return LinkResult(Outcome.INVALID)
+        if columns.email_of(user) == claims.email:
+            confirmed = columns.is_confirmed(user)
+            return LinkResult(Outcome.ALREADY_CONFIRMED if confirmed else Outcome.PENDING, user)
+        if columns.pending_of(user) == claims.email:
+            return LinkResult(Outcome.PENDING, user)
+        return LinkResult(Outcome.INVALID)
+
+    def confirm_link(self, token: str) -> LinkResult:
+        """Use ``token``: one conditional UPDATE confirms the address it was mailed to.
+
+        Concurrent calls with one link confirm once and send ``email_confirmed`` once.
+        Commits on success, rolls back otherwise.
+        """
+        verified = self._verified(token)
+        if isinstance(verified, LinkResult):
+            return verified
+        claims, user_id = verified
+        columns = self.columns
+        session = self.db.session
+        try:
+            purpose = columns.confirm(session, user_id, claims.email, outbox.utcnow())
+        except IntegrityError:  # the new address was taken by another account meanwhile
             session.rollback()
             return LinkResult(Outcome.INVALID)
-        changed = result.rowcount == 1  # type: ignore[attr-defined]
-    if changed:
-        session.commit()
-        user = None
-        if signals.email_confirmed.receivers:  # load the row only for someone who wants it
+        if purpose is not None:
+            session.commit()
             user = session.get(columns.model, user_id)
             signals.email_confirmed.send(_app(), user=user, email=claims.email, purpose=purpose)
-        return LinkResult(Outcome.CONFIRMED, user)
-    session.rollback()
-    user = session.get(columns.model, user_id)
-    if user is not None and columns.email_of(user) == claims.email and columns.is_confirmed(user):
-        return LinkResult(Outcome.ALREADY_CONFIRMED, user)
-    return LinkResult(Outcome.INVALID)
+            return LinkResult(Outcome.CONFIRMED, user)
+        session.rollback()
+        user = session.get(columns.model, user_id)
+        if (
+            user is not None
+            and columns.email_of(user) == claims.email
+            and columns.is_confirmed(user)
+        ):
+            return LinkResult(Outcome.ALREADY_CONFIRMED, user)
+        return LinkResult(Outcome.INVALID)
+
+    def request_resend(self, email: object) -> None:
+        """Queue a new link for ``email`` when it is waiting for confirmation.
+
+        Says nothing about whether the address exists: unknown, confirmed and cooling-down
+        addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address.
+
+        :raises AddressError: ``email`` is not a single valid address.
+        """
+        address = normalize_address(email)
+        session = self.db.session
+        try:
+            connection = session.connection()
+            if connection.dialect.name == "sqlite":
+                _begin_immediate(connection)
+            user, purpose = self.columns.find(session, address, lock=True)
+            if user is None or (purpose == SIGNUP and self.columns.is_confirmed(user)):
+                return
+            last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
+            if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
+                return
+            self.enqueue(user, purpose)
+            session.commit()
+        finally:
+            session.rollback()
+
+    # --- handing committed messages to the delivery mode -----------------------------------
+
+    def dispatch(self, ids: list[int]) -> None:
+        """Hand messages just committed to the outbox to the delivery mode."""
+        mode = self.settings.delivery
+        if mode == "thread":
+            self.sender.wake(_app())
+        elif mode == "sync":
+            if has_request_context():
+                g.setdefault(_SYNC_QUEUE, []).extend(ids)
+            else:
+                self.deliverer.deliver_now(ids)
+
+    def after_request(self, response: Response) -> Response:
+        """``sync`` mode: deliver what this request committed to the outbox."""
+        ids = g.pop(_SYNC_QUEUE, None)
+        if ids:
+            self.deliverer.deliver_now(ids)
+        return response
+
+    def before_request(self) -> None:
+        """``thread`` mode: make sure this process's sender runs (it drains older rows too)."""
+        self.sender.ensure_started(_app())
 
 
-def confirm_user(state: ConfirmMailState, user: Any) -> bool:
-    """Mark ``user``'s address (or pending address) confirmed by hand, in the session."""
-    columns = state.columns
-    pending = columns.pending_of(user)
-    if pending is not None:
-        setattr(user, columns.email_attribute, pending)
-        setattr(user, columns.pending_attribute or "", None)
-    elif columns.is_confirmed(user):
-        return False
-    setattr(user, columns.confirmed_attribute, columns.confirmed_value(utcnow()))
-    return True
-
-
-def find_user(state: ConfirmMailState, address: str, *, lock: bool = False) -> tuple[Any, str]:
-    """The user whose address or pending address is ``address``, and which it is.
-
-    Returns ``(None, "")`` when there is none.
-    """
-    columns = state.columns
-    query = sa.select(columns.model).where(columns.email_column == address)
-    if lock:
-        query = query.with_for_update()
-    user = state.db.session.execute(query).scalar_one_or_none()
-    if user is not None:
-        return user, SIGNUP
-    if columns.pending_column is not None:
-        query = sa.select(columns.model).where(columns.pending_column == address).limit(1)
-        if lock:
-            query = query.with_for_update()
-        user = state.db.session.execute(query).scalar_one_or_none()
-        if user is not None:
-            return user, CHANGE
-    return None, ""
-
-
-def _take_write_lock(connection: sa.Connection) -> None:
+def _begin_immediate(connection: sa.Connection) -> None:
     """On SQLite, which has no row locks, start the transaction holding the write lock.
 
-    Concurrent resends for one address then check the cooldown one after the other
-    (they wait up to the driver's busy timeout); on other databases the rows that
-    :func:`find_user` locks do this.
+    Concurrent resends for one address then check the cooldown one after the other (they
+    wait up to the driver's busy timeout); on other databases the rows that
+    :meth:`UserColumns.find` locks do this.
     """
-    if connection.dialect.name != "sqlite":
-        return
     driver_connection = connection.connection.dbapi_connection
     if not getattr(driver_connection, "in_transaction", True):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def request_resend(state: ConfirmMailState, email: object) -> None:
-    """Queue a new link for ``email`` when it is waiting for confirmation.
+def get_flow(app: Flask | None = None) -> ConfirmationFlow:
+    """The confirmation flow of ``app`` (default: the current app).
 
-    Says nothing about whether the address exists: unknown, confirmed and cooling-down
-    addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address.
-
-    :raises AddressError: ``email`` is not a single valid address.
+    :raises NotInitializedError: ``init_app`` was not called on that app.
     """
-    address = normalize_address(email)
-    session = state.db.session
+    target = app if app is not None else current_app
     try:
-        _take_write_lock(session.connection())
-        user, purpose = find_user(state, address, lock=True)
-        if user is None or (purpose == SIGNUP and state.columns.is_confirmed(user)):
-            return
-        last = outbox.last_queued_at(session.connection(), state.outbox_table, address)
-        if last is not None and utcnow() - last < state.settings.resend_cooldown:
-            return
-        enqueue_confirmation(state, user, purpose)
-        session.commit()
-    finally:
-        session.rollback()
+        flow: ConfirmationFlow = target.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise NotInitializedError(
+            "flask-confirm-mail is not registered on this app. "
+            "Did you forget to call ConfirmMail.init_app(app)?"
+        ) from None
+    return flow
 
 
 # --- the public functions: they act on the current app -------------------------------------
@@ -278,9 +320,9 @@ def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> An
 
     :raises AddressError: the address is not a single valid address.
     """
-    state = get_state()
-    purpose = CHANGE if state.columns.pending_of(user) else SIGNUP
-    return enqueue_confirmation(state, user, purpose, context)
+    flow = get_flow()
+    purpose = CHANGE if flow.columns.pending_of(user) else SIGNUP
+    return flow.enqueue(user, purpose, context)
 
 
 def change_email(user: Any, new_email: str) -> bool:
@@ -292,9 +334,120 @@ def change_email(user: Any, new_email: str) -> bool:
 
     :raises AddressError: ``new_email`` is not a single valid address.
     """
-    return request_email_change(get_state(), user, new_email)
+    return get_flow().change_email(user, new_email)
 
 
 def is_confirmed(user: Any) -> bool:
     """Whether ``user``'s current address is confirmed."""
-    return get_state().columns.is_confirmed(user)
+    return get_flow().columns.is_confirmed(user)
+
+
+def link_base_url(app: Flask | None = None) -> str:
+    """The confirm route's URL up to the token, e.g. ``https://site.example/confirm/``."""
+    return get_flow(app).settings.link_prefix
+
+
+def stop_delivery(app: Flask | None = None, timeout: float = 10.0) -> None:
+    """Stop this process's background sender after its current batch (shutdown, tests)."""
+    get_flow(app).sender.stop(timeout)
+
+
+def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] = SERVER_LOGGERS) -> None:
+    """Keep link tokens out of the server's request logs (werkzeug's and gunicorn's).
+
+    Adds a filter to those loggers that replaces the token in any spelling of
+    ``<CONFIRM_MAIL_URL_PREFIX>/<token>``, and anything shaped like a token, with
+    ``[redacted]``. Call it once, after ``init_app``; nothing is added to other
+    libraries' loggers otherwise.
+    """
+    install_log_redaction(loggers, [get_flow(app).settings.url_prefix])
+
+
+# --- session events ------------------------------------------------------------------------
+
+_SYNC_QUEUE = "_confirm_mail_sync_ids"
+_NEW_USERS = "confirm_mail_new_users"
+_QUEUED = "confirm_mail_queued_ids"
+_SIGNUP_DEPTH = "_confirm_mail_signup_depth"
+
+_listening: weakref.WeakSet[SQLAlchemy] = weakref.WeakSet()
+
+
+def listen_to_session(db: SQLAlchemy) -> None:
+    """Listen on ``db.session`` (once per ``db``)."""
+    if db in _listening:
+        return
+    _listening.add(db)
+    event.listen(db.session, "before_flush", _before_flush)
+    event.listen(db.session, "after_flush", _after_flush)
+    event.listen(db.session, "after_flush_postexec", _after_flush_postexec)
+    event.listen(db.session, "after_commit", _after_commit)
+    event.listen(db.session, "after_rollback", _after_rollback)
+
+
+def begin_signup() -> None:
+    """From now on in this request, new users get a confirmation email."""
+    setattr(g, _SIGNUP_DEPTH, g.get(_SIGNUP_DEPTH, 0) + 1)
+
+
+def end_signup() -> None:
+    setattr(g, _SIGNUP_DEPTH, max(g.get(_SIGNUP_DEPTH, 0) - 1, 0))
+
+
+def _in_signup() -> bool:
+    return bool(g.get(_SIGNUP_DEPTH, 0))
+
+
+def _flow_of(session: Session) -> ConfirmationFlow | None:
+    """The current app's flow, if ``session`` is the session of its ``db``."""
+    if not has_app_context():
+        return None
+    flow: ConfirmationFlow | None = current_app.extensions.get(EXTENSION_KEY)
+    if flow is None:
+        return None
+    registry = flow.db.session.registry
+    if not registry.has() or registry() is not session:
+        return None
+    return flow
+
+
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    """Check new users' addresses before the flush writes anything."""
+    flow = _flow_of(session)
+    if flow is None or not _in_signup():
+        return
+    for obj in session.new:
+        if isinstance(obj, flow.columns.model):
+            normalize_address(flow.columns.email_of(obj))
+
+
+def _after_flush(session: Session, flush_context: Any) -> None:
+    flow = _flow_of(session)
+    if flow is None:
+        return
+    signup = _in_signup()
+    for obj in session.new:
+        if isinstance(obj, flow.outbox_model):
+            session.info.setdefault(_QUEUED, []).append(obj.id)
+        elif signup and isinstance(obj, flow.columns.model):
+            session.info.setdefault(_NEW_USERS, []).append(obj)
+
+
+def _after_flush_postexec(session: Session, flush_context: Any) -> None:
+    users = session.info.pop(_NEW_USERS, None)
+    flow = _flow_of(session)
+    if users and flow is not None:
+        for user in users:
+            flow.enqueue(user)
+
+
+def _after_commit(session: Session) -> None:
+    ids = session.info.pop(_QUEUED, None)
+    flow = _flow_of(session)
+    if ids and flow is not None:
+        flow.dispatch(ids)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_NEW_USERS, None)
+    session.info.pop(_QUEUED, None)

@@ -1,8 +1,9 @@
-"""The exceptions this package raises, rooted in :class:`ConfirmMailError`.
+"""The exceptions flask-confirm-mail raises, rooted in :class:`ConfirmMailError`.
 
-The tree follows itsdangerous' ``BadData`` family: catch the base class to handle
-everything, or a leaf to handle one case. Messages never contain a token, a secret
-or the value that was expected.
+Token failures follow itsdangerous' ``BadData`` -> ``BadSignature`` -> ``SignatureExpired``:
+catch :class:`TokenError` for every refused token, :class:`InvalidToken` for one that
+cannot be used, or :class:`ExpiredToken` for a genuine one whose lifetime is over.
+Messages never contain a token, a secret or the value that was expected.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ class ConfirmMailError(Exception):
 
 
 class ConfigurationError(ConfirmMailError):
-    """A setting is missing or unsafe; raised by ``init_app`` and ``create_app``."""
+    """A setting is missing or unsafe; raised by ``init_app`` and the mailer's ``create_app``."""
 
 
 class NotInitializedError(ConfirmMailError, RuntimeError):
     """The extension is used on an app that did not call ``init_app``."""
 
 
+class AddressError(ConfirmMailError, ValueError):
+    """An email address is not a single, plain ``local@domain`` address."""
+
+
 class TokenError(ConfirmMailError):
-    """A token was refused. ``reason`` is a short, public, machine-readable word."""
+    """A token was refused. ``reason`` is a short, public, machine-readable word:
+    ``malformed``, ``wrong_kind``, ``bad_signature``, ``bad_claims`` or ``expired``."""
 
     reason = "invalid"
 
@@ -32,20 +38,16 @@ class TokenError(ConfirmMailError):
 
 
 class InvalidToken(TokenError):
-    """The token is malformed, forged, of another purpose or otherwise unusable."""
+    """The token cannot be used: malformed, forged, of another kind, or with bad claims."""
 
 
-class ExpiredToken(TokenError):
-    """The token was genuine but its lifetime is over."""
+class ExpiredToken(InvalidToken):
+    """The token is genuine but its lifetime is over."""
 
     reason = "expired"
 
     def __init__(self, message: str = "The token has expired.") -> None:
         super().__init__(message, reason="expired")
-
-
-class AddressError(ConfirmMailError, ValueError):
-    """An email address is not a single, plain ``local@domain`` address."""
 
 
 class DeliveryError(ConfirmMailError):

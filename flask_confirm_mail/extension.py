@@ -1,4 +1,5 @@
-"""The :class:`ConfirmMail` extension object."""
+"""The :class:`ConfirmMail` extension object: ``init_app`` checks the settings and wires
+the flow into the app (blueprint, CLI, session events, request hooks, logging)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,23 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask
+from flask.logging import default_handler, has_level_handler
 from flask_mail import Mail
 from flask_sqlalchemy import SQLAlchemy
 
-from . import session_hooks
+from .cli import cli_group
+from .confirmation import EXTENSION_KEY, ConfirmationFlow, listen_to_session
 from .errors import ConfigurationError
-from .flask_mail_transport import FlaskMailTransport
-from .log_redaction import install_request_log_redaction
-from .outbox_model import outbox_model_for
-from .settings import OPTION_NAMES, Settings, load_settings
-from .state import EXTENSION_KEY, ConfirmMailState
-from .transport import Transport
-from .user_model import UserColumns
+from .outbox import outbox_model_for
+from .remote import RemoteTransport
+from .settings import OPTION_NAMES, Settings
+from .transport import SMTPTransport, Transport
+from .users import UserColumns
+from .views import blueprint
 
 G = TypeVar("G", bound=Callable[[], Any])
+
+logger = logging.getLogger("flask_confirm_mail")
 
 
 class ConfirmMail:
@@ -66,6 +70,7 @@ class ConfirmMail:
         #: The outbox model, defined on ``db`` (table ``confirm_mail_outbox``).
         self.outbox_model = outbox_model_for(db)
         self._user_getter: Callable[[], Any] | None = None
+        self._flows: list[ConfirmationFlow] = []
         if app is not None:
             self.init_app(app)
 
@@ -79,7 +84,7 @@ class ConfirmMail:
             raise ConfigurationError(
                 "ConfirmMail.init_app was already called for this app; call it once per app."
             )
-        settings = load_settings(app, self.options)
+        settings = Settings.load(app, self.options)
         columns = UserColumns(
             self.user_model,
             email=self.email_attribute,
@@ -88,44 +93,27 @@ class ConfirmMail:
         )
         if "mail" not in app.extensions:
             Mail().init_app(app)
-        transport = self.transport or self._configured_transport(app, settings)
-        state = ConfirmMailState(self, settings, columns, transport)
-        app.extensions[EXTENSION_KEY] = state
-        session_hooks.install(self.db)
-
-        from .cli import cli_group
-        from .views import blueprint
-
+        flow = ConfirmationFlow(
+            db=self.db,
+            outbox_model=self.outbox_model,
+            settings=settings,
+            columns=columns,
+            transport=self.transport or _configured_transport(app, settings),
+        )
+        flow.user_getter = self._user_getter
+        self._flows.append(flow)
+        app.extensions[EXTENSION_KEY] = flow
+        listen_to_session(self.db)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
-            app.after_request(state.after_request)
+            app.after_request(flow.after_request)
         elif settings.delivery == "thread":
-            app.before_request(state.before_request)
-        install_request_log_redaction(settings.url_prefix, ("werkzeug", "gunicorn.access"))
-
-    @staticmethod
-    def _configured_transport(app: Flask, settings: Settings) -> Transport:
-        if settings.transport == "remote":
-            from .remote_transport import RemoteTransport
-
-            assert settings.mailer_url is not None and settings.mailer_secret is not None
-            remote: Transport = RemoteTransport(
-                mailer_url=settings.mailer_url,
-                mailer_secret=settings.mailer_secret,
-                wire=settings.mailer_wire,
-                legacy_blueprint=settings.mailer_blueprint,
-                connect_timeout=settings.mailer_connect_timeout,
-                read_timeout=settings.mailer_read_timeout,
-                extra={"app_name": settings.app_name},
-            )
-            return remote
-        if not (settings.sender or app.config.get("MAIL_DEFAULT_SENDER")):
-            raise ConfigurationError(
-                "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs "
-                "a From address."
-            )
-        return FlaskMailTransport(settings)
+            app.before_request(flow.before_request)
+        # Like Flask's app.logger: a failed delivery shows in the console unless the app
+        # configured logging itself.
+        if not has_level_handler(logger):
+            logger.addHandler(default_handler)
 
     def user_getter(self, getter: G) -> G:
         """Register the function that returns the logged-in user (or ``None``).
@@ -138,7 +126,27 @@ class ConfirmMail:
                 return db.session.get(User, session.get("user_id"))
         """
         self._user_getter = getter
+        for flow in self._flows:
+            flow.user_getter = getter
         return getter
 
 
-logging.getLogger("flask_confirm_mail").addHandler(logging.NullHandler())
+def _configured_transport(app: Flask, settings: Settings) -> Transport:
+    """The transport ``CONFIRM_MAIL_TRANSPORT`` names."""
+    if settings.transport == "remote":
+        assert settings.mailer_url is not None and settings.mailer_secret is not None
+        return RemoteTransport(
+            mailer_url=settings.mailer_url,
+            mailer_secret=settings.mailer_secret,
+            wire=settings.mailer_wire,
+            legacy_blueprint=settings.mailer_blueprint,
+            connect_timeout=settings.mailer_connect_timeout,
+            read_timeout=settings.mailer_read_timeout,
+            extra={"app_name": settings.app_name},
+        )
+    if not (settings.sender or app.config.get("MAIL_DEFAULT_SENDER")):
+        raise ConfigurationError(
+            "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs "
+            "a From address."
+        )
+    return SMTPTransport(settings)

@@ -1,23 +1,40 @@
-"""Queries on the outbox table: enqueue, claim, record the outcome, inspect, requeue.
+"""The outbox: the table of confirmation emails, and every query on it.
 
-Claiming is one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
-statement: on PostgreSQL concurrent workers skip each other's rows; on SQLite the
-statement runs under the database's single writer lock, so it is atomic too.
+A confirmation email is first a row here, written in the same transaction as the
+sign-up, email change or resend that asks for it. The row holds what is needed to
+write the message at send time, never a link token: the token is minted when the
+message is sent, so its lifetime counts from delivery and no live token is stored.
+
+A row is *claimable* while its status is ``pending`` or ``sending`` and ``due_at`` has
+passed: a claim sets ``sending`` and moves ``due_at`` to the end of a lease, so a
+message whose worker died is taken again once the lease is over. Claiming is one
+``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``: on PostgreSQL
+concurrent workers skip each other's rows; on SQLite it runs under the database's single
+writer lock. The partial index on ``due_at`` covers only claimable rows, so claiming
+costs the same however many ``sent`` rows the table holds.
 """
 
 from __future__ import annotations
 
+import secrets
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapped, mapped_column
 
-from .clock import utcnow
-from .outbox_model import CLAIMABLE, DEAD, PENDING, SENDING, SENT, STATUSES
+TABLE_NAME = "confirm_mail_outbox"
 
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+DEAD = "dead"
+STATUSES = (PENDING, SENDING, SENT, DEAD)
+CLAIMABLE = (PENDING, SENDING)
 MAX_ERROR_LENGTH = 500
 
 #: The claimable statuses written into the SQL as literals, not bound parameters: only
@@ -28,17 +45,64 @@ _CLAIMABLE_LITERALS: sa.BindParameter[list[str]] = sa.bindparam(
 )
 
 
-@dataclass(frozen=True)
-class ClaimedMessage:
-    """An outbox row reserved for one worker until its lease ends."""
+def utcnow() -> datetime:
+    """Now in UTC, as a naive datetime: what every column of this package stores."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
-    id: int
-    user_id: str
-    recipient: str
-    purpose: str
-    context: dict[str, Any]
-    attempt: int
-    message_id: str
+
+def new_message_id(domain: str) -> str:
+    """A Message-ID for one outbox message, kept across its retries."""
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+_models: weakref.WeakKeyDictionary[SQLAlchemy, type[Any]] = weakref.WeakKeyDictionary()
+
+
+def outbox_model_for(db: SQLAlchemy) -> type[Any]:
+    """The outbox model of ``db``, defined on first use (one per ``db``)."""
+    model = _models.get(db)
+    if model is None:
+        model = _models[db] = _define(db)
+    return model
+
+
+def _define(db: SQLAlchemy) -> type[Any]:
+    claimable = sa.column("status").in_(CLAIMABLE)
+
+    class OutboxMessage(db.Model):  # type: ignore[name-defined,misc]
+        """One confirmation email waiting for, or done with, delivery."""
+
+        __tablename__ = TABLE_NAME
+        __table_args__ = (
+            sa.Index(
+                "ix_confirm_mail_outbox_due",
+                "due_at",
+                postgresql_where=claimable,
+                sqlite_where=claimable,
+            ),
+            sa.Index("ix_confirm_mail_outbox_recipient", "recipient", "created_at"),
+        )
+
+        id: Mapped[int] = mapped_column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
+        )
+        user_id: Mapped[str] = mapped_column(sa.String(64))
+        recipient: Mapped[str] = mapped_column(sa.String(254))
+        purpose: Mapped[str] = mapped_column(sa.String(16))
+        context: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(), nullable=True)
+        status: Mapped[str] = mapped_column(sa.String(16), default=PENDING)
+        attempts: Mapped[int] = mapped_column(sa.Integer(), default=0)
+        due_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), default=utcnow)
+        claimed_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+        last_error: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+        message_id: Mapped[str] = mapped_column(sa.String(255))
+        created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
+        sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
+
+        def __repr__(self) -> str:
+            return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
+
+    return OutboxMessage
 
 
 def claim(
@@ -49,8 +113,12 @@ def claim(
     limit: int,
     lease: timedelta,
     ids: Sequence[int] | None = None,
-) -> list[ClaimedMessage]:
-    """Reserve up to ``limit`` due messages (only among ``ids`` when given)."""
+) -> list[Any]:
+    """Reserve up to ``limit`` due messages (only among ``ids`` when given), oldest first.
+
+    Each row has ``id``, ``user_id``, ``recipient``, ``purpose``, ``context``, ``attempts``
+    (counting this one) and ``message_id``.
+    """
     now = utcnow()
     c = table.c
     due = sa.select(c.id).where(c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= now)
@@ -64,19 +132,9 @@ def claim(
         "attempts": c.attempts + 1,
     }
     columns = (c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id)
-    if conn.dialect.update_returning:
-        stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(values)
-        rows = conn.execute(stmt.returning(*columns)).all()
-    else:  # pragma: no cover - dialects without UPDATE ... RETURNING
-        chosen = conn.execute(due).scalars().all()
-        conn.execute(sa.update(table).where(c.id.in_(chosen)).values(values))
-        rows = conn.execute(sa.select(*columns).where(c.id.in_(chosen))).all()
-    return [
-        ClaimedMessage(
-            r.id, r.user_id, r.recipient, r.purpose, r.context or {}, r.attempts, r.message_id
-        )
-        for r in sorted(rows, key=lambda r: r.id)
-    ]
+    stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(values)
+    rows = conn.execute(stmt.returning(*columns)).all()
+    return sorted(rows, key=lambda r: r.id)
 
 
 def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
@@ -88,16 +146,6 @@ def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: 
         sa.update(table)
         .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
         .values(status=SENT, sent_at=utcnow(), due_at=None, last_error=None)
-    )
-
-
-def release(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
-    """Make claimed, unsent messages due again at once, their claim not counted."""
-    c = table.c
-    conn.execute(
-        sa.update(table)
-        .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
-        .values(status=PENDING, due_at=utcnow(), claimed_by=None, attempts=c.attempts - 1)
     )
 
 
@@ -120,6 +168,16 @@ def mark_failed(
             due_at=retry_at,
             last_error=error[:MAX_ERROR_LENGTH],
         )
+    )
+
+
+def release(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
+    """Make claimed, unsent messages due again at once, their claim not counted."""
+    c = table.c
+    conn.execute(
+        sa.update(table)
+        .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
+        .values(status=PENDING, due_at=utcnow(), claimed_by=None, attempts=c.attempts - 1)
     )
 
 

@@ -1,26 +1,114 @@
-"""One SMTP connection reused across a batch of messages, reconnecting after a failure.
+"""Confirmation emails on the SMTP wire: the message, its header checks, one SMTP session.
 
-Used by the in-process Flask-Mail transport and by the mailer service. Every socket
-operation has a timeout; STARTTLS or implicit TLS verify the server's certificate
-unless a test passes its own SSL context.
+Both senders use this module: the app's in-process transport and the mailer service. A
+message is a :class:`EmailMessage` (text and HTML alternatives, a Message-ID kept
+across retries). :class:`SMTPSession` is written on :mod:`smtplib` rather than taken from
+Flask-Mail's ``Connection`` because that one sets no socket timeout (a silent server hangs
+the worker for ever) and runs STARTTLS without verifying the server's certificate.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formataddr, formatdate, parseaddr
 from types import TracebackType
 
 from .errors import DeliveryError
 
 SECURITY_MODES = ("starttls", "ssl", "none")
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+#: Characters no caller-supplied text that may reach a header should contain.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` names this machine (plain text SMTP is allowed only there)."""
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+def unsafe_header(name: str, value: str) -> bool:
+    """Whether ``value`` could break out of header ``name``: a line break, raw or hidden.
+
+    A line break may hide in an RFC 2047 encoded word (``=?utf-8?q?=0D=0ABcc:...?=``):
+    the email package decodes such words when it parses a header value, and Python
+    versions before the fix of gh-121650 write the decoded line break out as is.
+    """
+    if _LINE_BREAKS.search(value):
+        return True
+    try:
+        parsed = str(SMTP_POLICY.header_factory(name, value))
+    except (ValueError, TypeError, LookupError):
+        return True
+    return _LINE_BREAKS.search(parsed) is not None
+
+
+def format_sender(sender: str | tuple[str, str] | None) -> str:
+    """``("Name", "addr")`` or ``"Name <addr>"`` as one header value, checked for line breaks.
+
+    :raises DeliveryError: (permanent) no sender, or one that is not a single line.
+    """
+    if sender is None:
+        raise DeliveryError("No sender configured (CONFIRM_MAIL_SENDER).", permanent=True)
+    text = formataddr(sender) if isinstance(sender, tuple) else str(sender)
+    if unsafe_header("From", text):
+        raise DeliveryError("The sender is not a single-line address.", permanent=True)
+    return text
+
+
+def format_lifetime(lifetime: timedelta) -> str:
+    """``timedelta(hours=48)`` -> ``"48 hours"``; days only when whole and over two."""
+    seconds = int(lifetime.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size and (unit != "day" or seconds > 2 * size):
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} seconds"
+
+
+def build_message(
+    *,
+    subject: str,
+    sender: str | tuple[str, str] | None,
+    recipient: str,
+    text: str,
+    html: str,
+    message_id: str,
+) -> EmailMessage:
+    """The confirmation email: ``multipart/alternative``, text then HTML.
+
+    Built with the standard library's :class:`~email.message.EmailMessage` rather than
+    ``EmailMessage``: Flask-Mail writes a display name holding ``<``, ``@`` or quotes
+    into ``From`` unquoted (on Python 3.11 its encoded word is refolded as plain text), so
+    such a name would read as another address.
+
+    :raises DeliveryError: (permanent) a header value could break its line.
+    """
+    name, address = parseaddr(format_sender(sender))
+    if unsafe_header("Subject", subject) or unsafe_header("To", recipient) or not address:
+        raise DeliveryError("A header value could break its line.", permanent=True)
+    message = EmailMessage(policy=SMTP_POLICY)
+    try:
+        message["Subject"] = subject
+        message["From"] = Address(display_name=name, addr_spec=address)
+        message["To"] = recipient
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = message_id
+    except (ValueError, TypeError, IndexError):
+        raise DeliveryError("A header value is not valid.", permanent=True) from None
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def envelope_sender(message: EmailMessage) -> str:
+    """The bare address of the message's ``From``, for ``MAIL FROM``."""
+    return parseaddr(str(message["From"]))[1]
 
 
 @dataclass(frozen=True)
@@ -40,7 +128,7 @@ class SMTPSettings:
 
 
 class SMTPSession:
-    """A lazily opened SMTP connection; use as a context manager around a batch.
+    """A lazily opened SMTP connection, reused across messages; a context manager.
 
     :meth:`send` raises :class:`DeliveryError`: ``permanent`` when the server refused
     the recipient or the message for good (5xx), otherwise the caller retries later.
@@ -79,12 +167,16 @@ class SMTPSession:
             raise
         return client
 
-    def send(self, sender: str, recipient: str, message: bytes) -> None:
-        """Send one message to one recipient over the (re)opened connection."""
+    def send_message(self, message: EmailMessage) -> None:
+        """Send a message built by :func:`build_message` to its one recipient."""
+        self.send(envelope_sender(message), str(message["To"]), message.as_bytes())
+
+    def send(self, sender: str, recipient: str, data: bytes) -> None:
+        """Send ``data`` from ``sender`` to ``recipient`` over the (re)opened connection."""
         try:
             if self._client is None:
                 self._client = self._connect()
-            refused = self._client.sendmail(sender, [recipient], message)
+            refused = self._client.sendmail(sender, [recipient], data)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise DeliveryError(
@@ -121,3 +213,65 @@ class SMTPSession:
             client.quit()
         except (OSError, smtplib.SMTPException):
             client.close()
+
+
+class SMTPSessionPool:
+    """Lends :class:`SMTPSession` objects for one send each, and keeps a few open between.
+
+    Threads never share a session. A session idle longer than ``idle_seconds`` is closed
+    rather than reused: servers drop idle clients, and a dropped connection would cost the
+    caller a retry.
+
+    :param settings: where and how to reach the SMTP server.
+    :param max_idle: how many idle sessions to keep.
+    :param idle_seconds: how long an idle session may be reused.
+    """
+
+    def __init__(
+        self,
+        settings: SMTPSettings,
+        *,
+        max_idle: int = 4,
+        idle_seconds: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.max_idle = max_idle
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._idle: list[tuple[float, SMTPSession]] = []
+        self._lock = threading.Lock()
+
+    def send_message(self, message: EmailMessage) -> None:
+        """Send ``message`` on a borrowed session; raises as :meth:`SMTPSession.send`."""
+        session = self._borrow()
+        try:
+            session.send_message(message)
+        except BaseException:
+            session.close()
+            raise
+        self._give_back(session)
+
+    def _borrow(self) -> SMTPSession:
+        with self._lock:
+            now = self._clock()
+            stale = [s for since, s in self._idle if now - since > self.idle_seconds]
+            self._idle = [(since, s) for since, s in self._idle if now - since <= self.idle_seconds]
+            borrowed = self._idle.pop()[1] if self._idle else None
+        for session in stale:
+            session.close()
+        return borrowed or SMTPSession(self.settings)
+
+    def _give_back(self, session: SMTPSession) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append((self._clock(), session))
+                return
+        session.close()
+
+    def close(self) -> None:
+        """Close every idle session (QUIT)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, session in idle:
+            session.close()

@@ -1,20 +1,29 @@
-"""The blueprint: ``GET/POST <prefix>/<token>`` and ``GET/POST <prefix>/resend``.
+"""The web side: the blueprint's routes and the view decorators apps put on their views.
 
-GET of a link shows a page with a button that POSTs to the same URL; only the POST
-confirms (unless ``CONFIRM_MAIL_CONFIRM_ON_GET``), so mail scanners that fetch links
-confirm nothing. Every answer is a page or, for JSON requests, a body with a stable
-``status`` field; no token, header or form value leads to a 500.
+Routes: ``GET/POST <prefix>/<token>`` and ``GET/POST <prefix>/resend``. GET of a link shows
+a page with a button that POSTs to the same URL; only the POST confirms (unless
+``CONFIRM_MAIL_CONFIRM_ON_GET``), so mail scanners that fetch links confirm nothing. Every
+answer is a page or, for JSON requests, a body with a stable ``status`` field; no token,
+header or form value leads to a 500.
+
+Decorators: :func:`signup_view` and :func:`confirmed_required`. Both call the view through
+``current_app.ensure_sync``, so ``async def`` views work, and let OPTIONS requests through.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from flask import (
     Blueprint,
     Response,
+    abort,
+    current_app,
     flash,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -22,9 +31,8 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from .confirmation import LinkResult, Outcome, check_link, confirm_link, request_resend
+from .confirmation import LinkResult, Outcome, begin_signup, end_signup, get_flow
 from .errors import AddressError
-from .state import get_state
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
 
@@ -37,6 +45,11 @@ STATUS_CODES = {
     Outcome.INVALID: 400,
 }
 RESEND_NOTICE = "If that address is waiting for confirmation, a new link is on its way."
+INVALID_ADDRESS = "Enter a single, valid email address."
+#: Methods the decorators let through unchecked (CORS preflight), as flask-login does.
+EXEMPT_METHODS = frozenset({"OPTIONS"})
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def wants_json() -> bool:
@@ -48,6 +61,9 @@ def wants_json() -> bool:
         best == "application/json"
         and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
     )
+
+
+# --- the blueprint -------------------------------------------------------------------------
 
 
 @blueprint.after_request
@@ -69,14 +85,14 @@ def _http_error(error: HTTPException) -> Any:
 
 @blueprint.route("/<token>", methods=["GET", "POST"])
 def confirm(token: str) -> Any:
-    state = get_state()
-    if request.method == "POST" or state.settings.confirm_on_get:
-        return _answer(confirm_link(state, token), token)
-    return _answer(check_link(state, token), token)
+    flow = get_flow()
+    if request.method == "POST" or flow.settings.confirm_on_get:
+        return _answer(flow.confirm_link(token), token)
+    return _answer(flow.check_link(token), token)
 
 
 def _answer(result: LinkResult, token: str) -> Any:
-    settings = get_state().settings
+    settings = get_flow().settings
     outcome = result.outcome
     messages = {
         Outcome.PENDING: "Confirm your email address.",
@@ -94,9 +110,8 @@ def _answer(result: LinkResult, token: str) -> Any:
     if outcome is Outcome.CONFIRMED and settings.confirmed_endpoint:
         flash(message, "success")
         return redirect(url_for(settings.confirmed_endpoint), 303)
-    template = f"confirm_mail/{outcome.value}.html"
     page = render_template(
-        template,
+        f"confirm_mail/{outcome.value}.html",
         message=message,
         token=token if outcome is Outcome.PENDING else None,
         auto_submit=settings.auto_submit,
@@ -107,27 +122,107 @@ def _answer(result: LinkResult, token: str) -> Any:
 
 @blueprint.route("/resend", methods=["GET", "POST"])
 def resend() -> Any:
-    state = get_state()
+    flow = get_flow()
+    app_name = flow.settings.app_name
     if request.method == "GET":
-        return render_template("confirm_mail/resend.html", app_name=state.settings.app_name)
+        return render_template("confirm_mail/resend.html", app_name=app_name)
     if request.is_json:
         data = request.get_json(silent=True)
         email = data.get("email") if isinstance(data, dict) else None
     else:
         email = request.form.get("email")
     try:
-        request_resend(state, email)
+        flow.request_resend(email)
     except AddressError:
-        error = "Enter a single, valid email address."
         if wants_json():
-            return jsonify(status="invalid_address", message=error), 400
-        page = render_template(
-            "confirm_mail/resend.html", error=error, app_name=state.settings.app_name
-        )
+            return jsonify(status="invalid_address", message=INVALID_ADDRESS), 400
+        page = render_template("confirm_mail/resend.html", error=INVALID_ADDRESS, app_name=app_name)
         return page, 400
     if wants_json():
         return jsonify(status="resend_requested", message=RESEND_NOTICE), 202
-    page = render_template(
-        "confirm_mail/resend.html", notice=RESEND_NOTICE, app_name=state.settings.app_name
-    )
-    return page, 202
+    return render_template("confirm_mail/resend.html", notice=RESEND_NOTICE, app_name=app_name), 202
+
+
+# --- decorators ----------------------------------------------------------------------------
+
+
+def current_user_or_none() -> Any:
+    """The logged-in user: the app's registered getter, else Flask-Login's ``current_user``."""
+    flow = get_flow()
+    if flow.user_getter is not None:
+        return flow.user_getter()
+    if getattr(current_app, "login_manager", None) is not None:
+        from flask_login import current_user  # type: ignore[import-untyped]  # optional
+
+        user = current_user._get_current_object()
+        return user if getattr(user, "is_authenticated", False) else None
+    return None
+
+
+def signup_view(view: F) -> F:
+    """Mark a sign-up view: each user it creates and commits gets a confirmation email.
+
+    The view creates the user and commits as usual. Every new instance of the user
+    model flushed while the view runs gets an outbox message in the same transaction,
+    so if the view raises or rolls back, nothing is sent. When a new user's address is
+    not one plain address (:class:`~flask_confirm_mail.errors.AddressError` from the
+    commit), the transaction is rolled back and the request answered with a 400::
+
+        @app.post("/signup")
+        @signup_view
+        def signup():
+            user = User(email=request.form["email"])
+            db.session.add(user)
+            db.session.commit()   # the confirmation email is queued by this commit
+            return redirect(url_for("home"))
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = current_app.ensure_sync(view)
+        if request.method in EXEMPT_METHODS:
+            return call(*args, **kwargs)
+        flow = get_flow()  # fail early and clearly without init_app
+        begin_signup()
+        try:
+            return call(*args, **kwargs)
+        except AddressError:
+            flow.db.session.rollback()
+            abort(400, description=INVALID_ADDRESS)
+        finally:
+            end_signup()
+
+    return cast(F, wrapper)
+
+
+def confirmed_required(view: F) -> F:
+    """Let only users with a confirmed address through.
+
+    Anonymous users get Flask-Login's ``unauthorized()`` (or 401). Unconfirmed users get
+    a redirect to the resend page (or ``CONFIRM_MAIL_UNCONFIRMED_ENDPOINT``) with a
+    flash message, or for JSON requests a 403 ``{"status": "unconfirmed", ...}``.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = current_app.ensure_sync(view)
+        if request.method in EXEMPT_METHODS:
+            return call(*args, **kwargs)
+        flow = get_flow()
+        user = current_user_or_none()
+        if user is None:
+            login_manager = getattr(current_app, "login_manager", None)
+            if login_manager is not None and flow.user_getter is None:
+                return login_manager.unauthorized()
+            abort(401)
+        if not flow.columns.is_confirmed(user):
+            message = flow.settings.flash_unconfirmed
+            if wants_json():
+                body = {"status": "unconfirmed", "error": "email_unconfirmed", "message": message}
+                return make_response(jsonify(body), 403)
+            flash(message, "warning")
+            endpoint = flow.settings.unconfirmed_endpoint or "confirm_mail.resend"
+            return redirect(url_for(endpoint))
+        return call(*args, **kwargs)
+
+    return cast(F, wrapper)

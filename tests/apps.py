@@ -14,7 +14,13 @@ from flask import Flask, abort, jsonify, request, session
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
 
-from flask_confirm_mail import ConfirmableMixin, ConfirmMail, confirmed_required, signup_view
+from flask_confirm_mail import (
+    ConfirmableMixin,
+    ConfirmMail,
+    confirmed_required,
+    redact_request_logs,
+    signup_view,
+)
 
 db = SQLAlchemy()
 
@@ -77,6 +83,7 @@ def create_app(
     db.init_app(app)
     confirm_mail = ConfirmMail(db=db, **SHAPES[shape], **options)
     confirm_mail.init_app(app)
+    redact_request_logs(app)
     model = user_model(shape)
     columns = app.extensions["confirm_mail"].columns
 
@@ -92,6 +99,16 @@ def create_app(
         db.session.add(user)
         db.session.commit()
         session["uid"] = columns.id_of(user)
+        return jsonify(id=columns.id_of(user)), 201
+
+    @app.route("/signup-async", methods=["POST", "OPTIONS"])
+    @signup_view
+    async def signup_async() -> Any:
+        user = model(**{columns.email_attribute: request.form.get("email", "")})
+        if request.method == "OPTIONS":
+            return "", 204
+        db.session.add(user)
+        db.session.commit()
         return jsonify(id=columns.id_of(user)), 201
 
     @app.post("/signup-then-fail")
@@ -113,6 +130,11 @@ def create_app(
     @confirmed_required
     def members() -> Any:
         return "members only"
+
+    @app.route("/members-async", methods=["GET", "OPTIONS"])
+    @confirmed_required
+    async def members_async() -> Any:
+        return "members only, async"
 
     with app.app_context():
         db.create_all()

@@ -11,6 +11,7 @@ import pytest
 import time_machine
 from flask import Flask
 
+from flask_confirm_mail import stop_delivery
 from tests.apps import create_app, db
 from tests.support.fixtures import *  # noqa: F401,F403
 from tests.support.smtp_server import SMTPSink
@@ -39,7 +40,7 @@ def build_app(smtp_server: SMTPSink) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in apps:
-        app.extensions["confirm_mail"].sender.stop()
+        stop_delivery(app)
         with app.app_context():
             db.session.remove()
             db.drop_all()

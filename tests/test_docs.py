@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from flask_confirm_mail import stop_delivery
 from flask_confirm_mail.mailer.settings import ENV_DEFAULTS
 from flask_confirm_mail.settings import OPTIONS
 from tests.support.fixtures import require_ci_or_skip
@@ -103,7 +104,7 @@ def quickstart(
         sys.modules.pop(name, None)
         app = getattr(module, "app", None)
         if app is not None and "confirm_mail" in app.extensions:
-            app.extensions["confirm_mail"].sender.stop()
+            stop_delivery(app)
             with app.app_context():
                 module.db.session.remove()
                 module.db.engine.dispose()

@@ -41,7 +41,7 @@ def test_email_content_is_escaped_and_has_one_link(make_app: Any, smtp_server: S
 
 def test_confirmed_required_with_flask_login(make_app: Any, smtp_server: SMTPSink) -> None:
     app: Flask = make_app()
-    app.extensions["confirm_mail"].extension._user_getter = None
+    app.extensions["confirm_mail"].user_getter = None
     manager = LoginManager(app)
     model = user_model("mixin")
     model.is_authenticated = True  # minimal Flask-Login user protocol for the test model

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_confirm_mail import delivery_failed, message_delivered, send_confirmation
-from flask_confirm_mail.outbox_model import DEAD, PENDING, SENT
-from flask_confirm_mail.state import get_state
-from flask_confirm_mail.worker import DeliveryLoop
+from flask_confirm_mail.confirmation import get_flow
+from flask_confirm_mail.delivery import DeliveryLoop
+from flask_confirm_mail.outbox import DEAD, PENDING, SENT
 from tests.apps import LINK_SECRET, db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
@@ -29,13 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _rows(app: Flask) -> list[Any]:
     with app.app_context():
-        model = get_state(app).outbox_model
+        model = get_flow(app).outbox_model
         return list(db.session.scalars(sa.select(model).order_by(model.id)))
 
 
 def _drain(app: Flask) -> Any:
     """Deliver everything due now, in this thread (a worker's loop, until idle)."""
-    return DeliveryLoop(app, get_state(app)).run(until_idle=True)
+    return DeliveryLoop(app, get_flow(app).deliverer).run(until_idle=True)
 
 
 def test_rollback_sends_nothing(make_app: Any, smtp_server: SMTPSink) -> None:
@@ -263,16 +263,14 @@ def test_killed_worker_leaves_messages_for_the_next(
     assert {row.status for row in _rows(app)} == {SENT}
 
 
-def test_a_stopping_loop_gives_back_the_batch_it_holds(
-    make_app: Any, smtp_server: SMTPSink
-) -> None:
+def test_a_stopped_loop_holds_no_batch(make_app: Any, smtp_server: SMTPSink) -> None:
     app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker", "CONFIRM_MAIL_BATCH_SIZE": 10})
     _enqueue_many(app, 30)
-    loop = DeliveryLoop(app, get_state(app))
+    loop = DeliveryLoop(app, get_flow(app).deliverer)
     first = loop.run_once()
-    assert (first.claimed, first.sent, len(first.next_claimed)) == (10, 10, 10)
+    assert (first.claimed, first.sent) == (10, 10)
     held = [row for row in _rows(app) if row.status != SENT]
-    assert sum(row.claimed_by == loop.worker_id for row in held) == 10, "next batch held"
+    assert not any(row.claimed_by for row in held), "nothing claimed beyond the batch sent"
     loop.stop()
     loop.run()
     rows = _rows(app)

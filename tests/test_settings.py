@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 
 from flask_confirm_mail import ConfigurationError, ConfirmMail, NotInitializedError
+from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.settings import OPTIONS, derive_link_secret
-from flask_confirm_mail.state import get_state
 from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, User, db
 
 
@@ -73,13 +73,13 @@ def test_second_init_app_is_refused() -> None:
 
 def test_missing_init_app_is_a_clear_error() -> None:
     with Flask(__name__).app_context(), pytest.raises(NotInitializedError, match="init_app"):
-        get_state()
+        get_flow()
 
 
 def test_derived_secret_is_not_secret_key() -> None:
     app = bare_app()
     ConfirmMail(app, db=db, user_model=User)
-    secret = get_state(app).settings.secret
+    secret = get_flow(app).settings.secret
     assert secret == derive_link_secret(SECRET_KEY)
     assert secret != SECRET_KEY.encode() and len(secret) == 32
 
@@ -87,7 +87,7 @@ def test_derived_secret_is_not_secret_key() -> None:
 def test_constructor_options_win_over_config() -> None:
     app = bare_app(CONFIRM_MAIL_LIFETIME=3600)
     ConfirmMail(app, db=db, user_model=User, lifetime=timedelta(minutes=5), resend_cooldown=0)
-    settings = get_state(app).settings
+    settings = get_flow(app).settings
     assert settings.lifetime == timedelta(minutes=5)
     assert settings.resend_cooldown == timedelta(0)
     assert app.config["CONFIRM_MAIL_LIFETIME"] == 3600
@@ -104,7 +104,7 @@ def test_defaults_are_set_in_config() -> None:
     for option in OPTIONS:
         assert option.key in app.config
     assert app.config["CONFIRM_MAIL_LIFETIME"] == timedelta(hours=48)
-    assert get_state(app).settings.link_prefix == "https://app.example.com/confirm/"
+    assert get_flow(app).settings.link_prefix == "https://app.example.com/confirm/"
 
 
 def test_server_name_gives_the_link_base() -> None:
@@ -112,7 +112,7 @@ def test_server_name_gives_the_link_base() -> None:
         CONFIRM_MAIL_EXTERNAL_URL=None, SERVER_NAME="cats.example.net", PREFERRED_URL_SCHEME="https"
     )
     ConfirmMail(app, db=db, user_model=User, url_prefix="/email/confirm/")
-    assert get_state(app).settings.link_prefix == "https://cats.example.net/email/confirm/"
+    assert get_flow(app).settings.link_prefix == "https://cats.example.net/email/confirm/"
 
 
 def test_user_model_columns_are_checked() -> None:

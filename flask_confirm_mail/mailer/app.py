@@ -13,17 +13,17 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
-from flask.logging import default_handler
+from flask.logging import default_handler, has_level_handler
 from werkzeug.exceptions import HTTPException
 
-from .answers import Answer, ErrorCode
+from ..redaction import SERVER_LOGGERS, install_log_redaction, redact
+from ..smtp import SMTPSessionPool
+from ..wire import ErrorCode
 from .rate_limit import RateLimiter
-from .redaction import install_log_redaction, redact
 from .replay import MemoryReplayStore, ReplayStore
-from .service import MailerService
+from .service import Answer, MailerService
 from .settings import MailerSettings
-from .smtp_pool import SMTPSessionPool
-from .views import EXTENSION_KEY, legacy, v1
+from .views import EXTENSION_KEY, LEGACY_PATH_PREFIXES, legacy, v1
 
 __all__ = ["create_app"]
 
@@ -49,11 +49,9 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.logger.setLevel(settings.log_level)
-    # The package's NullHandler (a library's politeness) hides this app's logger from
-    # Flask's own check; the mailer is an application and writes its lines itself.
-    if default_handler not in app.logger.handlers:
+    if not has_level_handler(app.logger):
         app.logger.addHandler(default_handler)
-    install_log_redaction([app.logger.name, _PACKAGE])
+    install_log_redaction((*SERVER_LOGGERS, app.logger.name), LEGACY_PATH_PREFIXES)
     smtp_pool = SMTPSessionPool(settings.smtp)
     atexit.register(smtp_pool.close)
     app.extensions[EXTENSION_KEY] = MailerService(
@@ -70,6 +68,10 @@ def create_app(
     return app
 
 
+def _redacted_path() -> str:
+    return redact(request.path, LEGACY_PATH_PREFIXES)
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -78,7 +80,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> Response:
         app.logger.error(
-            "Unexpected error on %s %s", request.method, redact(request.path), exc_info=exc
+            "Unexpected error on %s %s", request.method, _redacted_path(), exc_info=exc
         )
         return Answer(503, ErrorCode.INTERNAL, "Internal error; retry later").to_response()
 
@@ -101,7 +103,7 @@ def _register_request_log(app: Flask) -> None:
             level,
             "%s %s %s error=%s id=%s %.0fms",
             request.method,
-            redact(request.path),
+            _redacted_path(),
             response.status_code,
             error,
             message_id,

@@ -3,48 +3,65 @@
 :meth:`MailerService.handle` runs the checks the original lacked, in order: one valid
 recipient, a link inside the allowlist that carries the link token, a link token made
 for that recipient, replay (a token sends once; again, it answers "already sent"),
-the per-recipient rate limit; then it renders and sends the email.
+the per-recipient rate limit; then it renders the email from the templates
+``mailer/<template>.txt`` and ``.html`` (Flask autoescapes the HTML one, so every value
+there is escaped) and sends it. Every outcome is an :class:`Answer`, the JSON
+``{"error": <code>, "msg": <text>, "id": <Message-ID or null>}``.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
 
-from ..addresses import normalize_address
-from ..errors import AddressError, DeliveryError
-from ..wrapping_token import UnverifiedLink, peek_link_token
-from .answers import Answer, ErrorCode
+from flask import Response, jsonify, render_template
+
+from ..errors import DeliveryError
+from ..smtp import SMTPSessionPool, build_message, format_lifetime
+from ..wire import ErrorCode, MailRequest, RecipientRefused, check_recipient, peek_link_token
 from .link_policy import LinkRefused
-from .messages import build_email
 from .rate_limit import RateLimiter
 from .replay import ReplayStore
 from .settings import MailerSettings
-from .smtp_pool import SMTPSessionPool
 
-__all__ = ["LEGACY_REPLAY_WINDOW", "MailRequest", "MailerService"]
+__all__ = ["LEGACY_REPLAY_WINDOW", "Answer", "MailerService"]
 
-#: How long the ``jti`` of a legacy token without ``exp`` is remembered, in seconds.
+#: How long the replay key of a legacy token without ``exp`` is remembered, in seconds.
 LEGACY_REPLAY_WINDOW = 86400
 
-_log = logging.getLogger(__name__)
+#: The app's logger (``Flask("flask_confirm_mail.mailer").logger``), which redacts tokens.
+_log = logging.getLogger(__package__)
 
 
 @dataclass(frozen=True)
-class MailRequest:
-    """One verified request to send an email, from either kind of token."""
+class Answer:
+    """One answer of the mailer, before it becomes an HTTP response.
 
-    recipient: str
-    template: str
-    link_url: str = field(repr=False)
-    link_token: str = field(repr=False)
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
-    #: ``None`` only for legacy tokens without ``jti`` (no replay protection).
-    jti: str | None = None
-    #: The token's ``exp`` (epoch seconds); ``None`` only for legacy tokens.
-    expires_at: int | None = None
+    ``error`` keeps the original Variance mailer's meanings (0 sent, 1 "Problem with
+    token", 2 delivery failure) and adds codes for the checks the original lacked; ``id``
+    is the sent message's ``Message-ID``, ``None`` when nothing was sent.
+    """
+
+    status: int
+    error: ErrorCode
+    msg: str
+    id: str | None = None
+    retry_after: int | None = None
+
+    def to_response(self) -> Response:
+        """The JSON response, with ``Retry-After`` when set and never cached."""
+        response = jsonify({"error": int(self.error), "msg": self.msg, "id": self.id})
+        response.status_code = self.status
+        response.headers["Cache-Control"] = "no-store"
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = str(self.retry_after)
+        if self.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
 
 class MailerService:
@@ -65,60 +82,42 @@ class MailerService:
 
     def handle(self, request: MailRequest) -> Answer:
         """Check ``request`` and send its email; call inside an app context."""
+        refused: RecipientRefused | None = None
         try:
-            recipient = normalize_address(request.recipient)
-        except AddressError:
-            return Answer(
-                400, ErrorCode.RECIPIENT_REFUSED, "The recipient is not one valid address"
-            )
-        link = self._check_link(request, recipient)
-        if isinstance(link, Answer):
-            return link
-        if request.jti is not None:
-            reservation = self.replay_store.reserve(request.jti, self._remember_until(request))
+            recipient = check_recipient(request)
+        except RecipientRefused as exc:
+            if exc.reason == "invalid":
+                return Answer(400, ErrorCode.RECIPIENT_REFUSED, str(exc))
+            refused = exc  # answered after the link check, which comes first
+        try:
+            self.settings.link_policy.check(request.link_url, request.link_token)
+        except LinkRefused as exc:
+            return Answer(403, ErrorCode.LINK_REFUSED, str(exc).rstrip("."))
+        if refused is not None:
+            return Answer(400, ErrorCode.RECIPIENT_REFUSED, str(refused))
+        key = request.replay_key
+        if key:
+            reservation = self.replay_store.reserve(key, self._remember_until(request))
             if reservation.state == "sent":
                 return Answer(200, ErrorCode.OK, "Already sent", reservation.message_id)
             if reservation.state == "pending":
                 return Answer(
                     409, ErrorCode.IN_PROGRESS, "This token is being sent; retry", retry_after=1
                 )
-        return self._send(request, recipient, link.lifetime)
-
-    def _check_link(self, request: MailRequest, recipient: str) -> UnverifiedLink | Answer:
-        """The link token's unverified payload if the link passes, else the refusal."""
-        try:
-            self.settings.link_policy.check(request.link_url, request.link_token)
-        except LinkRefused as exc:
-            return Answer(403, ErrorCode.LINK_REFUSED, str(exc).rstrip("."))
-        link = peek_link_token(request.link_token)
-        if link is None or link.email is None:
-            return Answer(
-                400, ErrorCode.RECIPIENT_REFUSED, "The link token does not name its recipient"
-            )
-        try:
-            link_email = normalize_address(link.email)
-        except AddressError:
-            link_email = ""
-        if link_email.lower() != recipient.lower():
-            return Answer(
-                400,
-                ErrorCode.RECIPIENT_REFUSED,
-                "The recipient is not the one the link was made for",
-            )
-        return link
+        return self._send(request, recipient)
 
     def _remember_until(self, request: MailRequest) -> float:
         if request.expires_at is None:
             return time.time() + LEGACY_REPLAY_WINDOW
         return request.expires_at + self.settings.leeway
 
-    def _send(self, request: MailRequest, recipient: str, lifetime: int | None) -> Answer:
-        jti = request.jti
+    def _send(self, request: MailRequest, recipient: str) -> Answer:
+        key = request.replay_key
         rate_key = recipient.lower()
         retry_after = self.rate_limiter.acquire(rate_key)
         if retry_after is not None:
-            if jti is not None:
-                self.replay_store.release(jti)
+            if key:
+                self.replay_store.release(key)
             return Answer(
                 429,
                 ErrorCode.RATE_LIMITED,
@@ -126,16 +125,9 @@ class MailerService:
                 retry_after=retry_after,
             )
         sent = False
+        message_id = f"<{secrets.token_urlsafe(18)}@{self.settings.domain}>"
         try:
-            email = build_email(
-                self.settings,
-                recipient=recipient,
-                template=request.template,
-                link=request.link_url,
-                lifetime=lifetime,
-                extra=request.extra,
-            )
-            self.smtp_pool.send(email.sender, email.recipient, email.data)
+            self.smtp_pool.send_message(self._render(request, recipient, message_id))
             sent = True
         except DeliveryError as exc:
             _log.warning("Delivery failed: %s", exc)
@@ -144,8 +136,34 @@ class MailerService:
         finally:
             if not sent:
                 self.rate_limiter.refund(rate_key)
-                if jti is not None:
-                    self.replay_store.release(jti)
-        if jti is not None:
-            self.replay_store.complete(jti, email.message_id)
-        return Answer(200, ErrorCode.OK, "All ok", email.message_id)
+                if key:
+                    self.replay_store.release(key)
+        if key:
+            self.replay_store.complete(key, message_id)
+        return Answer(200, ErrorCode.OK, "All ok", message_id)
+
+    def _render(self, request: MailRequest, recipient: str, message_id: str) -> EmailMessage:
+        """The ``request.template`` email for ``recipient``, text and HTML alternatives.
+
+        :raises DeliveryError: (permanent) a header value could break its line.
+        """
+        settings, extra = self.settings, request.extra
+        link = peek_link_token(request.link_token)
+        lifetime = link.lifetime if link is not None else None
+        app_name = extra.get("app_name") or settings.app_name
+        context = {
+            "app_name": app_name,
+            "user_name": extra.get("user_name", ""),
+            "access_key": extra.get("access_key", ""),
+            "link": request.link_url,
+            "lifetime": format_lifetime(timedelta(seconds=lifetime)) if lifetime else "",
+            "recipient": recipient,
+        }
+        return build_message(
+            subject=settings.subject(request.template, app_name),
+            sender=(settings.sender_name, settings.sender_address),
+            recipient=recipient,
+            text=render_template(f"mailer/{request.template}.txt", **context),
+            html=render_template(f"mailer/{request.template}.html", **context),
+            message_id=message_id,
+        )

@@ -2,47 +2,11 @@
 
 The names of the original Variance mailer are kept (``JWT_MAILER_SECRET``,
 ``MAILERTOGO_*``, ``SENDER_NAME``) so an existing deployment's settings work unchanged;
-the new knobs start with ``MAILER_``. Every problem is a
+the new knobs start with ``MAILER_``. :data:`OPTIONS` lists every variable once, with its
+default, its parser and what it does; :data:`ENV_DEFAULTS` and
+:meth:`MailerSettings.from_env` are built from it. Every problem is a
 :class:`~flask_confirm_mail.errors.ConfigurationError` whose message names the
 variable, never its value.
-
-Variables, with their defaults:
-
-``JWT_MAILER_SECRET`` (required)
-    HS256 key of the wrapping tokens, at least 32 bytes.
-``JWT_MAILER_SECRET_PREVIOUS`` (none)
-    An older key still accepted while apps switch to the new one.
-``MAILERTOGO_SMTP_HOST`` (required), ``MAILERTOGO_SMTP_PORT`` (``587``)
-    The SMTP server.
-``MAILERTOGO_SMTP_USER``, ``MAILERTOGO_SMTP_PASSWORD`` (none)
-    SMTP login; without a user there is no AUTH.
-``MAILERTOGO_DOMAIN`` (required)
-    Mail comes from ``noreply@<domain>``.
-``SENDER_NAME`` (none)
-    The ``From`` display name.
-``MAILER_SMTP_SECURITY`` (``starttls``)
-    ``starttls``, ``ssl``, or ``none`` (only for a loopback SMTP host).
-``MAILER_SMTP_CA_FILE`` (the system's CAs)
-    A PEM file of CAs to trust for the SMTP server's certificate.
-``MAILER_SMTP_TIMEOUT`` (``10``)
-    Seconds allowed for each SMTP operation.
-``MAILER_ALLOWED_LINK_PREFIXES`` (required)
-    Space- or comma-separated URL prefixes that links must start with: https, or http
-    for a loopback host (development).
-``MAILER_LEGACY_ENDPOINTS`` (``0``)
-    ``1`` serves the original's ``GET /emailservice...`` routes.
-``MAILER_RATE_LIMIT`` (``5``), ``MAILER_RATE_WINDOW`` (``3600``)
-    At most that many emails per recipient per window (seconds); ``0`` turns it off.
-``MAILER_LEEWAY`` (``30``)
-    Seconds of clock skew allowed on ``iat`` and ``exp``, at most 300.
-``MAILER_APP_NAME`` (``SENDER_NAME``, else the domain)
-    The app's name in the emails and the sign-up subject.
-``MAILER_SUBJECT_SIGNUP`` (``Confirm and access {app_name}``)
-    The sign-up subject.
-``MAILER_SUBJECT_CHANGE`` (``Confirm changed email/login``)
-    The address-change subject.
-``MAILER_LOG_LEVEL`` (``INFO``)
-    The level of the mailer's own log; each request is one INFO line.
 """
 
 from __future__ import annotations
@@ -51,45 +15,242 @@ import math
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..addresses import normalize_address
-from ..errors import AddressError, ConfigurationError
-from ..mime import CONTROL_CHARACTERS
-from ..smtp import SECURITY_MODES, SMTPSettings, is_loopback_host
-from ..token_codec import MAX_LEEWAY, MIN_SECRET_BYTES, secret_bytes
+from ..errors import ConfigurationError
+from ..smtp import CONTROL_CHARACTERS, SECURITY_MODES, SMTPSettings
+from ..wire import MAX_LEEWAY, MIN_SECRET_BYTES, is_loopback_host
 from .link_policy import LinkPolicy
 
-__all__ = ["ENV_DEFAULTS", "MailerSettings"]
-
-#: Every variable the mailer reads, with its default (``None``: no default).
-ENV_DEFAULTS: Mapping[str, str | None] = {
-    "JWT_MAILER_SECRET": None,
-    "JWT_MAILER_SECRET_PREVIOUS": None,
-    "MAILERTOGO_SMTP_HOST": None,
-    "MAILERTOGO_SMTP_PORT": "587",
-    "MAILERTOGO_SMTP_USER": None,
-    "MAILERTOGO_SMTP_PASSWORD": None,
-    "MAILERTOGO_DOMAIN": None,
-    "SENDER_NAME": None,
-    "MAILER_SMTP_SECURITY": "starttls",
-    "MAILER_SMTP_CA_FILE": None,
-    "MAILER_SMTP_TIMEOUT": "10",
-    "MAILER_ALLOWED_LINK_PREFIXES": None,
-    "MAILER_LEGACY_ENDPOINTS": "0",
-    "MAILER_RATE_LIMIT": "5",
-    "MAILER_RATE_WINDOW": "3600",
-    "MAILER_LEEWAY": "30",
-    "MAILER_APP_NAME": None,
-    "MAILER_SUBJECT_SIGNUP": "Confirm and access {app_name}",
-    "MAILER_SUBJECT_CHANGE": "Confirm changed email/login",
-    "MAILER_LOG_LEVEL": "INFO",
-}
+__all__ = ["ENV_DEFAULTS", "OPTIONS", "MailerSettings", "Option"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_LABEL}")
+
+#: A parser: ``(variable name, value or default)`` -> the setting; ``None`` means unset.
+Parser = Callable[[str, str | None], Any]
+
+
+# --- parsers -------------------------------------------------------------------------
+
+
+def _text(name: str, value: str | None) -> str:
+    value = value or ""
+    if CONTROL_CHARACTERS.search(value) or len(value) > 200 or "=?" in value:
+        raise ConfigurationError(
+            f"{name} must be one line of at most 200 characters, with no encoded words."
+        )
+    return value
+
+
+def _optional(name: str, value: str | None) -> str | None:
+    return value
+
+
+def _flag(name: str, value: str | None) -> bool:
+    word = (value or "").lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off).")
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Parser:
+    def parse(name: str, value: str | None) -> int:
+        try:
+            number = int(value or "")
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a whole number.") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ConfigurationError(f"{name} must be at least {minimum}{upper}.")
+        return number
+
+    return parse
+
+
+def _seconds(name: str, value: str | None) -> float:
+    try:
+        number = float(value or "")
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds.") from None
+    if not math.isfinite(number) or not 0 < number <= 300:
+        raise ConfigurationError(f"{name} must be more than 0 and at most 300 seconds.")
+    return number
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool = False) -> Parser:
+    def parse(name: str, value: str | None) -> str:
+        word = (value or "").upper() if upper else (value or "").lower()
+        if word not in choices:
+            raise ConfigurationError(f"{name} must be one of: {', '.join(choices).lower()}.")
+        return word
+
+    return parse
+
+
+def _required(parse: Parser, hint: str = "") -> Parser:
+    def required(name: str, value: str | None) -> Any:
+        if value is None:
+            raise ConfigurationError(f"The mailer needs {name}{f': {hint}' if hint else ''}.")
+        return parse(name, value)
+
+    return required
+
+
+def _secret(name: str, value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    secret = value.encode("utf-8")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"{name} must be at least {MIN_SECRET_BYTES} bytes long; "
+            'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+        )
+    return secret
+
+
+def _link_policy(name: str, value: str | None) -> LinkPolicy:
+    return LinkPolicy.from_prefixes(re.split(r"[\s,]+", (value or "").strip()))
+
+
+def _domain(name: str, value: str | None) -> str:
+    value = value or ""
+    # ``noreply@<domain>`` must fit the 254 characters of an address.
+    if len(value) > 246 or _DOMAIN.fullmatch(value) is None:
+        raise ConfigurationError(f"{name} must be a plain domain name.")
+    return value.lower()
+
+
+def _host(name: str, value: str | None) -> str:
+    value = value or ""
+    if CONTROL_CHARACTERS.search(value) or " " in value:
+        raise ConfigurationError(f"{name} must be a host name or address.")
+    return value
+
+
+def _ca_file(name: str, value: str | None) -> ssl.SSLContext | None:
+    if value is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=value)
+    except (OSError, ssl.SSLError):
+        raise ConfigurationError(
+            f"{name} must name a readable PEM file of CA certificates."
+        ) from None
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One environment variable of the mailer."""
+
+    #: The variable's name.
+    name: str
+    #: Its default, as the text the variable would hold; ``None``: unset.
+    default: str | None
+    #: Turns the value (or the default) into the setting; see :data:`Parser`.
+    parse: Parser = field(repr=False)
+    #: What it does, in one line.
+    doc: str
+    #: Taken as given, white space included (secrets and passwords); otherwise stripped.
+    raw: bool = False
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        """The parsed setting from ``environ``; a blank variable counts as unset."""
+        value = environ.get(self.name)
+        if self.raw:
+            value = value or None
+        elif value is not None:
+            value = value.strip() or None
+        return self.parse(self.name, self.default if value is None else value)
+
+
+_PREFIX_HINT = (
+    "a space- or comma-separated list of the URL prefixes links may start with, "
+    "e.g. https://app.example/confirm/"
+)
+
+#: Every variable the mailer reads, in the order they are checked.
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "JWT_MAILER_SECRET", None, _required(_secret),
+        "HS256 key of the wrapping tokens, at least 32 bytes.", raw=True,
+    ),
+    Option(
+        "JWT_MAILER_SECRET_PREVIOUS", None, _secret,
+        "An older key still accepted while apps switch to the new one.", raw=True,
+    ),
+    Option(
+        "MAILER_ALLOWED_LINK_PREFIXES", None, _required(_link_policy, _PREFIX_HINT),
+        "URL prefixes links must start with: https, or http for a loopback host.",
+    ),
+    Option(
+        "MAILERTOGO_DOMAIN", None, _required(_domain),
+        "Mail comes from noreply@<domain>; Message-IDs end with it.",
+    ),
+    Option("SENDER_NAME", None, _text, "The From display name."),
+    Option("MAILERTOGO_SMTP_HOST", None, _required(_host), "The SMTP server."),
+    Option("MAILERTOGO_SMTP_PORT", "587", _integer(1, 65535), "The SMTP server's port."),
+    Option(
+        "MAILER_SMTP_SECURITY", "starttls", _choice(SECURITY_MODES),
+        "starttls, ssl, or none (only for a loopback SMTP host).",
+    ),
+    Option(
+        "MAILERTOGO_SMTP_USER", None, _optional,
+        "The SMTP login; without a user there is no AUTH.",
+    ),
+    Option(
+        "MAILER_SMTP_CA_FILE", None, _ca_file,
+        "A PEM file of CAs to trust for the SMTP server's certificate (default: the system's).",
+    ),
+    Option(
+        "MAILERTOGO_SMTP_PASSWORD", None, _optional,
+        "The SMTP password, used only with MAILERTOGO_SMTP_USER.", raw=True,
+    ),
+    Option("MAILER_SMTP_TIMEOUT", "10", _seconds, "Seconds allowed for each SMTP operation."),
+    Option(
+        "MAILER_LEGACY_ENDPOINTS", "0", _flag,
+        "1 serves the original's GET /emailservice... routes.",
+    ),
+    Option(
+        "MAILER_RATE_LIMIT", "5", _integer(0),
+        "Emails per recipient per MAILER_RATE_WINDOW; 0 turns the limit off.",
+    ),
+    Option("MAILER_RATE_WINDOW", "3600", _integer(1), "The rate limit's window, in seconds."),
+    Option(
+        "MAILER_LEEWAY", "30", _integer(0, MAX_LEEWAY),
+        "Seconds of clock skew allowed on iat and exp, at most 300.",
+    ),
+    Option(
+        "MAILER_APP_NAME", None, _text,
+        "The app's name in the emails and the sign-up subject (default: SENDER_NAME, else "
+        "the domain).",
+    ),
+    Option(
+        "MAILER_SUBJECT_SIGNUP", "Confirm and access {app_name}", _text,
+        "The sign-up subject.",
+    ),
+    Option(
+        "MAILER_SUBJECT_CHANGE", "Confirm changed email/login", _text,
+        "The address-change subject.",
+    ),
+    Option(
+        "MAILER_LOG_LEVEL", "INFO", _choice(_LOG_LEVELS, upper=True),
+        "The level of the mailer's own log; each request is one INFO line.",
+    ),
+)  # fmt: skip
+
+#: Every variable the mailer reads, with its default (``None``: no default).
+ENV_DEFAULTS: Mapping[str, str | None] = {option.name: option.default for option in OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -135,149 +296,37 @@ class MailerSettings:
 
         :raises ConfigurationError: a variable is missing, malformed or unsafe.
         """
-        env = _Environment(os.environ if environ is None else environ)
-        secret = _secret(env.required("JWT_MAILER_SECRET", raw=True), "JWT_MAILER_SECRET")
-        previous = env.raw("JWT_MAILER_SECRET_PREVIOUS")
-        secrets: tuple[bytes, ...] = (secret,)
-        if previous:
-            secrets = (secret, _secret(previous, "JWT_MAILER_SECRET_PREVIOUS"))
-        prefixes = env.required(
-            "MAILER_ALLOWED_LINK_PREFIXES",
-            hint="a space- or comma-separated list of the URL prefixes links may start with, "
-            "e.g. https://app.example/confirm/",
-        )
-        link_policy = LinkPolicy.from_prefixes(re.split(r"[\s,]+", prefixes.strip()))
-        domain = _domain(env.required("MAILERTOGO_DOMAIN"))
-        sender_name = env.text("SENDER_NAME")
-        return cls(
-            secrets=secrets,
-            smtp=_smtp_settings(env),
-            domain=domain,
-            sender_name=sender_name,
-            link_policy=link_policy,
-            legacy_endpoints=env.flag("MAILER_LEGACY_ENDPOINTS"),
-            rate_limit=env.integer("MAILER_RATE_LIMIT", minimum=0),
-            rate_window=env.integer("MAILER_RATE_WINDOW", minimum=1),
-            leeway=env.integer("MAILER_LEEWAY", minimum=0, maximum=MAX_LEEWAY),
-            app_name=env.text("MAILER_APP_NAME") or sender_name or domain,
-            subject_signup=env.text("MAILER_SUBJECT_SIGNUP"),
-            subject_change=env.text("MAILER_SUBJECT_CHANGE"),
-            log_level=env.choice("MAILER_LOG_LEVEL", _LOG_LEVELS, upper=True),
-        )
-
-
-class _Environment:
-    """Typed reads of environment variables, with :data:`ENV_DEFAULTS`."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def get(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        if value is None or not value.strip():
-            return ENV_DEFAULTS.get(name)
-        return value.strip()
-
-    def raw(self, name: str) -> str | None:
-        """The value as given, white space included (secrets and passwords)."""
-        return self._environ.get(name) or None
-
-    def required(self, name: str, *, hint: str = "", raw: bool = False) -> str:
-        value = self.raw(name) if raw else self.get(name)
-        if value is None:
-            extra = f": {hint}" if hint else ""
-            raise ConfigurationError(f"The mailer needs {name}{extra}.")
-        return value
-
-    def text(self, name: str) -> str:
-        value = self.get(name) or ""
-        if CONTROL_CHARACTERS.search(value) or len(value) > 200 or "=?" in value:
+        env = os.environ if environ is None else environ
+        v = {option.name: option.read(env) for option in OPTIONS}
+        host: str = v["MAILERTOGO_SMTP_HOST"]
+        if v["MAILER_SMTP_SECURITY"] == "none" and not is_loopback_host(host):
             raise ConfigurationError(
-                f"{name} must be one line of at most 200 characters, with no encoded words."
+                "MAILER_SMTP_SECURITY=none is allowed only for a loopback MAILERTOGO_SMTP_HOST; "
+                "use starttls or ssl."
             )
-        return value
-
-    def flag(self, name: str) -> bool:
-        value = (self.get(name) or "").lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise ConfigurationError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off).")
-
-    def integer(self, name: str, *, minimum: int, maximum: int | None = None) -> int:
-        raw = self.get(name) or ""
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigurationError(f"{name} must be a whole number.") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" and at most {maximum}" if maximum is not None else ""
-            raise ConfigurationError(f"{name} must be at least {minimum}{upper}.")
-        return value
-
-    def seconds(self, name: str) -> float:
-        raw = self.get(name) or ""
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigurationError(f"{name} must be a number of seconds.") from None
-        if not math.isfinite(value) or not 0 < value <= 300:
-            raise ConfigurationError(f"{name} must be more than 0 and at most 300 seconds.")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
-        value = self.get(name) or ""
-        value = value.upper() if upper else value.lower()
-        if value not in choices:
-            raise ConfigurationError(f"{name} must be one of: {', '.join(choices).lower()}.")
-        return value
-
-
-def _secret(value: str, name: str) -> bytes:
-    secret = secret_bytes(value)
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigurationError(
-            f"{name} must be at least {MIN_SECRET_BYTES} bytes long; "
-            'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+        user: str | None = v["MAILERTOGO_SMTP_USER"]
+        smtp = SMTPSettings(
+            host=host,
+            port=v["MAILERTOGO_SMTP_PORT"],
+            security=v["MAILER_SMTP_SECURITY"],
+            username=user,
+            password=v["MAILERTOGO_SMTP_PASSWORD"] if user else None,
+            timeout=v["MAILER_SMTP_TIMEOUT"],
+            ssl_context=v["MAILER_SMTP_CA_FILE"],
         )
-    return secret
-
-
-def _domain(value: str) -> str:
-    try:
-        return normalize_address(f"noreply@{value}").partition("@")[2]
-    except AddressError:
-        raise ConfigurationError("MAILERTOGO_DOMAIN must be a plain domain name.") from None
-
-
-def _smtp_settings(env: _Environment) -> SMTPSettings:
-    host = env.required("MAILERTOGO_SMTP_HOST")
-    if CONTROL_CHARACTERS.search(host) or " " in host:
-        raise ConfigurationError("MAILERTOGO_SMTP_HOST must be a host name or address.")
-    port = env.integer("MAILERTOGO_SMTP_PORT", minimum=1, maximum=65535)
-    security = env.choice("MAILER_SMTP_SECURITY", SECURITY_MODES)
-    if security == "none" and not is_loopback_host(host):
-        raise ConfigurationError(
-            "MAILER_SMTP_SECURITY=none is allowed only for a loopback MAILERTOGO_SMTP_HOST; "
-            "use starttls or ssl."
+        previous: bytes | None = v["JWT_MAILER_SECRET_PREVIOUS"]
+        return cls(
+            secrets=(v["JWT_MAILER_SECRET"], *([previous] if previous else [])),
+            smtp=smtp,
+            domain=v["MAILERTOGO_DOMAIN"],
+            sender_name=v["SENDER_NAME"],
+            link_policy=v["MAILER_ALLOWED_LINK_PREFIXES"],
+            legacy_endpoints=v["MAILER_LEGACY_ENDPOINTS"],
+            rate_limit=v["MAILER_RATE_LIMIT"],
+            rate_window=v["MAILER_RATE_WINDOW"],
+            leeway=v["MAILER_LEEWAY"],
+            app_name=v["MAILER_APP_NAME"] or v["SENDER_NAME"] or v["MAILERTOGO_DOMAIN"],
+            subject_signup=v["MAILER_SUBJECT_SIGNUP"],
+            subject_change=v["MAILER_SUBJECT_CHANGE"],
+            log_level=v["MAILER_LOG_LEVEL"],
         )
-    user = env.get("MAILERTOGO_SMTP_USER")
-    context: ssl.SSLContext | None = None
-    ca_file = env.get("MAILER_SMTP_CA_FILE")
-    if ca_file is not None:
-        try:
-            context = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError):
-            raise ConfigurationError(
-                "MAILER_SMTP_CA_FILE must name a readable PEM file of CA certificates."
-            ) from None
-    return SMTPSettings(
-        host=host,
-        port=port,
-        security=security,
-        username=user,
-        password=env.raw("MAILERTOGO_SMTP_PASSWORD") if user else None,
-        timeout=env.seconds("MAILER_SMTP_TIMEOUT"),
-        ssl_context=context,
-    )

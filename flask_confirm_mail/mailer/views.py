@@ -8,19 +8,25 @@ routes for apps written against it; it is registered only with
 
 from __future__ import annotations
 
-import hashlib
-
 from flask import Blueprint, Response, current_app, request
 
 from ..errors import TokenError
-from ..wrapping_token import verify_legacy_token, verify_wrapping_token
-from .answers import Answer, ErrorCode
-from .service import MailerService, MailRequest
+from ..wire import ErrorCode, verify_legacy_token, verify_wrapping_token
+from .service import Answer, MailerService
 
-__all__ = ["EXTENSION_KEY", "legacy", "v1"]
+__all__ = ["EXTENSION_KEY", "LEGACY_PATH_PREFIXES", "legacy", "v1"]
 
 #: Where :func:`~flask_confirm_mail.mailer.create_app` keeps the :class:`MailerService`.
 EXTENSION_KEY = "confirm_mail_mailer"
+
+#: The legacy routes whose next path segment is a wrapping token (redacted in logs).
+LEGACY_PATH_PREFIXES = (
+    "/emailservice",
+    "/emailservice-cat/signup",
+    "/emailservice-cat/change",
+    "/emailservice-usr/signup",
+    "/emailservice-usr/change",
+)
 
 v1 = Blueprint("mailer_v1", __name__)
 legacy = Blueprint("mailer_legacy", __name__)
@@ -57,20 +63,11 @@ def send_message() -> Response:
         ).to_response()
     service = _service()
     try:
-        claims = verify_wrapping_token(
+        mail_request = verify_wrapping_token(
             token, service.settings.secrets, leeway=service.settings.leeway
         )
     except TokenError as exc:
         return _token_refused(exc, detail=True)
-    mail_request = MailRequest(
-        recipient=claims.recipient,
-        template=claims.template,
-        link_url=claims.link_url,
-        link_token=claims.link_token,
-        extra=claims.extra,
-        jti=claims.jti,
-        expires_at=claims.expires_at,
-    )
     return service.handle(mail_request).to_response()
 
 
@@ -83,21 +80,11 @@ def health() -> Response:
 def _legacy_send(token: str, template: str) -> Response:
     service = _service()
     try:
-        payload = verify_legacy_token(
-            token, service.settings.secrets, leeway=service.settings.leeway
+        mail_request = verify_legacy_token(
+            token, service.settings.secrets, template=template, leeway=service.settings.leeway
         )
     except TokenError as exc:
         return _token_refused(exc, detail=False)
-    mail_request = MailRequest(
-        recipient=payload.recipient,
-        template=template,
-        link_url=payload.link_url,
-        link_token=payload.link_token,
-        extra={"access_key": payload.access_key} if payload.access_key else {},
-        # The original client sends no jti: the token itself is then the replay key.
-        jti=payload.jti or "legacy:" + hashlib.sha256(token.encode()).hexdigest(),
-        expires_at=payload.expires_at,
-    )
     return service.handle(mail_request).to_response()
 
 

@@ -12,6 +12,7 @@ from flask import Flask
 
 from example_catloader import create_app
 from example_catloader.extensions import db
+from flask_confirm_mail import stop_delivery
 from tests.catloader.web_client import CatLoaderClient
 
 EXTERNAL_URL = "http://catloader.test"
@@ -61,7 +62,7 @@ def make_catloader(instance: Path) -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in apps:
-        app.extensions["confirm_mail"].sender.stop()
+        stop_delivery(app)
         with app.app_context():
             db.session.remove()
             if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):

@@ -11,7 +11,9 @@ import pytest
 from flask import Flask
 
 from example_catloader.config import instance_secret_key
-from flask_confirm_mail import get_state
+from flask_confirm_mail.confirmation import get_flow
+from flask_confirm_mail.remote import RemoteTransport
+from flask_confirm_mail.transport import SMTPTransport
 
 
 def test_embedded_defaults(make_catloader: Callable[..., Flask], instance: Path) -> None:
@@ -19,7 +21,7 @@ def test_embedded_defaults(make_catloader: Callable[..., Flask], instance: Path)
 
     assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'catloader.db'}"
     assert (instance / "catloader.db").is_file()
-    settings = get_state(app).settings
+    settings = get_flow(app).settings
     assert settings.link_prefix == "http://127.0.0.1:5000/confirm/"
     assert settings.delivery == "thread"
     assert settings.app_name == "CatLoader"
@@ -28,7 +30,7 @@ def test_embedded_defaults(make_catloader: Callable[..., Flask], instance: Path)
     assert settings.flash_invalid == "Problems with your confirmation email"
     assert settings.subject == "Confirm and access CatLoader"
     assert settings.change_subject == "Confirm changed email/login"
-    assert get_state(app).transport.name == "flask_mail"
+    assert isinstance(get_flow(app).transport, SMTPTransport)
     assert app.config["CATLOADER_MAILBOX"] is True
     assert app.config["MAIL_SUPPRESS_SEND"] is True
     assert app.config["CATLOADER_MAILBOX_PAGE"] is False
@@ -98,7 +100,7 @@ def test_settings_from_the_environment(
     assert app.config["MAIL_SUPPRESS_SEND"] is False
     assert app.config["CATLOADER_MAX_PICTURE_BYTES"] == 1_000_000
     assert app.config["MAX_CONTENT_LENGTH"] == 1_000_000 + 64 * 1024
-    settings = get_state(app).settings
+    settings = get_flow(app).settings
     assert settings.link_prefix == "https://cats.example.org/confirm/"
     assert settings.delivery == "worker"
 
@@ -114,7 +116,7 @@ def test_remote_transport_from_the_environment(
 
     app = make_catloader(bare=True)
 
-    assert get_state(app).transport.name == "remote"
+    assert isinstance(get_flow(app).transport, RemoteTransport)
     assert app.config["CATLOADER_MAILBOX"] is False
 
 

@@ -11,7 +11,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from example_catloader.mailbox import Mailbox, StoredMail, first_link, mailbox_of
-from flask_confirm_mail import get_state
+from flask_confirm_mail import link_base_url
 
 PASSWORD = "purr-purr-purr"
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -96,7 +96,7 @@ class CatLoaderClient:
         return [m for m in self.mailbox.messages() if address in m.recipients]
 
     def link_in(self, mail: StoredMail) -> str:
-        link = first_link(mail.text, get_state(self.app).settings.link_prefix)
+        link = first_link(mail.text, link_base_url(self.app))
         assert link is not None, mail.text
         assert link in mail.html
         return link

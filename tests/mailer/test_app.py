@@ -12,8 +12,8 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_confirm_mail.email_render import format_lifetime
 from flask_confirm_mail.mailer import MailerSettings, create_app
+from flask_confirm_mail.smtp import format_lifetime
 from tests.support.fixtures import SECURE_SMTP_AUTH
 from tests.support.smtp_server import SMTPSink
 
@@ -114,7 +114,7 @@ def test_unexpected_error_is_json_without_trace(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("flask_confirm_mail.mailer.service.build_email", broken)
+    monkeypatch.setattr("flask_confirm_mail.mailer.service.build_message", broken)
     token = original_token(unique_address())
     with caplog.at_level(logging.ERROR, logger=app.logger.name):
         answer = client.get(f"/emailservice-cat/signup/{token}")

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from flask_confirm_mail.mailer.redaction import RedactingFilter, install_log_redaction, redact
+from flask_confirm_mail.mailer.views import LEGACY_PATH_PREFIXES
+from flask_confirm_mail.redaction import RedactingFilter, install_log_redaction, redact
 
 from .tokens import original_token, v1_token
 
@@ -27,7 +28,7 @@ LEGACY = original_token("ann@example.com")
     ],
 )
 def test_redact(line: str, kept: str) -> None:
-    redacted = redact(line)
+    redacted = redact(line, LEGACY_PATH_PREFIXES)
     assert "[redacted]" in redacted
     assert kept in redacted
     assert TOKEN not in redacted and LEGACY not in redacted
@@ -36,12 +37,12 @@ def test_redact(line: str, kept: str) -> None:
 
 def test_plain_lines_are_left_alone() -> None:
     line = "Booting worker with pid: 42 (flask_confirm_mail.mailer.app)"
-    assert redact(line) == line
+    assert redact(line, LEGACY_PATH_PREFIXES) == line
 
 
 def test_filter_rewrites_args_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("tests.mailer.redaction")
-    logger.addFilter(RedactingFilter())
+    logger.addFilter(RedactingFilter(LEGACY_PATH_PREFIXES))
     with caplog.at_level(logging.INFO, logger=logger.name):
         logger.info("%(r)s %(s)s", {"r": f"GET /emailservice/{LEGACY} HTTP/1.1", "s": "200"})
         try:
@@ -54,8 +55,9 @@ def test_filter_rewrites_args_and_tracebacks(caplog: pytest.LogCaptureFixture) -
 
 
 def test_install_is_idempotent() -> None:
-    install_log_redaction(["tests.mailer.twice"])
-    install_log_redaction(["tests.mailer.twice"])
+    install_log_redaction(["tests.mailer.twice"], LEGACY_PATH_PREFIXES)
+    install_log_redaction(["tests.mailer.twice"], LEGACY_PATH_PREFIXES)
     filters = logging.getLogger("tests.mailer.twice").filters
     assert sum(isinstance(f, RedactingFilter) for f in filters) == 1
+    install_log_redaction(path_prefixes=LEGACY_PATH_PREFIXES)  # the server loggers
     assert any(isinstance(f, RedactingFilter) for f in logging.getLogger("gunicorn.access").filters)

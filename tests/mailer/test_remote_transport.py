@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from flask_confirm_mail.errors import ConfigurationError, DeliveryError
-from flask_confirm_mail.remote_transport import RemoteConnection, RemoteTransport
+from flask_confirm_mail.remote import RemoteTransport
 from flask_confirm_mail.transport import ConfirmationEmail
 from tests.support.smtp_server import SMTPSink
 
@@ -53,16 +53,16 @@ def test_v1_batch_over_one_connection(
     mailer: MailerProcess, mailer_sink: SMTPSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[object] = []
-    original_open = RemoteConnection._open
+    original_open = RemoteTransport._open
 
-    def counting_open(self: RemoteConnection) -> Any:
+    def counting_open(self: RemoteTransport) -> Any:
         opened.append(self)
         return original_open(self)
 
-    monkeypatch.setattr(RemoteConnection, "_open", counting_open)
+    monkeypatch.setattr(RemoteTransport, "_open", counting_open)
     emails = [confirmation(context={"user_name": "Ann", "ignored": 3}) for _ in range(3)]
 
-    with transport(mailer.base_url, extra={"app_name": "Cats"}).connect() as connection:
+    with transport(mailer.base_url, extra={"app_name": "Cats"}) as connection:
         for email in emails:
             connection.send(email)
 
@@ -80,7 +80,7 @@ def test_variance_wire_against_the_legacy_endpoints(
     mailer: MailerProcess, mailer_sink: SMTPSink
 ) -> None:
     email = confirmation(purpose="change", context={"access_key": "AK-123"})
-    with transport(mailer.base_url, wire="variance").connect() as connection:
+    with transport(mailer.base_url, wire="variance") as connection:
         connection.send(email)
 
     [mail] = messages_to(mailer_sink, email.recipient)
@@ -94,7 +94,7 @@ def test_variance_wire_against_the_legacy_endpoints(
 @pytest.mark.parametrize("wire", ["v1", "variance"])
 def test_mailer_refusal_is_permanent(mailer: MailerProcess, wire: str) -> None:
     email = confirmation(prefix="https://evil.tld/confirm/")
-    with transport(mailer.base_url, wire=wire).connect() as connection:
+    with transport(mailer.base_url, wire=wire) as connection:
         with pytest.raises(DeliveryError) as info:
             connection.send(email)
     assert info.value.permanent
@@ -104,7 +104,7 @@ def test_mailer_refusal_is_permanent(mailer: MailerProcess, wire: str) -> None:
 
 def test_wrong_secret_is_permanent(mailer: MailerProcess) -> None:
     remote = RemoteTransport(mailer_url=mailer.base_url, mailer_secret=b"w" * 32)
-    with remote.connect() as connection, pytest.raises(DeliveryError) as info:
+    with remote as connection, pytest.raises(DeliveryError) as info:
         connection.send(confirmation())
     assert info.value.permanent
 
@@ -114,7 +114,7 @@ def test_smtp_failure_is_temporary_and_retry_works(
 ) -> None:
     email = confirmation()
     mailer_sink.fail_next(1, 451)
-    with transport(mailer.base_url).connect() as connection:
+    with transport(mailer.base_url) as connection:
         with pytest.raises(DeliveryError) as info:
             connection.send(email)
         assert not info.value.permanent
@@ -126,7 +126,7 @@ def test_smtp_failure_is_temporary_and_retry_works(
 def test_v1_request_shape() -> None:
     with stub_http_server() as (url, state):
         email = confirmation(context={"access_key": "AK"})
-        with transport(url + "base").connect() as connection:
+        with transport(url + "base") as connection:
             connection.send(email)
 
     [request] = state.requests
@@ -151,7 +151,7 @@ def test_variance_wire_makes_the_original_call() -> None:
     with stub_http_server() as (url, state):
         email = confirmation(context={"access_key": "AK"})
         other = confirmation()
-        with transport(url, wire="variance", legacy_blueprint="/emailservice-usr/").connect() as c:
+        with transport(url, wire="variance", legacy_blueprint="/emailservice-usr/") as c:
             c.send(email)
             c.send(other)
 
@@ -197,7 +197,7 @@ def test_answers_other_than_success_fail(
 ) -> None:
     with stub_http_server() as (url, state):
         state.reply(status, payload)
-        with transport(url, wire=wire).connect() as connection:
+        with transport(url, wire=wire) as connection:
             with pytest.raises(DeliveryError) as info:
                 connection.send(confirmation())
     assert info.value.permanent is permanent
@@ -206,7 +206,7 @@ def test_answers_other_than_success_fail(
 def test_success_of_the_original_mailer() -> None:
     with stub_http_server() as (url, state):
         state.reply(200, {"error": 0, "msg": "All ok"})
-        with transport(url, wire="variance").connect() as connection:
+        with transport(url, wire="variance") as connection:
             connection.send(confirmation())
 
 
@@ -214,7 +214,7 @@ def test_read_timeout_is_temporary() -> None:
     with stub_http_server() as (url, state):
         state.replies.append(Reply(hang=True))
         started = time.monotonic()
-        with transport(url, read_timeout=0.3).connect() as connection:
+        with transport(url, read_timeout=0.3) as connection:
             with pytest.raises(DeliveryError) as info:
                 connection.send(confirmation())
         assert time.monotonic() - started < 3
@@ -224,7 +224,7 @@ def test_read_timeout_is_temporary() -> None:
 
 def test_connection_refused_is_temporary() -> None:
     url = f"http://127.0.0.1:{closed_port()}/"
-    with transport(url, connect_timeout=1).connect() as connection:
+    with transport(url, connect_timeout=1) as connection:
         with pytest.raises(DeliveryError) as info:
             connection.send(confirmation())
     assert not info.value.permanent
@@ -234,7 +234,7 @@ def test_a_dropped_keep_alive_connection_is_reopened_once() -> None:
     with stub_http_server() as (url, state):
         state.reply(200, drop_after=True)
         state.reply(200)
-        with transport(url).connect() as connection:
+        with transport(url) as connection:
             connection.send(confirmation())
             time.sleep(0.05)
             connection.send(confirmation())
@@ -254,7 +254,7 @@ def test_https_with_a_trusted_certificate(certificate: tuple[str, str]) -> None:
     trusted = ssl.create_default_context(cafile=certificate[0])
     with stub_http_server(tls=certificate) as (url, state):
         assert url.startswith("https://")
-        with transport(url, ssl_context=trusted).connect() as connection:
+        with transport(url, ssl_context=trusted) as connection:
             connection.send(confirmation())
             connection.send(confirmation())
     assert len(state.requests) == 2
@@ -263,7 +263,7 @@ def test_https_with_a_trusted_certificate(certificate: tuple[str, str]) -> None:
 
 def test_https_with_an_untrusted_certificate_is_temporary(certificate: tuple[str, str]) -> None:
     with stub_http_server(tls=certificate) as (url, state):
-        with transport(url, connect_timeout=2, read_timeout=2).connect() as connection:
+        with transport(url, connect_timeout=2, read_timeout=2) as connection:
             with pytest.raises(DeliveryError) as info:
                 connection.send(confirmation())
     assert not info.value.permanent
@@ -272,7 +272,7 @@ def test_https_with_an_untrusted_certificate_is_temporary(certificate: tuple[str
 
 
 def test_unknown_purpose_is_permanent() -> None:
-    with transport("http://127.0.0.1:9/").connect() as connection:
+    with transport("http://127.0.0.1:9/") as connection:
         with pytest.raises(DeliveryError) as info:
             connection.send(confirmation(purpose="resetkey"))
     assert info.value.permanent

@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 
-from flask_confirm_mail.token_codec import encode_token
+from flask_confirm_mail.tokens import encode_token
 
 MAILER_SECRET = "mailer-secret-for-tests-0123456789-abcdefghij"
 LINK_SECRET = "link-secret-for-tests-0123456789-abcdefghijkl"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask_confirm_mail.link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE
 from tests.apps import LINK_SECRET
 
 LINK_KEY = LINK_SECRET.encode()

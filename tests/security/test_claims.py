@@ -16,8 +16,7 @@ import pytest
 
 from flask_confirm_mail import ConfigurationError
 from flask_confirm_mail.errors import ExpiredToken, InvalidToken
-from flask_confirm_mail.link_token import LinkTokenSigner
-from flask_confirm_mail.token_codec import MAX_LEEWAY
+from flask_confirm_mail.tokens import MAX_LEEWAY, LinkTokenSigner
 from tests.security.forgery import LINK_HEADER, LINK_KEY, MISSING, forge, link_header, link_payload
 from tests.security.outcomes import JSON, count_queries, sqlite_only
 from tests.security.victims import Victim, sign_up

@@ -7,7 +7,6 @@ HTML). Nothing here may reach the SMTP server.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -27,11 +26,11 @@ from flask_confirm_mail import (
     delivery_failed,
     send_confirmation,
 )
-from flask_confirm_mail.clock import utcnow
-from flask_confirm_mail.email_render import render_confirmation
 from flask_confirm_mail.errors import DeliveryError, TokenError
-from flask_confirm_mail.link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE, LinkTokenSigner
-from flask_confirm_mail.transport import ConfirmationEmail
+from flask_confirm_mail.outbox import utcnow
+from flask_confirm_mail.settings import Settings
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, LinkTokenSigner
+from flask_confirm_mail.transport import ConfirmationEmail, render_message
 from tests.apps import EXTERNAL_URL, db, user_model
 from tests.security.forgery import LINK_KEY, forge_link, link_header
 from tests.security.outcomes import (
@@ -176,7 +175,7 @@ def test_a_bad_recipient_in_the_outbox_never_reaches_smtp(victim: Victim, addres
         ).scalar_one()
         db.session.commit()
         mails = len(victim.sink.messages)
-        state.deliver_now([row_id])
+        state.deliverer.deliver_now([row_id])
         row = db.session.execute(sa.select(table).where(table.c.id == row_id)).one()
     assert len(victim.sink.messages) == mails
     assert row.status == "dead"
@@ -264,14 +263,16 @@ def test_rendering_refuses_what_start_up_would(app: Flask, text: str) -> None:
     """Defence in depth: values that bypassed start-up are checked again when rendering."""
     settings = app.extensions["confirm_mail"].settings
     sender = "noreply@app.example.com"
+
+    def changed(**values: object) -> Settings:
+        return Settings({**vars(settings), **values})
+
     with app.test_request_context():
-        assert render_confirmation(_email(), settings, sender).subject == settings.subject
+        assert render_message(_email(), changed(sender=sender))["Subject"] == settings.subject
         attempts = [
-            lambda: render_confirmation(
-                _email(), dataclasses.replace(settings, subject=text), sender
-            ),
-            lambda: render_confirmation(_email(), settings, (text, sender)),
-            lambda: render_confirmation(_email(f"a@x.com{text}"), settings, sender),
+            lambda: render_message(_email(), changed(subject=text, sender=sender)),
+            lambda: render_message(_email(), changed(sender=(text, sender))),
+            lambda: render_message(_email(f"a@x.com{text}"), changed(sender=sender)),
         ]
         for attempt in attempts:
             with pytest.raises(DeliveryError) as caught:

@@ -27,9 +27,9 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from flask_confirm_mail.errors import ConfigurationError
-from flask_confirm_mail.link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE, LinkTokenSigner
 from flask_confirm_mail.mailer import MailerSettings, create_app
-from flask_confirm_mail.wrapping_token import (
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, LinkTokenSigner
+from flask_confirm_mail.wire import (
     WRAPPING_AUDIENCE,
     WRAPPING_TOKEN_TYPE,
     issue_legacy_token,

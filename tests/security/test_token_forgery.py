@@ -25,9 +25,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from flask_confirm_mail.link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE
-from flask_confirm_mail.token_codec import MAX_TOKEN_LENGTH
-from flask_confirm_mail.wrapping_token import (
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, MAX_TOKEN_LENGTH
+from flask_confirm_mail.wire import (
     WRAPPING_AUDIENCE,
     WRAPPING_TOKEN_TYPE,
     issue_legacy_token,

@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 
-from flask_confirm_mail.link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE
 
 
 def b64(data: bytes) -> str:

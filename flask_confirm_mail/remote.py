@@ -7,8 +7,9 @@ client's call, ``GET <mailer_url><blueprint>/<service>/<token>`` with the origin
 payload, so an app can keep using an already deployed original mailer (or this
 package's mailer with ``MAILER_LEGACY_ENDPOINTS=1``).
 
-One HTTP(S) connection is kept alive across a batch (stdlib :mod:`http.client`); every
-call has a connect and a read timeout. Any answer other than success raises
+HTTP(S) connections are kept alive between the emails of a batch (stdlib
+:mod:`http.client`, one per sending thread); every call has a connect and a read
+timeout. Any answer other than success raises
 :class:`~flask_confirm_mail.errors.DeliveryError`: ``permanent`` for a refusal that a
 retry cannot fix (4xx except 408, 409, 425 and 429; the original's error 1), temporary
 otherwise, so the outbox retries.
@@ -20,22 +21,22 @@ import http.client
 import json
 import re
 import ssl
+import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .errors import ConfigurationError, DeliveryError, TokenError
-from .smtp import is_loopback_host
-from .token_codec import MIN_SECRET_BYTES
-from .transport import ConfirmationEmail, Transport, TransportConnection
-from .wrapping_token import (
+from .tokens import MIN_SECRET_BYTES
+from .transport import ConfirmationEmail, Transport
+from .wire import (
     EXTRA_FIELDS,
     TEMPLATES,
+    ErrorCode,
+    is_loopback_host,
     issue_legacy_token,
     issue_wrapping_token,
 )
-
-__all__ = ["WIRES", "RemoteConnection", "RemoteTransport"]
 
 #: The User-Agent of requests to the mailer.
 USER_AGENT = "flask-confirm-mail"
@@ -73,8 +74,6 @@ class RemoteTransport(Transport):
         a network you trust: the token carries the link token).
     :raises ConfigurationError: an option is missing or unsafe.
     """
-
-    name = "remote"
 
     def __init__(
         self,
@@ -128,13 +127,11 @@ class RemoteTransport(Transport):
         self.extra = dict(extra or {})
         self.ssl_context = ssl_context
         self._secret = bytes(mailer_secret)
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<RemoteTransport {self.wire} {self.scheme}://{self.host}{self.base_path}>"
-
-    def connect(self) -> RemoteConnection:
-        """Open a connection for a batch (the socket itself opens on first use)."""
-        return RemoteConnection(self)
 
     def build_request(self, email: ConfirmationEmail) -> tuple[str, str, dict[str, str]]:
         """The method, path and headers of the call that sends ``email``.
@@ -143,10 +140,7 @@ class RemoteTransport(Transport):
         """
         if email.purpose not in TEMPLATES:
             raise DeliveryError("The mailer has no template for this purpose", permanent=True)
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         context = {**self.extra, **dict(email.context)}
         try:
             if self.wire == "v1":
@@ -176,82 +170,74 @@ class RemoteTransport(Transport):
         path = f"{self.base_path}{self.legacy_blueprint}/{email.purpose}/{quote(token, safe='')}"
         return "GET", path, headers
 
-
-class RemoteConnection(TransportConnection):
-    """One keep-alive HTTP(S) connection to the mailer, reopened when it drops."""
-
-    def __init__(self, transport: RemoteTransport) -> None:
-        self.transport = transport
-        self._http: http.client.HTTPConnection | None = None
-        self._reused = False
-
-    def _open(self) -> http.client.HTTPConnection:
-        t = self.transport
-        conn: http.client.HTTPConnection
-        if t.scheme == "https":
-            context = t.ssl_context or ssl.create_default_context()
-            conn = http.client.HTTPSConnection(
-                t.host, t.port, timeout=t.connect_timeout, context=context
-            )
-        else:
-            conn = http.client.HTTPConnection(t.host, t.port, timeout=t.connect_timeout)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.settimeout(t.read_timeout)
-        return conn
-
     def send(self, email: ConfirmationEmail) -> None:
         """Ask the mailer to send ``email``; raise :class:`DeliveryError` unless it did."""
-        method, path, headers = self.transport.build_request(email)
+        method, path, headers = self.build_request(email)
         status, body = self._exchange(method, path, headers)
-        _check_answer(status, body, self.transport.wire)
+        _check_answer(status, body, self.wire)
+
+    def close(self) -> None:
+        """Close the idle HTTP connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _open(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
+        if self.scheme == "https":
+            context = self.ssl_context or ssl.create_default_context()
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.connect_timeout, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(self.read_timeout)
+        return conn
 
     def _exchange(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
         for attempt in (1, 2):
-            reused = self._http is not None and self._reused
+            reused = conn is not None
             try:
-                if self._http is None or self._http.sock is None:
-                    self._drop()
-                    self._http = self._open()
-                    self._reused = False
-                    reused = False
-                self._http.request(method, path, headers=headers)
-                response = self._http.getresponse()
+                if conn is None:
+                    conn = self._open()
+                conn.request(method, path, headers=headers)
+                response = conn.getresponse()
                 body = response.read(_MAX_ANSWER_BYTES)
-                if not response.isclosed():
-                    self._drop()  # an oversized answer: the rest is unread
-                elif response.will_close:
-                    self._drop()
+                # An oversized answer (the rest is unread) or "Connection: close": drop it.
+                if response.isclosed() and not response.will_close:
+                    with self._lock:
+                        self._idle.append(conn)
                 else:
-                    self._reused = True
+                    conn.close()
                 return response.status, body
             except _STALE_CONNECTION:
-                self._drop()
+                _close(conn)
+                conn = None
                 if reused and attempt == 1:
                     continue  # the server had closed the idle connection: retry once
                 raise DeliveryError("The mailer closed the connection") from None
             except TimeoutError:
-                self._drop()
+                _close(conn)
                 raise DeliveryError("The mailer did not answer in time") from None
             except ssl.SSLCertVerificationError:
-                self._drop()
+                _close(conn)
                 raise DeliveryError("The mailer's certificate is not trusted") from None
             except (OSError, http.client.HTTPException) as exc:
-                self._drop()
+                _close(conn)
                 raise DeliveryError(
                     f"The mailer could not be reached ({type(exc).__name__})"
                 ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _drop(self) -> None:
-        conn, self._http = self._http, None
-        self._reused = False
-        if conn is not None:
-            conn.close()
 
-    def close(self) -> None:
-        """Close the HTTP connection."""
-        self._drop()
+def _close(conn: http.client.HTTPConnection | None) -> None:
+    if conn is not None:
+        conn.close()
 
 
 def _check_answer(status: int, body: bytes, wire: str) -> None:
@@ -268,10 +254,10 @@ def _check_answer(status: int, body: bytes, wire: str) -> None:
     if isinstance(msg, str) and msg and "eyJ" not in msg:
         detail += f": {_SAFE_MSG.sub('', msg)[:160]}"
     if 200 <= status < 300:
-        if error == 0:
+        if error == ErrorCode.OK:
             return
         # The original answers 200 for everything: 1 is a token it cannot read, 2 SMTP.
-        permanent = wire == "variance" and error == 1
+        permanent = wire == "variance" and error == ErrorCode.BAD_TOKEN
         raise DeliveryError(f"The mailer did not send the email{detail}", permanent=permanent)
     permanent = 400 <= status < 500 and status not in _TEMPORARY_4XX
     raise DeliveryError(f"The mailer answered HTTP {status}{detail}", permanent=permanent)

@@ -1,4 +1,4 @@
-"""The user side: a mixin for new models, and the mapping of existing tables' columns.
+"""The user side: a mixin for new models, and the mapping of an existing table's columns.
 
 A new model inherits :class:`ConfirmableMixin`. An existing table keeps its column names
 and tells :class:`~flask_confirm_mail.ConfirmMail` which attribute holds the address and
@@ -20,10 +20,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import InstrumentedAttribute, Mapped, declared_attr, mapped_column
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, scoped_session
 
 from .errors import ConfigurationError, InvalidToken
+
+SIGNUP = "signup"
+CHANGE = "change"
 
 _INT_ID = re.compile(r"[1-9][0-9]{0,17}|0")
 
@@ -56,7 +58,7 @@ class ConfirmableMixin:
 
 
 class UserColumns:
-    """Where a user model keeps its id, address and confirmation, and SQL built on them.
+    """Where a user model keeps its id, address and confirmation; reads and writes them.
 
     :param model: the mapped user class.
     :param email: attribute holding the address.
@@ -90,7 +92,6 @@ class UserColumns:
             raise ConfigurationError(
                 f"user_model.{confirmed} must be a Boolean or DateTime column."
             )
-        self.confirm_address_statement, self.confirm_pending_statement = self._confirm_statements()
         id_type = self.id_column.type
         self._id_kind = (
             "int"
@@ -108,10 +109,6 @@ class UserColumns:
             raise ConfigurationError(f"user_model has no column attribute {attribute!r}.")
         column: sa.Column[Any] = columns[0]
         return column
-
-    def attribute(self, name: str) -> InstrumentedAttribute[Any]:
-        attr: InstrumentedAttribute[Any] = getattr(self.model, name)
-        return attr
 
     # --- reading an instance -------------------------------------------------------------
 
@@ -132,7 +129,19 @@ class UserColumns:
         value = getattr(user, self.confirmed_attribute)
         return value is True if self.confirmed_is_boolean else value is not None
 
-    # --- building SQL ---------------------------------------------------------------------
+    # --- writing an instance (in the caller's session) -----------------------------------
+
+    def confirmed_value(self, now: datetime) -> Any:
+        return True if self.confirmed_is_boolean else now
+
+    def set_unconfirmed(self, user: Any) -> None:
+        setattr(user, self.confirmed_attribute, False if self.confirmed_is_boolean else None)
+
+    def set_pending(self, user: Any, address: str | None) -> None:
+        if self.pending_attribute is not None:
+            setattr(user, self.pending_attribute, address)
+
+    # --- queries ---------------------------------------------------------------------------
 
     def parse_id(self, subject: str) -> Any:
         """Turn a token's ``sub`` into a primary key value without touching the database."""
@@ -149,36 +158,53 @@ class UserColumns:
                 ) from None
         return subject
 
-    def confirmed_value(self, now: datetime) -> Any:
-        return True if self.confirmed_is_boolean else now
+    def find(
+        self, session: Session | scoped_session[Any], address: str, *, lock: bool = False
+    ) -> tuple[Any, str]:
+        """The user whose address (``signup``) or pending address (``change``) is ``address``.
 
-    def unconfirmed_value(self) -> Any:
-        return False if self.confirmed_is_boolean else None
+        Returns ``(None, "")`` when there is none.
+        """
+        for column, purpose in ((self.email_column, SIGNUP), (self.pending_column, CHANGE)):
+            if column is None:
+                continue
+            query = sa.select(self.model).where(column == address).limit(1)
+            if lock:
+                query = query.with_for_update()
+            user = session.execute(query).scalar_one_or_none()
+            if user is not None:
+                return user, purpose
+        return None, ""
 
-    def _confirm_statements(self) -> tuple[sa.Update, sa.Update | None]:
-        """The two conditional UPDATEs a link makes, built once.
+    def confirm(
+        self, session: Session | scoped_session[Any], user_id: Any, address: str, now: datetime
+    ) -> str | None:
+        """Confirm ``address`` for ``user_id`` with one conditional UPDATE.
 
-        Parameters: ``uid``, ``address`` (the address the link was mailed to) and
-        ``confirmed`` (the value that records confirmation).
+        Confirms the user's address while it is ``address`` and unconfirmed (``signup``),
+        else the pending address when it is ``address`` (``change``, which makes it the
+        user's address). Returns which, or ``None`` when the row matched neither. Concurrent
+        calls confirm once. Raises what the database raises (a unique address taken since).
         """
         table = self.model.__table__
-        uid = sa.bindparam("uid", type_=self.id_column.type)
-        address = sa.bindparam("address", type_=self.email_column.type)
-        confirmed = sa.bindparam("confirmed", type_=self.confirmed_column.type)
-        confirm_address = (
+        confirmed = self.confirmed_value(now)
+        unconfirmed = (
+            self.confirmed_column.is_not(True)
+            if self.confirmed_is_boolean
+            else self.confirmed_column.is_(None)
+        )
+        statement = (
             sa.update(table)
-            .where(
-                self.id_column == uid,
-                self.email_column == address,
-                self.is_unconfirmed_clause(),
-            )
+            .where(self.id_column == user_id, self.email_column == address, unconfirmed)
             .values({self.confirmed_column: confirmed})
         )
+        if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
+            return SIGNUP
         if self.pending_column is None:
-            return confirm_address, None
-        confirm_pending = (
+            return None
+        statement = (
             sa.update(table)
-            .where(self.id_column == uid, self.pending_column == address)
+            .where(self.id_column == user_id, self.pending_column == address)
             .values(
                 {
                     self.email_column: address,
@@ -187,8 +213,6 @@ class UserColumns:
                 }
             )
         )
-        return confirm_address, confirm_pending
-
-    def is_unconfirmed_clause(self) -> ColumnElement[bool]:
-        column = self.confirmed_column
-        return column.is_not(True) if self.confirmed_is_boolean else column.is_(None)
+        if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
+            return CHANGE
+        return None

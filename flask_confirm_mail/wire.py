@@ -1,6 +1,7 @@
-"""The wrapping token: what an app hands to the mailer service to have one email sent.
+"""The wire between an app and the mailer service: wrapping tokens and the mailer's answers.
 
-Two shapes travel between an app and a mailer:
+This is the one module the mailer service (:mod:`flask_confirm_mail.mailer`) shares with
+the app side. Two call shapes travel from an app to a mailer:
 
 * **v1** (``POST /v1/messages``, token in ``Authorization: Bearer``): header ``typ``
   ``cm-mailer+jwt``, audience ``flask-confirm-mail:mailer``, and the claims
@@ -13,53 +14,40 @@ Two shapes travel between an app and a mailer:
   link up to the token) and ``email_link_token``; ``iat``, ``exp`` and ``jti`` are
   optional there, for apps written against the original.
 
-The mailer does not know the link secret. It may still read the link token's payload
-*unverified* (:func:`peek_link_token`) to check that the link was made for the
-recipient it is asked to write to.
+Both verify into one :class:`MailRequest`. The mailer answers ``{"error", "msg", "id"}``
+with an :class:`ErrorCode`. The mailer does not know the link secret: it reads the link
+token's payload *unverified* (:func:`peek_link_token`) only to check that the link was
+made for the recipient it is asked to write to.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 import jwt
 
-from .clock import timestamp
-from .errors import InvalidToken
-from .link_token import LINK_AUDIENCE, LINK_TOKEN_TYPE
-from .mime import CONTROL_CHARACTERS
-from .token_codec import (
-    ALGORITHM,
-    MAX_LEEWAY,
+from .addresses import normalize_address
+from .errors import AddressError, InvalidToken
+from .smtp import CONTROL_CHARACTERS
+from .tokens import (
+    LINK_AUDIENCE,
+    LINK_TOKEN_TYPE,
     MAX_TOKEN_LENGTH,
     decode_token,
     encode_token,
     is_int,
     new_jti,
-    verify_with_keys,
+    read_header,
+    verify_signature,
 )
-
-__all__ = [
-    "EXTRA_FIELDS",
-    "LEGACY_TOKEN_TYPES",
-    "MAX_EXTRA_VALUE_LENGTH",
-    "MAX_WRAPPING_LIFETIME",
-    "TEMPLATES",
-    "WRAPPING_AUDIENCE",
-    "WRAPPING_LIFETIME",
-    "WRAPPING_TOKEN_TYPE",
-    "LegacyPayload",
-    "UnverifiedLink",
-    "WrappingClaims",
-    "clean_extra",
-    "issue_legacy_token",
-    "issue_wrapping_token",
-    "peek_link_token",
-    "verify_legacy_token",
-    "verify_wrapping_token",
-]
+from .tokens import MAX_LEEWAY as MAX_LEEWAY
+from .tokens import MIN_SECRET_BYTES as MIN_SECRET_BYTES
 
 WRAPPING_TOKEN_TYPE = "cm-mailer+jwt"
 WRAPPING_AUDIENCE = "flask-confirm-mail:mailer"
@@ -79,39 +67,60 @@ _REQUIRED_CLAIMS = ("recipient", "template", "link_url", "link_token")
 _MAX_STRING = 2048
 
 
+class ErrorCode(IntEnum):
+    """The ``error`` member of every mailer answer (0-2 keep the original's meanings)."""
+
+    #: The email was sent (or had already been sent for this token).
+    OK = 0
+    #: The token is missing, forged, expired, of another kind or lacks a claim.
+    BAD_TOKEN = 1
+    #: The SMTP server did not take the email; retry later.
+    DELIVERY_FAILED = 2
+    #: The link is outside the allowlist or does not carry the link token.
+    LINK_REFUSED = 3
+    #: The recipient is not one valid address, or not the one the link was made for.
+    RECIPIENT_REFUSED = 4
+    #: Too many emails to this recipient lately; see ``Retry-After``.
+    RATE_LIMITED = 5
+    #: Another request is sending this very token right now; retry shortly.
+    IN_PROGRESS = 6
+    #: The HTTP request itself is wrong (unknown path, wrong method, ...).
+    BAD_REQUEST = 7
+    #: An unexpected failure inside the mailer; retry later.
+    INTERNAL = 8
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP literal (plain text allowed there).
+
+    Decided on the literal only: a name such as ``127.0.0.1.example.net`` is not loopback.
+    """
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
-class WrappingClaims:
-    """A verified v1 wrapping token. Address and link checks are the mailer's job."""
+class MailRequest:
+    """A verified request to send one email, from either call shape.
+
+    Address and link checks are the mailer's job.
+    """
 
     recipient: str
     template: str
     #: The whole link; it holds the link token, so it stays out of ``repr``.
     link_url: str = field(repr=False)
     link_token: str = field(repr=False)
-    extra: Mapping[str, str] = field(repr=False)
-    jti: str
-    issued_at: int
-    expires_at: int
-
-
-@dataclass(frozen=True)
-class LegacyPayload:
-    """A verified legacy (original Variance) payload.
-
-    ``jti`` and ``expires_at`` are ``None`` when the caller's token had none.
-    """
-
-    recipient: str
-    access_key: str = field(repr=False)
-    link_prefix: str
-    link_token: str = field(repr=False)
-    jti: str | None
-    expires_at: int | None
-
-    @property
-    def link_url(self) -> str:
-        """The whole link, as the original mailer built it: prefix followed by token."""
-        return self.link_prefix + self.link_token
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: The key under which the mailer remembers that this request was sent.
+    replay_key: str = ""
+    #: The token's ``exp`` (epoch seconds); ``None`` only for legacy tokens without one.
+    expires_at: int | None = None
 
 
 def clean_extra(values: Mapping[str, Any] | None) -> dict[str, str]:
@@ -157,7 +166,7 @@ def issue_wrapping_token(
         raise ValueError(f"template must be one of {', '.join(TEMPLATES)}")
     if not 0 < lifetime <= MAX_WRAPPING_LIFETIME:
         raise ValueError(f"lifetime must be between 1 and {MAX_WRAPPING_LIFETIME} seconds")
-    iat = timestamp() if now is None else now
+    iat = int(time.time()) if now is None else now
     claims: dict[str, Any] = {
         "aud": WRAPPING_AUDIENCE,
         "iat": iat,
@@ -174,10 +183,8 @@ def issue_wrapping_token(
     return encode_token(claims, secret, typ=WRAPPING_TOKEN_TYPE)
 
 
-def verify_wrapping_token(
-    token: object, keys: Sequence[bytes], *, leeway: int = 0
-) -> WrappingClaims:
-    """Verify a v1 wrapping token against ``keys`` (current first) and return its claims.
+def verify_wrapping_token(token: object, keys: Sequence[bytes], *, leeway: int = 0) -> MailRequest:
+    """Verify a v1 wrapping token against ``keys`` (current first).
 
     :raises ExpiredToken: genuine, but past its ``exp``.
     :raises InvalidToken: forged, of another kind, missing or mistyped claims,
@@ -200,14 +207,13 @@ def verify_wrapping_token(
     extra = claims.get("extra")
     if extra is not None and not isinstance(extra, dict):
         raise InvalidToken("The token's claims are not valid.", reason="bad_claims")
-    return WrappingClaims(
+    return MailRequest(
         recipient=claims["recipient"],
         template=claims["template"],
         link_url=claims["link_url"],
         link_token=claims["link_token"],
         extra=clean_extra(extra),
-        jti=claims["jti"],
-        issued_at=claims["iat"],
+        replay_key=claims["jti"],
         expires_at=claims["exp"],
     )
 
@@ -228,7 +234,7 @@ def issue_legacy_token(
     (the article's version); both are written. It ignores the added claims, except that
     PyJWT there checks ``exp``, which only ever refuses a stale call.
     """
-    iat = timestamp() if now is None else now
+    iat = int(time.time()) if now is None else now
     claims = {
         "user_email": user_email,
         "user_aut_key_or_otp": access_key,
@@ -242,56 +248,42 @@ def issue_legacy_token(
     return encode_token(claims, secret, typ="JWT")
 
 
-def verify_legacy_token(token: object, keys: Sequence[bytes], *, leeway: int = 0) -> LegacyPayload:
+def verify_legacy_token(
+    token: object, keys: Sequence[bytes], *, template: str = "signup", leeway: int = 0
+) -> MailRequest:
     """Verify a legacy payload: HS256 with one of ``keys``; ``exp``/``iat``/``jti`` optional.
 
     Tokens of this package's own kinds (any ``aud`` claim or ``typ`` other than
     :data:`LEGACY_TOKEN_TYPES`) are refused. When present, ``exp`` must lie at most
-    :data:`MAX_WRAPPING_LIFETIME` seconds ahead, and ``jti`` must be a string.
+    :data:`MAX_WRAPPING_LIFETIME` seconds ahead, and ``jti`` must be a string. Without a
+    ``jti`` the replay key is a hash of the token itself.
 
     :raises ExpiredToken: genuine, with an ``exp`` in the past.
     :raises InvalidToken: anything else wrong with it.
     """
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
-        raise InvalidToken("The token is malformed.", reason="malformed")
-    leeway = min(max(leeway, 0), MAX_LEEWAY)
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise InvalidToken("The token is malformed.", reason="malformed") from None
-    if header.get("alg") != ALGORITHM or header.get("typ") not in LEGACY_TOKEN_TYPES:
-        raise InvalidToken("The token is not of this kind.", reason="wrong_kind")
-    claims = _decode_legacy(token, keys, leeway)
-    return _legacy_payload(claims, leeway)
-
-
-def _decode_legacy(token: str, keys: Sequence[bytes], leeway: int) -> dict[str, Any]:
+    read_header(token, LEGACY_TOKEN_TYPES)
+    assert isinstance(token, str)
     # No audience is expected: PyJWT then refuses any token that carries one.
-    return verify_with_keys(token, keys, audience=None, require=(), leeway=leeway)
-
-
-def _legacy_payload(claims: Mapping[str, Any], leeway: int) -> LegacyPayload:
+    claims = verify_signature(token, keys, audience=None, require=(), leeway=leeway)
     bad = InvalidToken("The token's claims are not valid.", reason="bad_claims")
-    if "aud" in claims:
-        raise InvalidToken("The token is not of this kind.", reason="wrong_kind")
     recipient = claims.get("user_email")
     link_prefix = claims.get("email_link_url")
     link_token = claims.get("email_link_token")
-    access_key = claims.get("user_aut_key_or_otp", claims.get("user_aut_key", ""))
     for value in (recipient, link_prefix, link_token):
         if not isinstance(value, str) or not value or len(value) > _MAX_STRING:
             raise bad
+    access_key = claims.get("user_aut_key_or_otp", claims.get("user_aut_key", ""))
     if access_key is None:
         access_key = ""
-    if not isinstance(access_key, str):
-        access_key = str(access_key) if is_int(access_key) else None
-    if access_key is None or len(access_key) > MAX_EXTRA_VALUE_LENGTH:
+    if is_int(access_key):
+        access_key = str(access_key)
+    if not isinstance(access_key, str) or len(access_key) > MAX_EXTRA_VALUE_LENGTH:
         raise bad
     if CONTROL_CHARACTERS.search(access_key):
         raise bad
     exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
     if exp is not None:
-        if not is_int(exp) or exp - timestamp() > MAX_WRAPPING_LIFETIME + leeway:
+        if not is_int(exp) or exp - int(time.time()) > MAX_WRAPPING_LIFETIME + leeway:
             raise bad
         if iat is not None and (not is_int(iat) or not 0 < exp - iat <= MAX_WRAPPING_LIFETIME):
             raise bad
@@ -299,12 +291,14 @@ def _legacy_payload(claims: Mapping[str, Any], leeway: int) -> LegacyPayload:
         raise bad
     assert isinstance(recipient, str) and isinstance(link_prefix, str)
     assert isinstance(link_token, str)
-    return LegacyPayload(
+    return MailRequest(
         recipient=recipient,
-        access_key=access_key,
-        link_prefix=link_prefix,
+        template=template,
+        link_url=link_prefix + link_token,
         link_token=link_token,
-        jti=jti,
+        extra={"access_key": access_key} if access_key else {},
+        # The original client sends no jti: the token itself is then the replay key.
+        replay_key=jti or "legacy:" + hashlib.sha256(token.encode()).hexdigest(),
         expires_at=exp,
     )
 
@@ -322,9 +316,7 @@ class UnverifiedLink:
 def peek_link_token(link_token: str) -> UnverifiedLink | None:
     """Read a link token's payload *without* verifying it, for the mailer's cross-checks.
 
-    The mailer does not hold the link secret: it only compares the ``email`` inside
-    with the recipient it was asked to write to, and shows the link's lifetime. This
-    package's link tokens (``typ`` ``cm-link+jwt``) must carry the link audience; the
+    This package's link tokens (``typ`` ``cm-link+jwt``) must carry the link audience; the
     original apps' tokens carry ``aut_email``. ``None`` when it is not a readable JWT.
     """
     if len(link_token) > MAX_TOKEN_LENGTH:
@@ -347,3 +339,43 @@ def peek_link_token(link_token: str) -> UnverifiedLink | None:
     if isinstance(iat, int) and isinstance(exp, int) and is_int(iat) and is_int(exp):
         lifetime = exp - iat if exp > iat else None
     return UnverifiedLink(email if isinstance(email, str) else None, lifetime)
+
+
+class RecipientRefused(AddressError):
+    """:func:`check_recipient` refused the recipient; ``reason`` says which check failed.
+
+    ``"invalid"``: the recipient is not one valid address; ``"unnamed"``: the link token
+    names no address; ``"mismatch"``: the link was made for another address. The message
+    is the mailer's answer text and never repeats an address.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_recipient(request: MailRequest) -> str:
+    """The request's recipient, normalized, if it is the address its link was made for.
+
+    The link token is read unverified (:func:`peek_link_token`); the addresses are
+    compared case-insensitively.
+
+    :raises RecipientRefused: the recipient is not one valid address, the link token
+        names none, or it names another one.
+    """
+    try:
+        recipient = normalize_address(request.recipient)
+    except AddressError:
+        raise RecipientRefused("The recipient is not one valid address", reason="invalid") from None
+    link = peek_link_token(request.link_token)
+    if link is None or link.email is None:
+        raise RecipientRefused("The link token does not name its recipient", reason="unnamed")
+    try:
+        link_email = normalize_address(link.email)
+    except AddressError:
+        link_email = ""
+    if link_email.lower() != recipient.lower():
+        raise RecipientRefused(
+            "The recipient is not the one the link was made for", reason="mismatch"
+        )
+    return recipient

@@ -1,0 +1,216 @@
+"""Signed tokens: a strict HS256 JWT codec and the link token in confirmation emails.
+
+RFC 8725 in practice: the algorithm is pinned in code, each kind of token has its own
+``typ`` header and audience, every required claim is enforced with its type, the
+lifetime is bounded, and oversized input is refused before any decoding.
+
+The link token's claims: ``sub`` (the user's id), ``email`` (the address the link was
+mailed to), ``aud`` (``flask-confirm-mail:link``, so no other token of the app is
+accepted), ``iat``, ``exp`` and a random ``jti``; its ``typ`` header is ``cm-link+jwt``.
+The mailer's wrapping token (:mod:`flask_confirm_mail.wire`) uses the same codec.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import jwt
+
+from .errors import ExpiredToken, InvalidToken
+
+ALGORITHM = "HS256"
+#: Secrets shorter than this are refused at start-up (RFC 7518 3.2: at least the hash size).
+MIN_SECRET_BYTES = 32
+#: Tokens longer than this are refused before any decoding.
+MAX_TOKEN_LENGTH = 4096
+#: The largest clock leeway a deployment may configure, in seconds.
+MAX_LEEWAY = 300
+
+LINK_TOKEN_TYPE = "cm-link+jwt"
+LINK_AUDIENCE = "flask-confirm-mail:link"
+
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_MAX_STRING_CLAIM = 2048
+
+
+def new_jti() -> str:
+    """A random token id: 128 bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+def secret_bytes(secret: str | bytes) -> bytes:
+    """A configured secret as bytes (strings are UTF-8 encoded)."""
+    return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+
+
+def is_int(value: object) -> bool:
+    """An integer claim: ``bool`` and ``float`` are not."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def encode_token(claims: Mapping[str, Any], secret: bytes, *, typ: str) -> str:
+    """Sign ``claims`` with HS256 and the ``typ`` header of one kind of token."""
+    return jwt.encode(dict(claims), secret, algorithm=ALGORITHM, headers={"typ": typ})
+
+
+def read_header(token: object, allowed_types: Sequence[str | None]) -> None:
+    """Refuse ``token`` unless it is a compact HS256 JWT with one of ``allowed_types``.
+
+    :raises InvalidToken: ``malformed`` or ``wrong_kind``.
+    """
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        raise InvalidToken("The token is malformed.", reason="malformed")
+    if _TOKEN_SHAPE.fullmatch(token) is None:
+        raise InvalidToken("The token is malformed.", reason="malformed")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidToken("The token is malformed.", reason="malformed") from None
+    if header.get("alg") != ALGORITHM or header.get("typ") not in allowed_types:
+        raise InvalidToken("The token is not of this kind.", reason="wrong_kind")
+
+
+def verify_signature(
+    token: str,
+    keys: Sequence[bytes],
+    *,
+    audience: str | None,
+    require: Sequence[str],
+    leeway: int,
+) -> dict[str, Any]:
+    """PyJWT's HS256 check with each of ``keys`` in turn; its errors as ours.
+
+    With ``audience=None`` a token that carries any ``aud`` is refused.
+    """
+    options: Any = {"require": list(require)}
+    leeway = min(max(leeway, 0), MAX_LEEWAY)
+    for key in keys:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=[ALGORITHM], audience=audience, leeway=leeway,
+                options=options,
+            )  # fmt: skip
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError:
+            raise ExpiredToken() from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("The token is not of this kind.", reason="wrong_kind") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("The token's claims are not valid.", reason="bad_claims") from None
+        return claims
+    raise InvalidToken("The token's signature is not valid.", reason="bad_signature")
+
+
+def decode_token(
+    token: object,
+    keys: Sequence[bytes],
+    *,
+    typ: str,
+    audience: str,
+    required: Sequence[str],
+    max_lifetime: int,
+    leeway: int = 0,
+) -> dict[str, Any]:
+    """Verify ``token`` against ``keys`` (the current one first) and return its claims.
+
+    :param typ: the ``typ`` header this kind of token carries.
+    :param audience: the ``aud`` claim this kind of token carries.
+    :param required: claims besides ``aud``, ``iat``, ``exp`` and ``jti`` that must be present.
+    :param max_lifetime: the largest allowed ``exp - iat``, in seconds.
+    :param leeway: seconds of clock skew allowed on ``exp`` and ``iat``, at most ``MAX_LEEWAY``.
+    :raises ExpiredToken: a genuine token past its ``exp``.
+    :raises InvalidToken: anything else wrong with it.
+    """
+    read_header(token, (typ,))
+    assert isinstance(token, str)
+    claims = verify_signature(
+        token, keys, audience=audience, require=("aud", "iat", "exp", "jti", *required),
+        leeway=leeway,
+    )  # fmt: skip
+    iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
+    if not (is_int(iat) and is_int(exp)) or not 0 < exp - iat <= max_lifetime:
+        raise InvalidToken("The token's lifetime is not valid.", reason="bad_claims")
+    if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
+        raise InvalidToken("The token's id is not valid.", reason="bad_claims")
+    for name in required:
+        value = claims[name]
+        if isinstance(value, str) and len(value) > _MAX_STRING_CLAIM:
+            raise InvalidToken("The token's claims are not valid.", reason="bad_claims")
+    return claims
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    """What a verified link token says."""
+
+    user_id: str
+    email: str
+    issued_at: int
+    expires_at: int
+    jti: str
+
+
+class LinkTokenSigner:
+    """Issues and verifies link tokens with the current key and any previous ones.
+
+    :param secret: the key that signs new tokens.
+    :param previous: keys that still verify (rotation), tried after ``secret``.
+    :param lifetime: how long a new token works.
+    :param leeway: clock skew allowed when verifying, in seconds.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        previous: Sequence[bytes] = (),
+        *,
+        lifetime: timedelta,
+        leeway: int = 0,
+    ) -> None:
+        self._keys = (secret, *previous)
+        self.lifetime = lifetime
+        self.leeway = leeway
+
+    def issue(self, user_id: str, email: str) -> tuple[str, datetime]:
+        """Return a new token for ``user_id`` and ``email`` and when it expires (naive UTC)."""
+        now = int(time.time())
+        exp = now + int(self.lifetime.total_seconds())
+        claims = {
+            "sub": user_id,
+            "email": email,
+            "aud": LINK_AUDIENCE,
+            "iat": now,
+            "exp": exp,
+            "jti": new_jti(),
+        }
+        token = encode_token(claims, self._keys[0], typ=LINK_TOKEN_TYPE)
+        return token, datetime.fromtimestamp(exp, timezone.utc).replace(tzinfo=None)
+
+    def verify(self, token: object) -> LinkClaims:
+        """Check ``token`` and return its claims.
+
+        :raises ~flask_confirm_mail.errors.ExpiredToken: genuine but too old.
+        :raises ~flask_confirm_mail.errors.InvalidToken: anything else.
+        """
+        claims = decode_token(
+            token,
+            self._keys,
+            typ=LINK_TOKEN_TYPE,
+            audience=LINK_AUDIENCE,
+            required=("sub", "email"),
+            max_lifetime=int(self.lifetime.total_seconds()),
+            leeway=self.leeway,
+        )
+        user_id, email = claims["sub"], claims["email"]
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= 64:
+            raise InvalidToken("The token's subject is not valid.", reason="bad_claims")
+        if not isinstance(email, str) or not 0 < len(email) <= 254:
+            raise InvalidToken("The token's address is not valid.", reason="bad_claims")
+        return LinkClaims(user_id, email, claims["iat"], claims["exp"], claims["jti"])
