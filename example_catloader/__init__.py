@@ -13,6 +13,8 @@ from typing import Any
 
 from flask import Flask
 
+from flask_confirm_mail import redact_request_logs
+
 from . import auth, backoffice, home, mailbox_views
 from .config import configure
 from .error_pages import register_error_pages
@@ -47,6 +49,7 @@ def create_app(
     csrf.init_app(app)
     install_mailbox(app)
     confirm_mail.init_app(app)
+    redact_request_logs(app)  # keep link tokens out of the server's request log
 
     app.register_blueprint(home.bp)
     app.register_blueprint(auth.bp)

@@ -83,7 +83,7 @@ def build_message(
     """The confirmation email: ``multipart/alternative``, text then HTML.
 
     Built with the standard library's :class:`~email.message.EmailMessage` rather than
-    ``EmailMessage``: Flask-Mail writes a display name holding ``<``, ``@`` or quotes
+    ``flask_mail.Message``: Flask-Mail writes a display name holding ``<``, ``@`` or quotes
     into ``From`` unquoted (on Python 3.11 its encoded word is refolded as plain text), so
     such a name would read as another address.
 

@@ -8,6 +8,9 @@
   and meaning from the directive's content).
 - ``confirm-mail-cli``: the ``flask confirm-mail`` commands, from the click group.
 - ``benchmark-results``: the figures of ``benchmarks/results/latest.json``.
+- ``confirm-mail-modules``: every module of the package, one line each, with the package
+  modules it imports (read from the code), checked against the import rule of
+  ``docs/architecture.rst``.
 
 The content of the first two lists every name, one per line as ``NAME: type``, with
 optional indented reST below it, and ``[Group title]`` lines between groups. A name
@@ -421,10 +424,159 @@ class BenchmarkResults(SphinxDirective):
         return container.children
 
 
+PACKAGE = ROOT / "flask_confirm_mail"
+_MODULE_ENTRY = re.compile(r"^(?P<name>[a-z_][a-z0-9_.]*)\s*:\s*(?P<text>.+?)\s*$")
+
+
+def package_modules(package: Path = PACKAGE) -> dict[str, Path]:
+    """Every module of the package by its name inside it: ``errors``, ``mailer.app``, and
+    ``__init__`` / ``mailer.__init__`` for the packages themselves."""
+    modules = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _dotted(name: str, package: str = "flask_confirm_mail") -> str:
+    """``mailer.app`` -> ``flask_confirm_mail.mailer.app``; ``__init__`` -> the package."""
+    parts = [package, *name.split(".")]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def module_imports(modules: Mapping[str, Path]) -> dict[str, set[str]]:
+    """For each module, the other package modules it imports, anywhere in the file.
+
+    ``from . import signals`` counts as importing ``signals``, not the package: an edge
+    into a package's ``__init__`` is dropped, as the layout test does.
+    """
+    by_dotted = {_dotted(name): name for name in modules}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        dotted = _dotted(name)
+        package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                module = node.module or ""
+                if node.level:
+                    module = f"{base}.{module}" if module else base
+                targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                other = by_dotted.get(target)
+                if other is not None and other != name and not other.endswith("__init__"):
+                    found.add(other)
+        graph[name] = found
+    return graph
+
+
+def layout_problems(
+    listed: list[str], graph: Mapping[str, set[str]], mailer_may_import: set[str]
+) -> list[str]:
+    """What breaks the import rule, for modules in ``listed`` order.
+
+    A module imports only modules listed above it (so there is no loop); the core never
+    imports the mailer; the mailer imports from the core only ``mailer_may_import``.
+    """
+    problems = []
+    position = {name: index for index, name in enumerate(listed)}
+    for name in listed:
+        in_mailer = name.startswith("mailer.")
+        for target in sorted(graph.get(name, ())):
+            if target in position and position[target] > position[name]:
+                problems.append(f"{name} imports {target}, which is listed below it")
+            if not in_mailer and target.startswith("mailer."):
+                problems.append(f"{name} (core) imports the mailer's {target}")
+            if in_mailer and not target.startswith("mailer.") and target not in mailer_may_import:
+                problems.append(f"{name} (mailer) imports {target} from the core")
+    return problems
+
+
+class ConfirmMailModules(SphinxDirective):
+    """Every module of the package with its job, and what it imports, from the code.
+
+    Content: ``[Group title]`` lines and ``name: job`` lines (indented lines continue the
+    job), in import order. Option ``:mailer-may-import:`` names the core modules the
+    mailer may import. A module missing from the content (or listed but not in the
+    package), and an import that breaks the rule, are warnings.
+    """
+
+    has_content = True
+    option_spec = {"mailer-may-import": lambda text: (text or "").split()}
+
+    def _warn(self, message: str, *args: Any) -> None:
+        logger.warning(message, *args, location=(self.env.docname, self.lineno))
+
+    def run(self) -> list[nodes.Node]:
+        groups: list[tuple[str, list[tuple[str, str]]]] = []
+        for line in self.content:
+            if not line.strip():
+                continue
+            if line[0].isspace() and groups and groups[-1][1]:
+                name, text = groups[-1][1][-1]
+                groups[-1][1][-1] = (name, f"{text} {line.strip()}")
+                continue
+            group = _GROUP.match(line)
+            if group:
+                groups.append((group["title"], []))
+                continue
+            entry = _MODULE_ENTRY.match(line)
+            if entry is None:
+                self._warn("Not a 'module: job' line: %r", line)
+                continue
+            if not groups:
+                groups.append(("", []))
+            groups[-1][1].append((entry["name"], entry["text"]))
+        modules = package_modules()
+        for path in modules.values():
+            self.env.note_dependency(str(path))
+        listed = [name for _, entries in groups for name, _ in entries]
+        for name in sorted(set(modules) - set(listed)):
+            self._warn("module %s is in the package but not listed here", name)
+        for name in sorted(set(listed) - set(modules)):
+            self._warn("module %s is listed here but not in the package", name)
+        for name in sorted({n for n in listed if listed.count(n) > 1}):
+            self._warn("module %s is listed twice", name)
+        graph = module_imports(modules)
+        allowed = set(self.options.get("mailer-may-import", ()))
+        for problem in layout_problems(listed, graph, allowed):
+            self._warn("import rule broken: %s", problem)
+        order = {name: index for index, name in enumerate(listed)}
+        rst: list[str] = []
+        for title, entries in groups:
+            rst += [
+                f".. list-table:: {title}".rstrip(),
+                "   :header-rows: 1",
+                "   :widths: 22 50 28",
+                "",
+                "   * - Module",
+                "     - Its job",
+                "     - Imports from the package",
+            ]
+            for name, text in entries:
+                imports = sorted(graph.get(name, ()), key=lambda t: (order.get(t, len(order)), t))
+                shown = ", ".join(f"``{target}``" for target in imports) or "nothing"
+                rst += [f"   * - ``{name}``", f"     - {text}", f"     - {shown}"]
+            rst.append("")
+        container = nodes.container()
+        self.state.nested_parse(StringList(rst, source=self.env.docname), 0, container)
+        return container.children
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("confirm-mail-options", ConfirmMailOptions)
     app.add_directive("mailer-env", MailerEnvironment)
     app.add_directive("confirm-mail-cli", ConfirmMailCli)
     app.add_directive("benchmark-results", BenchmarkResults)
     app.add_directive("benchmark-scenarios", BenchmarkScenarios)
+    app.add_directive("confirm-mail-modules", ConfirmMailModules)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
