@@ -19,7 +19,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_confirm_mail import ConfirmableMixin, ConfirmMail, signup_view
-from flask_confirm_mail.clock import utcnow
+from flask_confirm_mail.outbox import utcnow
 
 SECRET_KEY = "benchmark-app-secret-key-0123456789abcdef"
 LINK_SECRET = "benchmark-link-secret-0123456789abcdefgh"

@@ -27,6 +27,7 @@ from benchmarks.apps import FloorUser, User, create_floor, create_ours, floor_db
 from benchmarks.context import BenchContext
 from benchmarks.measure import interleaved
 from benchmarks.report import Column, Row, ScenarioReport, Table, Target
+from flask_confirm_mail.confirmation import get_flow
 
 KEY = "confirm_throughput"
 TITLE = "2. Confirm throughput"
@@ -121,12 +122,12 @@ def _floor(url: str, count: int, per_round: int) -> Candidate:
 
 def _ours(url: str, count: int, per_round: int) -> Candidate:
     app = create_ours(url, delivery="worker")
-    state = app.extensions["confirm_mail"]
+    flow = get_flow(app)
     with app.app_context():
         users = [User(email=email) for email in _emails("ours", count)]
         ours_db.session.add_all(users)
         ours_db.session.commit()
-        urls = [f"/confirm/{state.signer.issue(str(u.id), u.email)[0]}" for u in users]
+        urls = [f"/confirm/{flow.signer.issue(str(u.id), u.email)[0]}" for u in users]
 
     def dispose() -> None:
         with app.app_context():

@@ -21,6 +21,8 @@ class BenchContext:
     :param workdir: a fresh directory for database files and child processes' logs.
     :param postgres: the PostgreSQL server, or ``None`` (``postgres_missing`` says why).
     :param tiny: the smoke test's sizes: just enough to produce every figure once.
+    :param delivery_smtp_delay: seconds the SMTP server of the delivery-throughput scenario
+        waits before answering each message (``--smtp-delay-ms``; 0 by default).
     """
 
     quick: bool
@@ -28,6 +30,7 @@ class BenchContext:
     postgres: PostgresServer | None = None
     postgres_missing: str = "no PostgreSQL"
     tiny: bool = False
+    delivery_smtp_delay: float = 0.0
     verbose: bool = True
     _databases: int = field(default=0, repr=False)
 

@@ -27,8 +27,8 @@ from benchmarks.context import BenchContext
 from benchmarks.measure import interleaved, median
 from benchmarks.report import Column, Row, ScenarioReport, Table, Target
 from flask_confirm_mail import outbox, send_confirmation
-from flask_confirm_mail.clock import utcnow
-from flask_confirm_mail.outbox_model import PENDING, SENT
+from flask_confirm_mail.confirmation import get_flow
+from flask_confirm_mail.outbox import PENDING, SENT, utcnow
 
 KEY = "growth"
 TITLE = "5. Growth: enqueue and claim with 1,000 and 100,000 delivered rows"
@@ -60,8 +60,7 @@ class Outbox:
 
     def __init__(self, url: str, history: int, *, users: int, operations: int) -> None:
         self.app = create_ours(url, delivery="worker")
-        self.state = self.app.extensions["confirm_mail"]
-        self.table: sa.Table = self.state.outbox_table
+        self.table: sa.Table = get_flow(self.app).outbox_table
         self.operations = operations
         with self.app.app_context():
             ours_db.session.add_all(User(email=f"cat{i}@example.org") for i in range(users))

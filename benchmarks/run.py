@@ -4,12 +4,13 @@
     python -m benchmarks --quick          # smaller sizes, under a minute
     python -m benchmarks --only growth memory
     python -m benchmarks --no-postgres    # skip what needs PostgreSQL
+    python -m benchmarks --only delivery_throughput --smtp-delay-ms 100  # a slow provider
 
-A full run of every scenario writes ``benchmarks/results/latest.json``; other runs write
-``benchmarks/results/scratch.json`` unless ``--json`` says where. PostgreSQL comes from
-``CONFIRM_MAIL_TEST_POSTGRES_URL`` or is started for the run (see
-:mod:`benchmarks.postgres`). Exit status 1 means a scenario failed to run, not that a
-target was missed.
+A full run of every scenario (without ``--smtp-delay-ms``) writes
+``benchmarks/results/latest.json``; other runs write ``benchmarks/results/scratch.json``
+unless ``--json`` says where. PostgreSQL comes from ``CONFIRM_MAIL_TEST_POSTGRES_URL`` or
+is started for the run (see :mod:`benchmarks.postgres`). Exit status 1 means a scenario
+failed to run, not that a target was missed.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="where to write the results")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--smtp-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="delivery_throughput only: the SMTP server waits this long before answering "
+        "each message (default 0: the loopback floor)",
+    )
     return parser.parse_args(argv)
 
 
@@ -116,7 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="confirm-mail-bench-"))
-    context = BenchContext(quick=args.quick, workdir=workdir, verbose=not args.quiet)
+    context = BenchContext(
+        quick=args.quick,
+        workdir=workdir,
+        verbose=not args.quiet,
+        delivery_smtp_delay=args.smtp_delay_ms / 1000,
+    )
     postgres: PostgresServer | None = None
     if args.no_postgres:
         context.postgres_missing = "no PostgreSQL: --no-postgres"
@@ -140,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     print(render_summary(reports))
     print(f"{mode} run took {seconds:.0f} s")
-    full = not args.quick and keys == list(SCENARIOS)
+    full = not args.quick and keys == list(SCENARIOS) and not args.smtp_delay_ms
     path = args.json or RESULTS_DIR / ("latest.json" if full else "scratch.json")
     write_json(results_json(reports, quick=args.quick, version=__version__, seconds=seconds), path)
     print(f"results written to {path}")

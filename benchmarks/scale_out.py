@@ -22,7 +22,8 @@ from benchmarks.report import Column, Row, ScenarioReport, Table, Target
 from benchmarks.smtp_sink import SinkProcess
 from benchmarks.workers import worker_process
 from flask_confirm_mail import send_confirmation
-from flask_confirm_mail.outbox_model import SENT
+from flask_confirm_mail.confirmation import get_flow
+from flask_confirm_mail.outbox import SENT
 
 KEY = "scale_out"
 TITLE = "4. Scale-out: workers on PostgreSQL, SMTP answers after 50 ms"
@@ -37,7 +38,7 @@ class Burst:
     def __init__(self, database_url: str, count: int) -> None:
         self.app = create_ours(database_url, delivery="worker")
         self.count = count
-        self.table = self.app.extensions["confirm_mail"].outbox_table
+        self.table = get_flow(self.app).outbox_table
         with self.app.app_context():
             ours_db.session.add_all(User(email=f"cat{i}@example.org") for i in range(count))
             ours_db.session.commit()

@@ -28,6 +28,8 @@ from benchmarks.load_client import LoadResult, load
 from benchmarks.measure import interleaved, percentile
 from benchmarks.processes import ChildProcess, free_port
 from benchmarks.report import Column, Row, ScenarioReport, Table, Target
+from flask_confirm_mail import stop_delivery
+from flask_confirm_mail.confirmation import get_flow
 
 KEY = "served"
 TITLE = "6. Served: the confirm page under gunicorn (2 workers), load on loopback"
@@ -86,12 +88,12 @@ def _floor_paths(url: str, count: int) -> list[str]:
 
 def _ours_paths(url: str, count: int) -> list[str]:
     app = create_ours(url, delivery="worker")
-    state = app.extensions["confirm_mail"]
+    flow = get_flow(app)
     with app.app_context():
         users = [User(email=email) for email in _users(count, "ours")]
         ours_db.session.add_all(users)
         ours_db.session.commit()
-        paths = [f"/confirm/{state.signer.issue(str(u.id), u.email)[0]}" for u in users]
+        paths = [f"/confirm/{flow.signer.issue(str(u.id), u.email)[0]}" for u in users]
         ours_db.session.remove()
         ours_db.engine.dispose()
     return paths
@@ -112,13 +114,13 @@ def _catloader_paths(instance: Path, count: int) -> list[str]:
     from example_catloader.models import db as cat_db
 
     app = create_app(instance_path=str(instance))
-    state = app.extensions["confirm_mail"]
+    flow = get_flow(app)
     with app.app_context():
         users = [CatUser(email=email, password_hash="-") for email in _users(count, "cat")]
         cat_db.session.add_all(users)
         cat_db.session.commit()
-        paths = [f"/confirm/{state.signer.issue(str(u.id), u.email)[0]}" for u in users]
-        state.sender.stop()
+        paths = [f"/confirm/{flow.signer.issue(str(u.id), u.email)[0]}" for u in users]
+        stop_delivery(app)
         cat_db.session.remove()
         cat_db.engine.dispose()
     return paths

@@ -31,6 +31,7 @@ from benchmarks.measure import interleaved, percentile
 from benchmarks.report import Column, Row, ScenarioReport, Table, Target
 from benchmarks.smtp_sink import SinkProcess
 from benchmarks.workers import worker_process
+from flask_confirm_mail import stop_delivery
 
 KEY = "signup_latency"
 TITLE = "1. Sign-up latency, slow mail provider (SMTP answers after 300 ms)"
@@ -220,8 +221,7 @@ def run(context: BenchContext) -> ScenarioReport:
 
 
 def _dispose_ours(app: Flask) -> None:
-    state = app.extensions["confirm_mail"]
-    state.sender.stop(timeout=5.0)
+    stop_delivery(app, timeout=5.0)
     with app.app_context():
         ours_db.session.remove()
         ours_db.engine.dispose()

@@ -16,12 +16,15 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.message import EmailMessage
+from email.header import decode_header, make_header
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import flask_mail
 from flask import Flask
+
+from flask_confirm_mail.smtp import message_texts
 
 EXTENSION_KEY = "catloader_mailbox"
 #: Older messages are deleted beyond this many.
@@ -48,15 +51,15 @@ class Mailbox:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
 
-    def record(self, app: Flask, message: EmailMessage, **_: Any) -> None:
+    def record(self, app: Flask, message: Message, **_: Any) -> None:
         """Receiver of ``flask_mail.email_dispatched``: keep ``message``."""
-        text, html = message.get_body(("plain",)), message.get_body(("html",))
+        text, html = message_texts(message)
         self.add(
-            sender=str(message["From"] or ""),
+            sender=str(make_header(decode_header(message["From"] or ""))),
             recipients=[str(message["To"] or "")],
-            subject=str(message["Subject"] or ""),
-            text=str(text.get_content()) if text is not None else "",
-            html=str(html.get_content()) if html is not None else "",
+            subject=str(make_header(decode_header(message["Subject"] or ""))),
+            text=text,
+            html=html,
         )
 
     def add(self, *, sender: str, recipients: list[str], subject: str, text: str, html: str) -> str:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 
 import flask_mail
@@ -77,7 +77,7 @@ class Transport(ABC):
         self.close()
 
 
-def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage:
+def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
     """Write ``email`` with the app's templates of its purpose.
 
     Templates live under ``confirm_mail/email/``: ``signup.txt``, ``signup.html``,
@@ -120,7 +120,7 @@ class SMTPTransport(Transport):
     Uses the app's Flask-Mail configuration (``MAIL_SERVER``, ``MAIL_PORT``,
     ``MAIL_USE_TLS``, ``MAIL_USE_SSL``, ``MAIL_USERNAME``, ``MAIL_PASSWORD``,
     ``MAIL_SUPPRESS_SEND``). Every message is announced on ``flask_mail.email_dispatched``
-    (as an :class:`~email.message.EmailMessage`), so ``mail.record_messages()`` collects
+    (as an :class:`email.message.Message`), so ``mail.record_messages()`` collects
     them in an app's tests; with ``MAIL_SUPPRESS_SEND`` nothing goes over the network.
     """
 

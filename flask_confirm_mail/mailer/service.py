@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import Message
 
 from flask import Response, jsonify, render_template
 
@@ -142,7 +142,7 @@ class MailerService:
             self.replay_store.complete(key, message_id)
         return Answer(200, ErrorCode.OK, "All ok", message_id)
 
-    def _render(self, request: MailRequest, recipient: str, message_id: str) -> EmailMessage:
+    def _render(self, request: MailRequest, recipient: str, message_id: str) -> Message:
         """The ``request.template`` email for ``recipient``, text and HTML alternatives.
 
         :raises DeliveryError: (permanent) a header value could break its line.
