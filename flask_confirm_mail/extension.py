@@ -4,6 +4,7 @@ the flow into the app (blueprint, CLI, session events, request hooks, logging)."
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -70,7 +71,7 @@ class ConfirmMail:
         #: The outbox model, defined on ``db`` (table ``confirm_mail_outbox``).
         self.outbox_model = outbox_model_for(db)
         self._user_getter: Callable[[], Any] | None = None
-        self._flows: list[ConfirmationFlow] = []
+        self._flows: weakref.WeakSet[ConfirmationFlow] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
@@ -101,7 +102,7 @@ class ConfirmMail:
             transport=self.transport or _configured_transport(app, settings),
         )
         flow.user_getter = self._user_getter
-        self._flows.append(flow)
+        self._flows.add(flow)
         app.extensions[EXTENSION_KEY] = flow
         listen_to_session(self.db)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)

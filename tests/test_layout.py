@@ -1,62 +1,39 @@
-"""The package's shape: few modules, each saying its job, and no import loops at all."""
+"""The package's shape: few modules, each saying its job, and no import loops at all.
+
+The import graph (every import, inside functions and ``TYPE_CHECKING`` blocks too) is read
+by the docs extension's ``module_imports``, which also draws the architecture page.
+"""
 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+from typing import Any
 
-PACKAGE = Path(__file__).resolve().parent.parent / "flask_confirm_mail"
+import pytest
+
+from tests.test_docs import docs_extension
+
 #: What the mailer service may import from the rest of the package: the wire between
 #: app and mailer, and the leaf modules that know nothing of either side.
 MAILER_MAY_IMPORT = {"wire", "smtp", "errors", "redaction"}
 
 
-def _modules() -> dict[str, Path]:
-    modules = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        modules[".".join(parts)] = path
-    return modules
+@pytest.fixture(scope="module")
+def docs() -> Any:
+    return docs_extension()
 
 
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Every package module ``name`` imports, anywhere in the file (functions, TYPE_CHECKING)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = package
-            for _ in range(node.level - 1):
-                base = base.rpartition(".")[0]
-            module = node.module or ""
-            if node.level:
-                module = f"{base}.{module}" if module else base
-            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found.update(t for t in targets if t in known and t != name)
-    return found
-
-
-def test_at_most_twenty_core_modules_each_saying_its_job() -> None:
-    core = [n for n in _modules() if not n.startswith("flask_confirm_mail.mailer")]
+def test_at_most_twenty_core_modules_each_saying_its_job(docs: Any) -> None:
+    modules = docs.package_modules()
+    core = [name for name in modules if not name.startswith("mailer")]
     assert len(core) <= 20, sorted(core)
-    for name, path in _modules().items():
+    for name, path in modules.items():
         docstring = ast.get_docstring(ast.parse(path.read_text()))
         assert docstring and docstring.splitlines()[0].strip(), f"{name} has no first line"
 
 
-def test_no_import_loops() -> None:
-    modules = _modules()
-    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
-    # A package's __init__ re-exporting its modules is not a loop: drop edges into it.
-    graph = {
-        n: {t for t in targets if modules[t].name != "__init__.py"} for n, targets in graph.items()
-    }
+def test_no_import_loops(docs: Any) -> None:
+    graph = docs.module_imports(docs.package_modules())
     state: dict[str, int] = {}
 
     def visit(node: str, trail: list[str]) -> None:
@@ -73,19 +50,11 @@ def test_no_import_loops() -> None:
             visit(name, [])
 
 
-def test_the_mailer_shares_only_the_wire_and_leaf_modules() -> None:
-    modules = _modules()
-    allowed = {f"flask_confirm_mail.{name}" for name in MAILER_MAY_IMPORT}
-    for name, path in modules.items():
-        if not name.startswith("flask_confirm_mail.mailer"):
-            continue
-        core = {
-            target
-            for target in _imports(name, path, set(modules))
-            if not target.startswith("flask_confirm_mail.mailer") and target != "flask_confirm_mail"
-        }
-        assert core <= allowed, f"{name} imports {sorted(core - allowed)}"
+def test_the_mailer_shares_only_the_wire_and_leaf_modules(docs: Any) -> None:
+    graph = docs.module_imports(docs.package_modules())
+    for name, targets in graph.items():
+        if name.startswith("mailer."):
+            core = {t for t in targets if not t.startswith("mailer.")}
+            assert core <= MAILER_MAY_IMPORT, f"{name} imports {sorted(core - MAILER_MAY_IMPORT)}"
     for leaf in ("errors", "smtp", "redaction"):
-        name = f"flask_confirm_mail.{leaf}"
-        inner = _imports(name, modules[name], set(modules))
-        assert inner <= {"flask_confirm_mail.errors"}, f"{name} is not a leaf: {inner}"
+        assert graph[leaf] <= {"errors"}, f"{leaf} is not a leaf: {graph[leaf]}"
