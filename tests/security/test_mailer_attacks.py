@@ -28,10 +28,12 @@ from werkzeug.test import TestResponse
 
 from flask_confirm_mail.errors import ConfigurationError
 from flask_confirm_mail.mailer import MailerSettings, create_app
+from flask_confirm_mail.remote import RemoteTransport
 from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, LinkTokenSigner
 from flask_confirm_mail.wire import (
     WRAPPING_AUDIENCE,
     WRAPPING_TOKEN_TYPE,
+    is_loopback_host,
     issue_legacy_token,
     issue_wrapping_token,
 )
@@ -583,3 +585,94 @@ def test_the_mailers_log_holds_no_token(mailer: Mailer, caplog: pytest.LogCaptur
         for part in (token, token.rsplit(".", 1)[1]):
             assert not any(part in text for text in texts), "a token is in the mailer's log"
     assert not any(MAILER_KEY.decode() in text for text in texts)
+
+
+# --- round 2, family 6: a second spelling of a legacy token ---------------------------------------
+
+#: Other spellings of one token (PyJWT verifies the first: see the test after these).
+_RESPELLINGS: dict[str, Callable[[str], str]] = {
+    "padding after the signature": lambda t: t + "=",
+    "double padding": lambda t: t + "==",
+    "padding in the payload": lambda t: t.replace(".", "=.", 2).replace("=.", ".", 1),
+    "a trailing space": lambda t: t + " ",
+}
+
+
+def _legacy_without_jti() -> str:
+    payload = {
+        "user_email": RECIPIENT,
+        "user_aut_key_or_otp": "1234567890",
+        "email_link_url": LINK_PREFIX,
+        "email_link_token": jwt.encode({"aut_email": RECIPIENT}, LINK_KEY, algorithm="HS256"),
+    }
+    return jwt.encode(payload, MAILER_KEY, algorithm="HS256")
+
+
+@pytest.mark.parametrize("respell", list(_RESPELLINGS), ids=list(_RESPELLINGS))
+def test_a_second_spelling_of_a_legacy_token_sends_nothing(mailer: Mailer, respell: str) -> None:
+    """Only the canonical spelling is accepted, so the replay key (the token's hash when it
+    has no ``jti``) cannot be dodged by spelling the same token again."""
+    token = _legacy_without_jti()
+    assert mailer.legacy(token).status_code == 200
+    assert mailer.legacy(_RESPELLINGS[respell](token)).status_code in (401, 404)
+    assert len(mailer.sink.messages) == 1
+
+
+def test_pyjwt_verifies_a_padded_spelling() -> None:
+    """Why the test above can fail: without the shape check, the padded token verifies."""
+    token = _legacy_without_jti()
+    assert jwt.decode(token + "=", MAILER_KEY, algorithms=["HS256"])["user_email"] == RECIPIENT
+
+
+# --- round 2, family 7: loopback decided on literals ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.0.0.1.evil.example", False),
+        ("127.evil.example", False),
+        ("localhost.evil.example", False),
+        ("0x7f.0.0.1", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_is_decided_on_ip_literals_and_localhost(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.evil.example", "127.evil.example"])
+def test_plain_text_is_refused_for_a_name_that_starts_with_127(host: str) -> None:
+    with pytest.raises(ConfigurationError, match="MAILER_SMTP_SECURITY=none"):
+        MailerSettings.from_env({**_env_for_host(host), "MAILER_SMTP_SECURITY": "none"})
+    with pytest.raises(ConfigurationError, match="https"):
+        RemoteTransport(mailer_url=f"http://{host}/", mailer_secret=MAILER_KEY)
+    with pytest.raises(ConfigurationError, match="https"):
+        MailerSettings.from_env(
+            {**_env_for_host("127.0.0.1"), "MAILER_ALLOWED_LINK_PREFIXES": f"http://{host}/c/"}
+        )
+
+
+def test_plain_text_stays_allowed_on_loopback() -> None:
+    """Control: the same settings on a loopback literal are accepted."""
+    settings = MailerSettings.from_env(
+        {**_env_for_host("127.0.0.1"), "MAILER_SMTP_SECURITY": "none"}
+    )
+    assert settings.smtp.security == "none"
+    assert RemoteTransport(mailer_url="http://127.0.0.1:8000/", mailer_secret=MAILER_KEY)
+
+
+def _env_for_host(host: str) -> dict[str, str]:
+    return {
+        "JWT_MAILER_SECRET": MAILER_KEY.decode(),
+        "MAILERTOGO_SMTP_HOST": host,
+        "MAILERTOGO_DOMAIN": "mailer.example",
+        "MAILER_ALLOWED_LINK_PREFIXES": LINK_PREFIX,
+    }
