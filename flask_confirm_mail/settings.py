@@ -23,6 +23,10 @@ from .smtp import format_sender, unsafe_header
 from .tokens import MAX_LEEWAY, MIN_SECRET_BYTES, secret_bytes
 
 PREFIX = "CONFIRM_MAIL_"
+#: Keys that the README and docs print: an app deployed from a snippet unchanged would let
+#: anyone mint links, so they are refused unless ``TESTING`` or debug is on.
+EXAMPLE_SECRETS = frozenset({"dev only: set FLASK_SECRET_KEY in production"})
+_MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 T = TypeVar("T")
 #: A parser turns a configured value into a setting: ``parse(value, key, app)``.
 Parser = Callable[[Any, str, Flask], T]
@@ -125,8 +129,7 @@ def _secret(value: Any, key: str, app: Flask) -> bytes:
     secret = secret_bytes(value)
     if len(secret) < MIN_SECRET_BYTES:
         raise ConfigurationError(
-            f"{key} is too short: use at least {MIN_SECRET_BYTES} random bytes "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+            f"{key} is too short: use at least {MIN_SECRET_BYTES} random bytes ({_MAKE_ONE})."
         )
     return secret
 
@@ -146,8 +149,21 @@ def derive_link_secret(secret_key: str | bytes) -> bytes:
     ).digest()
 
 
+def _refuse_example(name: str, secret: object, app: Flask) -> None:
+    if isinstance(secret, bytes):
+        secret = secret.decode("utf-8", "replace")
+    if isinstance(secret, str) and secret in EXAMPLE_SECRETS and not (app.testing or app.debug):
+        raise ConfigurationError(
+            f"{name} is the documentation's example key, which anyone can read: make one "
+            f"with {_MAKE_ONE} and set it (FLASK_{name} in the environment), or turn on "
+            "debug or TESTING while developing."
+        )
+
+
 def _link_secret(value: Any, key: str, app: Flask) -> bytes:
     secret_key = app.config.get("SECRET_KEY")
+    _refuse_example("SECRET_KEY", secret_key, app)
+    _refuse_example(key, value, app)
     if value is None:
         if not secret_key:
             raise ConfigurationError(

@@ -89,6 +89,7 @@ def quickstart(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, smtp_server: SMTPSink
 ) -> Iterator[ModuleType]:
     """A fresh import of docs/quickstart_app.py, configured through FLASK_* variables."""
+    monkeypatch.setenv("FLASK_DEBUG", "1")  # as `flask --debug run`: the example key needs it
     monkeypatch.setenv("FLASK_SQLALCHEMY_DATABASE_URI", f"sqlite:///{tmp_path / 'qs.db'}")
     monkeypatch.setenv("FLASK_MAIL_SERVER", smtp_server.host)
     monkeypatch.setenv("FLASK_MAIL_PORT", str(smtp_server.port))
