@@ -1,19 +1,46 @@
-"""signup_view and confirmed_required on async views, and OPTIONS let through."""
+"""signup_view and confirmed_required on async views, and OPTIONS let through.
+
+Flask runs an async view with asgiref's ``async_to_sync``, which refuses a thread that
+already runs an event loop; Playwright's sync API (the browser tests) leaves one running in
+the test process's main thread. Like a WSGI server's worker thread, each request here runs
+in a thread of its own.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from flask import Flask
+from werkzeug.test import TestResponse
 
 from tests.apps import db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
 
+T = TypeVar("T")
+
+
+def in_thread(call: Callable[[], T]) -> T:
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+class ThreadedClient:
+    """The app's test client, each request in a fresh thread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+
+    def __getattr__(self, method: str) -> Callable[..., TestResponse]:
+        request = getattr(self.client, method)
+        return lambda *args, **kwargs: in_thread(lambda: request(*args, **kwargs))
+
 
 def test_async_signup_view_queues_the_email(make_app: Any, smtp_server: SMTPSink) -> None:
     app: Flask = make_app()
-    response = app.test_client().post("/signup-async", data={"email": "async@example.org"})
+    response = ThreadedClient(app).post("/signup-async", data={"email": "async@example.org"})
     assert response.status_code == 201
     [mail] = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["async@example.org"]
@@ -22,7 +49,7 @@ def test_async_signup_view_queues_the_email(make_app: Any, smtp_server: SMTPSink
 
 def test_async_signup_view_refuses_a_bad_address(make_app: Any, smtp_server: SMTPSink) -> None:
     app: Flask = make_app()
-    response = app.test_client().post("/signup-async", data={"email": "a@x.com, b@y.com"})
+    response = ThreadedClient(app).post("/signup-async", data={"email": "a@x.com, b@y.com"})
     assert response.status_code == 400
     with app.app_context():
         assert db.session.query(user_model("mixin")).count() == 0
@@ -31,14 +58,14 @@ def test_async_signup_view_refuses_a_bad_address(make_app: Any, smtp_server: SMT
 
 def test_options_passes_signup_view_without_capturing(make_app: Any, smtp_server: SMTPSink) -> None:
     app: Flask = make_app()
-    response = app.test_client().options("/signup-async", data={"email": "bad, address"})
+    response = ThreadedClient(app).options("/signup-async", data={"email": "bad, address"})
     assert response.status_code == 204
     assert smtp_server.messages == []
 
 
 def test_async_confirmed_required(make_app: Any, smtp_server: SMTPSink) -> None:
     app: Flask = make_app()
-    client = app.test_client()
+    client = ThreadedClient(app)
     assert client.get("/members-async").status_code == 401
     client.post("/signup", data={"email": "member@example.org"})
     unconfirmed = client.get("/members-async", headers={"Accept": "application/json"})
@@ -51,5 +78,5 @@ def test_async_confirmed_required(make_app: Any, smtp_server: SMTPSink) -> None:
 
 def test_options_passes_confirmed_required(make_app: Any) -> None:
     app: Flask = make_app()
-    response = app.test_client().options("/members-async")
+    response = ThreadedClient(app).options("/members-async")
     assert response.status_code == 200 and response.text == "members only, async"
