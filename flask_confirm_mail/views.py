@@ -13,6 +13,7 @@ Decorators: :func:`signup_view` and :func:`confirmed_required`. Both call the vi
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -29,10 +30,12 @@ from flask import (
     request,
     url_for,
 )
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from .confirmation import LinkResult, Outcome, begin_signup, end_signup, get_flow
 from .errors import AddressError
+from .redaction import redact
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
 
@@ -46,10 +49,14 @@ STATUS_CODES = {
 }
 RESEND_NOTICE = "If that address is waiting for confirmation, a new link is on its way."
 INVALID_ADDRESS = "Enter a single, valid email address."
+#: Seconds a client is asked to wait when the database is down.
+RETRY_AFTER_OUTAGE = 30
 #: Methods the decorators let through unchecked (CORS preflight), as flask-login does.
 EXEMPT_METHODS = frozenset({"OPTIONS"})
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger("flask_confirm_mail")
 
 
 def wants_json() -> bool:
@@ -81,6 +88,27 @@ def _http_error(error: HTTPException) -> Any:
     if wants_json():
         return jsonify(status="error", error=(error.name or "error").lower()), code
     return render_template("confirm_mail/error.html", error=error), code
+
+
+@blueprint.errorhandler(OperationalError)
+@blueprint.errorhandler(InterfaceError)
+def _database_unavailable(error: DBAPIError) -> Any:
+    """A database outage is a 503 with ``Retry-After``, and its log line holds no token."""
+    flow = get_flow()
+    try:
+        flow.db.session.rollback()
+    except DBAPIError:  # the connection is gone; the pool drops it
+        pass
+    logger.warning(
+        "Database unavailable on %s %s (%s)",
+        request.method,
+        redact(request.path, [flow.settings.url_prefix]),
+        type(error.orig).__name__,
+    )
+    unavailable = ServiceUnavailable("The service is unavailable; try again in a minute.")
+    response = make_response(_http_error(unavailable))
+    response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
+    return response
 
 
 @blueprint.route("/<token>", methods=["GET", "POST"])
