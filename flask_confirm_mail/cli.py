@@ -83,9 +83,10 @@ def status_command(email: str) -> None:
     )
     for row in rows:
         sent = f", sent {row.sent_at:%Y-%m-%d %H:%M:%S}" if row.sent_at else ""
+        error = f", last error: {row.last_error}" if row.last_error else ""
         click.echo(
             f"  email {row.id} to {row.recipient} ({row.purpose}): {row.status}, "
-            f"{row.attempts} attempt(s){sent}"
+            f"{row.attempts} attempt(s){sent}{error}"
         )
 
 
@@ -137,4 +138,6 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
     flow = get_flow()
     with flow.db.engine.begin() as conn:
         count = outbox.requeue_dead(conn, flow.outbox_table, message_id)
+    if message_id is not None and not count:
+        raise click.ClickException(f"No dead message has the id {message_id}.")
     click.echo(f"Requeued {count} message(s).")

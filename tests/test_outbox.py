@@ -110,6 +110,9 @@ def test_retries_back_off_then_dead_then_requeued(
     runner = app.test_cli_runner()
     listing = runner.invoke(args=["confirm-mail", "outbox"]).output
     assert "dead     1" in listing and f"dead {row.id}: to retry@example.org" in listing
+    status = runner.invoke(args=["confirm-mail", "status", "retry@example.org"]).output
+    assert f"email {row.id} to retry@example.org (signup): dead" in status
+    assert "last error: SMTP server answered 451" in status
     smtp_server.clear()
     assert "Requeued 1" in runner.invoke(args=["confirm-mail", "retry", str(row.id)]).output
     assert _drain(app).sent == 1

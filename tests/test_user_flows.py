@@ -163,3 +163,5 @@ def test_cli_send_confirm_status_outbox_retry(make_app: Any, smtp_server: SMTPSi
     assert result.exit_code == 2
     result = runner.invoke(args=["confirm-mail", "retry", "--all"])
     assert "Requeued 0" in result.output
+    result = runner.invoke(args=["confirm-mail", "retry", "999"])
+    assert result.exit_code == 1 and "No dead message has the id 999" in result.output
