@@ -99,7 +99,7 @@ class ConfirmMail:
             outbox_model=self.outbox_model,
             settings=settings,
             columns=columns,
-            transport=self.transport or _configured_transport(app, settings),
+            transport=self.transport or _configured_transport(settings),
         )
         flow.user_getter = self._user_getter
         self._flows.add(flow)
@@ -132,7 +132,7 @@ class ConfirmMail:
         return getter
 
 
-def _configured_transport(app: Flask, settings: Settings) -> Transport:
+def _configured_transport(settings: Settings) -> Transport:
     """The transport ``CONFIRM_MAIL_TRANSPORT`` names."""
     if settings.transport == "remote":
         assert settings.mailer_url is not None and settings.mailer_secret is not None
@@ -145,7 +145,7 @@ def _configured_transport(app: Flask, settings: Settings) -> Transport:
             read_timeout=settings.mailer_read_timeout,
             extra={"app_name": settings.app_name},
         )
-    if not (settings.sender or app.config.get("MAIL_DEFAULT_SENDER")):
+    if not settings.sender:  # CONFIRM_MAIL_SENDER, else MAIL_DEFAULT_SENDER
         raise ConfigurationError(
             "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs "
             "a From address."

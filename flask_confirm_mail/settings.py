@@ -13,6 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit
 
@@ -394,17 +395,12 @@ class Settings:
                 "CONFIRM_MAIL_MAILER_SECRET."
             )
 
-    @property
-    def verify_keys(self) -> tuple[bytes, ...]:
-        """The keys that verify link tokens, the signing key first."""
-        return (self.secret, *self.previous_secrets)
-
-    @property
+    @cached_property
     def link_prefix(self) -> str:
         """The confirm route's URL up to the token, e.g. ``https://site.example/confirm/``."""
         return self.external_url + self.url_prefix.rstrip("/") + "/"
 
-    @property
+    @cached_property
     def host(self) -> str:
         """The site's host name, as links use it (the domain of Message-IDs)."""
         return urlsplit(self.external_url).hostname or "localhost"

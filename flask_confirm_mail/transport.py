@@ -106,7 +106,7 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
     template = "change" if email.purpose == "change" else "signup"
     return build_message(
         subject=settings.change_subject if template == "change" else settings.subject,
-        sender=settings.sender or current_app.extensions["mail"].default_sender,
+        sender=settings.sender,
         recipient=email.recipient,
         text=render_template(f"confirm_mail/email/{template}.txt", **values),
         html=render_template(f"confirm_mail/email/{template}.html", **values),
