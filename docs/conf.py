@@ -27,6 +27,7 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    "pallets_sphinx_themes",
     "confirm_mail_docs",
 ]
 
@@ -36,7 +37,6 @@ exclude_patterns = ["_build"]
 templates_path: list[str] = []
 default_role = "literal"
 nitpicky = False
-pygments_style = "sphinx"
 # Keep "--flag" and quotes as typed: command lines and code matter more than typography.
 smartquotes = False
 
@@ -46,12 +46,14 @@ autodoc_typehints_description_target = "documented"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_preserve_defaults = True
 
-html_theme = "alabaster"
+# The maintained theme of Flask's own projects (pallets-sphinx-themes), so the pages read
+# like Flask's, Flask-SQLAlchemy's and Flask-Login's docs.
+html_theme = "flask"
 html_title = f"flask-confirm-mail {release}"
 html_static_path: list[str] = []
-html_theme_options = {
-    "description": "The whole email-confirmation flow for Flask.",
-    "fixed_sidebar": True,
-    "show_relbars": True,
+html_theme_options = {"index_sidebar_logo": False}
+html_sidebars = {
+    "index": ["project.html", "localtoc.html", "searchbox.html"],
+    "**": ["localtoc.html", "relations.html", "searchbox.html"],
 }
-html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
+html_context = {"project_links": []}
