@@ -218,8 +218,10 @@ def _sender(value: Any, key: str, app: Flask) -> str | tuple[str, str] | None:
     return result
 
 
-def _app_name(value: Any, key: str, app: Flask) -> str:
-    return str(value or app.name)
+def _app_name(value: Any, key: str, app: Flask) -> str | None:
+    # Unset: the site's host, filled in by Settings.load once the external URL is known
+    # (the Flask app's import name, "app" more often than not, means nothing to a reader).
+    return _one_line(value, key, app) if value else None
 
 
 def _blueprint_path(value: Any, key: str, app: Flask) -> str:
@@ -264,7 +266,9 @@ class Settings:
         'From address, `"Name <addr>"` or a `(name, addr)` pair. Unset: `MAIL_DEFAULT_SENDER`.',
     )
     app_name = Option(
-        None, _app_name, "Name of the site shown in emails and pages. Unset: the app's name."
+        None,
+        _app_name,
+        "Name of the site shown in emails and pages. Unset: the host of the external URL.",
     )
     subject = Option("Confirm your email address", _one_line, "Subject of the sign-up email.")
     change_subject = Option(
@@ -379,6 +383,8 @@ class Settings:
             app.config.setdefault(option.key, option.default)
             raw = overrides.get(option.name, app.config[option.key])
             values[option.attribute] = option.parse(raw, option.key, app)
+        if values["app_name"] is None:
+            values["app_name"] = urlsplit(values["external_url"]).hostname
         settings = cls(values)
         settings._check()
         return settings

@@ -144,6 +144,11 @@ def _answer(result: LinkResult, token: str) -> Any:
         token=token if outcome is Outcome.PENDING else None,
         auto_submit=settings.auto_submit,
         app_name=settings.app_name,
+        continue_url=(
+            url_for(settings.confirmed_endpoint)
+            if settings.confirmed_endpoint
+            else request.script_root + "/"
+        ),
     )
     return page, STATUS_CODES[outcome]
 

@@ -106,7 +106,8 @@ def test_bad_tokens_are_refused(
     client = app.test_client()
     page = client.open(f"/confirm/{token}", method=method)
     assert page.status_code == 400
-    assert b"This link is not valid" in page.data
+    assert b"We could not confirm your address" in page.data
+    assert page.data.split(b"<main")[1].count(b"not valid") == 1  # said once on the page
     assert token.encode() not in page.data
     answer = client.open(f"/confirm/{token}", method=method, headers={"Accept": "application/json"})
     assert answer.status_code == 400
@@ -210,3 +211,25 @@ def test_rotated_secret_still_verifies(make_app: Any, smtp_server: SMTPSink) -> 
     dropped = make_app(config={"CONFIRM_MAIL_SECRET": new_secret})
     answer = dropped.test_client().post(path, headers={"Accept": "application/json"})
     assert answer.json["status"] == "invalid"
+
+
+def test_confirmed_and_already_confirmed_pages_lead_on(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app()
+    _, path = signed_up(app, smtp_server)
+    client = app.test_client()
+    done = client.post(path)
+    again = client.post(path)
+    assert done.status_code == 200 and b"Email confirmed" in done.data
+    assert again.status_code == 200 and b"Already confirmed" in again.data
+    for page in (done, again):
+        assert b'<a href="/">Continue to app.example.com</a>' in page.data
+
+
+def test_emails_start_their_sentence_with_a_capital(make_app: Any, smtp_server: SMTPSink) -> None:
+    signed_up(make_app(), smtp_server)
+    body = smtp_server.wait_for(1)[-1].message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content().replace("\r\n", "\n")
+    assert "Hello,\n\nPlease confirm your email address for app.example.com" in text

@@ -107,6 +107,22 @@ def test_defaults_are_set_in_config() -> None:
     assert get_flow(app).settings.link_prefix == "https://app.example.com/confirm/"
 
 
+def test_app_name_defaults_to_the_site_host_not_the_module_name() -> None:
+    app = bare_app()
+    ConfirmMail(app, db=db, user_model=User)
+    assert get_flow(app).settings.app_name == "app.example.com"
+
+    named = bare_app(CONFIRM_MAIL_APP_NAME="Cat Loader")
+    ConfirmMail(named, db=db, user_model=User)
+    assert get_flow(named).settings.app_name == "Cat Loader"
+
+
+@pytest.mark.parametrize("name", ["Cats\nBcc: x@evil.example", "Cats\r"])
+def test_app_name_must_be_one_line(name: str) -> None:
+    with pytest.raises(ConfigurationError, match="APP_NAME must be one line"):
+        ConfirmMail(bare_app(CONFIRM_MAIL_APP_NAME=name), db=db, user_model=User)
+
+
 def test_server_name_gives_the_link_base() -> None:
     app = bare_app(
         CONFIRM_MAIL_EXTERNAL_URL=None, SERVER_NAME="cats.example.net", PREFERRED_URL_SCHEME="https"

@@ -177,7 +177,7 @@ def test_signup_mailbox_confirm_upload(
     page.locator(".mail-list__open").first.click()
     expect(page.locator("#mail-to")).to_have_text("kitty@example.com")
     frame = page.frame_locator("#mail-frame")
-    expect(frame.get_by_text("please confirm your email address for CatLoader")).to_be_visible()
+    expect(frame.get_by_text("Please confirm your email address for CatLoader")).to_be_visible()
     steps.shot("mail")
 
     # The link inside the rendered email opens the confirm page in the whole window.
