@@ -81,6 +81,7 @@ def _define(db: SQLAlchemy) -> type[Any]:
                 sqlite_where=claimable,
             ),
             sa.Index("ix_confirm_mail_outbox_recipient", "recipient", "created_at"),
+            sa.Index("ix_confirm_mail_outbox_user", "user_id", "created_at"),
         )
 
         id: Mapped[int] = mapped_column(
@@ -185,6 +186,17 @@ def last_queued_at(conn: Connection, table: sa.Table, recipient: str) -> datetim
     """When the newest message to ``recipient`` was queued."""
     c = table.c
     stmt = sa.select(sa.func.max(c.created_at)).where(c.recipient == recipient)
+    result: datetime | None = conn.execute(stmt).scalar()
+    return result
+
+
+def first_queued_at(
+    conn: Connection, table: sa.Table, user_id: str, purpose: str
+) -> datetime | None:
+    """When the first ``purpose`` message of ``user_id`` was queued (for ``signup``: when
+    the account signed up)."""
+    c = table.c
+    stmt = sa.select(sa.func.min(c.created_at)).where(c.user_id == user_id, c.purpose == purpose)
     result: datetime | None = conn.execute(stmt).scalar()
     return result
 

@@ -282,6 +282,12 @@ class Settings:
         "Endpoint to redirect to after a confirmation. "
         "Unset: a page of the extension says it is done.",
     )
+    unconfirmed_access_for = Option(
+        0,
+        _duration(allow_zero=True),
+        "How long after sign-up `confirmed_required` still lets an unconfirmed user through "
+        "(a `timedelta` or seconds; as Devise's `allow_unconfirmed_access_for`). 0: never.",
+    )
     unconfirmed_endpoint = Option(
         None,
         _optional_text,

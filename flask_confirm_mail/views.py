@@ -33,9 +33,18 @@ from flask import (
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from .confirmation import LinkResult, Outcome, begin_signup, end_signup, get_flow
+from . import outbox
+from .confirmation import (
+    ConfirmationFlow,
+    LinkResult,
+    Outcome,
+    begin_signup,
+    end_signup,
+    get_flow,
+)
 from .errors import AddressError
 from .redaction import redact
+from .users import SIGNUP
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
 
@@ -228,12 +237,25 @@ def signup_view(view: F) -> F:
     return cast(F, wrapper)
 
 
+def _in_grace_period(flow: ConfirmationFlow, user: Any) -> bool:
+    """Whether an unconfirmed ``user`` signed up less than ``UNCONFIRMED_ACCESS_FOR`` ago."""
+    grace = flow.settings.unconfirmed_access_for
+    if not grace:
+        return False
+    connection = flow.db.session.connection()
+    user_id = flow.columns.id_of(user)
+    signed_up = outbox.first_queued_at(connection, flow.outbox_table, user_id, SIGNUP)
+    return signed_up is not None and outbox.utcnow() - signed_up < grace
+
+
 def confirmed_required(view: F) -> F:
     """Let only users with a confirmed address through.
 
     Anonymous users get Flask-Login's ``unauthorized()`` (or 401). Unconfirmed users get
     a redirect to the resend page (or ``CONFIRM_MAIL_UNCONFIRMED_ENDPOINT``) with a
-    flash message, or for JSON requests a 403 ``{"status": "unconfirmed", ...}``.
+    flash message, or for JSON requests a 403 ``{"status": "unconfirmed", ...}``; with
+    ``CONFIRM_MAIL_UNCONFIRMED_ACCESS_FOR`` set, only once that long has passed since
+    they signed up.
     """
 
     @functools.wraps(view)
@@ -248,7 +270,7 @@ def confirmed_required(view: F) -> F:
             if login_manager is not None and flow.user_getter is None:
                 return login_manager.unauthorized()
             abort(401)
-        if not flow.columns.is_confirmed(user):
+        if not flow.columns.is_confirmed(user) and not _in_grace_period(flow, user):
             message = flow.settings.flash_unconfirmed
             if wants_json():
                 body = {"status": "unconfirmed", "error": "email_unconfirmed", "message": message}

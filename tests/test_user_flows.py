@@ -87,6 +87,36 @@ def test_confirmed_required(make_app: Any, shape: str, smtp_server: SMTPSink) ->
     assert client.get("/members").data == b"members only"
 
 
+def test_unconfirmed_access_for_lets_a_new_user_in_for_a_while(
+    make_app: Any, shape: str, smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app(shape=shape, config={"CONFIRM_MAIL_UNCONFIRMED_ACCESS_FOR": 3600})
+    client = app.test_client()
+    client.post("/signup", data={"email": "early@example.org"})
+    clock.shift(3599)
+    assert client.get("/members").data == b"members only"
+    assert client.get("/members", headers={"Accept": "application/json"}).status_code == 200
+    clock.shift(2)  # the hour since sign-up is over: confirmation is asked for
+    page = client.get("/members")
+    assert page.status_code == 302 and page.headers["Location"] == "/confirm/resend"
+    assert client.get("/members", headers={"Accept": "application/json"}).status_code == 403
+    client.post(_path(link_from(smtp_server.wait_for(1)[0])))
+    assert client.get("/members").data == b"members only"
+
+
+def test_grace_period_counts_from_sign_up_not_from_a_resend(
+    make_app: Any, smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app(config={"CONFIRM_MAIL_UNCONFIRMED_ACCESS_FOR": 600})
+    client = app.test_client()
+    client.post("/signup", data={"email": "late@example.org"})
+    clock.shift(590)
+    client.post("/confirm/resend", data={"email": "late@example.org"})
+    assert len(smtp_server.wait_for(2)) == 2
+    clock.shift(20)
+    assert client.get("/members").status_code == 302
+
+
 @pytest.mark.parametrize("workers", [2, 8])
 def test_concurrent_confirms_confirm_once(
     make_app: Any, smtp_server: SMTPSink, workers: int
