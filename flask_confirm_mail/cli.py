@@ -40,9 +40,7 @@ def send_command(email: str) -> None:
     if which == SIGNUP and flow.columns.is_confirmed(user):
         raise click.ClickException("That address is already confirmed.")
     row = flow.enqueue(user, CHANGE if which == CHANGE else SIGNUP)
-    flow.db.session.commit()
-    if flow.settings.delivery != "worker":
-        flow.deliverer.deliver_now([row.id])
+    flow.db.session.commit()  # in sync and thread modes, delivers before it returns
     flow.db.session.refresh(row)
     click.echo(f"Confirmation email {row.id} for {row.recipient}: {row.status}.")
 

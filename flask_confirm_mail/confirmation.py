@@ -257,11 +257,16 @@ class ConfirmationFlow:
     # --- handing committed messages to the delivery mode -----------------------------------
 
     def dispatch(self, ids: list[int]) -> None:
-        """Hand messages just committed to the outbox to the delivery mode."""
+        """Hand messages just committed to the outbox to the delivery mode.
+
+        Outside a request (a CLI command, a script, the shell), ``thread`` mode delivers
+        at once, as ``sync`` does: no response waits, and the process may exit right after,
+        ending a background sender mid-send.
+        """
         mode = self.settings.delivery
-        if mode == "thread":
+        if mode == "thread" and has_request_context():
             self.sender.wake(_app())
-        elif mode == "sync":
+        elif mode in ("thread", "sync"):
             if has_request_context():
                 g.setdefault(_SYNC_QUEUE, []).extend(ids)
             else:
