@@ -20,6 +20,7 @@ from .config import configure
 from .error_pages import register_error_pages
 from .extensions import confirm_mail, csrf, db, login_manager
 from .mailbox import install_mailbox
+from .schema import create_tables, register_init_db
 from .security_headers import install_security_headers
 
 __all__ = ["create_app"]
@@ -57,7 +58,7 @@ def create_app(
     app.register_blueprint(mailbox_views.bp)
     register_error_pages(app)
     install_security_headers(app)
+    register_init_db(app)
 
-    with app.app_context():
-        db.create_all()
+    create_tables(app)  # several workers may boot at once on an empty database
     return app

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from flask import Flask
 from flask.logging import default_handler, has_level_handler
 from flask_mail import Mail
@@ -26,6 +27,10 @@ from .views import blueprint
 G = TypeVar("G", bound=Callable[[], Any])
 
 logger = logging.getLogger("flask_confirm_mail")
+
+#: Seconds a SQLite connection waits for the write lock before "database is locked".
+SQLITE_BUSY_TIMEOUT = 15
+_UNUSABLE_SQLITE_CONNECTION = ("readonly database", "disk is full", "disk i/o error")
 
 
 class ConfirmMail:
@@ -105,6 +110,8 @@ class ConfirmMail:
         self._flows.add(flow)
         app.extensions[EXTENSION_KEY] = flow
         listen_to_session(self.db)
+        if settings.sqlite_tuning and app.extensions.get("sqlalchemy") is self.db:
+            _tune_sqlite(app, self.db)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
@@ -151,3 +158,50 @@ def _configured_transport(settings: Settings) -> Transport:
             "a From address."
         )
     return SMTPTransport(settings)
+
+
+# --- SQLite under a threaded server ---------------------------------------------------
+#
+# The embedded default has to hold real traffic. With SQLite's default rollback journal,
+# every reader blocks the writer's commit, so under `gunicorn -w 4 --threads 8` sign-ups
+# queue behind each other, run out of the driver's busy timeout ("database is locked")
+# and the slowest wait seconds. Write-ahead logging lets readers and one writer work at
+# once; `synchronous=NORMAL` (safe with WAL: a power cut may lose the last commits, never
+# corrupt the file) makes a commit one write instead of several fsyncs, so the write lock
+# is held for less time; a longer busy timeout lets a writer wait its turn instead of
+# failing. benchmarks/sqlite_threaded.py measures it.
+#
+# A file that cannot be written (read-only, disk full) fails each write with an
+# OperationalError; SQLite keeps a connection opened on a read-only file read-only even
+# after the permissions are fixed, so such errors also drop the connection from the pool,
+# and the next request opens a fresh one.
+
+
+def _tune_sqlite(app: Flask, db: SQLAlchemy) -> None:
+    """Apply the settings to every SQLite file engine of ``db`` for ``app``."""
+    with app.app_context():
+        engines = list(db.engines.values())
+    for engine in engines:
+        if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+            continue
+        if not sa.event.contains(engine, "connect", _on_sqlite_connect):
+            sa.event.listen(engine, "connect", _on_sqlite_connect)
+            sa.event.listen(engine, "handle_error", _on_sqlite_error)
+            engine.dispose()  # connections opened before now reconnect with the settings
+
+
+def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}")
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode and str(mode[0]).lower() == "wal":
+            cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_error(context: Any) -> None:
+    message = str(context.original_exception).lower()
+    if any(text in message for text in _UNUSABLE_SQLITE_CONNECTION):
+        context.is_disconnect = True  # the pool discards it; the next checkout reconnects

@@ -331,6 +331,12 @@ class Settings:
         _choice("flask_mail", "remote"),
         "`flask_mail` (in-process SMTP through Flask-Mail) or `remote` (the mailer service).",
     )
+    sqlite_tuning = Option(
+        True,
+        _flag,
+        "On a SQLite file database: WAL journal, `synchronous=NORMAL`, a 15 s busy timeout, "
+        "and connections that hit a read-only or full file dropped from the pool.",
+    )
     delivery = Option(
         "thread",
         _choice("sync", "thread", "worker"),
