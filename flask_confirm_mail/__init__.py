@@ -33,6 +33,7 @@ from .signals import (
     delivery_failed,
     email_change_requested,
     email_confirmed,
+    unconfirmed_account_pruned,
     message_delivered,
 )
 from .transport import ConfirmationEmail, Transport
@@ -62,6 +63,7 @@ __all__ = [
     "delivery_failed",
     "email_change_requested",
     "email_confirmed",
+    "unconfirmed_account_pruned",
     "is_confirmed",
     "is_valid_address",
     "link_base_url",

@@ -1,15 +1,17 @@
-"""``flask confirm-mail ...``: send, confirm, status, worker, outbox, retry."""
+"""``flask confirm-mail ...``: send, confirm, status, worker, outbox, retry, prune."""
 
 from __future__ import annotations
 
+import re
 import signal
+from datetime import timedelta
 from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import outbox
+from . import outbox, signals
 from .addresses import normalize_address
 from .confirmation import get_flow
 from .delivery import DeliveryLoop
@@ -139,3 +141,47 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
     if message_id is not None and not count:
         raise click.ClickException(f"No dead message has the id {message_id}.")
     click.echo(f"Requeued {count} message(s).")
+
+
+_AGE = re.compile(r"(?P<number>[1-9][0-9]{0,4})(?P<unit>[dhm])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def _age(value: str) -> timedelta:
+    match = _AGE.fullmatch(value.strip())
+    if match is None:
+        raise click.BadParameter("give a number and d, h or m, e.g. 14d", param_hint="--older-than")
+    return timedelta(**{_UNITS[match["unit"]]: int(match["number"])})
+
+
+@cli_group.command("prune")
+@click.option("--older-than", "older_than", required=True, help="Age of the sign-up, e.g. 14d.")
+@click.option("--yes", is_flag=True, help="Delete them; without it, only list them.")
+def prune_command(older_than: str, yes: bool) -> None:
+    """Delete accounts that signed up more than --older-than ago and never confirmed.
+
+    A dry run unless --yes. An account counts as never confirmed when its address is
+    unconfirmed and it never asked to change address. Apps delete what hangs off each user
+    on the ``unconfirmed_account_pruned`` signal, sent before the user is deleted.
+    """
+    cutoff = outbox.utcnow() - _age(older_than)
+    flow = get_flow()
+    columns = flow.columns
+    session = flow.db.session
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    candidates = outbox.signed_up_before(session.connection(), flow.outbox_table, cutoff)
+    users = [session.get(columns.model, columns.parse_id(uid)) for uid in candidates]
+    doomed = [user for user in users if user is not None and not columns.is_confirmed(user)]
+    for user in doomed:
+        label = f"user {columns.id_of(user)} <{columns.email_of(user)}>"
+        click.echo(f"{'Deleting' if yes else 'Would delete'} {label}")
+        if yes:
+            signals.unconfirmed_account_pruned.send(app, user=user, email=columns.email_of(user))
+            outbox.delete_for_user(session.connection(), flow.outbox_table, columns.id_of(user))
+            session.delete(user)
+    if yes:
+        session.commit()
+        click.echo(f"Deleted {len(doomed)} never-confirmed account(s).")
+    else:
+        session.rollback()
+        click.echo(f"{len(doomed)} account(s) would be deleted; run again with --yes to delete.")

@@ -201,6 +201,25 @@ def first_queued_at(
     return result
 
 
+def signed_up_before(conn: Connection, table: sa.Table, cutoff: datetime) -> list[str]:
+    """Users whose first sign-up email was queued before ``cutoff`` and who never asked
+    for an address change (so never used a confirmed account)."""
+    c = table.c
+    changed = sa.select(c.user_id).where(c.purpose == "change")
+    stmt = (
+        sa.select(c.user_id)
+        .where(c.purpose == "signup", c.user_id.not_in(changed))
+        .group_by(c.user_id)
+        .having(sa.func.min(c.created_at) < cutoff)
+    )
+    return [row[0] for row in conn.execute(stmt)]
+
+
+def delete_for_user(conn: Connection, table: sa.Table, user_id: str) -> None:
+    """Remove every message of ``user_id`` (its account is being deleted)."""
+    conn.execute(table.delete().where(table.c.user_id == user_id))
+
+
 def status_counts(conn: Connection, table: sa.Table) -> dict[str, int]:
     """How many messages are in each status (every status listed, zeros included)."""
     c = table.c

@@ -58,3 +58,12 @@ delivery_failed = _signals.signal(
     ``error`` (a short text with no secret in it).
     """,
 )
+
+unconfirmed_account_pruned = _signals.signal(
+    "unconfirmed-account-pruned",
+    doc="""``flask confirm-mail prune --yes`` is about to delete a never-confirmed account.
+
+    Sent inside the transaction that deletes it, before the delete: delete what hangs off
+    the user in the same session. Arguments: ``user`` (the model instance), ``email``.
+    """,
+)
