@@ -33,8 +33,8 @@ from .signals import (
     delivery_failed,
     email_change_requested,
     email_confirmed,
-    unconfirmed_account_pruned,
     message_delivered,
+    unconfirmed_account_pruned,
 )
 from .transport import ConfirmationEmail, Transport
 from .users import ConfirmableMixin
