@@ -124,6 +124,8 @@ def postmark_events(req: Request, settings: Settings) -> list[BounceEvent]:
         raise WebhookAuthError("Wrong or missing credentials.")
     body = _object(_json(req.get_data()), "a Postmark record")
     record = _text(body, "RecordType")
+    if not record:
+        raise WebhookPayloadError("The body is not a Postmark record.")
     if record == "SpamComplaint":
         kind = COMPLAINT
     elif record == "Bounce" and _text(body, "Type") in POSTMARK_BOUNCE_TYPES:
