@@ -31,6 +31,7 @@ DEFAULTS: Mapping[str, Any] = {
     "CONFIRM_MAIL_DELIVERY": "thread",
     "CONFIRM_MAIL_CONFIRMED_ENDPOINT": "bl_backoffice.listuploads",
     "CONFIRM_MAIL_UNCONFIRMED_ENDPOINT": "bl_backoffice.listuploads",
+    "CONFIRM_MAIL_CHANGE_EMAIL_ENDPOINT": "bl_auth.profile",
     "CONFIRM_MAIL_FLASH_CONFIRMED": "Your email is confirmed, have fun",
     "CONFIRM_MAIL_FLASH_INVALID": "Problems with your confirmation email",
     "CONFIRM_MAIL_FLASH_UNCONFIRMED": "Confirm your email address before uploading pictures.",

@@ -43,6 +43,8 @@ class StoredMail:
     subject: str
     text: str
     html: str
+    #: The Message-ID header, which a bounce names (empty for messages kept without one).
+    message_id_header: str = ""
 
 
 class Mailbox:
@@ -60,9 +62,19 @@ class Mailbox:
             subject=str(make_header(decode_header(message["Subject"] or ""))),
             text=text,
             html=html,
+            message_id_header=str(message["Message-ID"] or ""),
         )
 
-    def add(self, *, sender: str, recipients: list[str], subject: str, text: str, html: str) -> str:
+    def add(
+        self,
+        *,
+        sender: str,
+        recipients: list[str],
+        subject: str,
+        text: str,
+        html: str,
+        message_id_header: str = "",
+    ) -> str:
         """Store a message; returns its id."""
         now = datetime.now(timezone.utc)
         message_id = f"{now:%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
@@ -73,6 +85,7 @@ class Mailbox:
             "subject": subject,
             "text": text,
             "html": html,
+            "message_id": message_id_header,
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".incoming.")
@@ -108,6 +121,7 @@ class Mailbox:
                 subject=str(data["subject"]),
                 text=str(data["text"]),
                 html=str(data["html"]),
+                message_id_header=str(data.get("message_id") or ""),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

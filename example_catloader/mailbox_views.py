@@ -11,9 +11,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from flask_confirm_mail import link_base_url
+from flask_confirm_mail.bounces import BOUNCE, records_of
 
 from .mailbox import Mailbox, first_link, mailbox_of
 
@@ -96,3 +97,26 @@ def message(message_id: str) -> Any:
 def clear() -> Any:
     current_mailbox().clear()
     return redirect(url_for("bl_mailbox.index"), 303)
+
+
+@bp.post("/<message_id>/bounce")
+def simulate_bounce(message_id: str) -> Any:
+    """Feed a permanent bounce of this message to the extension, as a provider would."""
+    mail = current_mailbox().get(message_id)
+    records = records_of(current_app)
+    if mail is None or not mail.message_id_header or records is None:
+        abort(404)
+    outcome = records.apply(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        message_id=mail.message_id_header,
+        kind=BOUNCE,
+        reason="550 5.1.1 No such user (simulated in the local mailbox)",
+        source="mailbox",
+    )
+    notices = {
+        "applied": "Bounce simulated: the address is now marked undeliverable.",
+        "duplicate": "This message's bounce was already applied.",
+        "unknown": "The outbox has no message with this Message-ID.",
+    }
+    flash(notices[outcome], "info")
+    return redirect(url_for("bl_mailbox.message", message_id=message_id), 303)

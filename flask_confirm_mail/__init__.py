@@ -28,6 +28,7 @@ from .errors import (
 )
 from .extension import ConfirmMail
 from .signals import (
+    confirmation_bounced,
     confirmation_requested,
     confirmation_sent,
     delivery_failed,
@@ -57,6 +58,7 @@ __all__ = [
     "TokenError",
     "Transport",
     "change_email",
+    "confirmation_bounced",
     "confirmation_requested",
     "confirmation_sent",
     "confirmed_required",

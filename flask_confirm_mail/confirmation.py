@@ -29,6 +29,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
 from .addresses import normalize_address
+from .bounces import records_of
 from .delivery import BackgroundSender, Deliverer
 from .errors import ExpiredToken, NotInitializedError, TokenError
 from .redaction import SERVER_LOGGERS, install_log_redaction
@@ -233,7 +234,8 @@ class ConfirmationFlow:
         """Queue a new link for ``email`` when it is waiting for confirmation.
 
         Says nothing about whether the address exists: unknown, confirmed and cooling-down
-        addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address.
+        addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address,
+        and none to an address marked undeliverable (:mod:`~flask_confirm_mail.bounces`).
 
         :raises AddressError: ``email`` is not a single valid address.
         """
@@ -248,6 +250,9 @@ class ConfirmationFlow:
                 return
             last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
             if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
+                return
+            records = records_of(_app())  # no more mail to an address known to bounce
+            if records is not None and records.find(session.connection(), address):
                 return
             self.enqueue(user, purpose)
             session.commit()

@@ -56,3 +56,15 @@ class DeliveryError(ConfirmMailError):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class WebhookError(ConfirmMailError):
+    """A provider's webhook call was refused; the message is public (no secret in it)."""
+
+
+class WebhookAuthError(WebhookError):
+    """The call's credentials or signature are missing or wrong (answered 401)."""
+
+
+class WebhookPayloadError(WebhookError):
+    """The call's body is not an event of the provider's documented shape (answered 400)."""

@@ -14,6 +14,7 @@ from flask.logging import default_handler, has_level_handler
 from flask_mail import Mail
 from flask_sqlalchemy import SQLAlchemy
 
+from .bounces import bounce_models_for, install_bounces
 from .cli import cli_group
 from .confirmation import EXTENSION_KEY, ConfirmationFlow, listen_to_session
 from .errors import ConfigurationError
@@ -23,6 +24,7 @@ from .settings import OPTION_NAMES, Settings
 from .transport import SMTPTransport, Transport
 from .users import UserColumns
 from .views import blueprint
+from .webhooks import install_webhooks
 
 G = TypeVar("G", bound=Callable[[], Any])
 
@@ -75,6 +77,7 @@ class ConfirmMail:
         self.options = {name.upper(): value for name, value in options.items()}
         #: The outbox model, defined on ``db`` (table ``confirm_mail_outbox``).
         self.outbox_model = outbox_model_for(db)
+        bounce_models_for(db)  # the marks tables, on ``db`` beside the outbox
         self._user_getter: Callable[[], Any] | None = None
         self._flows: weakref.WeakSet[ConfirmationFlow] = weakref.WeakSet()
         if app is not None:
@@ -113,6 +116,7 @@ class ConfirmMail:
         if settings.sqlite_tuning and app.extensions.get("sqlalchemy") is self.db:
             _tune_sqlite(app, self.db)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        install_webhooks(app, settings, install_bounces(app, self.db, flow.outbox_table))
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
             app.after_request(flow.after_request)

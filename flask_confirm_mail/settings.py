@@ -143,6 +143,22 @@ def _previous_secrets(value: Any, key: str, app: Flask) -> tuple[bytes, ...]:
     return tuple(_secret(item, key, app) for item in value or ())
 
 
+def _basic_auth(value: Any, key: str, app: Flask) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or ":" not in value or not value.partition(":")[2]:
+        raise ConfigurationError(f"{key} must be 'user:password'.")
+    return value
+
+
+def _strings(value: Any, key: str, app: Flask) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not all(isinstance(item, str) and item for item in value or ()):
+        raise ConfigurationError(f"{key} must be a list of strings.")
+    return tuple(value or ())
+
+
 def derive_link_secret(secret_key: str | bytes) -> bytes:
     """A link-token key derived from ``SECRET_KEY``, useless for anything else."""
     return hmac.new(
@@ -377,6 +393,41 @@ class Settings:
     )
     mailer_connect_timeout = Option(5.0, _number(0.001), "Seconds to connect to the mailer.")
     mailer_read_timeout = Option(15.0, _number(0.001), "Seconds to wait for the mailer's answer.")
+    change_email_endpoint = Option(
+        None,
+        _optional_text,
+        "Endpoint of the app's change-email page, linked from the notice that mail to the "
+        "user's address bounced (see Bounces). Unset: the notice only says so.",
+    )
+    postmark_webhook_auth = Option(
+        None,
+        _basic_auth,
+        "`user:password` that Postmark's bounce webhook sends (basic auth in its URL). "
+        "Unset: no Postmark webhook.",
+    )
+    mailgun_signing_key = Option(
+        None,
+        _optional_text,
+        "Mailgun's HTTP webhook signing key (HMAC of timestamp and token). "
+        "Unset: no Mailgun webhook.",
+    )
+    sendgrid_webhook_public_key = Option(
+        None,
+        _optional_text,
+        "SendGrid's signed event webhook verification key (base64 ECDSA public key). "
+        "Unset: no SendGrid webhook.",
+    )
+    ses_topic_arns = Option(
+        (),
+        _strings,
+        "ARNs of the SNS topics whose Amazon SES bounce and complaint notifications are "
+        "accepted. Empty: no SES webhook.",
+    )
+    webhook_max_age = Option(
+        300,
+        _duration(),
+        "Seconds a signed Mailgun or SendGrid webhook call stays acceptable (replay window).",
+    )
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)

@@ -46,7 +46,8 @@ message_delivered = _signals.signal(
     "message-delivered",
     doc="""An outbox message was delivered.
 
-    Arguments: ``outbox_id``, ``attempt`` (1 for the first try), ``message_id``.
+    Arguments: ``outbox_id``, ``attempt`` (1 for the first try), ``message_id``,
+    ``recipient``.
     """,
 )
 
@@ -55,7 +56,19 @@ delivery_failed = _signals.signal(
     doc="""An outbox message could not be delivered on this attempt.
 
     Arguments: ``outbox_id``, ``attempt``, ``dead`` (``True`` when no retry is left),
-    ``error`` (a short text with no secret in it).
+    ``error`` (a short text with no secret in it), ``recipient``, ``permanent`` (the
+    server refused for good: not retried).
+    """,
+)
+
+confirmation_bounced = _signals.signal(
+    "confirmation-bounced",
+    doc="""An address was marked undeliverable: a permanent SMTP refusal, or a provider's
+    bounce or complaint webhook. Sent once per mark (not again while it stays marked).
+
+    Arguments: ``user_id`` (string), ``email`` (the canonical address), ``kind``
+    (``bounce`` or ``complaint``), ``reason``, ``source`` (``smtp``, ``postmark``,
+    ``mailgun``, ``sendgrid`` or ``ses``), ``message_id``.
     """,
 )
 

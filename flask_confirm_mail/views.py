@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from . import outbox
+from .bounces import BounceMark, records_of
 from .confirmation import (
     ConfirmationFlow,
     LinkResult,
@@ -162,12 +163,35 @@ def _answer(result: LinkResult, token: str) -> Any:
     return page, STATUS_CODES[outcome]
 
 
+def bounce_of_current_user() -> BounceMark | None:
+    """The bounce mark of the logged-in user's address waiting for confirmation, if any."""
+    flow = get_flow()
+    records = records_of(current_app)
+    user = current_user_or_none()
+    if records is None or user is None:
+        return None
+    address = flow.columns.pending_of(user) or flow.columns.email_of(user)
+    return records.find(flow.db.session.connection(), address) if address else None
+
+
+def _bounce_notice(mark: BounceMark | None) -> dict[str, Any]:
+    """What the pages and JSON answers say about a bounce: ``bounced``, ``change_email_url``."""
+    if mark is None:
+        return {}
+    endpoint = get_flow().settings.change_email_endpoint
+    return {
+        "bounced": {"kind": mark.kind, "since": mark.marked_at.isoformat() + "Z"},
+        "change_email_url": url_for(endpoint) if endpoint else None,
+    }
+
+
 @blueprint.route("/resend", methods=["GET", "POST"])
 def resend() -> Any:
     flow = get_flow()
     app_name = flow.settings.app_name
     if request.method == "GET":
-        return render_template("confirm_mail/resend.html", app_name=app_name)
+        notice = _bounce_notice(bounce_of_current_user())
+        return render_template("confirm_mail/resend.html", app_name=app_name, **notice)
     if request.is_json:
         data = request.get_json(silent=True)
         email = data.get("email") if isinstance(data, dict) else None
@@ -273,7 +297,12 @@ def confirmed_required(view: F) -> F:
         if not flow.columns.is_confirmed(user) and not _in_grace_period(flow, user):
             message = flow.settings.flash_unconfirmed
             if wants_json():
-                body = {"status": "unconfirmed", "error": "email_unconfirmed", "message": message}
+                body: dict[str, Any] = {
+                    "status": "unconfirmed",
+                    "error": "email_unconfirmed",
+                    "message": message,
+                }
+                body.update(_bounce_notice(bounce_of_current_user()))
                 return make_response(jsonify(body), 403)
             flash(message, "warning")
             endpoint = flow.settings.unconfirmed_endpoint or "confirm_mail.resend"

@@ -77,11 +77,12 @@ def test_no_token_or_secret_in_any_log(
         assert _request(f"{base}/signup", "POST", b"email=dog%40example.org") == 201
         smtp_server.fail_next(1, 451)
         assert _request(f"{base}/confirm/resend", "POST", b"email=dog%40example.org") == 202
-        smtp_server.fail_next(1, 550)
-        assert _request(f"{base}/confirm/resend", "POST", b"email=dog%40example.org") == 202
         smtp_server.stop()
         assert _request(f"{base}/confirm/resend", "POST", b"email=dog%40example.org") == 202
         smtp_server.start()
+        # Last for dog: a 5xx marks the address undeliverable, and resends to it stop.
+        smtp_server.fail_next(1, 550)
+        assert _request(f"{base}/confirm/resend", "POST", b"email=dog%40example.org") == 202
         assert _request(f"{base}/confirm/resend", "POST", resend) == 202
 
     assert len(minted) >= 5, "the spy saw the minted tokens"

@@ -1,0 +1,493 @@
+"""Provider webhooks: ``POST <prefix>/webhooks/<provider>`` turns bounce and complaint events
+into marks (:mod:`flask_confirm_mail.bounces`).
+
+Each provider's call is authenticated the way that provider documents it:
+
+- ``postmark``: HTTP basic auth (``CONFIRM_MAIL_POSTMARK_WEBHOOK_AUTH``);
+- ``mailgun``: HMAC-SHA256 of timestamp and token with the signing key
+  (``CONFIRM_MAIL_MAILGUN_SIGNING_KEY``);
+- ``sendgrid``: the signed event webhook, ECDSA over timestamp and body
+  (``CONFIRM_MAIL_SENDGRID_WEBHOOK_PUBLIC_KEY``);
+- ``ses``: Amazon SES notifications through SNS, the SNS message signature (versions 1
+  and 2) checked with the certificate at ``SigningCertURL``, fetched only from
+  ``https://sns.<region>.amazonaws.com/`` (``CONFIRM_MAIL_SES_TOPIC_ARNS`` names the
+  accepted topics; a ``SubscriptionConfirmation`` is confirmed).
+
+A provider is off (404) until its setting is set. A bad credential or signature is a
+401, a body that is not the provider's documented shape a 400; nothing becomes a 500.
+Events are matched to the outbox row by Message-ID and applied once
+(:meth:`~flask_confirm_mail.bounces.BounceRecords.apply`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Request, current_app, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from .bounces import BOUNCE, COMPLAINT, BounceRecords
+from .errors import ConfigurationError, WebhookAuthError, WebhookError, WebhookPayloadError
+from .settings import Settings
+
+EXTENSION_KEY = "confirm_mail_webhooks"
+PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
+#: Largest body accepted (SendGrid batches events; SES notifications are a few kB).
+MAX_BODY_BYTES = 1024 * 1024
+#: ``SigningCertURL`` and ``SubscribeURL`` must be on SNS's own host, as AWS documents.
+SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+POSTMARK_BOUNCE_TYPES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
+#: ``fetch(url) -> bytes``: how the SNS certificate and subscription URLs are fetched.
+Fetch = Callable[[str], bytes]
+
+logger = logging.getLogger("flask_confirm_mail")
+webhooks_blueprint = Blueprint("confirm_mail_webhooks", __name__)
+
+
+@dataclass(frozen=True)
+class BounceEvent:
+    """One provider event to apply: the Message-ID it names, its kind and reason."""
+
+    message_id: str
+    kind: str
+    reason: str
+
+
+# --- small readers of untrusted JSON ----------------------------------------------------------
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookPayloadError("The body is not JSON.") from None
+
+
+def _field(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...``, or ``None`` where a step is missing or not an object."""
+    for name in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(name)
+    return obj
+
+
+def _text(obj: Any, *path: str) -> str:
+    value = _field(obj, *path)
+    return value if isinstance(value, str) else ""
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise WebhookPayloadError(f"The body is not {what}.")
+    return value
+
+
+def _fresh(timestamp: str, settings: Settings) -> None:
+    try:
+        age = abs(time.time() - int(timestamp))
+    except ValueError:
+        raise WebhookAuthError("The signature's timestamp is not a number.") from None
+    if age > settings.webhook_max_age.total_seconds():
+        raise WebhookAuthError("The signature is too old.")
+
+
+# --- Postmark ---------------------------------------------------------------------------------
+
+
+def postmark_events(req: Request, settings: Settings) -> list[BounceEvent]:
+    """Postmark's bounce and spam-complaint webhooks, behind HTTP basic auth.
+
+    Postmark's ``MessageID`` is its own id: the message's own Message-ID is read from the
+    bounce's ``Content`` (turn on "Include bounce content" in the webhook's settings).
+    """
+    expected = settings.postmark_webhook_auth
+    assert expected is not None
+    auth = req.authorization
+    given = f"{auth.username}:{auth.password}" if auth and auth.type == "basic" else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise WebhookAuthError("Wrong or missing credentials.")
+    body = _object(_json(req.get_data()), "a Postmark record")
+    record = _text(body, "RecordType")
+    if not record:
+        raise WebhookPayloadError("The body is not a Postmark record.")
+    if record == "SpamComplaint":
+        kind = COMPLAINT
+    elif record == "Bounce" and _text(body, "Type") in POSTMARK_BOUNCE_TYPES:
+        kind = BOUNCE
+    else:
+        return []
+    message_id = HeaderParser().parsestr(_text(body, "Content")).get("Message-ID") or ""
+    message_id = str(message_id) or _text(body, "MessageID")
+    if not message_id:
+        raise WebhookPayloadError("The record names no message.")
+    reason = _text(body, "Description") or _text(body, "Type") or record
+    return [BounceEvent(message_id, kind, f"Postmark {_text(body, 'Type')}: {reason}")]
+
+
+# --- Mailgun ----------------------------------------------------------------------------------
+
+
+def mailgun_events(req: Request, settings: Settings) -> list[BounceEvent]:
+    """Mailgun's event webhooks (``failed`` with ``severity: permanent``, ``complained``)."""
+    key = settings.mailgun_signing_key
+    assert key is not None
+    body = _object(_json(req.get_data()), "a Mailgun event")
+    signature = _object(body.get("signature"), "a signed Mailgun event")
+    timestamp, token = _text(signature, "timestamp"), _text(signature, "token")
+    expected = hmac.new(key.encode(), (timestamp + token).encode(), "sha256").hexdigest()
+    if not hmac.compare_digest(expected, _text(signature, "signature")):
+        raise WebhookAuthError("Wrong signature.")
+    _fresh(timestamp, settings)
+    data = _object(body.get("event-data"), "a Mailgun event")
+    event = _text(data, "event")
+    if event == "complained":
+        kind = COMPLAINT
+    elif event == "failed" and _text(data, "severity") == "permanent":
+        kind = BOUNCE
+    else:
+        return []
+    message_id = _text(data, "message", "headers", "message-id")
+    if not message_id:
+        raise WebhookPayloadError("The event names no message.")
+    code = _field(data, "delivery-status", "code")
+    detail = _text(data, "delivery-status", "description") or _text(data, "reason")
+    return [BounceEvent(message_id, kind, f"Mailgun {event} {code or ''}: {detail}".strip())]
+
+
+# --- SendGrid ---------------------------------------------------------------------------------
+
+
+def _sendgrid_key(text: str) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        if "BEGIN PUBLIC KEY" in text:
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(text))
+    except (ValueError, binascii.Error):
+        raise ConfigurationError(
+            "CONFIRM_MAIL_SENDGRID_WEBHOOK_PUBLIC_KEY is not a base64 ECDSA public key."
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigurationError("CONFIRM_MAIL_SENDGRID_WEBHOOK_PUBLIC_KEY is not an ECDSA key.")
+    return key
+
+
+def sendgrid_events(req: Request, settings: Settings, public_key: Any) -> list[BounceEvent]:
+    """SendGrid's signed event webhook: ``bounce`` (not ``blocked``) and ``spamreport``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    timestamp = req.headers.get(SENDGRID_TIMESTAMP, "")
+    body = req.get_data()
+    try:
+        signature = base64.b64decode(req.headers.get(SENDGRID_SIGNATURE, ""), validate=True)
+        public_key.verify(signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, binascii.Error):
+        raise WebhookAuthError("Wrong or missing signature.") from None
+    _fresh(timestamp, settings)
+    batch = _json(body)
+    if not isinstance(batch, list):
+        raise WebhookPayloadError("The body is not a list of SendGrid events.")
+    events = []
+    for item in batch:
+        event = _text(item, "event")
+        if event == "spamreport":
+            kind = COMPLAINT
+        elif event == "bounce" and _text(item, "type") != "blocked":
+            kind = BOUNCE
+        else:
+            continue
+        message_id = _text(item, "smtp-id")
+        if message_id:
+            reason = _text(item, "reason") or _text(item, "status")
+            events.append(BounceEvent(message_id, kind, f"SendGrid {event}: {reason}"))
+    return events
+
+
+# --- Amazon SES through SNS -------------------------------------------------------------------
+
+_SIGNED_FIELDS = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": (
+        "Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type",
+    ),
+}  # fmt: skip
+_SIGNED_FIELDS["UnsubscribeConfirmation"] = _SIGNED_FIELDS["SubscriptionConfirmation"]
+
+
+def sns_signed_text(message: dict[str, Any]) -> bytes:
+    """The text SNS signs: ``name\\nvalue\\n`` for each signed field present, in order."""
+    kind = _text(message, "Type")
+    fields = _SIGNED_FIELDS.get(kind)
+    if fields is None:
+        raise WebhookPayloadError("The body is not an SNS message.")
+    parts = []
+    for name in fields:
+        value = message.get(name)
+        if value is None and name == "Subject":
+            continue
+        if not isinstance(value, str):
+            raise WebhookPayloadError("The SNS message lacks a signed field.")
+        parts.append(f"{name}\n{value}\n")
+    return "".join(parts).encode()
+
+
+def is_sns_url(url: str) -> bool:
+    """Whether ``url`` is an ``https`` URL on SNS's own host (``sns.<region>.amazonaws.com``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "https"
+        and parts.port is None
+        and parts.username is None
+        and SNS_HOST.fullmatch(parts.hostname or "") is not None
+    )
+
+
+def fetch_url(url: str) -> bytes:
+    """GET ``url`` with urllib3 (certificates verified, no redirect, short timeouts)."""
+    import urllib3
+
+    try:
+        response = _pool().request(
+            "GET",
+            url,
+            timeout=urllib3.Timeout(connect=5.0, read=10.0),
+            retries=False,
+            redirect=False,
+        )
+    except urllib3.exceptions.HTTPError as exc:
+        raise WebhookError(f"Fetching from SNS failed ({type(exc).__name__})") from None
+    if response.status != 200:
+        raise WebhookError(f"SNS answered HTTP {response.status}")
+    return bytes(response.data[:MAX_BODY_BYTES])
+
+
+_pools: list[Any] = []
+
+
+def _pool() -> Any:
+    import urllib3
+
+    if not _pools:
+        _pools.append(urllib3.PoolManager(num_pools=4))
+    return _pools[0]
+
+
+class SNSVerifier:
+    """Checks SNS message signatures; the certificate fetch is :attr:`fetch` (tests swap it).
+
+    :param topic_arns: the topics whose messages are accepted.
+    :param fetch: ``fetch(url) -> bytes``; default :func:`fetch_url`.
+    """
+
+    def __init__(self, topic_arns: tuple[str, ...], fetch: Fetch = fetch_url) -> None:
+        self.topic_arns = frozenset(topic_arns)
+        self.fetch = fetch
+        self._certificates: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _public_key(self, url: str) -> Any:
+        from cryptography import x509
+
+        with self._lock:
+            key = self._certificates.get(url)
+        if key is None:
+            try:
+                key = x509.load_pem_x509_certificate(self.fetch(url)).public_key()
+            except ValueError:
+                raise WebhookAuthError("The signing certificate is not a certificate.") from None
+            with self._lock:
+                if len(self._certificates) >= 16:
+                    self._certificates.clear()
+                self._certificates[url] = key
+        return key
+
+    def verify(self, message: dict[str, Any]) -> None:
+        """Raise :class:`~flask_confirm_mail.errors.WebhookAuthError` unless SNS signed it."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        text = sns_signed_text(message)
+        if _text(message, "TopicArn") not in self.topic_arns:
+            raise WebhookAuthError("The SNS topic is not accepted.")
+        url = _text(message, "SigningCertURL")
+        if not is_sns_url(url) or not urlsplit(url).path.endswith(".pem"):
+            raise WebhookAuthError("The signing certificate is not on SNS's host.")
+        version = _text(message, "SignatureVersion")
+        digest = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(version)
+        if digest is None:
+            raise WebhookAuthError("Unknown SNS signature version.")
+        key = self._public_key(url)
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise WebhookAuthError("The signing certificate has no RSA key.")
+        try:
+            signature = base64.b64decode(_text(message, "Signature"), validate=True)
+            key.verify(signature, text, padding.PKCS1v15(), digest)
+        except (InvalidSignature, ValueError, binascii.Error):
+            raise WebhookAuthError("Wrong SNS signature.") from None
+
+
+def _ses_message_id(mail: Any) -> str:
+    for header in _field(mail, "headers") or ():
+        if _text(header, "name").lower() == "message-id":
+            return _text(header, "value")
+    return _text(mail, "commonHeaders", "messageId")
+
+
+def ses_events(req: Request, verifier: SNSVerifier) -> list[BounceEvent]:
+    """SES bounce (``Permanent``) and complaint notifications, delivered by SNS."""
+    message = _object(_json(req.get_data()), "an SNS message")
+    verifier.verify(message)
+    kind = _text(message, "Type")
+    if kind == "SubscriptionConfirmation":
+        url = _text(message, "SubscribeURL")
+        if not is_sns_url(url):
+            raise WebhookPayloadError("The subscription URL is not on SNS's host.")
+        verifier.fetch(url)
+        logger.info("Confirmed the SNS subscription to %s", _text(message, "TopicArn"))
+        return []
+    if kind != "Notification":
+        return []
+    notification = _json(_text(message, "Message").encode())
+    notification = _object(notification, "an SES notification")
+    event = _text(notification, "notificationType") or _text(notification, "eventType")
+    if event == "Bounce" and _text(notification, "bounce", "bounceType") == "Permanent":
+        recipients = _field(notification, "bounce", "bouncedRecipients")
+        first = recipients[0] if isinstance(recipients, list) and recipients else None
+        detail = _text(first, "diagnosticCode") or _text(notification, "bounce", "bounceSubType")
+        kind, reason = BOUNCE, f"SES bounce: {detail}"
+    elif event == "Complaint":
+        feedback = _text(notification, "complaint", "complaintFeedbackType")
+        kind, reason = COMPLAINT, f"SES complaint: {feedback or 'reported'}"
+    else:
+        return []
+    message_id = _ses_message_id(_field(notification, "mail"))
+    if not message_id:
+        raise WebhookPayloadError("The notification names no message.")
+    return [BounceEvent(message_id, kind, reason)]
+
+
+# --- the receiver of one app, and the route ---------------------------------------------------
+
+
+class WebhookReceiver:
+    """The webhooks of one app, built by ``init_app`` (``app.extensions`` key
+    ``confirm_mail_webhooks``); its :attr:`sns` verifier's ``fetch`` may be replaced.
+
+    :raises ConfigurationError: a configured key cannot be used (or ``cryptography`` is
+        missing for SendGrid or SES: install the ``webhooks`` extra).
+    """
+
+    def __init__(self, settings: Settings, records: BounceRecords) -> None:
+        self.settings = settings
+        self.records = records
+        self.sendgrid_key: Any = None
+        self.sns = SNSVerifier(settings.ses_topic_arns)
+        if settings.sendgrid_webhook_public_key or settings.ses_topic_arns:
+            try:
+                import cryptography  # noqa: F401
+            except ImportError:
+                raise ConfigurationError(
+                    "The SendGrid and SES webhooks need the cryptography package: "
+                    "pip install 'flask-confirm-mail[webhooks]'."
+                ) from None
+        if settings.sendgrid_webhook_public_key:
+            self.sendgrid_key = _sendgrid_key(settings.sendgrid_webhook_public_key)
+
+    def enabled(self, provider: str) -> bool:
+        """Whether ``provider``'s webhook is configured."""
+        settings = self.settings
+        return {
+            "postmark": settings.postmark_webhook_auth is not None,
+            "mailgun": bool(settings.mailgun_signing_key),
+            "sendgrid": self.sendgrid_key is not None,
+            "ses": bool(settings.ses_topic_arns),
+        }.get(provider, False)
+
+    def events(self, provider: str, req: Request) -> list[BounceEvent]:
+        """The events of one call; raises a :class:`~flask_confirm_mail.errors.WebhookError`."""
+        if provider == "postmark":
+            return postmark_events(req, self.settings)
+        if provider == "mailgun":
+            return mailgun_events(req, self.settings)
+        if provider == "sendgrid":
+            return sendgrid_events(req, self.settings, self.sendgrid_key)
+        return ses_events(req, self.sns)
+
+    def receive(self, app: Flask, provider: str, req: Request) -> dict[str, int]:
+        """Apply one call's events; how many were ``applied``, ``duplicate``, ``unknown``."""
+        counts = {"applied": 0, "duplicate": 0, "unknown": 0}
+        for event in self.events(provider, req):
+            outcome = self.records.apply(
+                app, message_id=event.message_id, kind=event.kind, reason=event.reason,
+                source=provider,
+            )  # fmt: skip
+            counts[outcome] += 1
+        return counts
+
+
+def install_webhooks(app: Flask, settings: Settings, records: BounceRecords) -> WebhookReceiver:
+    """Build ``app``'s receiver and mount the route at ``<prefix>/webhooks/<provider>``."""
+    receiver = app.extensions[EXTENSION_KEY] = WebhookReceiver(settings, records)
+    prefix = settings.url_prefix.rstrip("/") + "/webhooks"
+    app.register_blueprint(webhooks_blueprint, url_prefix=prefix)
+    return receiver
+
+
+def _error(status: int, error: str, message: str) -> Any:
+    return jsonify(status="error", error=error, message=message), status
+
+
+@webhooks_blueprint.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> Any:
+    return _error(error.code or 400, (error.name or "error").lower(), error.description or "")
+
+
+@webhooks_blueprint.route("/<provider>", methods=["POST"])
+def receive(provider: str) -> Any:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    receiver: WebhookReceiver | None = app.extensions.get(EXTENSION_KEY)
+    if receiver is None or not receiver.enabled(provider):
+        return _error(404, "not_found", "No webhook is configured for this provider.")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return _error(413, "too_large", "The body is too large.")
+    request.max_content_length = MAX_BODY_BYTES
+    try:
+        counts = receiver.receive(app, provider, request)
+    except WebhookAuthError as exc:
+        logger.warning("Refused a %s webhook call: %s", provider, exc)
+        return _error(401, "unauthorized", str(exc))
+    except WebhookPayloadError as exc:
+        logger.warning("Refused a %s webhook body: %s", provider, exc)
+        return _error(400, "bad_request", str(exc))
+    except WebhookError as exc:
+        logger.warning("A %s webhook call could not be checked: %s", provider, exc)
+        return _error(503, "unavailable", "Try again later.")
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("Database unavailable for a %s webhook (%s)", provider, type(exc.orig))
+        return _error(503, "unavailable", "Try again later.")
+    return jsonify(status="ok", **counts)
