@@ -120,6 +120,16 @@ def _link_policy(name: str, value: str | None) -> LinkPolicy:
     return LinkPolicy.from_prefixes(re.split(r"[\s,]+", (value or "").strip()))
 
 
+def _redis_url(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if CONTROL_CHARACTERS.search(value) or not value.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigurationError(f"{name} must be a redis://, rediss:// or unix:// URL.")
+    return value
+
+
 def _domain(name: str, value: str | None) -> str:
     value = value or ""
     # ``noreply@<domain>`` must fit the 254 characters of an address.
@@ -244,6 +254,11 @@ OPTIONS: tuple[Option, ...] = (
         "The address-change subject.",
     ),
     Option(
+        "MAILER_REDIS_URL", None, _redis_url,
+        "Redis for the replay store and the rate limit, shared by every process; "
+        "without it both are per process.", raw=True,
+    ),
+    Option(
         "MAILER_LOG_LEVEL", "INFO", _choice(_LOG_LEVELS, upper=True),
         "The level of the mailer's own log; each request is one INFO line.",
     ),
@@ -279,6 +294,8 @@ class MailerSettings:
     subject_signup: str = "Confirm and access {app_name}"
     subject_change: str = "Confirm changed email/login"
     log_level: str = "INFO"
+    #: Where the replay store and the rate limit live; ``None``: in each process.
+    redis_url: str | None = field(default=None, repr=False)
 
     @property
     def sender_address(self) -> str:
@@ -329,4 +346,5 @@ class MailerSettings:
             subject_signup=v["MAILER_SUBJECT_SIGNUP"],
             subject_change=v["MAILER_SUBJECT_CHANGE"],
             log_level=v["MAILER_LOG_LEVEL"],
+            redis_url=v["MAILER_REDIS_URL"],
         )

@@ -12,7 +12,9 @@ from flask import Blueprint, Response, current_app, request
 
 from ..errors import TokenError
 from ..wire import ErrorCode, verify_legacy_token, verify_wrapping_token
-from .service import Answer, MailerService
+from .redis_replay import RedisReplayStore
+from .replay import MemoryReplayStore
+from .service import STORE_RETRY_AFTER, Answer, MailerService
 
 __all__ = ["EXTENSION_KEY", "LEGACY_PATH_PREFIXES", "legacy", "v1"]
 
@@ -73,7 +75,20 @@ def send_message() -> Response:
 
 @v1.get("/v1/health")
 def health() -> Response:
-    """Answers while the service runs; for load balancers and start-up probes."""
+    """Answers while the service runs; for load balancers and start-up probes.
+
+    ``msg`` says where the stores live: ``ok; stores shared (redis)`` or ``ok; stores
+    per process``; a 503 while Redis cannot be reached.
+    """
+    store = _service().replay_store
+    if isinstance(store, RedisReplayStore):
+        if not store.ping():
+            return Answer(
+                503, ErrorCode.UNAVAILABLE, "Redis unavailable", retry_after=STORE_RETRY_AFTER
+            ).to_response()
+        return Answer(200, ErrorCode.OK, "ok; stores shared (redis)").to_response()
+    if isinstance(store, MemoryReplayStore):
+        return Answer(200, ErrorCode.OK, "ok; stores per process").to_response()
     return Answer(200, ErrorCode.OK, "ok").to_response()
 
 

@@ -37,6 +37,19 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def test_without_redis_the_stores_are_said_to_be_per_process(
+    make_mailer_app: Callable[..., Flask], caplog: Any
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="flask_confirm_mail.mailer"):
+        app = make_mailer_app()
+    assert (
+        "MAILER_REDIS_URL is not set: the replay store and the rate limit are per "
+        "process" in caplog.text
+    )
+    health = app.test_client().get("/v1/health")
+    assert (health.status_code, health.json["msg"]) == (200, "ok; stores per process")
+
+
 def test_temporary_smtp_failure_is_503_and_the_same_token_can_retry(
     client: FlaskClient, smtp_server: SMTPSink
 ) -> None:
