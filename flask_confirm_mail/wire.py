@@ -91,6 +91,8 @@ class ErrorCode(IntEnum):
     #: A store the mailer processes share (Redis) cannot be reached; nothing was sent,
     #: retry later (see ``Retry-After``).
     UNAVAILABLE = 9
+    #: A caller-supplied ``extra`` value is too long or not plain text (a URL, markup).
+    TEXT_REFUSED = 10
 
 
 def is_loopback_host(host: str) -> bool:

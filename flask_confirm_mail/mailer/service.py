@@ -14,15 +14,17 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from email.message import Message
+from urllib.parse import urlsplit
 
 from flask import Response, jsonify, render_template
 
 from ..errors import DeliveryError
 from ..smtp import SMTPSessionPool, build_message, format_lifetime
 from ..wire import ErrorCode, MailRequest, RecipientRefused, check_recipient, peek_link_token
+from .caller_text import TextRefused, check_extra
 from .link_policy import LinkRefused
 from .rate_limit import RateLimiter
 from .replay import ReplayStore, StoreUnavailable
@@ -83,8 +85,12 @@ class MailerService:
         self.rate_limiter = rate_limiter
         self.smtp_pool = smtp_pool
 
-    def handle(self, request: MailRequest) -> Answer:
-        """Check ``request`` and send its email; call inside an app context."""
+    def handle(self, request: MailRequest, *, app_name: str | None = None) -> Answer:
+        """Check ``request`` and send its email; call inside an app context.
+
+        :param app_name: the caller's fixed app name (``MAILER_CALLERS``,
+            ``MAILER_APP_NAME_FIXED``); ``None`` lets ``extra.app_name`` choose it.
+        """
         refused: RecipientRefused | None = None
         try:
             recipient = check_recipient(request)
@@ -98,6 +104,16 @@ class MailerService:
             return Answer(403, ErrorCode.LINK_REFUSED, str(exc).rstrip("."))
         if refused is not None:
             return Answer(400, ErrorCode.RECIPIENT_REFUSED, str(refused))
+        extra = dict(request.extra)
+        if app_name is not None:
+            extra.pop("app_name", None)  # the configuration's, not the caller's
+        try:
+            check_extra(extra, link_host=urlsplit(request.link_url).hostname)
+        except TextRefused as exc:
+            return Answer(400, ErrorCode.TEXT_REFUSED, str(exc).rstrip("."))
+        if app_name is not None:
+            extra["app_name"] = app_name
+        request = replace(request, extra=extra)
         try:
             return self._reserve_and_send(request, recipient)
         except StoreUnavailable as exc:
