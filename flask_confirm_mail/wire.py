@@ -88,6 +88,11 @@ class ErrorCode(IntEnum):
     BAD_REQUEST = 7
     #: An unexpected failure inside the mailer; retry later.
     INTERNAL = 8
+    #: A store the mailer processes share (Redis) cannot be reached; nothing was sent,
+    #: retry later (see ``Retry-After``).
+    UNAVAILABLE = 9
+    #: A caller-supplied ``extra`` value is too long or not plain text (a URL, markup).
+    TEXT_REFUSED = 10
 
 
 def is_loopback_host(host: str) -> bool:

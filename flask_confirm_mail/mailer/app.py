@@ -1,9 +1,10 @@
 """The mailer service's app factory.
 
 Run it with ``flask --app flask_confirm_mail.mailer run`` in development or
-``gunicorn 'flask_confirm_mail.mailer:create_app()'`` in production. The in-memory
-replay store and rate limiter are per process: run one gunicorn worker process (use
-``--threads`` for concurrency) or pass shared implementations, see :mod:`.replay`.
+``gunicorn 'flask_confirm_mail.mailer:create_app()'`` in production. Without
+``MAILER_REDIS_URL`` the replay store and the rate limit are per process: run one
+gunicorn worker process (use ``--threads`` for concurrency), or set it to share them
+between any number of workers and hosts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..redaction import SERVER_LOGGERS, install_log_redaction, redact
 from ..smtp import SMTPSessionPool
 from ..wire import ErrorCode
 from .rate_limit import RateLimiter
+from .redis_replay import RedisReplayStore, connect
 from .replay import MemoryReplayStore, ReplayStore
 from .service import Answer, MailerService
 from .settings import MailerSettings
@@ -41,8 +43,10 @@ def create_app(
     :param settings: defaults to :meth:`MailerSettings.from_env`, which refuses to start
         (:class:`~flask_confirm_mail.errors.ConfigurationError`) without a secret of at
         least 32 bytes, an SMTP host, a sender domain or a link allowlist.
-    :param replay_store: where used token ids are remembered; default in memory.
-    :param rate_limiter: the per-recipient limit; default in memory, from ``settings``.
+    :param replay_store: where used token ids are remembered; default in Redis with
+        ``MAILER_REDIS_URL``, else in memory.
+    :param rate_limiter: the per-recipient limit, from ``settings``; default in Redis
+        with ``MAILER_REDIS_URL``, else in memory.
     """
     settings = settings or MailerSettings.from_env()
     app = Flask(_PACKAGE)
@@ -54,6 +58,20 @@ def create_app(
     install_log_redaction((*SERVER_LOGGERS, app.logger.name), LEGACY_PATH_PREFIXES)
     smtp_pool = SMTPSessionPool(settings.smtp)
     atexit.register(smtp_pool.close)
+    if settings.redis_url is not None:
+        replay_store = replay_store or RedisReplayStore(connect(settings.redis_url))
+        rate_limiter = rate_limiter or RateLimiter(
+            settings.rate_limit,
+            settings.rate_window,
+            storage_uri=settings.redis_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=2.0,
+        )
+    else:
+        app.logger.warning(
+            "MAILER_REDIS_URL is not set: the replay store and the rate limit are per "
+            "process; run one worker process, or set it to share them"
+        )
     app.extensions[EXTENSION_KEY] = MailerService(
         settings,
         replay_store=replay_store or MemoryReplayStore(),

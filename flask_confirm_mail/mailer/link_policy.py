@@ -7,6 +7,12 @@ are therefore parsed with :mod:`urllib.parse` and compared part by part: scheme,
 browser might read differently from :mod:`urllib` is refused outright: user info,
 back slashes, white space, control or non-ASCII characters, dot segments, encoded
 dots or slashes, fragments.
+
+A link is then exactly an allowed prefix followed by the link token, as one path
+segment: ``https://app.example/confirm/`` allows ``https://app.example/confirm/<token>``
+and nothing longer, no other segment and no query. A query string is allowed only
+where a prefix is configured with one, ending in ``?<name>=``:
+``https://app.example/confirm?t=`` allows ``https://app.example/confirm?t=<token>``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 _SAFE_URL = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 _ENCODED_SEPARATORS = re.compile(r"%(?:2e|2f|5c|00)", re.IGNORECASE)
 _MAX_LINK_LENGTH = 4096
+#: The query a prefix may end with: one parameter whose value is the link token.
+_QUERY_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}=")
 
 
 class LinkRefused(ValueError):
@@ -39,14 +47,29 @@ class AllowedPrefix:
     scheme: str
     host: str
     port: int
-    #: Always ends with ``/``: a link's path must start with it.
+    #: Ends with ``/`` unless :attr:`query` is set; the token follows it.
     path: str
+    #: ``"<name>="`` when the token is a query parameter's value, else ``""``.
+    query: str = ""
 
     def __str__(self) -> str:
         default = _DEFAULT_PORTS[self.scheme]
         port = "" if self.port == default else f":{self.port}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}{port}{self.path}"
+        query = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{host}{port}{self.path}{query}"
+
+    def allows(self, parts: SplitResult, link_token: str) -> bool:
+        """Whether the link ``parts`` is this prefix followed by exactly ``link_token``."""
+        if (parts.scheme, parts.hostname or "", _port(parts)) != (
+            self.scheme,
+            self.host,
+            self.port,
+        ):
+            return False
+        if self.query:
+            return parts.path == self.path and parts.query == self.query + link_token
+        return parts.path == self.path + link_token and not parts.query
 
 
 def _split(url: str) -> SplitResult:
@@ -94,7 +117,8 @@ class LinkPolicy:
     @classmethod
     def from_prefixes(cls, prefixes: Iterable[str]) -> LinkPolicy:
         """Parse configured prefixes: ``https://host[:port]/path/``, or ``http://`` only
-        for a loopback host (development). No user info, query or fragment.
+        for a loopback host (development). No user info or fragment; a query only as
+        ``?<name>=`` at the end, for links that carry the token as its value.
 
         :raises ConfigurationError: a prefix is not one of those.
         """
@@ -114,36 +138,30 @@ class LinkPolicy:
                     "MAILER_ALLOWED_LINK_PREFIXES: prefixes must use https "
                     "(http only for a loopback host)."
                 )
+            query = ""
             if parts.query or raw.endswith("?"):
-                raise ConfigurationError(
-                    "MAILER_ALLOWED_LINK_PREFIXES: a prefix must not have a query."
-                )
-            path = parts.path if parts.path.endswith("/") else parts.path + "/"
-            parsed.append(AllowedPrefix(parts.scheme, host, _port(parts), path))
+                if _QUERY_PREFIX.fullmatch(parts.query) is None:
+                    raise ConfigurationError(
+                        "MAILER_ALLOWED_LINK_PREFIXES: a prefix's query must be one "
+                        "?<name>= at its end."
+                    )
+                query = parts.query
+            path = parts.path or "/"
+            if not query and not path.endswith("/"):
+                path += "/"
+            parsed.append(AllowedPrefix(parts.scheme, host, _port(parts), path, query))
         return cls(parsed)
 
     def check(self, link: str, link_token: str) -> None:
-        """Pass if ``link`` matches an allowed prefix and ends with ``link_token``.
+        """Pass if ``link`` is an allowed prefix followed by exactly ``link_token``.
 
-        The token must be the link's last path segment or the value of its last query
-        parameter, so the link the user clicks carries the token the app minted.
+        So the link the user clicks carries the token the app minted, and the caller
+        can add nothing of its own to it.
 
         :raises LinkRefused: with a message that never repeats the link.
         """
         parts = _split(link)
-        host = parts.hostname or ""
-        for prefix in self.prefixes:
-            if (
-                parts.scheme == prefix.scheme
-                and host == prefix.host
-                and _port(parts) == prefix.port
-                and parts.path.startswith(prefix.path)
-            ):
-                break
-        else:
-            raise LinkRefused("The link does not start with an allowed prefix.")
-        if not link_token or not link.endswith(link_token):
+        if not link_token or "/" in link_token or not link.endswith(link_token):
             raise LinkRefused("The link does not end with the link token.")
-        before = link[: -len(link_token)]
-        if not before.endswith(("/", "=")) or before.endswith(("://", "//")):
-            raise LinkRefused("The link token is not the link's last segment or parameter.")
+        if not any(prefix.allows(parts, link_token) for prefix in self.prefixes):
+            raise LinkRefused("The link is not an allowed prefix followed by the link token.")

@@ -1,68 +1,84 @@
-"""A per-recipient sliding-window limit on emails, so the mailer cannot flood an inbox.
+"""A per-recipient limit on emails, so the mailer cannot flood an inbox.
 
-In memory and per process, like :mod:`.replay`: several mailer processes each count on
-their own, so the effective limit is multiplied by their number unless a shared
-implementation is passed as ``create_app(rate_limiter=...)``.
+Built on the `limits <https://limits.readthedocs.io/>`_ library (what Flask-Limiter is
+built on) with its fixed-window strategy: at most ``limit`` emails per recipient in each
+window of ``window`` seconds. The counters live where ``storage_uri`` says: ``memory://``
+(the default) counts in the process, so several mailer processes each count on their
+own and the effective limit is multiplied by their number; ``redis://host:port/db`` (set
+by ``MAILER_REDIS_URL``) shares them between every process and host. The fixed window
+is used because its counter can be given back (:meth:`RateLimiter.refund`) when an email
+was not sent after all; the moving window cannot.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from typing import Any
+
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from .replay import StoreUnavailable
 
 __all__ = ["RateLimiter"]
 
+#: The prefix of the limit's keys in a shared storage.
+KEY_PREFIX = "confirm-mail-mailer-limit"
+
 
 class RateLimiter:
-    """At most ``limit`` hits per key in any ``window`` seconds; thread-safe.
+    """At most ``limit`` hits per key in each ``window`` seconds; thread-safe.
 
     :param limit: hits allowed per window; ``0`` allows everything.
     :param window: the window's length in seconds.
-    :param clock: seconds since the epoch (default :func:`time.time`).
+    :param storage_uri: a :mod:`limits` storage URI, ``memory://`` or ``redis://...``.
+    :param options: passed to the storage (for Redis: to :meth:`redis.Redis.from_url`).
     """
 
     def __init__(
-        self, limit: int, window: float, *, clock: Callable[[], float] = time.time
+        self, limit: int, window: int, *, storage_uri: str = "memory://", **options: Any
     ) -> None:
         self.limit = limit
         self.window = window
-        self._clock = clock
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-        self._next_sweep = 0.0
+        if storage_uri.startswith(("redis://", "rediss://", "unix://")):
+            options.setdefault("key_prefix", KEY_PREFIX)
+        storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)
+        if not isinstance(storage, Storage):
+            raise ValueError(f"{storage_uri.partition(':')[0]}: not a synchronous storage")
+        self.storage = storage
+        self._strategy = FixedWindowRateLimiter(self.storage)
+        self._item = RateLimitItemPerSecond(max(limit, 1), window)
 
     def acquire(self, key: str) -> int | None:
-        """Count one hit for ``key``; ``None`` if allowed, else seconds until it would be."""
+        """Count one hit for ``key``; ``None`` if allowed, else seconds until it would be.
+
+        :raises StoreUnavailable: the shared storage cannot be reached.
+        """
         if self.limit <= 0:
             return None
-        with self._lock:
-            now = self._clock()
-            self._sweep(now)
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return max(1, math.ceil(hits[0] + self.window - now))
-            hits.append(now)
-            return None
+        try:
+            if self._strategy.hit(self._item, key):
+                return None
+            self._give_back(key)  # a refused hit does not count
+            reset = self._strategy.get_window_stats(self._item, key).reset_time
+        except StorageError as exc:
+            raise StoreUnavailable("the rate limit's storage cannot be reached") from exc
+        return max(1, math.ceil(reset - time.time()))
 
     def refund(self, key: str) -> None:
-        """Take back the latest hit for ``key`` (its email was not sent after all)."""
-        with self._lock:
-            hits = self._hits.get(key)
-            if hits:
-                hits.pop()
-                if not hits:
-                    del self._hits[key]
+        """Take back a hit for ``key`` (its email was not sent after all).
 
-    def _sweep(self, now: float) -> None:
-        """Drop keys without recent hits, at most once per window, to bound memory."""
-        if now < self._next_sweep:
+        :raises StoreUnavailable: the shared storage cannot be reached.
+        """
+        if self.limit <= 0:
             return
-        self._next_sweep = now + self.window
-        horizon = now - self.window
-        for key in [key for key, hits in self._hits.items() if not hits or hits[-1] <= horizon]:
-            del self._hits[key]
+        try:
+            self._give_back(key)
+        except StorageError as exc:
+            raise StoreUnavailable("the rate limit's storage cannot be reached") from exc
+
+    def _give_back(self, key: str) -> None:
+        self.storage.incr(self._item.key_for(key), self._item.get_expiry(), amount=-1)

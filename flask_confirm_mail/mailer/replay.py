@@ -7,9 +7,9 @@ answers with the first message's id, so a retry after a timeout is safe.
 
 :class:`MemoryReplayStore` keeps this in the process. It is right for one mailer
 process (any number of threads). Several processes or hosts (gunicorn ``-w 2`` or more,
-several containers) must share one store instead, e.g. Redis with
-``SET jti value NX EXAT exp`` for :meth:`ReplayStore.reserve`, or a database table with
-a unique ``jti`` column; pass it as ``create_app(replay_store=...)``.
+several containers) must share one store instead: set ``MAILER_REDIS_URL`` for
+:class:`~flask_confirm_mail.mailer.redis_replay.RedisReplayStore`, or pass another
+implementation as ``create_app(replay_store=...)``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MemoryReplayStore", "ReplayStore", "Reservation"]
+__all__ = ["MemoryReplayStore", "ReplayStore", "Reservation", "StoreUnavailable"]
+
+
+class StoreUnavailable(Exception):
+    """A store the mailer processes share (replay store, rate limit) cannot be reached.
+
+    The mailer then sends nothing and answers a retryable 503.
+    """
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,10 @@ class ReplayStore(ABC):
 
     @abstractmethod
     def reserve(self, jti: str, expires_at: float) -> Reservation:
-        """Atomically claim ``jti``, remembered until ``expires_at`` (epoch seconds)."""
+        """Atomically claim ``jti``, remembered until ``expires_at`` (epoch seconds).
+
+        :raises StoreUnavailable: a shared store cannot be reached (for every method).
+        """
 
     @abstractmethod
     def complete(self, jti: str, message_id: str) -> None:

@@ -14,21 +14,26 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from email.message import Message
+from urllib.parse import urlsplit
 
 from flask import Response, jsonify, render_template
 
 from ..errors import DeliveryError
 from ..smtp import SMTPSessionPool, build_message, format_lifetime
 from ..wire import ErrorCode, MailRequest, RecipientRefused, check_recipient, peek_link_token
+from .caller_text import TextRefused, check_extra
 from .link_policy import LinkRefused
 from .rate_limit import RateLimiter
-from .replay import ReplayStore
+from .replay import ReplayStore, StoreUnavailable
 from .settings import MailerSettings
 
-__all__ = ["LEGACY_REPLAY_WINDOW", "Answer", "MailerService"]
+__all__ = ["LEGACY_REPLAY_WINDOW", "STORE_RETRY_AFTER", "Answer", "MailerService"]
+
+#: The ``Retry-After`` (seconds) of the 503 answered while a shared store is unreachable.
+STORE_RETRY_AFTER = 5
 
 #: How long the replay key of a legacy token without ``exp`` is remembered, in seconds.
 LEGACY_REPLAY_WINDOW = 86400
@@ -80,8 +85,12 @@ class MailerService:
         self.rate_limiter = rate_limiter
         self.smtp_pool = smtp_pool
 
-    def handle(self, request: MailRequest) -> Answer:
-        """Check ``request`` and send its email; call inside an app context."""
+    def handle(self, request: MailRequest, *, app_name: str | None = None) -> Answer:
+        """Check ``request`` and send its email; call inside an app context.
+
+        :param app_name: the caller's fixed app name (``MAILER_CALLERS``,
+            ``MAILER_APP_NAME_FIXED``); ``None`` lets ``extra.app_name`` choose it.
+        """
         refused: RecipientRefused | None = None
         try:
             recipient = check_recipient(request)
@@ -95,6 +104,28 @@ class MailerService:
             return Answer(403, ErrorCode.LINK_REFUSED, str(exc).rstrip("."))
         if refused is not None:
             return Answer(400, ErrorCode.RECIPIENT_REFUSED, str(refused))
+        extra = dict(request.extra)
+        if app_name is not None:
+            extra.pop("app_name", None)  # the configuration's, not the caller's
+        try:
+            check_extra(extra, link_host=urlsplit(request.link_url).hostname)
+        except TextRefused as exc:
+            return Answer(400, ErrorCode.TEXT_REFUSED, str(exc).rstrip("."))
+        if app_name is not None:
+            extra["app_name"] = app_name
+        request = replace(request, extra=extra)
+        try:
+            return self._reserve_and_send(request, recipient)
+        except StoreUnavailable as exc:
+            _log.warning("Nothing sent: %s", exc)
+            return Answer(
+                503,
+                ErrorCode.UNAVAILABLE,
+                "A shared store is unavailable; nothing was sent, retry later",
+                retry_after=STORE_RETRY_AFTER,
+            )
+
+    def _reserve_and_send(self, request: MailRequest, recipient: str) -> Answer:
         key = request.replay_key
         if key:
             reservation = self.replay_store.reserve(key, self._remember_until(request))
@@ -112,35 +143,52 @@ class MailerService:
         return request.expires_at + self.settings.leeway
 
     def _send(self, request: MailRequest, recipient: str) -> Answer:
+        """Send for a reserved ``request`` (its key is released unless it was sent)."""
         key = request.replay_key
         rate_key = recipient.lower()
-        retry_after = self.rate_limiter.acquire(rate_key)
-        if retry_after is not None:
-            if key:
-                self.replay_store.release(key)
-            return Answer(
-                429,
-                ErrorCode.RATE_LIMITED,
-                "Too many emails to this recipient; retry later",
-                retry_after=retry_after,
-            )
-        sent = False
+        counted = sent = False
         message_id = f"<{secrets.token_urlsafe(18)}@{self.settings.domain}>"
         try:
-            self.smtp_pool.send_message(self._render(request, recipient, message_id))
+            retry_after = self.rate_limiter.acquire(rate_key)
+            if retry_after is not None:
+                return Answer(
+                    429,
+                    ErrorCode.RATE_LIMITED,
+                    "Too many emails to this recipient; retry later",
+                    retry_after=retry_after,
+                )
+            counted = True
+            try:
+                self.smtp_pool.send_message(self._render(request, recipient, message_id))
+            except DeliveryError as exc:
+                _log.warning("Delivery failed: %s", exc)
+                status = 502 if exc.permanent else 503
+                return Answer(status, ErrorCode.DELIVERY_FAILED, f"Delivery failed: {exc}")
             sent = True
-        except DeliveryError as exc:
-            _log.warning("Delivery failed: %s", exc)
-            status = 502 if exc.permanent else 503
-            return Answer(status, ErrorCode.DELIVERY_FAILED, f"Delivery failed: {exc}")
         finally:
             if not sent:
-                self.rate_limiter.refund(rate_key)
-                if key:
-                    self.replay_store.release(key)
+                self._undo(key, rate_key if counted else None)
         if key:
-            self.replay_store.complete(key, message_id)
+            try:
+                self.replay_store.complete(key, message_id)
+            except StoreUnavailable as exc:
+                # Sent: the key stays reserved until the token expires, so a retry of
+                # this token answers 409 rather than sending a second email.
+                _log.warning("Sent %s, but could not record it: %s", message_id, exc)
         return Answer(200, ErrorCode.OK, "All ok", message_id)
+
+    def _undo(self, key: str | None, rate_key: str | None) -> None:
+        """Give back the rate-limit hit and the replay key of an email not sent."""
+        try:
+            if rate_key is not None:
+                self.rate_limiter.refund(rate_key)
+        except StoreUnavailable as exc:
+            _log.warning("Could not give back a rate-limit hit: %s", exc)
+        try:
+            if key:
+                self.replay_store.release(key)
+        except StoreUnavailable as exc:
+            _log.warning("Could not release a token id: %s", exc)
 
     def _render(self, request: MailRequest, recipient: str, message_id: str) -> Message:
         """The ``request.template`` email for ``recipient``, text and HTML alternatives.

@@ -11,6 +11,7 @@ variable, never its value.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -24,7 +25,7 @@ from ..smtp import CONTROL_CHARACTERS, SECURITY_MODES, SMTPSettings
 from ..wire import MAX_LEEWAY, MIN_SECRET_BYTES, is_loopback_host
 from .link_policy import LinkPolicy
 
-__all__ = ["ENV_DEFAULTS", "OPTIONS", "MailerSettings", "Option"]
+__all__ = ["ENV_DEFAULTS", "OPTIONS", "Caller", "MailerSettings", "Option"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -118,6 +119,50 @@ def _secret(name: str, value: str | None) -> bytes | None:
 
 def _link_policy(name: str, value: str | None) -> LinkPolicy:
     return LinkPolicy.from_prefixes(re.split(r"[\s,]+", (value or "").strip()))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The apps whose tokens one key (or key pair) verifies.
+
+    ``app_name``: the name every one of their emails shows, whatever their ``extra``
+    says; ``None`` lets a caller choose it.
+    """
+
+    secrets: tuple[bytes, ...] = field(repr=False)
+    app_name: str | None = None
+
+
+def _callers(name: str, value: str | None) -> tuple[Caller, ...]:
+    if value is None:
+        return ()
+    try:
+        table = json.loads(value)
+    except ValueError:
+        table = None
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise ConfigurationError(
+            f'{name} must be a JSON object of app names to secrets: {{"CatLoader": "..."}}.'
+        )
+    callers = []
+    for app_name, secret in table.items():
+        if not app_name or len(app_name) > 60:
+            raise ConfigurationError(f"{name}: an app name must have 1 to 60 characters.")
+        _text(name, app_name)
+        key = _secret(name, secret)
+        assert key is not None
+        callers.append(Caller((key,), app_name))
+    return tuple(callers)
+
+
+def _redis_url(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if CONTROL_CHARACTERS.search(value) or not value.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigurationError(f"{name} must be a redis://, rediss:// or unix:// URL.")
+    return value
 
 
 def _domain(name: str, value: str | None) -> str:
@@ -236,12 +281,27 @@ OPTIONS: tuple[Option, ...] = (
         "the domain).",
     ),
     Option(
+        "MAILER_APP_NAME_FIXED", "0", _flag,
+        "1: emails of JWT_MAILER_SECRET's callers always show MAILER_APP_NAME, whatever "
+        "their extra.app_name says.",
+    ),
+    Option(
+        "MAILER_CALLERS", None, _callers,
+        'More callers, each with its own secret and a fixed app name: JSON '
+        '{"<app name>": "<secret>"}.', raw=True,
+    ),
+    Option(
         "MAILER_SUBJECT_SIGNUP", "Confirm and access {app_name}", _text,
         "The sign-up subject.",
     ),
     Option(
         "MAILER_SUBJECT_CHANGE", "Confirm changed email/login", _text,
         "The address-change subject.",
+    ),
+    Option(
+        "MAILER_REDIS_URL", None, _redis_url,
+        "Redis for the replay store and the rate limit, shared by every process; "
+        "without it both are per process.", raw=True,
     ),
     Option(
         "MAILER_LOG_LEVEL", "INFO", _choice(_LOG_LEVELS, upper=True),
@@ -279,11 +339,23 @@ class MailerSettings:
     subject_signup: str = "Confirm and access {app_name}"
     subject_change: str = "Confirm changed email/login"
     log_level: str = "INFO"
+    #: Callers with keys of their own (``MAILER_CALLERS``); each has a fixed app name.
+    callers: tuple[Caller, ...] = field(default=(), repr=False)
+    #: Whether the callers of :attr:`secrets` get :attr:`app_name`, whatever they ask.
+    app_name_fixed: bool = False
+    #: Where the replay store and the rate limit live; ``None``: in each process.
+    redis_url: str | None = field(default=None, repr=False)
 
     @property
     def sender_address(self) -> str:
         """The envelope and ``From`` address."""
         return f"noreply@{self.domain}"
+
+    @property
+    def all_callers(self) -> tuple[Caller, ...]:
+        """Every caller: the one of :attr:`secrets` first, then :attr:`callers`."""
+        main = Caller(self.secrets, self.app_name if self.app_name_fixed else None)
+        return (main, *self.callers)
 
     def subject(self, template: str, app_name: str | None = None) -> str:
         """The subject of a ``template`` email; ``{app_name}`` is replaced."""
@@ -329,4 +401,7 @@ class MailerSettings:
             subject_signup=v["MAILER_SUBJECT_SIGNUP"],
             subject_change=v["MAILER_SUBJECT_CHANGE"],
             log_level=v["MAILER_LOG_LEVEL"],
+            redis_url=v["MAILER_REDIS_URL"],
+            callers=v["MAILER_CALLERS"],
+            app_name_fixed=v["MAILER_APP_NAME_FIXED"],
         )

@@ -8,11 +8,15 @@ routes for apps written against it; it is registered only with
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from flask import Blueprint, Response, current_app, request
 
-from ..errors import TokenError
-from ..wire import ErrorCode, verify_legacy_token, verify_wrapping_token
-from .service import Answer, MailerService
+from ..errors import InvalidToken, TokenError
+from ..wire import ErrorCode, MailRequest, verify_legacy_token, verify_wrapping_token
+from .redis_replay import RedisReplayStore
+from .replay import MemoryReplayStore
+from .service import STORE_RETRY_AFTER, Answer, MailerService
 
 __all__ = ["EXTENSION_KEY", "LEGACY_PATH_PREFIXES", "legacy", "v1"]
 
@@ -44,6 +48,24 @@ def _token_refused(exc: TokenError, *, detail: bool) -> Response:
     return Answer(_TOKEN_STATUS.get(exc.reason, 401), ErrorCode.BAD_TOKEN, msg).to_response()
 
 
+def _verify(
+    service: MailerService, verify: Callable[[Sequence[bytes]], MailRequest]
+) -> tuple[MailRequest, str | None]:
+    """The request ``verify`` reads with the first caller's keys that sign it, and that
+    caller's fixed app name.
+
+    :raises TokenError: no caller's key signs it, or the signed token is not valid.
+    """
+    callers = service.settings.all_callers
+    for caller in callers[:-1]:
+        try:
+            return verify(caller.secrets), caller.app_name
+        except InvalidToken as exc:
+            if exc.reason != "bad_signature":
+                raise
+    return verify(callers[-1].secrets), callers[-1].app_name
+
+
 def _bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -62,30 +84,46 @@ def send_message() -> Response:
             401, ErrorCode.BAD_TOKEN, "Problem with token (send it as Authorization: Bearer)"
         ).to_response()
     service = _service()
+    leeway = service.settings.leeway
     try:
-        mail_request = verify_wrapping_token(
-            token, service.settings.secrets, leeway=service.settings.leeway
+        mail_request, app_name = _verify(
+            service, lambda keys: verify_wrapping_token(token, keys, leeway=leeway)
         )
     except TokenError as exc:
         return _token_refused(exc, detail=True)
-    return service.handle(mail_request).to_response()
+    return service.handle(mail_request, app_name=app_name).to_response()
 
 
 @v1.get("/v1/health")
 def health() -> Response:
-    """Answers while the service runs; for load balancers and start-up probes."""
+    """Answers while the service runs; for load balancers and start-up probes.
+
+    ``msg`` says where the stores live: ``ok; stores shared (redis)`` or ``ok; stores
+    per process``; a 503 while Redis cannot be reached.
+    """
+    store = _service().replay_store
+    if isinstance(store, RedisReplayStore):
+        if not store.ping():
+            return Answer(
+                503, ErrorCode.UNAVAILABLE, "Redis unavailable", retry_after=STORE_RETRY_AFTER
+            ).to_response()
+        return Answer(200, ErrorCode.OK, "ok; stores shared (redis)").to_response()
+    if isinstance(store, MemoryReplayStore):
+        return Answer(200, ErrorCode.OK, "ok; stores per process").to_response()
     return Answer(200, ErrorCode.OK, "ok").to_response()
 
 
 def _legacy_send(token: str, template: str) -> Response:
     service = _service()
+    leeway = service.settings.leeway
     try:
-        mail_request = verify_legacy_token(
-            token, service.settings.secrets, template=template, leeway=service.settings.leeway
+        mail_request, app_name = _verify(
+            service,
+            lambda keys: verify_legacy_token(token, keys, template=template, leeway=leeway),
         )
     except TokenError as exc:
         return _token_refused(exc, detail=False)
-    return service.handle(mail_request).to_response()
+    return service.handle(mail_request, app_name=app_name).to_response()
 
 
 @legacy.get("/emailservice/<token>")

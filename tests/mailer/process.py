@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,8 +56,18 @@ class MailerProcess:
     check that none reached the log.
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, server: str = "gunicorn"):
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        server: str = "gunicorn",
+        workers: int = 1,
+        threads: int = 4,
+    ):
         assert server in SERVERS
+        self.workers = workers
+        self.threads = threads
         self.env = dict(env)
         self.log_path = log_path
         self.server = server
@@ -78,10 +89,11 @@ class MailerProcess:
         command = [
             sys.executable, "-m", "gunicorn",
             "--bind", f"127.0.0.1:{self.port}",
-            "--workers", "1", "--threads", "4",
+            "--workers", str(self.workers), "--threads", str(self.threads),
             "--access-logfile", "-", "--error-logfile", "-",
             "--access-logformat",
-            '%(h)s "%(r)s" %(s)s path=%(U)s auth="%({authorization}i)s" ref="%(f)s"',
+            '%(h)s "%(r)s" %(s)s path=%(U)s auth="%({authorization}i)s" ref="%(f)s" '
+            "pid=%(p)s",
         ]  # fmt: skip
         if _gunicorn_has_control_socket():
             command.append("--no-control-socket")
@@ -141,6 +153,10 @@ class MailerProcess:
         """The original client's call: ``GET <url><blueprint>/<token>``."""
         self.tokens.append(token)
         return self.request("GET", f"/{blueprint}/{token}")
+
+    def worker_pids(self, path: str = "/v1/messages") -> set[str]:
+        """The gunicorn worker processes that answered requests to ``path`` so far."""
+        return set(re.findall(rf'"[A-Z]+ {re.escape(path)} [^"]*".* pid=<?(\d+)>?', self.log()))
 
     def leaked_tokens(self) -> list[str]:
         """The tokens sent so far (or their signatures) found in the log: should be none."""

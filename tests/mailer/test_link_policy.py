@@ -8,7 +8,12 @@ from flask_confirm_mail.errors import ConfigurationError
 from flask_confirm_mail.mailer.link_policy import LinkPolicy, LinkRefused
 
 POLICY = LinkPolicy.from_prefixes(
-    ["https://app.example/confirm/", "http://127.0.0.1:5000/confirm", "https://[::1]/c/"]
+    [
+        "https://app.example/confirm/",
+        "http://127.0.0.1:5000/confirm",
+        "https://[::1]/c/",
+        "https://q.example/confirm?t=",
+    ]
 )
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
 
@@ -19,9 +24,8 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
         f"https://app.example/confirm/{TOKEN}",
         f"https://APP.example/confirm/{TOKEN}",
         f"https://app.example:443/confirm/{TOKEN}",
-        f"https://app.example/confirm/sub/{TOKEN}",
-        f"https://app.example/confirm/?token={TOKEN}",
         f"http://127.0.0.1:5000/confirm/{TOKEN}",
+        f"https://q.example/confirm?t={TOKEN}",
         f"https://[::1]/c/{TOKEN}",
     ],
 )
@@ -56,6 +60,15 @@ def test_allowed(link: str) -> None:
         f"https://127.0.0.1:5000/confirm/{TOKEN}",
         "https://app.example/confirm/other-token",
         f"https://app.example/confirm/x{TOKEN}",
+        f"https://app.example/confirm/sub/{TOKEN}",
+        f"https://app.example/confirm/phish-here/{TOKEN}",
+        f"https://app.example/confirm/?token={TOKEN}",
+        f"https://app.example/confirm/{TOKEN}?next=evil",
+        f"https://app.example/confirm/{TOKEN}/",
+        f"https://q.example/confirm/{TOKEN}",
+        f"https://q.example/confirm?t=x{TOKEN}",
+        f"https://q.example/confirm?a=b&t={TOKEN}",
+        f"https://q.example/confirm/?t={TOKEN}",
         "",
     ],
 )
@@ -69,7 +82,9 @@ def test_refused(link: str) -> None:
     "prefix",
     [
         "http://app.example/confirm/",
-        "https://app.example/confirm/?t=",
+        "https://app.example/confirm/?a=b&t=",
+        "https://app.example/confirm/?t=x",
+        "https://app.example/confirm/?",
         "https://user@app.example/",
         "ftp://app.example/",
         "app.example/confirm/",
@@ -86,8 +101,9 @@ def test_no_prefix_is_refused() -> None:
         LinkPolicy.from_prefixes(["", ""])
 
 
-def test_prefix_without_path_allows_the_whole_origin() -> None:
+def test_prefix_without_path_allows_one_segment_at_the_root() -> None:
     policy = LinkPolicy.from_prefixes(["https://app.example"])
-    policy.check(f"https://app.example/anything/{TOKEN}", TOKEN)
-    with pytest.raises(LinkRefused):
-        policy.check(f"https://app.example.evil.tld/{TOKEN}", TOKEN)
+    policy.check(f"https://app.example/{TOKEN}", TOKEN)
+    for link in (f"https://app.example/anything/{TOKEN}", f"https://app.example.evil.tld/{TOKEN}"):
+        with pytest.raises(LinkRefused):
+            policy.check(link, TOKEN)

@@ -43,7 +43,7 @@ def test_v1_sends_one_email(mailer: MailerProcess, mailer_sink: SMTPSink) -> Non
             recipient,
             link_url=LINK_PREFIX + token,
             link_token=token,
-            extra={"user_name": "Ann <Admin>"},
+            extra={"user_name": "Ann O'Neil"},
         )
     )
 
@@ -64,7 +64,7 @@ def test_v1_sends_one_email(mailer: MailerProcess, mailer_sink: SMTPSink) -> Non
     assert LINK_PREFIX + token in text.get_content()
     assert f'href="{LINK_PREFIX}{token}"' in html.get_content()
     assert "24 hours" in text.get_content()
-    assert "Ann &lt;Admin&gt;" in html.get_content()
+    assert "Ann O&#39;Neil" in html.get_content()
 
 
 def test_change_template_has_the_original_subject(

@@ -97,6 +97,7 @@ def test_new_variables() -> None:
         ({"MAILER_LEEWAY": "301"}, "MAILER_LEEWAY"),
         ({"MAILER_SMTP_TIMEOUT": "0"}, "MAILER_SMTP_TIMEOUT"),
         ({"SENDER_NAME": "Cat\r\nBcc: x@evil.tld"}, "SENDER_NAME"),
+        ({"MAILER_REDIS_URL": "http://127.0.0.1:6379/0"}, "MAILER_REDIS_URL"),
     ],
 )
 def test_refusals(changes: dict[str, str | None], names: str) -> None:
@@ -104,6 +105,13 @@ def test_refusals(changes: dict[str, str | None], names: str) -> None:
         settings(**changes)
     assert names in str(info.value)
     assert MAILER_SECRET not in str(info.value)
+
+
+def test_redis_url_is_read_and_never_shown() -> None:
+    url = "rediss://:hunter2-redis@redis.example:6380/1"
+    assert settings(MAILER_REDIS_URL=url).redis_url == url
+    assert settings().redis_url is None
+    assert "hunter2" not in repr(settings(MAILER_REDIS_URL=url))
 
 
 def test_none_security_on_loopback_is_allowed() -> None:

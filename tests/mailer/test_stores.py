@@ -1,13 +1,18 @@
-"""The replay store and the rate limiter, with the clock moved by time-machine."""
+"""The replay stores and the rate limiter: in memory (time-machine moves the clock), in Redis."""
 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
+import pytest
 import time_machine
 
 from flask_confirm_mail.mailer.rate_limit import RateLimiter
-from flask_confirm_mail.mailer.replay import MemoryReplayStore
+from flask_confirm_mail.mailer.redis_replay import KEY_PREFIX, RedisReplayStore, connect
+from flask_confirm_mail.mailer.replay import MemoryReplayStore, Reservation, StoreUnavailable
+from tests.support.redis_server import free_port
 
 T0 = 1_800_000_000
 
@@ -68,7 +73,7 @@ def test_reserve_is_atomic_across_threads() -> None:
     assert sorted(results) == ["new"] + ["pending"] * 15
 
 
-def test_rate_limit_sliding_window() -> None:
+def test_rate_limit_fixed_window() -> None:
     limiter = RateLimiter(3, 3600)
     with time_machine.travel(T0, tick=False) as traveller:
         assert limiter.acquire("a") is None
@@ -76,12 +81,13 @@ def test_rate_limit_sliding_window() -> None:
         assert limiter.acquire("a") is None
         assert limiter.acquire("a") is None
         assert limiter.acquire("a") == 3000
+        assert limiter.acquire("a") == 3000  # a refused hit does not count
         assert limiter.acquire("b") is None
-        traveller.shift(3000)  # the first hit leaves the window
+        traveller.shift(3000)  # the window is over
         assert limiter.acquire("a") is None
-        assert limiter.acquire("a") == 600
-        traveller.shift(600)
         assert limiter.acquire("a") is None
+        assert limiter.acquire("a") is None
+        assert limiter.acquire("a") == 3600
 
 
 def test_refund_gives_the_hit_back() -> None:
@@ -98,11 +104,43 @@ def test_zero_limit_allows_everything() -> None:
     assert all(limiter.acquire("a") is None for _ in range(100))
 
 
-def test_old_keys_are_swept() -> None:
-    limiter = RateLimiter(5, 60)
-    with time_machine.travel(T0, tick=False) as traveller:
-        for n in range(100):
-            limiter.acquire(f"user{n}")
-        traveller.shift(121)
-        limiter.acquire("new")
-        assert list(limiter._hits) == ["new"]
+def test_redis_replay_store_states_and_expiry(redis_url: str) -> None:
+    store, other_process = (
+        RedisReplayStore(connect(redis_url)),
+        RedisReplayStore(connect(redis_url)),
+    )
+    jti, expires_at = uuid.uuid4().hex, time.time() + 600
+    assert store.reserve(jti, expires_at).state == "new"
+    assert other_process.reserve(jti, expires_at).state == "pending"
+    assert 590 <= store.client.ttl(KEY_PREFIX + jti) <= 601
+    store.complete(jti, "<id@x>")
+    other_process.release(jti)  # a sent key is never released
+    assert other_process.reserve(jti, expires_at) == Reservation("sent", "<id@x>")
+    assert 590 <= store.client.ttl(KEY_PREFIX + jti) <= 601, "complete keeps the expiry"
+
+
+def test_redis_replay_store_release_lets_a_retry_send(redis_url: str) -> None:
+    store = RedisReplayStore(connect(redis_url))
+    jti = uuid.uuid4().hex
+    assert store.reserve(jti, time.time() + 60).state == "new"
+    store.release(jti)
+    assert store.reserve(jti, time.time() + 60).state == "new"
+
+
+def test_redis_rate_limit_is_shared_and_refunded(redis_url: str) -> None:
+    one, other_process = (RateLimiter(2, 3600, storage_uri=redis_url) for _ in range(2))
+    key = uuid.uuid4().hex
+    assert one.acquire(key) is None
+    assert other_process.acquire(key) is None
+    assert 3590 <= (one.acquire(key) or 0) <= 3600
+    other_process.refund(key)
+    assert one.acquire(key) is None
+    assert other_process.acquire(key) is not None
+
+
+def test_unreachable_redis_is_store_unavailable() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(StoreUnavailable):
+        RedisReplayStore(connect(url, timeout=0.5)).reserve("jti", time.time() + 60)
+    with pytest.raises(StoreUnavailable):
+        RateLimiter(1, 60, storage_uri=url, socket_connect_timeout=0.5).acquire("key")

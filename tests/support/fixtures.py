@@ -1,6 +1,6 @@
 """Shared pytest fixtures; ``tests/conftest.py`` star-imports this module.
 
-Tests that need something from outside Python (PostgreSQL, Debian's chromium) call
+Tests that need something from outside Python (PostgreSQL, Redis, Debian's chromium) call
 :func:`require_ci_or_skip` when it is missing: outside CI they skip with the reason,
 under ``CI=true`` they fail, so a CI run can never pass by skipping them.
 """
@@ -14,19 +14,24 @@ from typing import NoReturn
 import pytest
 
 from tests.support.postgres import fresh_database_url
+from tests.support.redis_server import RedisServer, redis_server_binary
 from tests.support.smtp_server import SMTPSink
 
 __all__ = [
     "POSTGRES_URL_ENV",
+    "REDIS_URL_ENV",
     "SECURE_SMTP_AUTH",
     "in_ci",
     "postgres_url",
+    "private_redis",
+    "redis_url",
     "require_ci_or_skip",
     "secure_smtp_server",
     "smtp_server",
 ]
 
 POSTGRES_URL_ENV = "CONFIRM_MAIL_TEST_POSTGRES_URL"
+REDIS_URL_ENV = "CONFIRM_MAIL_TEST_REDIS_URL"
 SECURE_SMTP_AUTH = ("mailer", "mailer-password")
 
 
@@ -63,3 +68,29 @@ def postgres_url(worker_id: str) -> str:
     if not server_url:
         require_ci_or_skip("PostgreSQL not available: run scripts/test, which starts one")
     return fresh_database_url(server_url, f"cm_test_{worker_id}")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of the Redis server ``scripts/test`` started, shared by the session.
+
+    Tests keep apart by their keys (token ids, recipients), never by flushing it.
+    """
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        require_ci_or_skip("Redis not available: run scripts/test, which starts one")
+    return url
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A ``redis-server`` of the test's own, which it may stop and start again."""
+    binary = redis_server_binary()
+    if binary is None:
+        require_ci_or_skip("redis-server not installed: run scripts/test, which installs it")
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
