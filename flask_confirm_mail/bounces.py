@@ -41,10 +41,6 @@ COMPLAINT = "complaint"
 KINDS = (BOUNCE, COMPLAINT)
 SMTP_SOURCE = "smtp"
 MAX_REASON_LENGTH = 300
-#: The start of the errors :mod:`flask_confirm_mail.smtp` raises for a 5xx answer to RCPT
-#: or DATA: only those say the address is at fault (a missing sender or a header that
-#: could break its line is permanent too, but the address is fine).
-SMTP_REFUSALS = ("SMTP server refused the recipient", "SMTP server rejected the message")
 
 logger = logging.getLogger("flask_confirm_mail")
 
@@ -262,30 +258,19 @@ def records_of(app: Flask) -> BounceRecords | None:
     return records
 
 
-def is_refusal(error: str) -> bool:
-    """Whether a delivery error text is an SMTP server's 5xx to RCPT or DATA."""
-    return error.startswith(SMTP_REFUSALS)
-
-
 # --- the SMTP side: the delivery signals -------------------------------------------------------
 
 
 def _on_delivery_failed(
     app: Flask,
     *,
-    permanent: bool = False,
-    recipient: str | None = None,
+    bounced: bool = False,
+    message_id: str | None = None,
     error: str = "",
-    outbox_id: int | None = None,
     **_: Any,
 ) -> None:
     records = records_of(app)
-    if records is None or not permanent or recipient is None or not is_refusal(error):
-        return
-    c = records.outbox_table.c
-    with records.db.engine.connect() as conn:
-        message_id = conn.execute(sa.select(c.message_id).where(c.id == outbox_id)).scalar()
-    if message_id is not None:
+    if records is not None and bounced and message_id is not None:
         records.apply(app, message_id=message_id, kind=BOUNCE, reason=error, source=SMTP_SOURCE)
 
 

@@ -169,6 +169,8 @@ class Deliverer:
                 error=str(error),
                 recipient=email.recipient,
                 permanent=error.permanent,
+                bounced=error.bounced,
+                message_id=email.message_id,
             )
         report.sent = len(sent)
         report.dead = sum(1 for when in retry_at.values() if when is None)

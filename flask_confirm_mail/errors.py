@@ -51,11 +51,17 @@ class ExpiredToken(InvalidToken):
 
 
 class DeliveryError(ConfirmMailError):
-    """A message could not be handed over; ``permanent`` ones are not retried."""
+    """A message could not be handed over; ``permanent`` ones are not retried.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    ``bounced``: the receiving server refused the recipient or the message for good (a
+    5xx to ``RCPT`` or after ``DATA``), so the address cannot receive mail. Implies
+    ``permanent``; a refused sender or a bad header is permanent but not a bounce.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, bounced: bool = False) -> None:
         super().__init__(message)
-        self.permanent = permanent
+        self.permanent = permanent or bounced
+        self.bounced = bounced
 
 
 class WebhookError(ConfirmMailError):

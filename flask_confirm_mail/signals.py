@@ -57,7 +57,8 @@ delivery_failed = _signals.signal(
 
     Arguments: ``outbox_id``, ``attempt``, ``dead`` (``True`` when no retry is left),
     ``error`` (a short text with no secret in it), ``recipient``, ``permanent`` (the
-    server refused for good: not retried).
+    server refused for good: not retried), ``bounced`` (it refused the recipient or the
+    message: a 5xx to ``RCPT`` or after ``DATA``), ``message_id``.
     """,
 )
 

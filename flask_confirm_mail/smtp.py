@@ -208,12 +208,16 @@ class SMTPSession:
             codes = [code for code, _ in exc.recipients.values()]
             raise DeliveryError(
                 f"SMTP server refused the recipient ({', '.join(map(str, codes))})",
-                permanent=all(code >= 500 for code in codes),
+                bounced=all(code >= 500 for code in codes),
             ) from None
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
                 raise DeliveryError(
-                    f"SMTP server rejected the message ({exc.smtp_code})", permanent=True
+                    f"SMTP server rejected the message ({exc.smtp_code})",
+                    permanent=True,
+                    # After DATA the message was refused; a 5xx to MAIL FROM or HELO
+                    # is about us (the sender), not about the recipient's address.
+                    bounced=isinstance(exc, smtplib.SMTPDataError),
                 ) from None
             self._drop()
             raise DeliveryError(f"SMTP server answered {exc.smtp_code}") from None
@@ -221,7 +225,7 @@ class SMTPSession:
             self._drop()
             raise DeliveryError(f"SMTP connection failed ({type(exc).__name__})") from None
         if refused:
-            raise DeliveryError("SMTP server refused the recipient", permanent=True)
+            raise DeliveryError("SMTP server refused the recipient", bounced=True)
 
     def _drop(self) -> None:
         client, self._client = self._client, None

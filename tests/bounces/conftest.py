@@ -19,12 +19,23 @@ from flask_confirm_mail.bounces import BounceMark, records_of
 
 
 class RefusingHandler:
-    """Answers ``550 5.1.1`` to RCPT for the addresses in :attr:`refused`; keeps the rest."""
+    """Answers ``550 5.1.1`` to RCPT for the addresses in :attr:`refused`; keeps the rest.
+    With :attr:`refuse_sender`, answers ``550 5.7.1`` to MAIL FROM instead."""
 
     def __init__(self) -> None:
         self.refused: set[str] = set()
+        self.refuse_sender = False
         self.received: list[list[str]] = []
         self._lock = threading.Lock()
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if self.refuse_sender:
+            return "550 5.7.1 Sender not allowed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any

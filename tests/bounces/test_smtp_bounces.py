@@ -58,6 +58,22 @@ def test_550_at_rcpt_marks_the_address(
     assert handler.received == [["fine@example.org"]]
 
 
+def test_a_refused_sender_is_not_a_bounce_of_the_recipient(
+    build_app: Any, refusing_server: tuple[RefusingHandler, int], tmp_path: Any
+) -> None:
+    handler, port = refusing_server
+    handler.refuse_sender = True  # 550 to MAIL FROM: our sender is at fault, not the address
+    app = build_app(f"sqlite:///{tmp_path / 'mail-from.db'}", config={"MAIL_PORT": port})
+    _sign_up(app)
+    [row] = outbox_rows(app)
+    assert row.status == outbox.DEAD, "a 5xx is still not retried"
+    assert mark_of(app, ADDRESS) is None
+    handler.refuse_sender = False
+    handler.refused.add("fine@example.org")  # control: a 550 at RCPT on the same server marks
+    _sign_up(app, "fine@example.org")
+    assert mark_of(app, "fine@example.org") is not None
+
+
 @pytest.mark.parametrize("code", [421, 451, 452])
 def test_a_soft_failure_marks_nothing_and_is_retried(
     make_app: Any, smtp_server: SMTPSink, code: int, bounced_signals: list[dict[str, Any]]
