@@ -139,7 +139,11 @@ class Deliverer:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         for email in sent:
             signals.message_delivered.send(
-                app, outbox_id=email.outbox_id, attempt=email.attempt, message_id=email.message_id
+                app,
+                outbox_id=email.outbox_id,
+                attempt=email.attempt,
+                message_id=email.message_id,
+                recipient=email.recipient,
             )
             signals.confirmation_sent.send(
                 app,
@@ -158,7 +162,13 @@ class Deliverer:
                 error,
             )
             signals.delivery_failed.send(
-                app, outbox_id=email.outbox_id, attempt=email.attempt, dead=dead, error=str(error)
+                app,
+                outbox_id=email.outbox_id,
+                attempt=email.attempt,
+                dead=dead,
+                error=str(error),
+                recipient=email.recipient,
+                permanent=error.permanent,
             )
         report.sent = len(sent)
         report.dead = sum(1 for when in retry_at.values() if when is None)

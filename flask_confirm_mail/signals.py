@@ -46,7 +46,8 @@ message_delivered = _signals.signal(
     "message-delivered",
     doc="""An outbox message was delivered.
 
-    Arguments: ``outbox_id``, ``attempt`` (1 for the first try), ``message_id``.
+    Arguments: ``outbox_id``, ``attempt`` (1 for the first try), ``message_id``,
+    ``recipient`` (the address it went to).
     """,
 )
 
@@ -55,6 +56,7 @@ delivery_failed = _signals.signal(
     doc="""An outbox message could not be delivered on this attempt.
 
     Arguments: ``outbox_id``, ``attempt``, ``dead`` (``True`` when no retry is left),
-    ``error`` (a short text with no secret in it).
+    ``error`` (a short text with no secret in it), ``recipient`` (the address),
+    ``permanent`` (``True`` when the server refused it for good, a 5xx answer: a bounce).
     """,
 )

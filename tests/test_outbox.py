@@ -282,3 +282,34 @@ def test_a_stopped_loop_holds_no_batch(make_app: Any, smtp_server: SMTPSink) -> 
     assert {(row.status, row.attempts, row.claimed_by) for row in waiting} == {(PENDING, 0, None)}
     assert _drain(app).sent == 20
     assert len(smtp_server.wait_for(30)) == 30
+
+
+def test_signals_carry_the_recipient_and_whether_a_refusal_is_permanent(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def on_delivered(sender: Flask, **kwargs: Any) -> None:
+        seen.append(("delivered", kwargs))
+
+    def on_failed(sender: Flask, **kwargs: Any) -> None:
+        seen.append(("failed", kwargs))
+
+    client = app.test_client()
+    with message_delivered.connected_to(on_delivered, app):
+        with delivery_failed.connected_to(on_failed, app):
+            smtp_server.fail_next(1, code=550)
+            client.post("/signup", data={"email": "bounce@example.org"})
+            _drain(app)
+            smtp_server.fail_next(1, code=451)
+            client.post("/signup", data={"email": "later@example.org"})
+            _drain(app)
+            client.post("/signup", data={"email": "fine@example.org"})
+            _drain(app)
+    summary = [(kind, kw["recipient"], kw.get("permanent")) for kind, kw in seen]
+    assert summary == [
+        ("failed", "bounce@example.org", True),
+        ("failed", "later@example.org", False),
+        ("delivered", "fine@example.org", None),
+    ]
