@@ -51,8 +51,16 @@ class ExpiredToken(InvalidToken):
 
 
 class DeliveryError(ConfirmMailError):
-    """A message could not be handed over; ``permanent`` ones are not retried."""
+    """A message could not be handed over; ``permanent`` ones are not retried.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    ``outcome_unknown``: the message was handed over but its answer was lost (the SMTP
+    connection dropped after the message's final dot), so it may have been delivered;
+    it is retried with the same Message-ID.
+    """
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, outcome_unknown: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.outcome_unknown = outcome_unknown
