@@ -270,7 +270,8 @@ class Deliverer:
             for future in done:
                 outcomes[futures[future].outbox_id] = future.result()
             if pending and time.monotonic() >= next_beat:
-                self._extend_lease(worker_id, [futures[f].outbox_id for f in pending])
+                # Every row of the batch: those already sent are recorded only at its end.
+                self._extend_lease(worker_id, [email.outbox_id for email in emails])
                 next_beat = time.monotonic() + heartbeat
         return outcomes
 
