@@ -272,3 +272,22 @@ def test_a_database_restart_after_sending_does_not_send_the_batch_again(
         "duplicated": 0,
         "lost": 0,
     }, output
+
+
+@pytest.mark.slow
+def test_an_idle_worker_wakes_on_the_commit_on_postgresql(
+    build_app: Any, smtp_server: SMTPSink, postgres_url: str
+) -> None:
+    """The worker polls every 60 s: only the NOTIFY of the commit can bring the email
+    out within the 20 s the test waits."""
+    app = build_app(postgres_url, config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    worker = _worker(postgres_url, smtp_server, "--poll-interval", "60")
+    try:
+        assert worker.stdout is not None
+        assert b"started" in worker.stdout.readline()
+        time.sleep(1.0)  # the worker's first claim found nothing; it now waits
+        requested = _enqueue_many(app, 3)
+        smtp_server.wait_for(3, timeout=20)
+    finally:
+        output = _stop(worker)
+    assert tally(smtp_server, requested)["delivered"] == 3, output
