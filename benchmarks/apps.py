@@ -78,6 +78,7 @@ def create_ours(
     mailer_wire: str = "v1",
     poll_interval: float = 1.0,
     create_tables: bool = True,
+    concurrency: int = 8,
 ) -> Flask:
     """The extension's app: ``POST /signup`` (a :func:`signup_view`) and ``/confirm/...``."""
     app = _base_app("bench_ours", database_url)
@@ -90,6 +91,7 @@ def create_ours(
         CONFIRM_MAIL_DELIVERY=delivery,
         CONFIRM_MAIL_TRANSPORT=transport,
         CONFIRM_MAIL_POLL_INTERVAL=poll_interval,
+        CONFIRM_MAIL_CONCURRENCY=concurrency,
     )
     if transport == "remote":
         app.config.update(

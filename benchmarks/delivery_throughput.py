@@ -10,6 +10,10 @@ each message (a real provider takes tens to hundreds of milliseconds).
   building the MIME message, sending over one connection per batch, recording;
 - Flask-Mail's default: ``mail.send(message)`` per message, which opens and closes a
   connection each time (messages built before the clock starts).
+
+Then, against servers answering in 100 ms and 300 ms (a real provider's range): one
+delivery loop at ``CONFIRM_MAIL_CONCURRENCY`` 1, 8, 32 and 64, each rate shown as a share
+of its ideal (concurrency / latency) and as a multiple of one connection's rate.
 """
 
 from __future__ import annotations
@@ -75,9 +79,14 @@ class Raw:
 class Ours:
     """One delivery loop draining ``count`` pending outbox rows per round."""
 
-    def __init__(self, context: BenchContext, sink: SinkProcess, count: int) -> None:
+    def __init__(
+        self, context: BenchContext, sink: SinkProcess, count: int, concurrency: int = 8
+    ) -> None:
         self.app = create_ours(
-            context.sqlite_url("delivery"), delivery="worker", smtp_port=sink.port
+            context.sqlite_url(f"delivery-c{concurrency}"),
+            delivery="worker",
+            smtp_port=sink.port,
+            concurrency=concurrency,
         )
         self.deliverer = get_flow(self.app).deliverer
         self.count = count
@@ -195,7 +204,56 @@ def run(context: BenchContext) -> ScenarioReport:
         "raw": median(raw.cpu) * 1000,
         "ours": median(ours.cpu) * 1000,
     }
+    for latency in (0.1, 0.3):
+        _by_concurrency(context, report, latency)
     return report
+
+
+CONCURRENCIES = (1, 8, 32, 64)
+
+
+def _by_concurrency(context: BenchContext, report: ScenarioReport, latency: float) -> None:
+    """One loop at each concurrency against a server answering in ``latency`` seconds."""
+    rounds = context.size(3, 1)
+    ms = f"{latency * 1000:g} ms"
+    table = Table(
+        f"Messages per second by CONFIRM_MAIL_CONCURRENCY, SMTP answers after {ms} "
+        f"(median of {rounds} rounds; ratio: to concurrency 1)",
+        [Column("rate", "msg/s", 1), Column("of_ideal", "of concurrency/latency", 2)],
+        baseline="c1",
+    )
+    report.tables.append(table)
+    cpu: dict[str, float] = {}
+    with SinkProcess(delay=latency) as sink:
+        for concurrency in CONCURRENCIES:
+            count = max(context.size(20, 20, 5), concurrency * context.size(20, 10, 1))
+            ours = Ours(context, sink, count, concurrency=concurrency)
+            try:
+                context.log(f"{KEY}: concurrency {concurrency} at {ms}, {count} messages")
+                rates = [ours.round() for _ in range(rounds)]
+            finally:
+                ours.close()
+            ideal = concurrency / latency
+            table.rows.append(
+                Row(
+                    f"c{concurrency}",
+                    f"concurrency {concurrency} (ideal {ideal:g} msg/s)",
+                    rounds={"rate": rates, "of_ideal": [rate / ideal for rate in rates]},
+                )
+            )
+            cpu[f"c{concurrency}"] = median(ours.cpu) * 1000
+    report.settings[f"cpu_ms_per_message_at_{ms}"] = cpu
+    at32 = table.value("c32", "rate")
+    target = 200 if latency == 0.1 else 80
+    report.targets.append(
+        Target(
+            KEY,
+            f"concurrency 32 at {ms}",
+            "-" if at32 is None else f"{at32:.0f} msg/s",
+            f">= {target} msg/s",
+            None if at32 is None else at32 >= target,
+        )
+    )
 
 
 def _ceiling_note(raw: Raw, ours: Ours, raw_rate: float | None) -> str:

@@ -1,5 +1,5 @@
-"""``flask confirm-mail ...``: send, confirm, status, worker, outbox, retry, prune,
-bounces."""
+"""``flask confirm-mail ...``: send, confirm, status, worker, check, outbox, retry,
+prune, bounces."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .addresses import normalize_address
 from .bounces import records_of
 from .confirmation import get_flow
 from .delivery import DeliveryLoop
-from .errors import AddressError
+from .errors import AddressError, DeliveryError
 from .users import CHANGE, SIGNUP
 
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
@@ -96,9 +96,13 @@ def status_command(email: str) -> None:
 @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
 @click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
 def worker_command(once: bool, poll_interval: float | None) -> None:
-    """Deliver outbox messages until stopped (SIGTERM or Ctrl-C finish the batch first)."""
+    """Deliver outbox messages until stopped.
+
+    SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once.
+    On PostgreSQL the worker wakes up on each enqueuing commit (LISTEN/NOTIFY).
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    loop = DeliveryLoop(app, get_flow().deliverer, poll_interval=poll_interval)
+    loop = DeliveryLoop(app, get_flow().deliverer, poll_interval=poll_interval, listen=not once)
 
     def stop(signum: int, frame: Any) -> None:
         loop.stop()
@@ -109,24 +113,47 @@ def worker_command(once: bool, poll_interval: float | None) -> None:
     total = loop.run(until_idle=once)
     click.echo(
         f"confirm-mail worker {loop.worker_id} stopped: {total.sent} sent, "
-        f"{total.retried} to retry, {total.dead} dead.",
+        f"{total.retried} to retry, {total.dead} dead, {total.given_back} given back.",
         err=True,
     )
 
 
+@cli_group.command("check")
+def check_command() -> None:
+    """Try the delivery connection now (SMTP: connect, TLS, login, NOOP)."""
+    transport = get_flow().transport
+    try:
+        reached = transport.check()
+    except DeliveryError as exc:
+        raise click.ClickException(f"Delivery check failed: {exc}") from None
+    click.echo(reached or f"{type(transport).__name__} has no connection to check.")
+
+
 @cli_group.command("outbox")
 def outbox_command() -> None:
-    """Count messages per status and list the dead ones."""
+    """Count messages per status, show the last delivery error, list the dead ones.
+
+    Each dead message says ``refused`` (the server said no for good), ``outcome unknown``
+    (an attempt lost its connection after sending: it may have been delivered) or
+    ``undelivered``.
+    """
     flow = get_flow()
     with flow.db.engine.connect() as conn:
         counts = outbox.status_counts(conn, flow.outbox_table)
+        last = outbox.last_failure(conn, flow.outbox_table)
         dead = outbox.dead_messages(conn, flow.outbox_table)
     for status, count in counts.items():
         click.echo(f"{status:8} {count}")
-    for row in dead:
+    if last is not None:
         click.echo(
-            f"dead {row.id}: to {row.recipient} ({row.purpose}), {row.attempts} attempt(s), "
-            f"last error: {row.last_error or '-'}"
+            f"last error: {last.last_error} (email {last.id} to {last.recipient}, "
+            f"{last.failed_at:%Y-%m-%d %H:%M:%S} UTC, now {last.status})"
+        )
+    for row in dead:
+        unknown = f", {row.unknown_outcomes} with outcome unknown" if row.unknown_outcomes else ""
+        click.echo(
+            f"dead {row.id}: to {row.recipient} ({row.purpose}), {outbox.dead_verdict(row)}, "
+            f"{row.attempts} attempt(s){unknown}, last error: {row.last_error or '-'}"
         )
 
 

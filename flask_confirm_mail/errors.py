@@ -56,12 +56,24 @@ class DeliveryError(ConfirmMailError):
     ``bounced``: the receiving server refused the recipient or the message for good (a
     5xx to ``RCPT`` or after ``DATA``), so the address cannot receive mail. Implies
     ``permanent``; a refused sender or a bad header is permanent but not a bounce.
+
+    ``outcome_unknown``: the message was handed over but its answer was lost (the SMTP
+    connection dropped after the message's final dot), so it may have been delivered;
+    it is retried with the same Message-ID.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False, bounced: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        bounced: bool = False,
+        outcome_unknown: bool = False,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent or bounced
         self.bounced = bounced
+        self.outcome_unknown = outcome_unknown
 
 
 class WebhookError(ConfirmMailError):

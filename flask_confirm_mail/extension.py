@@ -102,12 +102,14 @@ class ConfirmMail:
         )
         if "mail" not in app.extensions:
             Mail().init_app(app)
+        transport = self.transport or _configured_transport(settings)
+        transport.init_app(app)  # checks its settings (MAIL_PORT=abc fails here)
         flow = ConfirmationFlow(
             db=self.db,
             outbox_model=self.outbox_model,
             settings=settings,
             columns=columns,
-            transport=self.transport or _configured_transport(settings),
+            transport=transport,
         )
         flow.user_getter = self._user_getter
         self._flows.add(flow)

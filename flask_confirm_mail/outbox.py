@@ -12,13 +12,28 @@ message whose worker died is taken again once the lease is over. Claiming is one
 concurrent workers skip each other's rows; on SQLite it runs under the database's single
 writer lock. The partial index on ``due_at`` covers only claimable rows, so claiming
 costs the same however many ``sent`` rows the table holds.
+
+A worker extends the lease of the rows it is still sending (:func:`extend_lease`), gives
+back the rows it will not send (:func:`release`), and records each outcome. A delivery is
+recorded even by a worker whose lease ran out (:func:`mark_sent`), so a slow batch is not
+sent again for ever. Each failed attempt records its kind (:data:`FAILURES`): a refusal is
+the server's answer; an *unknown* outcome is a connection lost after the message was
+handed over, which may or may not have been delivered.
+
+On PostgreSQL the transaction that adds rows also sends a ``NOTIFY``; an idle worker's
+:class:`OutboxListener` ``LISTEN``\\ s for it and claims the new email a few milliseconds
+after the commit instead of at its next poll. Polling (``CONFIRM_MAIL_POLL_INTERVAL``)
+stays the safety net: retries coming due, a notification missed while the listener
+reconnected, other databases.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -27,7 +42,11 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
+logger = logging.getLogger("flask_confirm_mail")
+
 TABLE_NAME = "confirm_mail_outbox"
+#: The PostgreSQL channel notified by each transaction that adds outbox rows.
+NOTIFY_CHANNEL = "confirm_mail_outbox"
 
 PENDING = "pending"
 SENDING = "sending"
@@ -36,6 +55,15 @@ DEAD = "dead"
 STATUSES = (PENDING, SENDING, SENT, DEAD)
 CLAIMABLE = (PENDING, SENDING)
 MAX_ERROR_LENGTH = 500
+
+#: Kinds of failed attempt: the server refused for good (5xx), a temporary failure (4xx,
+#: no connection), or the connection was lost after the message was sent (outcome unknown).
+REFUSED = "refused"
+TEMPORARY = "temporary"
+UNKNOWN = "unknown"
+FAILURES = (REFUSED, TEMPORARY, UNKNOWN)
+#: The error recorded when a lease ends on a message's last allowed attempt.
+LEASE_LOST_ERROR = "The worker's lease ended during the last attempt: outcome unknown"
 
 #: The claimable statuses written into the SQL as literals, not bound parameters: only
 #: then can the database see that the claim's ``WHERE`` implies the partial index's
@@ -96,6 +124,13 @@ def _define(db: SQLAlchemy) -> type[Any]:
         due_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), default=utcnow)
         claimed_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
         last_error: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+        #: The kind of the last failed attempt, one of :data:`FAILURES`.
+        last_failure: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+        #: When the last attempt failed (naive UTC).
+        failed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
+        #: Attempts that lost the connection after handing the message over: any of them
+        #: may have delivered it.
+        unknown_outcomes: Mapped[int] = mapped_column(sa.Integer(), default=0)
         message_id: Mapped[str] = mapped_column(sa.String(255))
         created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
         sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
@@ -103,7 +138,23 @@ def _define(db: SQLAlchemy) -> type[Any]:
         def __repr__(self) -> str:
             return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
 
+    sa.event.listen(OutboxMessage, "after_insert", _notify_workers)
     return OutboxMessage
+
+
+_NOTIFIED = "confirm_mail_notified"
+
+
+def _notify_workers(mapper: Any, connection: Connection, target: Any) -> None:
+    """On PostgreSQL, ``NOTIFY`` idle workers, once per transaction (delivered at commit)."""
+    if connection.dialect.name != "postgresql":
+        return
+    transaction = connection.get_transaction()
+    notified = connection.info.get(_NOTIFIED)
+    if transaction is None or (notified is not None and notified() is transaction):
+        return
+    connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+    connection.info[_NOTIFIED] = weakref.ref(transaction)
 
 
 def claim(
@@ -114,8 +165,11 @@ def claim(
     limit: int,
     lease: timedelta,
     ids: Sequence[int] | None = None,
+    max_attempts: int | None = None,
 ) -> list[Any]:
     """Reserve up to ``limit`` due messages (only among ``ids`` when given), oldest first.
+
+    With ``max_attempts``, only messages with an attempt left are taken.
 
     Each row has ``id``, ``user_id``, ``recipient``, ``purpose``, ``context``, ``attempts``
     (counting this one) and ``message_id``.
@@ -123,6 +177,8 @@ def claim(
     now = utcnow()
     c = table.c
     due = sa.select(c.id).where(c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= now)
+    if max_attempts is not None:
+        due = due.where(c.attempts < max_attempts)
     if ids is not None:
         due = due.where(c.id.in_(list(ids)))
     due = due.order_by(c.due_at).limit(limit).with_for_update(skip_locked=True)
@@ -138,15 +194,54 @@ def claim(
     return sorted(rows, key=lambda r: r.id)
 
 
+def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> int:
+    """Make ``dead`` the messages whose lease ended on their last allowed attempt.
+
+    Their worker died or stalled while sending, so whether the message went out is
+    unknown: they count as an unknown outcome. Returns how many.
+    """
+    c = table.c
+    result = conn.execute(
+        sa.update(table)
+        .where(c.status == SENDING, c.due_at <= utcnow(), c.attempts >= max_attempts)
+        .values(
+            status=DEAD,
+            due_at=None,
+            last_error=LEASE_LOST_ERROR,
+            last_failure=UNKNOWN,
+            failed_at=utcnow(),
+            unknown_outcomes=c.unknown_outcomes + 1,
+        )
+    )
+    return int(result.rowcount)
+
+
+def extend_lease(
+    conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str, lease: timedelta
+) -> int:
+    """Move the lease of the messages this worker still holds to ``lease`` from now."""
+    c = table.c
+    result = conn.execute(
+        sa.update(table)
+        .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
+        .values(due_at=utcnow() + lease)
+    )
+    return int(result.rowcount)
+
+
 def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
-    """Record ``ids`` as delivered (only those this worker still holds)."""
+    """Record ``ids`` as delivered, whoever holds them now.
+
+    A worker whose lease ran out while it sent still records the delivery: the email
+    went out, and leaving the row claimable would send it again.
+    """
     if not ids:
         return
     c = table.c
     conn.execute(
         sa.update(table)
-        .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
-        .values(status=SENT, sent_at=utcnow(), due_at=None, last_error=None)
+        .where(c.id.in_(list(ids)), c.status != SENT)
+        .values(status=SENT, sent_at=utcnow(), due_at=None, last_error=None, claimed_by=worker_id)
     )
 
 
@@ -158,8 +253,10 @@ def mark_failed(
     *,
     error: str,
     retry_at: datetime | None,
+    failure: str = TEMPORARY,
 ) -> None:
-    """Record a failed attempt: due again at ``retry_at``, or ``dead`` when it is ``None``."""
+    """Record a failed attempt of kind ``failure`` (one of :data:`FAILURES`): due again at
+    ``retry_at``, or ``dead`` when it is ``None``. Only while this worker holds the row."""
     c = table.c
     conn.execute(
         sa.update(table)
@@ -168,6 +265,9 @@ def mark_failed(
             status=PENDING if retry_at is not None else DEAD,
             due_at=retry_at,
             last_error=error[:MAX_ERROR_LENGTH],
+            last_failure=failure,
+            failed_at=utcnow(),
+            unknown_outcomes=c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
         )
     )
 
@@ -229,11 +329,35 @@ def status_counts(conn: Connection, table: sa.Table) -> dict[str, int]:
     return counts
 
 
-def dead_messages(conn: Connection, table: sa.Table, limit: int = 100) -> list[Any]:
-    """The newest dead messages, with their last error."""
+def last_failure(conn: Connection, table: sa.Table) -> Any | None:
+    """The most recent failed attempt of a message not delivered (yet): ``id``,
+    ``recipient``, ``status``, ``last_error``, ``failed_at``; ``None`` when there is none."""
     c = table.c
     stmt = (
-        sa.select(c.id, c.recipient, c.purpose, c.attempts, c.last_error, c.created_at)
+        sa.select(c.id, c.recipient, c.status, c.last_error, c.failed_at)
+        .where(c.status != SENT, c.failed_at.is_not(None))
+        .order_by(c.failed_at.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).first()
+
+
+def dead_verdict(row: Any) -> str:
+    """What a dead row's history says: ``refused`` (the server said no for good),
+    ``outcome unknown`` (an attempt may have delivered it) or ``undelivered``."""
+    if row.last_failure == REFUSED:
+        return "refused"
+    if row.unknown_outcomes:
+        return "outcome unknown"
+    return "undelivered"
+
+
+def dead_messages(conn: Connection, table: sa.Table, limit: int = 100) -> list[Any]:
+    """The newest dead messages, with their last error and the kinds of failure seen."""
+    c = table.c
+    columns = (c.id, c.recipient, c.purpose, c.attempts, c.last_error, c.created_at)
+    stmt = (
+        sa.select(*columns, c.last_failure, c.unknown_outcomes)
         .where(c.status == DEAD)
         .order_by(c.id.desc())
         .limit(limit)
@@ -249,3 +373,80 @@ def requeue_dead(conn: Connection, table: sa.Table, message_id: int | None = Non
         stmt = stmt.where(c.id == message_id)
     result = conn.execute(stmt.values(status=PENDING, attempts=0, due_at=utcnow(), claimed_by=None))
     return int(result.rowcount)
+
+
+# -- wake-up on PostgreSQL -------------------------------------------------------------
+
+#: Seconds between two waits for notifications (how fast the listener sees a stop).
+LISTEN_SLICE = 1.0
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 10.0
+
+
+class OutboxListener:
+    """A daemon thread holding one connection of ``engine`` that ``LISTEN``\\ s on the
+    outbox channel and calls ``wake`` for each notification (and after each reconnect,
+    since a notification may have been missed meanwhile).
+
+    :param engine: a PostgreSQL engine with the psycopg (3) driver.
+    :param wake: called from the listener's thread; must be quick (set an event).
+    """
+
+    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
+        self.engine = engine
+        self.wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="confirm-mail-listen", daemon=True)
+        #: Set once the first ``LISTEN`` is in place (tests wait for it).
+        self.listening = threading.Event()
+
+    def start(self) -> OutboxListener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """End the thread within about a second."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        delay = RECONNECT_FIRST
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                delay = RECONNECT_FIRST
+            except (sa.exc.DBAPIError, OSError) as exc:
+                logger.warning(
+                    "The outbox listener lost its database connection (%s); polling until "
+                    "it reconnects in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                self._stop.wait(delay)
+                delay = min(RECONNECT_MAX, delay * 2)
+
+    def _listen(self) -> None:
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            conn.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
+            driver = conn.connection.driver_connection
+            self.listening.set()
+            self.wake()
+            while not self._stop.is_set():
+                try:
+                    for _ in driver.notifies(timeout=LISTEN_SLICE):  # type: ignore[union-attr]
+                        self.wake()
+                except Exception as exc:  # psycopg.Error; psycopg is an optional import
+                    raise sa.exc.DBAPIError(None, None, exc) from exc
+        finally:
+            # A connection that listened stays out of the pool: notifications would
+            # pile up on it.
+            conn.invalidate()
+            conn.close()
+
+
+def listener_for(engine: sa.Engine, wake: Callable[[], None]) -> OutboxListener | None:
+    """A started :class:`OutboxListener` when ``engine`` is PostgreSQL through psycopg 3,
+    else ``None`` (the loop polls)."""
+    if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
+        return None
+    return OutboxListener(engine, wake).start()

@@ -73,7 +73,7 @@ def _number(minimum: float, *, integer: bool = False, maximum: float | None = No
         if number < minimum:
             raise ConfigurationError(f"{key} must be at least {minimum}.")
         if maximum is not None and number > maximum:
-            raise ConfigurationError(f"{key} may be at most {maximum:g} seconds.")
+            raise ConfigurationError(f"{key} may be at most {maximum:g}.")
         return number
 
     return parse
@@ -118,6 +118,10 @@ def _one_line(value: Any, key: str, app: Flask) -> str:
 
 def _optional_text(value: Any, key: str, app: Flask) -> str | None:
     return None if value is None else str(value)
+
+
+def _optional_rate(value: Any, key: str, app: Flask) -> float | None:
+    return None if value is None else float(_number(0.001)(value, key, app))
 
 
 def _flag(value: Any, key: str, app: Flask) -> bool:
@@ -364,7 +368,26 @@ class Settings:
         30, _number(0), "First retry delay in seconds; doubles each attempt, with jitter."
     )
     retry_max = Option(3600, _number(0), "Largest retry delay in seconds.")
-    batch_size = Option(20, _integer(1), "Messages claimed and sent over one connection per batch.")
+    batch_size = Option(
+        20,
+        _integer(1),
+        "Messages claimed per batch (raised to a multiple of `CONCURRENCY`, at least one "
+        "message per connection).",
+    )
+    concurrency = Option(
+        8,
+        _integer(1, 256),
+        "Emails in flight at once per delivery process, each over its own reused "
+        "connection: at most this many SMTP connections are open. Providers cap "
+        "concurrent connections per account (often 10 to 20): stay below that across "
+        "all processes.",
+    )
+    max_rate = Option(
+        None,
+        _optional_rate,
+        "Messages per second per delivery process, for providers that cap the send "
+        "rate. Unset: no limit.",
+    )
     lease = Option(
         120,
         _duration(),

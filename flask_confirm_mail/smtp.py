@@ -154,17 +154,43 @@ class SMTPSettings:
         return self.ssl_context or ssl.create_default_context()
 
 
+def _dot_terminated(data: bytes) -> bytes:
+    """``data`` as DATA sends it: leading dots doubled, ended by ``CRLF . CRLF``."""
+    data = _LEADING_DOT.sub(b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+#: Back-off of one connection after a 4xx answer: first delay and cap, seconds.
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+
 class SMTPSession:
     """A lazily opened SMTP connection, reused across messages; a context manager.
 
     :meth:`send` raises :class:`DeliveryError`: ``permanent`` when the server refused
-    the recipient or the message for good (5xx), otherwise the caller retries later.
-    After a connection-level failure the next :meth:`send` opens a new connection.
+    the recipient or the message for good (5xx), ``outcome_unknown`` when the connection
+    was lost after the whole message was sent (it may have been delivered), otherwise
+    the caller retries later. After a connection-level failure the next :meth:`send`
+    opens a new connection. After a 4xx answer the next :meth:`send` on this session
+    waits first (0.5 s, doubling to 30 s while 4xx answers go on): the server asked
+    this connection to slow down.
+
+    The steps of ``sendmail`` (``MAIL``, ``RCPT``, ``DATA``) are taken one by one so
+    that a connection lost while waiting for the answer to the message can be told
+    apart from one lost before the message was sent.
     """
 
-    def __init__(self, settings: SMTPSettings) -> None:
+    def __init__(self, settings: SMTPSettings, *, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self._client: smtplib.SMTP | None = None
+        self._clock = clock
+        self._backoffs = 0
+        #: When this session may send again (``clock()`` time), after a 4xx answer.
+        self.resume_at = 0.0
 
     def __enter__(self) -> SMTPSession:
         return self
@@ -176,6 +202,11 @@ class SMTPSession:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the server, for error messages."""
+        return f"{self.settings.host}:{self.settings.port}"
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -194,24 +225,73 @@ class SMTPSession:
             raise
         return client
 
+    def check(self) -> None:
+        """Connect (STARTTLS, AUTH as configured), say ``NOOP``, then ``QUIT``.
+
+        :raises DeliveryError: the server cannot be reached or refused the session.
+        """
+        try:
+            client = self._connect()
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"SMTP server {self.address} refused the login ({exc.smtp_code})"
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(self._connection_failed(exc)) from None
+        try:
+            code, _ = client.noop()
+            if code != 250:
+                raise DeliveryError(f"SMTP server {self.address} answered NOOP with {code}")
+        finally:
+            try:
+                client.quit()
+            except (OSError, smtplib.SMTPException):
+                client.close()
+
+    def _connection_failed(self, exc: BaseException) -> str:
+        detail = getattr(exc, "strerror", None) or type(exc).__name__
+        return f"SMTP connection to {self.address} failed ({type(exc).__name__}: {detail})"
+
     def send_message(self, message: Message) -> None:
         """Send a message built by :func:`build_message` to its one recipient."""
         self.send(envelope_sender(message), str(message["To"]), message.as_bytes())
 
     def send(self, sender: str, recipient: str, data: bytes) -> None:
         """Send ``data`` from ``sender`` to ``recipient`` over the (re)opened connection."""
+        wait = self.resume_at - self._clock()
+        if wait > 0:
+            time.sleep(wait)
+        handed_over = False
         try:
             if self._client is None:
                 self._client = self._connect()
-            refused = self._client.sendmail(sender, [recipient], data)
+            client = self._client
+            client.ehlo_or_helo_if_needed()
+            size = [f"size={len(data)}"] if client.does_esmtp and client.has_extn("size") else []
+            code, reply = client.mail(sender, size)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, sender)
+            code, reply = client.rcpt(recipient)
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+            code, reply = client.docmd("data")
+            if code != 354:
+                raise smtplib.SMTPDataError(code, reply)
+            client.send(_dot_terminated(data))
+            handed_over = True
+            code, reply = client.getreply()
+            if code != 250:
+                raise smtplib.SMTPDataError(code, reply)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
+            self._answered(min(codes))
             raise DeliveryError(
                 f"SMTP server refused the recipient ({', '.join(map(str, codes))})",
                 bounced=all(code >= 500 for code in codes),
             ) from None
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+                self._answered(exc.smtp_code)
                 raise DeliveryError(
                     f"SMTP server rejected the message ({exc.smtp_code})",
                     permanent=True,
@@ -219,13 +299,33 @@ class SMTPSession:
                     # is about us (the sender), not about the recipient's address.
                     bounced=isinstance(exc, smtplib.SMTPDataError),
                 ) from None
-            self._drop()
+            if exc.smtp_code == 421 or isinstance(exc, smtplib.SMTPAuthenticationError):
+                self._drop()
+            self._answered(exc.smtp_code)
             raise DeliveryError(f"SMTP server answered {exc.smtp_code}") from None
         except (OSError, smtplib.SMTPException) as exc:
             self._drop()
-            raise DeliveryError(f"SMTP connection failed ({type(exc).__name__})") from None
-        if refused:
-            raise DeliveryError("SMTP server refused the recipient", bounced=True)
+            if handed_over:
+                raise DeliveryError(
+                    f"SMTP connection to {self.address} lost after the message was sent "
+                    f"({type(exc).__name__}): outcome unknown",
+                    outcome_unknown=True,
+                ) from None
+            raise DeliveryError(self._connection_failed(exc)) from None
+        self._backoffs = 0
+
+    def _answered(self, code: int) -> None:
+        """After a refusal: reset the transaction; after a 4xx, back this session off."""
+        if code < 500:
+            self.resume_at = self._clock() + min(
+                BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(self._backoffs, 16)
+            )
+            self._backoffs += 1
+        if self._client is not None:
+            try:
+                self._client.rset()
+            except (OSError, smtplib.SMTPException):
+                self._drop()
 
     def _drop(self) -> None:
         client, self._client = self._client, None
@@ -251,11 +351,14 @@ class SMTPSessionPool:
 
     Threads never share a session. A session idle longer than ``idle_seconds`` is closed
     rather than reused: servers drop idle clients, and a dropped connection would cost the
-    caller a retry.
+    caller a retry. With ``max_open``, no more than that many sessions exist at once: a
+    borrower waits for one to come back. An idle session that is backing off after a
+    4xx answer is lent only when no other is idle.
 
     :param settings: where and how to reach the SMTP server.
-    :param max_idle: how many idle sessions to keep.
+    :param max_idle: how many idle sessions to keep (at most ``max_open``).
     :param idle_seconds: how long an idle session may be reused.
+    :param max_open: how many sessions may exist at once; ``None``: no limit.
     """
 
     def __init__(
@@ -264,34 +367,53 @@ class SMTPSessionPool:
         *,
         max_idle: int = 4,
         idle_seconds: float = 20.0,
+        max_open: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.max_idle = max_idle
+        self.max_idle = max_idle if max_open is None else min(max_idle, max_open)
         self.idle_seconds = idle_seconds
+        self.max_open = max_open
         self._clock = clock
         self._idle: list[tuple[float, SMTPSession]] = []
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_open) if max_open else None
 
     def send_message(self, message: Message) -> None:
         """Send ``message`` on a borrowed session; raises as :meth:`SMTPSession.send`."""
-        session = self._borrow()
+        if self._slots is not None:
+            self._slots.acquire()
         try:
-            session.send_message(message)
-        except BaseException:
-            session.close()
-            raise
-        self._give_back(session)
+            session = self._borrow()
+            try:
+                session.send_message(message)
+            except DeliveryError:
+                self._give_back(session)  # the session reconnects or backs off itself
+                raise
+            except BaseException:
+                session.close()
+                raise
+            self._give_back(session)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
     def _borrow(self) -> SMTPSession:
         with self._lock:
             now = self._clock()
             stale = [s for since, s in self._idle if now - since > self.idle_seconds]
             self._idle = [(since, s) for since, s in self._idle if now - since <= self.idle_seconds]
-            borrowed = self._idle.pop()[1] if self._idle else None
+            borrowed = None
+            if self._idle:
+                # The most recently used among those not backing off.
+                index = min(
+                    range(len(self._idle)),
+                    key=lambda i: (self._idle[i][1].resume_at > now, -self._idle[i][0]),
+                )
+                borrowed = self._idle.pop(index)[1]
         for session in stale:
             session.close()
-        return borrowed or SMTPSession(self.settings)
+        return borrowed or SMTPSession(self.settings, clock=self._clock)
 
     def _give_back(self, session: SMTPSession) -> None:
         with self._lock:

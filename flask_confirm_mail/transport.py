@@ -1,12 +1,13 @@
 """How an email leaves: the :class:`Transport` interface, the :class:`ConfirmationEmail` it
 takes, and the in-process transport, :class:`SMTPTransport`.
 
-The delivery loop hands each claimed email, its link just minted, to the app's transport
-(:meth:`Transport.send`), and calls :meth:`Transport.close` after each batch so no
-connection idles between batches. ``send`` raises
-:class:`~flask_confirm_mail.errors.DeliveryError` when the email was not handed over.
-Both run in an application context of the app that owns the outbox, possibly from
-several threads at once.
+``init_app`` (:meth:`Transport.init_app`) checks the transport's settings when the
+extension starts. The delivery loop hands each claimed email, its link just minted, to the
+app's transport (:meth:`Transport.send`), from up to ``CONFIRM_MAIL_CONCURRENCY`` threads
+at once, and calls :meth:`Transport.close` when it goes idle so no connection idles
+between bursts. ``send`` raises :class:`~flask_confirm_mail.errors.DeliveryError` when the
+email was not handed over. ``flask confirm-mail check`` calls :meth:`Transport.check`.
+All run in an application context of the app that owns the outbox.
 """
 
 from __future__ import annotations
@@ -17,14 +18,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import Message
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import flask_mail
-from flask import current_app, render_template
+from flask import Flask, current_app, render_template
 
 from .addresses import normalize_address
-from .errors import AddressError, DeliveryError
+from .errors import AddressError, ConfigurationError, DeliveryError
 from .settings import Settings
-from .smtp import SMTPSessionPool, SMTPSettings, build_message, format_lifetime
+from .smtp import (
+    SMTPSession,
+    SMTPSessionPool,
+    SMTPSettings,
+    build_message,
+    format_lifetime,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,20 @@ class Transport(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Close what the transport holds open; the next :meth:`send` opens it again."""
 
+    def init_app(self, app: Flask) -> None:  # noqa: B027 - optional hook
+        """Check the settings ``app`` gives this transport, when the extension starts.
+
+        :raises ~flask_confirm_mail.errors.ConfigurationError: naming the setting to fix.
+        """
+
+    def check(self) -> str | None:
+        """Try reaching the destination now (``flask confirm-mail check``), in an app context.
+
+        :return: what was reached, or ``None`` when this transport has nothing to try.
+        :raises ~flask_confirm_mail.errors.DeliveryError: it cannot be reached.
+        """
+        return None
+
     def __enter__(self) -> Transport:
         return self
 
@@ -114,47 +136,91 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
     )
 
 
+def smtp_settings_of(app: Flask, timeout: float) -> SMTPSettings:
+    """The SMTP server ``app``'s Flask-Mail settings name, checked.
+
+    :raises ConfigurationError: a ``MAIL_*`` setting of the wrong type, named.
+    """
+    mail = app.extensions["mail"]
+    port = mail.port
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError(f"MAIL_PORT must be a port number (1 to 65535), not {port!r}.")
+    server = mail.server
+    if not isinstance(server, str) or not server.strip() or any(c.isspace() for c in server):
+        raise ConfigurationError(f"MAIL_SERVER must be a host name or address, not {server!r}.")
+    flags = {"MAIL_USE_TLS": mail.use_tls, "MAIL_USE_SSL": mail.use_ssl}
+    for key, value in flags.items():
+        if value not in (True, False):  # 0 and 1 pass too
+            raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
+    if mail.use_tls and mail.use_ssl:
+        raise ConfigurationError(
+            "Set one of MAIL_USE_TLS (STARTTLS, port 587) and MAIL_USE_SSL (TLS, port 465)."
+        )
+    for key, value in (("MAIL_USERNAME", mail.username), ("MAIL_PASSWORD", mail.password)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{key} must be a string.")
+    return SMTPSettings(
+        host=server,
+        port=port,
+        security="ssl" if mail.use_ssl else "starttls" if mail.use_tls else "none",
+        username=mail.username or None,
+        password=mail.password or None,
+        timeout=timeout,
+    )
+
+
 class SMTPTransport(Transport):
     """``CONFIRM_MAIL_TRANSPORT = "flask_mail"``: SMTP from the app process.
 
     Uses the app's Flask-Mail configuration (``MAIL_SERVER``, ``MAIL_PORT``,
     ``MAIL_USE_TLS``, ``MAIL_USE_SSL``, ``MAIL_USERNAME``, ``MAIL_PASSWORD``,
-    ``MAIL_SUPPRESS_SEND``). Every message is announced on ``flask_mail.email_dispatched``
-    (as an :class:`email.message.Message`), so ``mail.record_messages()`` collects
-    them in an app's tests; with ``MAIL_SUPPRESS_SEND`` nothing goes over the network.
+    ``MAIL_SUPPRESS_SEND``), checked at ``init_app``. Every message is announced on
+    ``flask_mail.email_dispatched`` (as an :class:`email.message.Message`), so
+    ``mail.record_messages()`` collects them in an app's tests; with
+    ``MAIL_SUPPRESS_SEND`` nothing goes over the network. Up to
+    ``CONFIRM_MAIL_CONCURRENCY`` connections are open at once, reused across messages.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._pool: SMTPSessionPool | None = None
+        self._pools: WeakKeyDictionary[Flask, SMTPSessionPool] = WeakKeyDictionary()
 
-    def _sessions(self, mail: Any) -> SMTPSessionPool:
-        if self._pool is None:
-            security = "ssl" if mail.use_ssl else "starttls" if mail.use_tls else "none"
-            try:
-                port = int(mail.port)
-            except (TypeError, ValueError):
-                raise DeliveryError("MAIL_PORT is not a port number.") from None
-            self._pool = SMTPSessionPool(
-                SMTPSettings(
-                    host=mail.server,
-                    port=port,
-                    security=security,
-                    username=mail.username or None,
-                    password=mail.password or None,
-                    timeout=self.settings.smtp_timeout,
-                )
-            )
-        return self._pool
+    def init_app(self, app: Flask) -> None:
+        self._pools[app] = self._new_pool(app)
+
+    def _new_pool(self, app: Flask) -> SMTPSessionPool:
+        concurrency = self.settings.concurrency
+        return SMTPSessionPool(
+            smtp_settings_of(app, self.settings.smtp_timeout),
+            max_open=concurrency,
+            max_idle=concurrency,
+        )
+
+    def _pool(self, app: Flask) -> SMTPSessionPool:
+        pool = self._pools.get(app)
+        if pool is None:
+            pool = self._pools[app] = self._new_pool(app)
+        return pool
 
     def send(self, email: ConfirmationEmail) -> None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         mail = app.extensions["mail"]
         message = render_message(email, self.settings)
         if not mail.suppress:
-            self._sessions(mail).send_message(message)
+            self._pool(app).send_message(message)
         flask_mail.email_dispatched.send(app, message=message)
 
+    def check(self) -> str:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        smtp = self._pool(app).settings
+        if app.extensions["mail"].suppress:
+            return "MAIL_SUPPRESS_SEND is on: nothing is sent, nothing to check"
+        SMTPSession(smtp).check()
+        login = f", logged in as {smtp.username}" if smtp.username else ""
+        return f"SMTP server {smtp.host}:{smtp.port} answered ({smtp.security}{login})"
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        for pool in list(self._pools.values()):
+            pool.close()

@@ -54,7 +54,7 @@ def test_init_app_adds_no_log_filters_and_a_failed_delivery_is_printed() -> None
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "200"
     assert "Delivery of outbox message 1 failed (attempt 1)" in result.stderr
-    assert "SMTP connection failed" in result.stderr
+    assert "SMTP connection to 127.0.0.1:" in result.stderr
 
 
 @pytest.mark.parametrize(

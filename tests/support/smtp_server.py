@@ -2,9 +2,10 @@
 
 Every message it accepts is kept in :attr:`SMTPSink.messages`. Knobs for the unhappy
 paths: :attr:`SMTPSink.delay` (a slow server), :meth:`SMTPSink.fail_next` (4xx/5xx
-answers to DATA) and :meth:`SMTPSink.stop` / :meth:`SMTPSink.start` (an outage, on
-the same port). ``tls=True`` adds STARTTLS with a throwaway certificate, required before
-any mail command; ``auth=(user, password)`` requires AUTH PLAIN or LOGIN.
+answers to DATA), :meth:`SMTPSink.drop_after_data_next` (a connection lost after DATA)
+and :meth:`SMTPSink.stop` / :meth:`SMTPSink.start` (an outage, on the same port).
+``tls=True`` adds STARTTLS with a throwaway certificate, required before any mail
+command; ``auth=(user, password)`` requires AUTH PLAIN or LOGIN.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class _Handler:
                 message=message,
             )
         )
+        if self._sink._take_drop() and server.transport is not None:
+            server.transport.abort()  # kept the message, the client never hears so
         return "250 2.0.0 OK: queued"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -275,6 +278,7 @@ class SMTPSink:
         self.messages: list[ReceivedMail] = []
         self._lock = threading.Lock()
         self._failures: list[int] = []
+        self._drops = 0
         self._controller: _SinkController | None = None
         self.ssl_context: ssl.SSLContext | None = None
         self.cert_path: str | None = None
@@ -363,6 +367,19 @@ class SMTPSink:
             raise ValueError(f"fail_next needs a 4xx or 5xx code, got {code}")
         with self._lock:
             self._failures.extend([code] * count)
+
+    def drop_after_data_next(self, count: int) -> None:
+        """Keep the next ``count`` messages but drop the connection instead of answering
+        (the client cannot tell whether they were delivered)."""
+        with self._lock:
+            self._drops += count
+
+    def _take_drop(self) -> bool:
+        with self._lock:
+            if self._drops:
+                self._drops -= 1
+                return True
+            return False
 
     def _take_failure(self) -> int | None:
         with self._lock:
