@@ -18,6 +18,7 @@ from .bounces import bounce_models_for, install_bounces
 from .cli import cli_group
 from .confirmation import EXTENSION_KEY, ConfirmationFlow, listen_to_session
 from .errors import ConfigurationError
+from .i18n import install_template_gettext
 from .outbox import outbox_model_for
 from .remote import RemoteTransport
 from .settings import OPTION_NAMES, Settings
@@ -117,6 +118,7 @@ class ConfirmMail:
         listen_to_session(self.db)
         if settings.sqlite_tuning and app.extensions.get("sqlalchemy") is self.db:
             _tune_sqlite(app, self.db)
+        install_template_gettext(app)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         install_webhooks(app, settings, install_bounces(app, self.db, flow.outbox_table))
         app.cli.add_command(cli_group)

@@ -23,10 +23,12 @@ def docs() -> Any:
     return docs_extension()
 
 
-def test_at_most_twenty_core_modules_each_saying_its_job(docs: Any) -> None:
+def test_at_most_twenty_two_core_modules_each_saying_its_job(docs: Any) -> None:
     modules = docs.package_modules()
     core = [name for name in modules if not name.startswith("mailer")]
-    assert len(core) <= 20, sorted(core)
+    # 20 for the flow itself, plus i18n (translations) and tasks (Celery), two optional
+    # integrations that each have one job and their own extra.
+    assert len(core) <= 22, sorted(core)
     for name, path in modules.items():
         docstring = ast.get_docstring(ast.parse(path.read_text()))
         assert docstring and docstring.splitlines()[0].strip(), f"{name} has no first line"
