@@ -51,3 +51,16 @@ def is_valid_address(value: object) -> bool:
 def address_domain(address: str) -> str:
     """The domain part of an address that :func:`normalize_address` accepted."""
     return address.rpartition("@")[2]
+
+
+def mask_address(address: str) -> str:
+    """``address`` with most of it hidden, for the email-change notice: ``j***@e***.com``.
+
+    Kept: the first character of the local part, the first character of the domain and
+    the domain's last label (``.com``, ``.uk``); each hidden run is ``***`` whatever its
+    length, so the length of the address does not show either.
+    """
+    local, _, domain = address.rpartition("@")
+    labels = domain.split(".")
+    tail = f".{labels[-1]}" if len(labels) > 1 else ""
+    return f"{local[:1]}***@{domain[:1]}***{tail}"

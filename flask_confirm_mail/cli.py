@@ -1,9 +1,8 @@
 """``flask confirm-mail ...``: send, confirm, status, worker, check, outbox, retry,
-prune, bounces."""
+prune, remind, bounces."""
 
 from __future__ import annotations
 
-import re
 import signal
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from .bounces import records_of
 from .confirmation import get_flow
 from .delivery import DeliveryLoop
 from .errors import AddressError, DeliveryError
+from .settings import parse_age
 from .users import CHANGE, SIGNUP
 
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
@@ -99,10 +99,16 @@ def worker_command(once: bool, poll_interval: float | None) -> None:
     """Deliver outbox messages until stopped.
 
     SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once.
-    On PostgreSQL the worker wakes up on each enqueuing commit (LISTEN/NOTIFY).
+    On PostgreSQL the worker wakes up on each enqueuing commit (LISTEN/NOTIFY). With
+    CONFIRM_MAIL_REMINDERS set, it also queues the reminders due, every
+    CONFIRM_MAIL_REMINDER_INTERVAL.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    loop = DeliveryLoop(app, get_flow().deliverer, poll_interval=poll_interval, listen=not once)
+    flow = get_flow()
+    loop = DeliveryLoop(
+        app, flow.deliverer, poll_interval=poll_interval, listen=not once,
+        before_poll=flow.remind_when_due,
+    )  # fmt: skip
 
     def stop(signum: int, frame: Any) -> None:
         loop.stop()
@@ -172,15 +178,11 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
     click.echo(f"Requeued {count} message(s).")
 
 
-_AGE = re.compile(r"(?P<number>[1-9][0-9]{0,4})(?P<unit>[dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-
-
 def _age(value: str) -> timedelta:
-    match = _AGE.fullmatch(value.strip())
-    if match is None:
-        raise click.BadParameter("give a number and d, h or m, e.g. 14d", param_hint="--older-than")
-    return timedelta(**{_UNITS[match["unit"]]: int(match["number"])})
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
 
 
 @cli_group.command("prune")
@@ -214,6 +216,27 @@ def prune_command(older_than: str, yes: bool) -> None:
     else:
         session.rollback()
         click.echo(f"{len(doomed)} account(s) would be deleted; run again with --yes to delete.")
+
+
+@cli_group.command("remind")
+@click.option("--yes", is_flag=True, help="Queue and send them; without it, only list them.")
+def remind_command(yes: bool) -> None:
+    """Send the CONFIRM_MAIL_REMINDERS due now to sign-ups that never confirmed.
+
+    A dry run unless --yes. Each reminder goes out once per account, however often this
+    runs (from cron, for thread and sync deployments) and beside any worker.
+    """
+    flow = get_flow()
+    if not flow.settings.reminders:
+        raise click.ClickException("No reminders are configured (CONFIRM_MAIL_REMINDERS).")
+    due = flow.queue_reminders(dry_run=not yes)  # with --yes, delivered before it returns
+    for reminder in due:
+        label = f"user {reminder.user_id} <{reminder.email}> (reminder {reminder.number})"
+        click.echo(f"{'Reminded' if yes else 'Would remind'} {label}")
+    if yes:
+        click.echo(f"Queued {len(due)} reminder(s).")
+    else:
+        click.echo(f"{len(due)} reminder(s) due; run again with --yes to send them.")
 
 
 @cli_group.command("bounces")

@@ -13,6 +13,8 @@ saved are handed to the app's delivery mode (``sync``, ``thread`` or ``worker``)
 
 from __future__ import annotations
 
+import logging
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
-from .addresses import normalize_address
+from .addresses import mask_address, normalize_address
 from .bounces import records_of
 from .delivery import BackgroundSender, Deliverer
 from .errors import ExpiredToken, NotInitializedError, TokenError
@@ -36,9 +38,11 @@ from .redaction import SERVER_LOGGERS, install_log_redaction
 from .settings import Settings
 from .tokens import LinkClaims, LinkTokenSigner
 from .transport import Transport
-from .users import CHANGE, SIGNUP, UserColumns
+from .users import CHANGE, CHANGE_NOTICE, REMINDER, SIGNUP, UserColumns
 
 EXTENSION_KEY = "confirm_mail"
+
+logger = logging.getLogger("flask_confirm_mail")
 
 
 class Outcome(str, Enum):
@@ -50,6 +54,16 @@ class Outcome(str, Enum):
     ALREADY_CONFIRMED = "already_confirmed"
     EXPIRED = "expired"
     INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """One reminder email queued (or, in a dry run, due) for a never-confirmed sign-up."""
+
+    user_id: str
+    email: str
+    #: 1 for the first delay of ``CONFIRM_MAIL_REMINDERS``.
+    number: int
 
 
 @dataclass(frozen=True)
@@ -93,22 +107,44 @@ class ConfirmationFlow:
             signer=self.signer,
         )  # fmt: skip
         self.sender = BackgroundSender(self.deliverer)
+        self._next_reminder_scan = 0.0
 
     # --- queueing emails (in the caller's session) ----------------------------------------
 
     def enqueue(
-        self, user: Any, purpose: str = SIGNUP, context: dict[str, Any] | None = None
+        self,
+        user: Any,
+        purpose: str = SIGNUP,
+        context: dict[str, Any] | None = None,
+        *,
+        recipient: str | None = None,
     ) -> Any:
         """Add an outbox message for ``user`` to the session; it goes out after commit.
 
-        ``purpose`` ``signup`` mails the user's address; ``change`` mails the pending one.
+        ``purpose`` ``signup`` mails the user's address; ``change`` mails the pending one;
+        ``recipient`` names another (the old address, for ``change_notice``).
 
         :raises AddressError: the address to mail is not a single valid address.
         """
+        row = self._queue(user, purpose, context, recipient)
+        signals.confirmation_requested.send(
+            _app(), user=user, email=row.recipient, purpose=purpose, outbox=row
+        )
+        return row
+
+    def _queue(
+        self,
+        user: Any,
+        purpose: str,
+        context: dict[str, Any] | None,
+        recipient: str | None,
+        reminder: int | None = None,
+    ) -> Any:
         columns = self.columns
         session = self.db.session
-        recipient = columns.pending_of(user) if purpose == CHANGE else None
-        recipient = recipient or columns.email_of(user)
+        if recipient is None:
+            recipient = columns.pending_of(user) if purpose == CHANGE else None
+            recipient = recipient or columns.email_of(user)
         normalize_address(recipient)
         if getattr(user, columns.id_attribute) is None:
             session.flush()
@@ -123,11 +159,9 @@ class ConfirmationFlow:
             due_at=now,
             created_at=now,
             message_id=outbox.new_message_id(self.settings.host),
+            reminder=reminder,
         )
         session.add(row)
-        signals.confirmation_requested.send(
-            _app(), user=user, email=recipient, purpose=purpose, outbox=row
-        )
         return row
 
     def change_email(self, user: Any, new_email: str) -> bool:
@@ -154,8 +188,19 @@ class ConfirmationFlow:
             # address used since the row was loaded must not leave the new one confirmed.
             flag_modified(user, columns.confirmed_attribute)
         self.enqueue(user, CHANGE)
+        if self.settings.change_notice and old is not None and not self._bounced(old):
+            # The old address learns of the change, with no link and the new one masked.
+            replaced = columns.pending_attribute is None  # the new address is the login now
+            context = {"new_email": mask_address(new), "replaced": replaced}
+            self.enqueue(user, CHANGE_NOTICE, context, recipient=old)
         signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
         return True
+
+    def _bounced(self, address: str) -> bool:
+        """Whether ``address`` is marked undeliverable (:mod:`~flask_confirm_mail.bounces`)."""
+        records = records_of(_app())
+        connection = self.db.session.connection()
+        return records is not None and records.find(connection, address) is not None
 
     def confirm_user(self, user: Any) -> bool:
         """Mark ``user``'s address (or pending address) confirmed by hand, in the session."""
@@ -251,13 +296,87 @@ class ConfirmationFlow:
             last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
             if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
                 return
-            records = records_of(_app())  # no more mail to an address known to bounce
-            if records is not None and records.find(session.connection(), address):
+            if self._bounced(address):  # no more mail to an address known to bounce
                 return
             self.enqueue(user, purpose)
             session.commit()
         finally:
             session.rollback()
+
+    # --- reminders -------------------------------------------------------------------------
+
+    def queue_reminders(self, *, dry_run: bool = False) -> list[Reminder]:
+        """Queue the ``CONFIRM_MAIL_REMINDERS`` due now, in one transaction; return them.
+
+        A never-confirmed sign-up (unconfirmed, no address change asked) whose address is
+        not marked undeliverable gets reminder *n* once ``REMINDERS[n-1]`` has passed since
+        it signed up. Each number is sent at most once per user (a unique index on the
+        outbox, so concurrent workers and reruns never send one twice), and only the
+        latest one due: a sign-up that is 4 days old with ``"1d, 3d"`` gets the second only.
+        Commits, or with ``dry_run`` rolls back and only reports.
+        """
+        delays = self.settings.reminders
+        columns = self.columns
+        session = self.db.session
+        now = outbox.utcnow()
+        due: list[Reminder] = []
+        seen: set[str] = set()
+        try:
+            if session.connection().dialect.name == "sqlite":
+                _begin_immediate(session.connection())  # one scanner at a time
+            for number in range(len(delays), 0, -1):
+                cutoff = now - delays[number - 1]
+                ids = outbox.signed_up_before(
+                    session.connection(), self.outbox_table, cutoff, reminded_from=number
+                )
+                for user_id in ids:
+                    if user_id in seen:
+                        continue
+                    seen.add(user_id)
+                    user = session.get(columns.model, columns.parse_id(user_id))
+                    address = None if user is None else columns.email_of(user)
+                    if (
+                        address is None
+                        or columns.is_confirmed(user)
+                        or columns.pending_of(user) is not None
+                        or self._bounced(address)
+                    ):
+                        continue
+                    if not dry_run and not self._queue_reminder(user, address, number):
+                        continue  # another worker queued it first
+                    due.append(Reminder(user_id, address, number))
+            if not dry_run:
+                session.commit()
+        finally:
+            session.rollback()
+        return due
+
+    def _queue_reminder(self, user: Any, address: str, number: int) -> bool:
+        session = self.db.session
+        try:
+            with session.begin_nested():
+                row = self._queue(user, REMINDER, {"reminder": number}, address, number)
+        except IntegrityError:
+            return False
+        signals.confirmation_requested.send(
+            _app(), user=user, email=address, purpose=REMINDER, outbox=row
+        )
+        return True
+
+    def remind_when_due(self) -> None:
+        """The worker loop's hook: :meth:`queue_reminders` at most once per
+        ``CONFIRM_MAIL_REMINDER_INTERVAL``; errors are logged, never raised."""
+        if not self.settings.reminders or time.monotonic() < self._next_reminder_scan:
+            return
+        interval = self.settings.reminder_interval.total_seconds()
+        self._next_reminder_scan = time.monotonic() + interval
+        try:
+            queued = self.queue_reminders()
+        except Exception:
+            logger.exception("Could not queue the reminders due; trying again later")
+            return
+        if queued:
+            logger.info("Queued %s reminder email(s)", len(queued))
 
     # --- handing committed messages to the delivery mode -----------------------------------
 

@@ -52,6 +52,7 @@ from .errors import DeliveryError
 from .settings import Settings
 from .tokens import LinkTokenSigner
 from .transport import ConfirmationEmail, Transport
+from .users import LINKLESS
 
 logger = logging.getLogger("flask_confirm_mail")
 R = TypeVar("R")
@@ -189,7 +190,11 @@ class Deliverer:
             )
         emails = []
         for row in rows:
-            token, expires_at = self.signer.issue(row.user_id, row.recipient)
+            token, expires_at = (
+                ("", None)  # the change notice: no link, so no token
+                if row.purpose in LINKLESS
+                else self.signer.issue(row.user_id, row.recipient)
+            )
             emails.append(
                 ConfirmationEmail(
                     outbox_id=row.id,
@@ -442,6 +447,8 @@ class DeliveryLoop:
     :param poll_interval: seconds between polls when idle (``CONFIRM_MAIL_POLL_INTERVAL``).
     :param listen: on PostgreSQL, wake up on the ``NOTIFY`` of each enqueuing commit
         (:class:`~flask_confirm_mail.outbox.OutboxListener`), the polls kept as the safety net.
+    :param before_poll: called in an app context before each look at the outbox
+        (``flask confirm-mail worker`` queues the reminders due there).
     """
 
     def __init__(
@@ -451,8 +458,11 @@ class DeliveryLoop:
         *,
         poll_interval: float | None = None,
         listen: bool = False,
+        before_poll: Callable[[], object] | None = None,
     ):
         self.app = app
+        #: Called in an app context before each look at the outbox (reminders).
+        self.before_poll = before_poll
         self.listen = listen
         self.deliverer = deliverer
         self.worker_id = new_worker_id()
@@ -482,6 +492,8 @@ class DeliveryLoop:
         """Deliver one batch; errors are logged, never raised."""
         try:
             with self.app.app_context():
+                if self.before_poll is not None:
+                    self.before_poll()
                 report = self.deliverer.deliver_batch(self.worker_id, stop=self._stop)
         except Exception:
             logger.exception("The delivery loop could not deliver a batch; trying again later")

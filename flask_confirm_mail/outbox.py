@@ -110,6 +110,8 @@ def _define(db: SQLAlchemy) -> type[Any]:
             ),
             sa.Index("ix_confirm_mail_outbox_recipient", "recipient", "created_at"),
             sa.Index("ix_confirm_mail_outbox_user", "user_id", "created_at"),
+            # One row per reminder number and user: two workers never both send it.
+            sa.Index("ix_confirm_mail_outbox_reminder", "user_id", "reminder", unique=True),
         )
 
         id: Mapped[int] = mapped_column(
@@ -134,6 +136,9 @@ def _define(db: SQLAlchemy) -> type[Any]:
         message_id: Mapped[str] = mapped_column(sa.String(255))
         created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
         sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
+        #: Which reminder (1 for the first of ``CONFIRM_MAIL_REMINDERS``) a ``reminder``
+        #: message is; ``None`` for every other purpose.
+        reminder: Mapped[int | None] = mapped_column(sa.Integer(), nullable=True)
 
         def __repr__(self) -> str:
             return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
@@ -301,17 +306,19 @@ def first_queued_at(
     return result
 
 
-def signed_up_before(conn: Connection, table: sa.Table, cutoff: datetime) -> list[str]:
+def signed_up_before(
+    conn: Connection, table: sa.Table, cutoff: datetime, *, reminded_from: int | None = None
+) -> list[str]:
     """Users whose first sign-up email was queued before ``cutoff`` and who never asked
-    for an address change (so never used a confirmed account)."""
+    for an address change (so never used a confirmed account); with ``reminded_from``,
+    only those who got no reminder numbered that or higher."""
     c = table.c
-    changed = sa.select(c.user_id).where(c.purpose == "change")
-    stmt = (
-        sa.select(c.user_id)
-        .where(c.purpose == "signup", c.user_id.not_in(changed))
-        .group_by(c.user_id)
-        .having(sa.func.min(c.created_at) < cutoff)
-    )
+    changed = sa.select(c.user_id).where(c.purpose == "change")  # the purposes of users.py
+    stmt = sa.select(c.user_id).where(c.purpose == "signup", c.user_id.not_in(changed))
+    if reminded_from is not None:
+        reminded = sa.select(c.user_id).where(c.purpose == "reminder", c.reminder >= reminded_from)
+        stmt = stmt.where(c.user_id.not_in(reminded))
+    stmt = stmt.group_by(c.user_id).having(sa.func.min(c.created_at) < cutoff)
     return [row[0] for row in conn.execute(stmt)]
 
 

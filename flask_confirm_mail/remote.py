@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 from .errors import ConfigurationError, DeliveryError, TokenError
 from .tokens import MIN_SECRET_BYTES
 from .transport import ConfirmationEmail, Transport
+from .users import LINKLESS, REMINDER, SIGNUP
 from .wire import (
     EXTRA_FIELDS,
     TEMPLATES,
@@ -72,6 +73,8 @@ class RemoteTransport(Transport):
     :param ssl_context: for https, e.g. to trust a private CA; default: the system's.
     :param allow_insecure_http: allow ``http://`` to a host that is not loopback (only on
         a network you trust: the token carries the link token).
+    :param linkless: the transport of emails without a link (the change notice), which
+        the mailer's wire does not carry; ``init_app`` gives the in-process SMTP one.
     :raises ConfigurationError: an option is missing or unsafe.
     """
 
@@ -87,6 +90,7 @@ class RemoteTransport(Transport):
         extra: Mapping[str, Any] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         allow_insecure_http: bool = False,
+        linkless: Transport | None = None,
     ) -> None:
         if wire not in WIRES:
             raise ConfigurationError(f"The mailer wire must be one of: {', '.join(WIRES)}.")
@@ -127,6 +131,7 @@ class RemoteTransport(Transport):
         self.extra = dict(extra or {})
         self.ssl_context = ssl_context
         self._secret = bytes(mailer_secret)
+        self.linkless = linkless
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
@@ -138,7 +143,9 @@ class RemoteTransport(Transport):
 
         :raises DeliveryError: (permanent) the message cannot be expressed on this wire.
         """
-        if email.purpose not in TEMPLATES:
+        # A reminder is one more confirmation email: the mailer's signup template writes it.
+        template = SIGNUP if email.purpose == REMINDER else email.purpose
+        if template not in TEMPLATES:
             raise DeliveryError("The mailer has no template for this purpose", permanent=True)
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         context = {**self.extra, **dict(email.context)}
@@ -147,7 +154,7 @@ class RemoteTransport(Transport):
                 token = issue_wrapping_token(
                     self._secret,
                     recipient=email.recipient,
-                    template=email.purpose,
+                    template=template,
                     link_url=email.link,
                     link_token=email.link_token,
                     extra={k: context[k] for k in EXTRA_FIELDS if isinstance(context.get(k), str)},
@@ -167,17 +174,28 @@ class RemoteTransport(Transport):
             raise DeliveryError(
                 "The message's values cannot be sent to the mailer", permanent=True
             ) from None
-        path = f"{self.base_path}{self.legacy_blueprint}/{email.purpose}/{quote(token, safe='')}"
+        path = f"{self.base_path}{self.legacy_blueprint}/{template}/{quote(token, safe='')}"
         return "GET", path, headers
 
     def send(self, email: ConfirmationEmail) -> None:
-        """Ask the mailer to send ``email``; raise :class:`DeliveryError` unless it did."""
+        """Ask the mailer to send ``email``; raise :class:`DeliveryError` unless it did.
+
+        An email without a link (the change notice) goes through ``linkless`` instead:
+        the mailer writes only to the address a link was made for.
+        """
+        if email.purpose in LINKLESS:
+            if self.linkless is None:
+                raise DeliveryError("The mailer sends no email without a link", permanent=True)
+            self.linkless.send(email)
+            return
         method, path, headers = self.build_request(email)
         status, body = self._exchange(method, path, headers)
         _check_answer(status, body, self.wire)
 
     def close(self) -> None:
         """Close the idle HTTP connections."""
+        if self.linkless is not None:
+            self.linkless.close()
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:

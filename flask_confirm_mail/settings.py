@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import cached_property
@@ -95,6 +96,43 @@ def _duration(*, allow_zero: bool = False) -> Parser[timedelta]:
         return duration
 
     return parse
+
+
+_AGE = re.compile(r"(?P<number>[1-9][0-9]{0,4})(?P<unit>[dhms])")
+_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_age(text: str) -> timedelta:
+    """A duration written as a number and a unit, ``14d``, ``12h``, ``30m`` or ``90s``.
+
+    :raises ValueError: ``text`` is not written that way.
+    """
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("give a number and d, h, m or s, e.g. 14d")
+    return timedelta(**{_AGE_UNITS[match["unit"]]: int(match["number"])})
+
+
+def _reminders(value: Any, key: str, app: Flask) -> tuple[timedelta, ...]:
+    items = [i for i in value.split(",") if i.strip()] if isinstance(value, str) else value or ()
+    delays: list[timedelta] = []
+    for item in items:
+        try:
+            if isinstance(item, timedelta):
+                delays.append(item)
+            elif isinstance(item, str):
+                delays.append(parse_age(item))
+            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                delays.append(timedelta(seconds=item))
+            else:
+                raise ValueError
+        except ValueError:
+            raise ConfigurationError(
+                f'{key} must list delays after sign-up: "1d, 3d", or seconds or timedeltas.'
+            ) from None
+    if any(d <= timedelta(0) for d in delays) or delays != sorted(set(delays)):
+        raise ConfigurationError(f"{key} must list positive delays, each longer than the last.")
+    return tuple(delays)
 
 
 def _choice(*allowed: str) -> Parser[str]:
@@ -295,6 +333,35 @@ class Settings:
         "Confirm your new email address",
         _one_line,
         "Subject of the email sent to a new address after an email change.",
+    )
+    # -- change notice and reminders (issue 16) --
+    change_notice = Option(
+        True,
+        _flag,
+        "After an email change, send the old address a short notice without a link, the "
+        "new address masked (`j***@e***.com`).",
+    )
+    change_notice_subject = Option(
+        "Your email address is being changed",
+        _one_line,
+        "Subject of the notice to the old address after an email change.",
+    )
+    reminders = Option(
+        (),
+        _reminders,
+        'Delays after sign-up at which a never-confirmed account is reminded, e.g. `"1d, '
+        '3d"` (d, h, m, s) or a list of seconds or timedeltas; each reminder is sent once. '
+        "Sent by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
+    )
+    reminder_subject = Option(
+        "Reminder: confirm your email address",
+        _one_line,
+        "Subject of the reminder emails.",
+    )
+    reminder_interval = Option(
+        60,
+        _duration(),
+        "Seconds between two looks for due reminders in each `flask confirm-mail worker`.",
     )
     confirmed_endpoint = Option(
         None,

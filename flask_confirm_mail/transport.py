@@ -25,6 +25,7 @@ from flask import Flask, current_app, render_template
 
 from .addresses import normalize_address
 from .errors import AddressError, ConfigurationError, DeliveryError
+from .i18n import gettext
 from .settings import Settings
 from .smtp import (
     SMTPSession,
@@ -33,6 +34,7 @@ from .smtp import (
     build_message,
     format_lifetime,
 )
+from .users import CHANGE, CHANGE_NOTICE, REMINDER, SIGNUP
 
 
 @dataclass(frozen=True)
@@ -45,16 +47,17 @@ class ConfirmationEmail:
     user_id: str
     #: The single, validated recipient address.
     recipient: str
-    #: ``"signup"`` (confirm the address of a new account) or ``"change"`` (a new address).
+    #: ``"signup"`` (confirm the address of a new account), ``"change"`` (a new address),
+    #: ``"change_notice"`` (to the old address, no link) or ``"reminder"``.
     purpose: str
     #: The Message-ID header, kept across retries: ``<...@domain>``.
     message_id: str
     #: The confirm route's URL up to the token, e.g. ``https://site.example/confirm/``.
     link_prefix: str
-    #: The freshly minted link token.
+    #: The freshly minted link token; empty for a purpose without a link (the change notice).
     link_token: str = field(repr=False)
-    #: When the link stops working (naive UTC).
-    expires_at: datetime
+    #: When the link stops working (naive UTC); ``None`` without a link.
+    expires_at: datetime | None
     #: How long the link works, counted from this email's sending.
     lifetime: timedelta
     #: Which delivery attempt this is, 1 for the first.
@@ -64,8 +67,8 @@ class ConfirmationEmail:
 
     @property
     def link(self) -> str:
-        """The confirmation link: the prefix followed by the token."""
-        return self.link_prefix + self.link_token
+        """The confirmation link: the prefix followed by the token; empty without a token."""
+        return self.link_prefix + self.link_token if self.link_token else ""
 
 
 class Transport(ABC):
@@ -99,11 +102,21 @@ class Transport(ABC):
         self.close()
 
 
+#: Each purpose's template name (under ``confirm_mail/email/``) and subject setting.
+EMAIL_TEMPLATES = {
+    SIGNUP: ("signup", "subject"),
+    CHANGE: ("change", "change_subject"),
+    CHANGE_NOTICE: ("change_notice", "change_notice_subject"),
+    REMINDER: ("reminder", "reminder_subject"),
+}
+
+
 def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
     """Write ``email`` with the app's templates of its purpose.
 
-    Templates live under ``confirm_mail/email/``: ``signup.txt``, ``signup.html``,
-    ``change.txt``, ``change.html``; an app overrides one by putting a file of the same
+    Templates live under ``confirm_mail/email/``, one ``.txt`` and one ``.html`` per
+    purpose (:data:`EMAIL_TEMPLATES`): ``signup``, ``change``, ``change_notice``,
+    ``reminder``; an app overrides one by putting a file of the same
     name in its own ``templates`` folder. HTML templates are autoescaped, so every value,
     app-supplied ones included, is escaped there.
 
@@ -125,9 +138,9 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
         "expires_at": email.expires_at,
         "context": dict(email.context),
     }
-    template = "change" if email.purpose == "change" else "signup"
+    template, subject = EMAIL_TEMPLATES.get(email.purpose, EMAIL_TEMPLATES[SIGNUP])
     return build_message(
-        subject=settings.change_subject if template == "change" else settings.subject,
+        subject=gettext(getattr(settings, subject)),
         sender=settings.sender,
         recipient=email.recipient,
         text=render_template(f"confirm_mail/email/{template}.txt", **values),

@@ -26,6 +26,12 @@ from .errors import ConfigurationError, InvalidToken
 
 SIGNUP = "signup"
 CHANGE = "change"
+#: The notice to the old address after an email change: no link (the outbox purposes).
+CHANGE_NOTICE = "change_notice"
+#: A reminder to a sign-up that has not confirmed yet, with a fresh link.
+REMINDER = "reminder"
+#: Purposes whose email carries no link: no link token is minted for them.
+LINKLESS = frozenset({CHANGE_NOTICE})
 
 _INT_ID = re.compile(r"[1-9][0-9]{0,17}|0")
 

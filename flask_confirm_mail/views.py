@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from . import outbox
+from .addresses import is_valid_address, normalize_address
 from .bounces import BounceMark, records_of
 from .confirmation import (
     ConfirmationFlow,
@@ -44,6 +46,7 @@ from .confirmation import (
     get_flow,
 )
 from .errors import AddressError
+from .i18n import gettext as _
 from .redaction import redact
 from .users import SIGNUP
 
@@ -185,18 +188,69 @@ def _bounce_notice(mark: BounceMark | None) -> dict[str, Any]:
     }
 
 
+def owner_cooldown(email: object = None) -> dict[str, Any]:
+    """The truth about the resend cooldown, for the logged-in owner of ``email`` only.
+
+    When the logged-in user's address waiting for confirmation (``email``, when given,
+    must be it) got an email less than ``RESEND_COOLDOWN`` ago: ``cooldown`` (seconds
+    since, seconds to wait) and ``cooldown_message``. Empty for anyone else, so the
+    uniform answer of the resend route reveals nothing about other addresses.
+    """
+    flow = get_flow()
+    user = current_user_or_none()
+    if user is None:
+        return {}
+    columns = flow.columns
+    own = columns.pending_of(user)
+    if own is None and not columns.is_confirmed(user):
+        own = columns.email_of(user)
+    if own is None:
+        return {}
+    if email is not None and (not is_valid_address(email) or normalize_address(email) != own):
+        return {}
+    last = outbox.last_queued_at(flow.db.session.connection(), flow.outbox_table, own)
+    age = outbox.utcnow() - last if last is not None else None
+    if age is None or age >= flow.settings.resend_cooldown:
+        return {}
+    ago = int(age.total_seconds())
+    wait = math.ceil((flow.settings.resend_cooldown - age).total_seconds())
+    message = _(
+        "A link was sent %(ago)s s ago; you can ask for another one in %(wait)s s.",
+        ago=ago,
+        wait=wait,
+    )
+    return {"cooldown": {"sent_seconds_ago": ago, "retry_after": wait}, "cooldown_message": message}
+
+
+def _cooldown_answer(cooldown: dict[str, Any], app_name: str | None) -> Any:
+    """The resend route's answer to the owner inside the cooldown: 429 and ``Retry-After``."""
+    if wants_json():
+        message = cooldown["cooldown_message"]
+        response = make_response(
+            jsonify(status="cooldown", message=message, **cooldown["cooldown"]), 429
+        )
+    else:
+        page = render_template("confirm_mail/resend.html", app_name=app_name, **cooldown)
+        response = make_response(page, 429)
+    response.headers["Retry-After"] = str(cooldown["cooldown"]["retry_after"])
+    return response
+
+
 @blueprint.route("/resend", methods=["GET", "POST"])
 def resend() -> Any:
     flow = get_flow()
     app_name = flow.settings.app_name
     if request.method == "GET":
-        notice = _bounce_notice(bounce_of_current_user())
+        notice = {**_bounce_notice(bounce_of_current_user()), **owner_cooldown()}
         return render_template("confirm_mail/resend.html", app_name=app_name, **notice)
     if request.is_json:
         data = request.get_json(silent=True)
         email = data.get("email") if isinstance(data, dict) else None
     else:
         email = request.form.get("email")
+    cooldown = owner_cooldown(email)  # the owner learns the truth; anyone else does not
+    if cooldown:
+        return _cooldown_answer(cooldown, app_name)
     try:
         flow.request_resend(email)
     except AddressError:
