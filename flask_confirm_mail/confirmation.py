@@ -571,6 +571,8 @@ def _after_flush_postexec(session: Session, flush_context: Any) -> None:
 
 
 def _after_commit(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint was released: the messages are saved only by the outer commit
     ids = session.info.pop(_QUEUED, None)
     flow = _flow_of(session)
     if ids and flow is not None:
@@ -578,5 +580,7 @@ def _after_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # only a savepoint: what the outer transaction queued stays queued
     session.info.pop(_NEW_USERS, None)
     session.info.pop(_QUEUED, None)
