@@ -35,6 +35,9 @@ DEFAULTS: Mapping[str, Any] = {
     "CONFIRM_MAIL_FLASH_CONFIRMED": "Your email is confirmed, have fun",
     "CONFIRM_MAIL_FLASH_INVALID": "Problems with your confirmation email",
     "CONFIRM_MAIL_FLASH_UNCONFIRMED": "Confirm your email address before uploading pictures.",
+    # Reminders to sign-ups that never confirm, at demo delays (a real site waits days):
+    # a worker sends them, or `flask --app example_catloader confirm-mail remind --yes`.
+    "CONFIRM_MAIL_REMINDERS": "2m, 10m",
     # Mail: SMTP when MAIL_SERVER is set, else the local mailbox.
     "MAIL_DEFAULT_SENDER": "CatLoader <noreply@catloader.localhost>",
     # Sessions.

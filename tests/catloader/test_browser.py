@@ -41,6 +41,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "catloader"
 PASSWORD = "purr-purr-purr"
 CONFIRMED = "Your email is confirmed, have fun"
 INVALID = "Problems with your confirmation email"
+NOTICE_SUBJECT = "Your email address is being changed"
 
 
 @pytest.fixture(scope="session")
@@ -253,7 +254,7 @@ def test_unconfirmed_user_cannot_upload(
 def test_tampered_link_shows_the_problem(
     page: Any, steps: Steps, serve: Callable[..., LiveServer]
 ) -> None:
-    server = serve()
+    server = serve({"CONFIRM_MAIL_RESEND_COOLDOWN": 0})  # else felix is told to wait
     sign_up(page, server, "felix@example.com")
     client = CatLoaderClient(server.app)
     [mail] = wait_for_mail(client.mailbox, 1)
@@ -291,10 +292,18 @@ def test_changing_the_email_reconfirms(
     expect(page.locator("#pending-email")).to_contain_text("new@example.com")
     steps.shot("change-requested")
 
-    newest = wait_for_mail(client.mailbox, 2)[0]
-    assert newest.recipients == ["new@example.com"]
+    # Two new mails: the link to the new address, the change notice to the old one.
+    newest = wait_for_mail(client.mailbox, 3)[:2]
+    assert sorted(m.recipients for m in newest) == [["new@example.com"], ["old@example.com"]]
     page.get_by_role("link", name="Mailbox", exact=True).click()
-    page.locator(".mail-list__open").first.click()
+    page.locator(".mail-list__open", has_text=NOTICE_SUBJECT).click()
+    expect(page.locator(".mail__subject")).to_have_text(NOTICE_SUBJECT)
+    expect(page.locator("#mail-to")).to_have_text("old@example.com")
+    expect(page.frame_locator("#mail-frame").locator("body")).to_contain_text("n***@e***.com")
+    expect(page.locator("#mail-link")).to_have_count(0)
+    steps.shot("change-notice")
+    page.get_by_role("link", name="Mailbox", exact=True).click()
+    page.locator(".mail-list__open", has_text="Confirm changed email/login").click()
     expect(page.locator(".mail__subject")).to_have_text("Confirm changed email/login")
     steps.shot("change-mail")
     page.frame_locator("#mail-frame").get_by_role("link", name="Confirm my new address").click()
