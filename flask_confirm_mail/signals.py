@@ -13,8 +13,9 @@ confirmation_requested = _signals.signal(
     "confirmation-requested",
     doc="""A confirmation email was queued in the outbox (in the caller's transaction).
 
-    Arguments: ``user`` (the model instance), ``email``, ``purpose`` (``signup`` or
-    ``change``), ``outbox`` (the outbox row; its id is set once the session flushes).
+    Arguments: ``user`` (the model instance), ``email``, ``purpose`` (``signup``,
+    ``change``, ``change_notice`` to the old address, or ``reminder``), ``outbox`` (the
+    outbox row; its id is set once the session flushes).
     """,
 )
 
