@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -23,13 +24,18 @@ def _signed_up(app: Flask, email: str) -> FlaskClient:
     return client
 
 
-def test_the_owner_learns_when_the_link_was_sent_and_when_to_ask_again(
-    make_app: Any, smtp_server: SMTPSink, clock: Any
-) -> None:
-    app = make_app()
-    owner = _signed_up(app, OWNER)
+@pytest.fixture
+def owner(app: Flask, smtp_server: SMTPSink, clock: Any) -> FlaskClient:
+    """The client of :data:`OWNER`, logged in, whose link left 12 s ago."""
+    client = _signed_up(app, OWNER)
     smtp_server.wait_for(1)
     clock.shift(12)
+    return client
+
+
+def test_the_owner_learns_when_the_link_was_sent_and_when_to_ask_again(
+    owner: FlaskClient, smtp_server: SMTPSink, clock: Any
+) -> None:
 
     page = owner.get("/confirm/resend")
     assert page.status_code == 200 and TRUTH in page.get_data(as_text=True)
@@ -73,11 +79,8 @@ def test_anyone_else_gets_the_uniform_answer(
 
 
 def test_a_confirmed_owner_or_another_address_gets_the_uniform_answer(
-    make_app: Any, smtp_server: SMTPSink, clock: Any
+    owner: FlaskClient, smtp_server: SMTPSink
 ) -> None:
-    app = make_app()
-    owner = _signed_up(app, OWNER)
-    clock.shift(12)
     other_address = owner.post("/confirm/resend", data={"email": "nobody@example.org"})
     assert other_address.status_code == 202
     bad = owner.post("/confirm/resend", data={"email": "not an address"})
