@@ -327,8 +327,9 @@ class ConfirmationFlow:
             for number in range(len(delays), 0, -1):
                 cutoff = now - delays[number - 1]
                 ids = outbox.signed_up_before(
-                    session.connection(), self.outbox_table, cutoff, reminded_from=number
-                )
+                    session.connection(), self.outbox_table, cutoff, reminded_from=number,
+                    among=columns.waiting_ids(),  # confirmed users are left out in SQL
+                )  # fmt: skip
                 for user_id in ids:
                     if user_id in seen:
                         continue

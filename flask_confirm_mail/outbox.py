@@ -307,17 +307,25 @@ def first_queued_at(
 
 
 def signed_up_before(
-    conn: Connection, table: sa.Table, cutoff: datetime, *, reminded_from: int | None = None
+    conn: Connection,
+    table: sa.Table,
+    cutoff: datetime,
+    *,
+    reminded_from: int | None = None,
+    among: sa.Select[Any] | None = None,
 ) -> list[str]:
     """Users whose first sign-up email was queued before ``cutoff`` and who never asked
     for an address change (so never used a confirmed account); with ``reminded_from``,
-    only those who got no reminder numbered that or higher."""
+    only those who got no reminder numbered that or higher; with ``among`` (a query of
+    user ids as strings), only those it returns."""
     c = table.c
     changed = sa.select(c.user_id).where(c.purpose == "change")  # the purposes of users.py
     stmt = sa.select(c.user_id).where(c.purpose == "signup", c.user_id.not_in(changed))
     if reminded_from is not None:
         reminded = sa.select(c.user_id).where(c.purpose == "reminder", c.reminder >= reminded_from)
         stmt = stmt.where(c.user_id.not_in(reminded))
+    if among is not None:
+        stmt = stmt.where(c.user_id.in_(among))
     stmt = stmt.group_by(c.user_id).having(sa.func.min(c.created_at) < cutoff)
     return [row[0] for row in conn.execute(stmt)]
 

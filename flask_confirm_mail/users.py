@@ -182,6 +182,25 @@ class UserColumns:
                 return user, purpose
         return None, ""
 
+    def _unconfirmed(self) -> sa.ColumnElement[bool]:
+        if self.confirmed_is_boolean:
+            return self.confirmed_column.is_not(True)
+        return self.confirmed_column.is_(None)
+
+    def waiting_ids(self) -> sa.Select[Any] | None:
+        """The ids, as strings (the outbox's ``user_id``), of users whose own address is
+        unconfirmed and who have no pending address: those a reminder may go to.
+
+        ``None`` for UUID keys, whose text in SQL differs between databases (SQLite
+        stores 32 hex digits) from ``str(uuid)``.
+        """
+        if self._id_kind == "uuid":
+            return None
+        query = sa.select(sa.cast(self.id_column, sa.String(64))).where(self._unconfirmed())
+        if self.pending_column is not None:
+            query = query.where(self.pending_column.is_(None))
+        return query
+
     def confirm(
         self, session: Session | scoped_session[Any], user_id: Any, address: str, now: datetime
     ) -> str | None:
@@ -194,11 +213,7 @@ class UserColumns:
         """
         table = self.model.__table__
         confirmed = self.confirmed_value(now)
-        unconfirmed = (
-            self.confirmed_column.is_not(True)
-            if self.confirmed_is_boolean
-            else self.confirmed_column.is_(None)
-        )
+        unconfirmed = self._unconfirmed()
         statement = (
             sa.update(table)
             .where(self.id_column == user_id, self.email_column == address, unconfirmed)

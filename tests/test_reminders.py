@@ -234,3 +234,24 @@ def test_a_reminder_another_worker_queued_meanwhile_is_skipped_the_others_sent(
     reminded = Counter(m.rcpt_tos[0] for m in _reminders_received(smtp_server))
     assert reminded == Counter(["early0@example.org", "early1@example.org", "late@example.org"])
     assert {r.status for r in _reminder_rows(app)} == {"sent"}
+
+
+def test_the_original_table_with_a_boolean_column_is_reminded_until_it_confirms(
+    make_app: Any, smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app(shape="legacy", config=REMINDERS)
+    _sign_up(app, "aut@example.org")
+    _sign_up(app, "done@example.org")
+    path = link_from(smtp_server.wait_for(2)[1]).removeprefix("https://app.example.com")
+    assert app.test_client().post(path).status_code == 200
+    clock.shift(DAY + 1)
+    output = _remind(app, "--yes")
+    assert "<aut@example.org> (reminder 1)" in output and "done@" not in output
+    [reminder] = _reminders_received(smtp_server)
+    confirmed = app.test_client().post(
+        link_from(reminder).removeprefix("https://app.example.com"),
+        headers={"Accept": "application/json"},
+    )
+    assert confirmed.json["status"] == "confirmed"
+    clock.shift(3 * DAY)
+    assert "Queued 0 reminder(s)." in _remind(app, "--yes")
