@@ -159,6 +159,7 @@ def _configured_transport(settings: Settings) -> Transport:
             connect_timeout=settings.mailer_connect_timeout,
             read_timeout=settings.mailer_read_timeout,
             extra={"app_name": settings.app_name},
+            pool_size=settings.concurrency,  # one kept-alive connection per parallel send
         )
     if not settings.sender:  # CONFIRM_MAIL_SENDER, else MAIL_DEFAULT_SENDER
         raise ConfigurationError(
