@@ -11,6 +11,7 @@ from typing import Any
 import jwt
 import pytest
 
+from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.errors import ConfigurationError, DeliveryError
 from flask_confirm_mail.remote import RemoteTransport
 from flask_confirm_mail.transport import ConfirmationEmail
@@ -352,3 +353,20 @@ def test_parallel_sends_share_one_pool_of_pool_size(
         assert kept is not None and kept.qsize() <= 4
     for email in emails:
         assert len(messages_to(mailer_sink, email.recipient)) == 1
+
+
+def test_the_pool_holds_as_many_connections_as_the_delivery_concurrency(
+    build_app: Any, tmp_path: Any, mailer: MailerProcess
+) -> None:
+    app = build_app(
+        f"sqlite:///{tmp_path / 'pool.db'}",
+        config={
+            "CONFIRM_MAIL_TRANSPORT": "remote",
+            "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
+            "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
+            "CONFIRM_MAIL_CONCURRENCY": 16,
+        },
+    )
+    remote = get_flow(app).transport
+    assert isinstance(remote, RemoteTransport)
+    assert remote.pool_size == 16
