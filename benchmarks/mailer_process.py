@@ -27,8 +27,17 @@ def available() -> str | None:
     return None
 
 
-def mailer_process(context: BenchContext, *, smtp_port: int) -> tuple[ChildProcess, str]:
-    """The mailer in gunicorn (one worker, as its docs ask, with threads); and its URL."""
+def mailer_process(
+    context: BenchContext,
+    *,
+    smtp_port: int,
+    workers: int = 1,
+    threads: int = 4,
+    extra_env: dict[str, str] | None = None,
+    name: str = "mailer",
+) -> tuple[ChildProcess, str]:
+    """The mailer in gunicorn (by default one worker, as its docs ask without Redis, with
+    threads); and its URL."""
     port = free_port()
     env = {
         "JWT_MAILER_SECRET": MAILER_SECRET,
@@ -41,20 +50,21 @@ def mailer_process(context: BenchContext, *, smtp_port: int) -> tuple[ChildProce
         "MAILER_LEGACY_ENDPOINTS": "1",
         "MAILER_RATE_LIMIT": "0",
         "MAILER_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     command = [
         sys.executable,
         "-m",
         "gunicorn",
         "--workers",
-        "1",
+        str(workers),
         "--threads",
-        "4",
+        str(threads),
         "--bind",
         f"127.0.0.1:{port}",
         "--log-level",
         "warning",
         "flask_confirm_mail.mailer:create_app()",
     ]
-    process = ChildProcess(command, log_path=context.log_path("mailer"), env=env)
+    process = ChildProcess(command, log_path=context.log_path(name), env=env)
     return process, f"http://127.0.0.1:{port}/"

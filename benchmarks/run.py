@@ -29,6 +29,7 @@ from benchmarks import (
     confirm_throughput,
     delivery_throughput,
     growth,
+    mailer_workers,
     memory,
     scale_out,
     served,
@@ -55,6 +56,7 @@ SCENARIOS: dict[str, ModuleType] = {
         growth,
         served,
         memory,
+        mailer_workers,
     )
 }
 #: Scenarios that use PostgreSQL (for all or some of their figures).

@@ -159,6 +159,7 @@ def _configured_transport(settings: Settings) -> Transport:
             connect_timeout=settings.mailer_connect_timeout,
             read_timeout=settings.mailer_read_timeout,
             extra={"app_name": settings.app_name},
+            pool_size=settings.concurrency,  # one kept-alive connection per parallel send
             # The change notice has no link, which the mailer's wire needs: it goes out
             # through the app's Flask-Mail settings (docs: "Change notice").
             linkless=SMTPTransport(settings) if settings.change_notice else None,

@@ -7,9 +7,12 @@ client's call, ``GET <mailer_url><blueprint>/<service>/<token>`` with the origin
 payload, so an app can keep using an already deployed original mailer (or this
 package's mailer with ``MAILER_LEGACY_ENDPOINTS=1``).
 
-HTTP(S) connections are kept alive between the emails of a batch (stdlib
-:mod:`http.client`, one per sending thread); every call has a connect and a read
-timeout. Any answer other than success raises
+HTTP goes through one :mod:`urllib3` pool per transport and process (thread-safe; up to
+``pool_size`` kept-alive connections, for parallel delivery), with a connect and a read
+timeout on every call, and through a proxy where the environment names one, as
+``requests`` does: ``HTTPS_PROXY`` / ``HTTP_PROXY`` by the mailer URL's scheme, unless
+``NO_PROXY`` lists the host (:func:`urllib.request.getproxies` and
+:func:`urllib.request.proxy_bypass`). Any answer other than success raises
 :class:`~flask_confirm_mail.errors.DeliveryError`: ``permanent`` for a refusal that a
 retry cannot fix (4xx except 408, 409, 425 and 429; the original's error 1), temporary
 otherwise, so the outbox retries.
@@ -17,14 +20,25 @@ otherwise, so the outbox retries.
 
 from __future__ import annotations
 
-import http.client
 import json
+import os
 import re
 import ssl
 import threading
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from .errors import ConfigurationError, DeliveryError, TokenError
 from .tokens import MIN_SECRET_BYTES
@@ -48,13 +62,9 @@ _TEMPORARY_4XX = frozenset({408, 409, 425, 429})
 _MAX_ANSWER_BYTES = 64 * 1024
 _BLUEPRINT = re.compile(r"[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]+)*")
 _SAFE_MSG = re.compile(r"[^\w .,:;()'/-]")
-#: Failures of a reused keep-alive connection that the server closed while idle.
-_STALE_CONNECTION = (
-    http.client.RemoteDisconnected,
-    ConnectionResetError,
-    ConnectionAbortedError,
-    BrokenPipeError,
-)
+#: One new connection when a kept-alive one fails (the server closed it while idle);
+#: the mailer's replay store makes sending the same token twice safe. No redirects.
+_RETRIES = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=False)
 
 
 class RemoteTransport(Transport):
@@ -73,6 +83,7 @@ class RemoteTransport(Transport):
     :param ssl_context: for https, e.g. to trust a private CA; default: the system's.
     :param allow_insecure_http: allow ``http://`` to a host that is not loopback (only on
         a network you trust: the token carries the link token).
+    :param pool_size: connections kept alive to the mailer, for as many parallel sends.
     :param linkless: the transport of emails without a link (the change notice), which
         the mailer's wire does not carry; ``init_app`` gives the in-process SMTP one.
     :raises ConfigurationError: an option is missing or unsafe.
@@ -90,6 +101,7 @@ class RemoteTransport(Transport):
         extra: Mapping[str, Any] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         allow_insecure_http: bool = False,
+        pool_size: int = 4,
         linkless: Transport | None = None,
     ) -> None:
         if wire not in WIRES:
@@ -101,6 +113,8 @@ class RemoteTransport(Transport):
         blueprint = legacy_blueprint.strip("/")
         if _BLUEPRINT.fullmatch(blueprint) is None or {".", ".."} & set(blueprint.split("/")):
             raise ConfigurationError("The mailer blueprint must be a plain URL path part.")
+        if not 1 <= pool_size <= 256:
+            raise ConfigurationError("The mailer pool size must be 1 to 256.")
         if not (connect_timeout > 0 and read_timeout > 0):
             raise ConfigurationError("The mailer timeouts must be more than 0 seconds.")
         parts = urlsplit(mailer_url)
@@ -130,9 +144,12 @@ class RemoteTransport(Transport):
         self.read_timeout = float(read_timeout)
         self.extra = dict(extra or {})
         self.ssl_context = ssl_context
+        self.pool_size = pool_size
         self._secret = bytes(mailer_secret)
         self.linkless = linkless
-        self._idle: list[http.client.HTTPConnection] = []
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._http: urllib3.PoolManager | None = None
+        self._http_pid = 0
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -193,69 +210,76 @@ class RemoteTransport(Transport):
         _check_answer(status, body, self.wire)
 
     def close(self) -> None:
-        """Close the idle HTTP connections."""
+        """Close the kept-alive HTTP connections."""
         if self.linkless is not None:
             self.linkless.close()
         with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+            http, self._http = self._http, None
+        if http is not None:
+            http.clear()
 
-    def _open(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
-        if self.scheme == "https":
-            context = self.ssl_context or ssl.create_default_context()
-            conn = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.connect_timeout, context=context
-            )
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.settimeout(self.read_timeout)
-        return conn
+    @property
+    def proxy_url(self) -> str | None:
+        """The proxy the environment names for the mailer URL, ``None`` for none."""
+        if urllib.request.proxy_bypass(self.host):
+            return None
+        return urllib.request.getproxies().get(self.scheme)
+
+    def _client(self) -> urllib3.PoolManager:
+        """This process's pool (a forked child builds its own: sockets are not shared)."""
+        with self._lock:
+            if self._http is None or self._http_pid != os.getpid():
+                options: dict[str, Any] = {
+                    "maxsize": self.pool_size,
+                    "block": False,
+                    "timeout": urllib3.Timeout(
+                        connect=self.connect_timeout, read=self.read_timeout
+                    ),
+                    "retries": _RETRIES,
+                    "headers": {"User-Agent": USER_AGENT},
+                }
+                if self.scheme == "https":
+                    options["ssl_context"] = self.ssl_context or ssl.create_default_context()
+                proxy = self.proxy_url
+                self._http = (
+                    urllib3.ProxyManager(proxy, **options)
+                    if proxy
+                    else urllib3.PoolManager(num_pools=2, **options)
+                )
+                self._http_pid = os.getpid()
+            return self._http
 
     def _exchange(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        for attempt in (1, 2):
-            reused = conn is not None
+        try:
+            response = self._client().request(
+                method, self._origin + path, headers=headers, preload_content=False
+            )
             try:
-                if conn is None:
-                    conn = self._open()
-                conn.request(method, path, headers=headers)
-                response = conn.getresponse()
-                body = response.read(_MAX_ANSWER_BYTES)
-                # An oversized answer (the rest is unread) or "Connection: close": drop it.
-                if response.isclosed() and not response.will_close:
-                    with self._lock:
-                        self._idle.append(conn)
-                else:
-                    conn.close()
-                return response.status, body
-            except _STALE_CONNECTION:
-                _close(conn)
-                conn = None
-                if reused and attempt == 1:
-                    continue  # the server had closed the idle connection: retry once
-                raise DeliveryError("The mailer closed the connection") from None
-            except TimeoutError:
-                _close(conn)
-                raise DeliveryError("The mailer did not answer in time") from None
-            except ssl.SSLCertVerificationError:
-                _close(conn)
-                raise DeliveryError("The mailer's certificate is not trusted") from None
-            except (OSError, http.client.HTTPException) as exc:
-                _close(conn)
-                raise DeliveryError(
-                    f"The mailer could not be reached ({type(exc).__name__})"
-                ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                body = response.read(_MAX_ANSWER_BYTES + 1)
+            except HTTPError:
+                response.close()
+                raise
+        except MaxRetryError as exc:
+            raise _delivery_error(exc.reason) from None
+        except (HTTPError, OSError) as exc:
+            raise _delivery_error(exc) from None
+        if len(body) > _MAX_ANSWER_BYTES:
+            response.close()  # the rest is unread: the connection is not reused
+        else:
+            response.release_conn()
+        return response.status, body[:_MAX_ANSWER_BYTES]
 
 
-def _close(conn: http.client.HTTPConnection | None) -> None:
-    if conn is not None:
-        conn.close()
+def _delivery_error(exc: Exception | None) -> DeliveryError:
+    """What a failed call to the mailer tells the outbox (temporary), without secrets."""
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+        return DeliveryError("The mailer did not answer in time")
+    if isinstance(exc, ProxyError):
+        return DeliveryError("The proxy to the mailer could not be reached")
+    if isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return DeliveryError("The mailer's certificate is not trusted")
+    name = type(exc).__name__ if exc is not None else "no answer"
+    return DeliveryError(f"The mailer could not be reached ({name})")
 
 
 def _check_answer(status: int, body: bytes, wire: str) -> None:

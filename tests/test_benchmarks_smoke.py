@@ -19,7 +19,7 @@ from benchmarks.report import render_scenario, render_summary, results_json, wri
 from benchmarks.run import SCENARIOS, run_scenarios
 
 IN_PROCESS = ["confirm_throughput", "delivery_throughput", "growth"]
-WITH_PROCESSES = ["signup_latency", "scale_out", "served", "memory"]
+WITH_PROCESSES = ["signup_latency", "scale_out", "served", "memory", "mailer_workers"]
 
 
 def _context(tmp_path: Path) -> BenchContext:

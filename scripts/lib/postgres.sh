@@ -9,12 +9,7 @@
 # on stdout, and stops it once its standard input closes (the benchmarks use this, so
 # the server goes away even when the process that asked for it is killed).
 
-if ! declare -F say >/dev/null; then
-    say() { printf '==> %s\n' "$*" >&2; }
-fi
-if ! declare -F warn >/dev/null; then
-    warn() { printf 'WARNING: %s\n' "$*" >&2; }
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/servers.sh"
 
 # The bin directory of the newest installed Debian postgresql package.
 postgres_bindir() {
@@ -71,7 +66,7 @@ start_postgres() {
         pg_dir="$(mktemp -d -t confirm-mail-pg.XXXXXX)"
     fi
     local port
-    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    port="$(free_port)"
 
     if ! run_as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust -E UTF8 \
         --no-locale --no-sync >"$pg_dir/initdb.log" 2>&1; then
@@ -100,18 +95,5 @@ CONF
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-    set -euo pipefail
-    if [[ "${1:-}" != serve ]]; then
-        printf 'usage: %s serve   (prints the URL; stops the server when stdin closes)\n' "$0" >&2
-        exit 2
-    fi
-    trap stop_postgres EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    start_postgres
-    if [[ -z "${CONFIRM_MAIL_TEST_POSTGRES_URL:-}" ]]; then
-        exit 1
-    fi
-    printf '%s\n' "$CONFIRM_MAIL_TEST_POSTGRES_URL"
-    cat >/dev/null || true
+    serve_main "$0" start_postgres stop_postgres CONFIRM_MAIL_TEST_POSTGRES_URL "$@"
 fi

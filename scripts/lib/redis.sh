@@ -8,12 +8,7 @@
 # Run as a command, `bash scripts/lib/redis.sh serve` starts a server, prints its URL on
 # stdout, and stops it once its standard input closes.
 
-if ! declare -F say >/dev/null; then
-    say() { printf '==> %s\n' "$*" >&2; }
-fi
-if ! declare -F warn >/dev/null; then
-    warn() { printf 'WARNING: %s\n' "$*" >&2; }
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/servers.sh"
 
 redis_dir=""
 redis_pid=""
@@ -37,7 +32,7 @@ start_redis() {
     fi
     redis_dir="$(mktemp -d -t confirm-mail-redis.XXXXXX)"
     local port
-    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    port="$(free_port)"
     redis-server --bind 127.0.0.1 --port "$port" --dir "$redis_dir" --save '' \
         --appendonly no --protected-mode yes --logfile "$redis_dir/server.log" &
     redis_pid=$!
@@ -65,18 +60,5 @@ PY
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-    set -euo pipefail
-    if [[ "${1:-}" != serve ]]; then
-        printf 'usage: %s serve   (prints the URL; stops the server when stdin closes)\n' "$0" >&2
-        exit 2
-    fi
-    trap stop_redis EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    start_redis
-    if [[ -z "${CONFIRM_MAIL_TEST_REDIS_URL:-}" ]]; then
-        exit 1
-    fi
-    printf '%s\n' "$CONFIRM_MAIL_TEST_REDIS_URL"
-    cat >/dev/null || true
+    serve_main "$0" start_redis stop_redis CONFIRM_MAIL_TEST_REDIS_URL "$@"
 fi

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
 
+from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.errors import ConfigurationError, DeliveryError
 from flask_confirm_mail.remote import RemoteTransport
 from flask_confirm_mail.transport import ConfirmationEmail
 from tests.support.smtp_server import SMTPSink
 
 from .conftest import messages_to
+from .forward_proxy import forward_proxy
 from .process import MailerProcess
 from .stub_http import Reply, closed_port, stub_http_server
 from .tokens import LINK_PREFIX, MAILER_SECRET, link_token, unique_address
@@ -49,24 +52,14 @@ def transport(url: str, **options: Any) -> RemoteTransport:
     return RemoteTransport(mailer_url=url, mailer_secret=SECRET, **options)
 
 
-def test_v1_batch_over_one_connection(
-    mailer: MailerProcess, mailer_sink: SMTPSink, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened: list[object] = []
-    original_open = RemoteTransport._open
-
-    def counting_open(self: RemoteTransport) -> Any:
-        opened.append(self)
-        return original_open(self)
-
-    monkeypatch.setattr(RemoteTransport, "_open", counting_open)
+def test_v1_batch_over_one_connection(mailer: MailerProcess, mailer_sink: SMTPSink) -> None:
     emails = [confirmation(context={"user_name": "Ann", "ignored": 3}) for _ in range(3)]
 
     with transport(mailer.base_url, extra={"app_name": "Cats"}) as connection:
         for email in emails:
             connection.send(email)
-
-    assert len(opened) == 1
+        pool = connection._client().connection_from_url(mailer.base_url)
+        assert pool.num_connections == 1
     for email in emails:
         [mail] = messages_to(mailer_sink, email.recipient)
         assert mail.message["Subject"] == "Confirm and access Cats"
@@ -308,3 +301,72 @@ def test_insecure_http_can_be_allowed_explicitly() -> None:
     assert remote.base_path == "/"
     assert remote.port == 8000
     assert MAILER_SECRET not in repr(remote)
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_http_proxy_from_the_environment_is_used(no_proxy_env: pytest.MonkeyPatch) -> None:
+    with stub_http_server() as (url, state), forward_proxy() as (proxy_url, forwarded):
+        no_proxy_env.setenv("HTTP_PROXY", proxy_url)
+        with transport(url) as connection:
+            assert connection.proxy_url == proxy_url
+            connection.send(confirmation())
+    assert forwarded == [f"{url}v1/messages"]
+    assert [request.path for request in state.requests] == ["/v1/messages"]
+
+
+def test_no_proxy_bypasses_the_proxy(no_proxy_env: pytest.MonkeyPatch) -> None:
+    with stub_http_server() as (url, state), forward_proxy() as (proxy_url, forwarded):
+        no_proxy_env.setenv("HTTP_PROXY", proxy_url)
+        no_proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+        with transport(url) as connection:
+            assert connection.proxy_url is None
+            connection.send(confirmation())
+    assert forwarded == []
+    assert len(state.requests) == 1
+
+
+def test_an_unreachable_proxy_is_temporary(no_proxy_env: pytest.MonkeyPatch) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    with stub_http_server() as (url, state), transport(url, connect_timeout=1) as connection:
+        with pytest.raises(DeliveryError) as info:
+            connection.send(confirmation())
+    assert not info.value.permanent
+    assert "proxy" in str(info.value)
+    assert state.requests == []
+
+
+def test_parallel_sends_share_one_pool_of_pool_size(
+    mailer: MailerProcess, mailer_sink: SMTPSink
+) -> None:
+    emails = [confirmation() for _ in range(8)]
+    with transport(mailer.base_url, pool_size=4) as connection:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(connection.send, emails))
+        kept = connection._client().connection_from_url(mailer.base_url).pool
+        assert kept is not None and kept.qsize() <= 4
+    for email in emails:
+        assert len(messages_to(mailer_sink, email.recipient)) == 1
+
+
+def test_the_pool_holds_as_many_connections_as_the_delivery_concurrency(
+    build_app: Any, tmp_path: Any, mailer: MailerProcess
+) -> None:
+    app = build_app(
+        f"sqlite:///{tmp_path / 'pool.db'}",
+        config={
+            "CONFIRM_MAIL_TRANSPORT": "remote",
+            "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
+            "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
+            "CONFIRM_MAIL_CONCURRENCY": 16,
+        },
+    )
+    remote = get_flow(app).transport
+    assert isinstance(remote, RemoteTransport)
+    assert remote.pool_size == 16
