@@ -17,7 +17,10 @@ from flask import Flask
 
 from flask_confirm_mail import change_email, outbox
 from flask_confirm_mail.errors import ConfigurationError
+from flask_confirm_mail.remote import RemoteTransport
 from flask_confirm_mail.settings import Settings
+from flask_confirm_mail.transport import ConfirmationEmail
+from flask_confirm_mail.wire import verify_wrapping_token
 from tests.apps import db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import ReceivedMail, SMTPSink
@@ -255,3 +258,20 @@ def test_the_original_table_with_a_boolean_column_is_reminded_until_it_confirms(
     assert confirmed.json["status"] == "confirmed"
     clock.shift(3 * DAY)
     assert "Queued 0 reminder(s)." in _remind(app, "--yes")
+
+
+@pytest.mark.parametrize("wire", ["v1", "variance"])
+def test_the_remote_mailer_writes_a_reminder_with_its_signup_template(wire: str) -> None:
+    secret = b"mailer-secret-for-tests-0123456789abcdef"
+    remote = RemoteTransport(mailer_url="http://127.0.0.1:9/", mailer_secret=secret, wire=wire)
+    email = ConfirmationEmail(
+        outbox_id=1, user_id="7", recipient="sleepy@example.org", purpose="reminder",
+        message_id="<1@app.example.com>", link_prefix="https://app.example.com/confirm/",
+        link_token="token", expires_at=None, lifetime=timedelta(days=2),
+    )  # fmt: skip
+    method, path, headers = remote.build_request(email)
+    if wire == "v1":
+        token = headers["Authorization"].removeprefix("Bearer ")
+        assert verify_wrapping_token(token, [secret]).template == "signup"
+    else:
+        assert method == "GET" and path.startswith("/emailservice-cat/signup/")
