@@ -69,6 +69,13 @@ def _reminders_received(sink: SMTPSink) -> list[ReceivedMail]:
     return [m for m in sink.messages if m.message["Subject"] == SUBJECT]
 
 
+def _use_link(app: Flask, mail: ReceivedMail) -> str:
+    """POST the link in ``mail``; the JSON status of the answer."""
+    path = link_from(mail).removeprefix("https://app.example.com")
+    answer = app.test_client().post(path, headers={"Accept": "application/json"})
+    return str(answer.json["status"])
+
+
 def _remind(app: Flask, *args: str) -> str:
     result = app.test_cli_runner().invoke(args=["confirm-mail", "remind", *args])
     assert result.exit_code == 0, result.output
@@ -118,11 +125,7 @@ def test_remind_sends_each_due_reminder_once_to_never_confirmed_sign_ups_only(
     assert link_from(first) != link_from(second), "each reminder carries a fresh link"
     assert [(r.reminder, r.status) for r in _reminder_rows(app)] == [(1, "sent"), (2, "sent")]
 
-    confirmed = app.test_client().post(
-        link_from(second).removeprefix("https://app.example.com"),
-        headers={"Accept": "application/json"},
-    )
-    assert confirmed.json["status"] == "confirmed"
+    assert _use_link(app, second) == "confirmed"
     clock.shift(30 * DAY)
     assert "Queued 0 reminder(s)." in _remind(app, "--yes")
 
@@ -251,11 +254,7 @@ def test_the_original_table_with_a_boolean_column_is_reminded_until_it_confirms(
     output = _remind(app, "--yes")
     assert "<aut@example.org> (reminder 1)" in output and "done@" not in output
     [reminder] = _reminders_received(smtp_server)
-    confirmed = app.test_client().post(
-        link_from(reminder).removeprefix("https://app.example.com"),
-        headers={"Accept": "application/json"},
-    )
-    assert confirmed.json["status"] == "confirmed"
+    assert _use_link(app, reminder) == "confirmed"
     clock.shift(3 * DAY)
     assert "Queued 0 reminder(s)." in _remind(app, "--yes")
 
