@@ -80,7 +80,7 @@ def _scan(app: Flask, *, filtered: bool) -> float:
         flow = get_flow()
         waiting_ids = flow.columns.waiting_ids
         if not filtered:
-            flow.columns.waiting_ids = lambda: None  # type: ignore[method-assign]
+            flow.columns.waiting_ids = lambda dialect: None  # type: ignore[method-assign]
         try:
             seconds = timed(lambda: flow.queue_reminders(dry_run=True))
         finally:

@@ -322,13 +322,14 @@ class ConfirmationFlow:
         due: list[Reminder] = []
         seen: set[str] = set()
         try:
-            if session.connection().dialect.name == "sqlite":
+            dialect = session.connection().dialect.name
+            if dialect == "sqlite":
                 _begin_immediate(session.connection())  # one scanner at a time
             for number in range(len(delays), 0, -1):
                 cutoff = now - delays[number - 1]
                 ids = outbox.signed_up_before(
                     session.connection(), self.outbox_table, cutoff, reminded_from=number,
-                    among=columns.waiting_ids(),  # confirmed users are left out in SQL
+                    among=columns.waiting_ids(dialect),  # confirmed users left out in SQL
                 )  # fmt: skip
                 for user_id in ids:
                     if user_id in seen:

@@ -187,14 +187,14 @@ class UserColumns:
             return self.confirmed_column.is_not(True)
         return self.confirmed_column.is_(None)
 
-    def waiting_ids(self) -> sa.Select[Any] | None:
+    def waiting_ids(self, dialect: str) -> sa.Select[Any] | None:
         """The ids, as strings (the outbox's ``user_id``), of users whose own address is
         unconfirmed and who have no pending address: those a reminder may go to.
 
-        ``None`` for UUID keys, whose text in SQL differs between databases (SQLite
-        stores 32 hex digits) from ``str(uuid)``.
+        ``None`` for UUID keys outside PostgreSQL: their text in SQL differs from
+        ``str(uuid)`` there (SQLite stores 32 hex digits).
         """
-        if self._id_kind == "uuid":
+        if self._id_kind == "uuid" and dialect != "postgresql":
             return None
         query = sa.select(sa.cast(self.id_column, sa.String(64))).where(self._unconfirmed())
         if self.pending_column is not None:

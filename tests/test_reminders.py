@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,14 +16,22 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Mapped, mapped_column
 
-from flask_confirm_mail import change_email, outbox
+from flask_confirm_mail import (
+    ConfirmableMixin,
+    ConfirmMail,
+    change_email,
+    outbox,
+    send_confirmation,
+)
 from flask_confirm_mail.errors import ConfigurationError
 from flask_confirm_mail.remote import RemoteTransport
 from flask_confirm_mail.settings import Settings
 from flask_confirm_mail.transport import ConfirmationEmail
 from flask_confirm_mail.wire import verify_wrapping_token
-from tests.apps import db, user_model
+from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import ReceivedMail, SMTPSink
 
@@ -274,3 +284,54 @@ def test_the_remote_mailer_writes_a_reminder_with_its_signup_template(wire: str)
         assert verify_wrapping_token(token, [secret]).template == "signup"
     else:
         assert method == "GET" and path.startswith("/emailservice-cat/signup/")
+
+
+uuid_db = SQLAlchemy()
+
+
+class UuidUser(ConfirmableMixin, uuid_db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "uuid_users"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+@pytest.fixture
+def uuid_app(database_url: str, smtp_server: SMTPSink) -> Iterator[Flask]:
+    """An app whose users have UUID keys (SQLite stores them as 32 hex digits)."""
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True, SECRET_KEY=SECRET_KEY, SQLALCHEMY_DATABASE_URI=database_url,
+        MAIL_SERVER=smtp_server.host, MAIL_PORT=smtp_server.port,
+        MAIL_SUPPRESS_SEND=False, MAIL_DEFAULT_SENDER="noreply@app.example.com",
+        CONFIRM_MAIL_SECRET=LINK_SECRET,
+        CONFIRM_MAIL_EXTERNAL_URL=EXTERNAL_URL, CONFIRM_MAIL_DELIVERY="sync",
+        CONFIRM_MAIL_REMINDERS="1d",
+    )  # fmt: skip
+    uuid_db.init_app(app)
+    ConfirmMail(db=uuid_db, user_model=UuidUser).init_app(app)
+    with app.app_context():
+        uuid_db.create_all()
+    yield app
+    with app.app_context():
+        uuid_db.session.remove()
+        uuid_db.drop_all()
+        uuid_db.engine.dispose()
+
+
+def test_users_with_uuid_keys_are_reminded(
+    uuid_app: Flask, smtp_server: SMTPSink, clock: Any
+) -> None:
+    with uuid_app.app_context():
+        waiting = UuidUser(email="uuid-waiting@example.org")
+        done = UuidUser(email="uuid-done@example.org", email_confirmed_at=outbox.utcnow())
+        uuid_db.session.add_all([waiting, done])
+        uuid_db.session.flush()
+        send_confirmation(waiting)
+        send_confirmation(done)
+        uuid_db.session.commit()  # outside a request: sent before commit returns
+        waiting_id = str(waiting.id)
+    assert len(smtp_server.wait_for(2)) == 2
+    clock.shift(DAY + 1)
+    output = _remind(uuid_app, "--yes")
+    assert f"Reminded user {waiting_id} <uuid-waiting@example.org> (reminder 1)" in output
+    assert "Queued 1 reminder(s)." in output
+    assert [m.rcpt_tos for m in _reminders_received(smtp_server)] == [["uuid-waiting@example.org"]]
