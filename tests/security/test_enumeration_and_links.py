@@ -35,8 +35,8 @@ URL_RE = re.compile(r"""(?:https?:)?//[^\s"'<>]+""")
 def _resend(app: Flask, address: str, as_json: bool) -> TestResponse:
     client = app.test_client()
     if as_json:
-        return client.post("/confirm/resend", json={"email": address})
-    return client.post("/confirm/resend", data={"email": address})
+        return client.post("/confirm/resend", json={"email": address}, buffered=True)
+    return client.post("/confirm/resend", data={"email": address}, buffered=True)
 
 
 def _comparable(response: TestResponse) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
