@@ -44,8 +44,10 @@ from .confirmation import (
     get_flow,
 )
 from .errors import AddressError
+from .i18n import gettext as _
 from .redaction import redact
 from .users import SIGNUP
+from .webhooks import load_json
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
 
@@ -61,6 +63,8 @@ RESEND_NOTICE = "If that address is waiting for confirmation, a new link is on i
 INVALID_ADDRESS = "Enter a single, valid email address."
 #: Seconds a client is asked to wait when the database is down.
 RETRY_AFTER_OUTAGE = 30
+#: Largest request body the blueprint's routes read: a resend form or a confirm button.
+MAX_BODY_BYTES = 16 * 1024
 #: Methods the decorators let through unchecked (CORS preflight), as flask-login does.
 EXEMPT_METHODS = frozenset({"OPTIONS"})
 
@@ -90,6 +94,14 @@ def _private_headers(response: Response) -> Response:
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
     response.headers.setdefault("X-Frame-Options", "DENY")
     return response
+
+
+@blueprint.before_request
+def _bound_body() -> None:
+    """Refuse a body over ``MAX_BODY_BYTES`` (413), whether it says its length or streams."""
+    request.max_content_length = MAX_BODY_BYTES
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        abort(413)
 
 
 @blueprint.errorhandler(HTTPException)
@@ -193,7 +205,10 @@ def resend() -> Any:
         notice = _bounce_notice(bounce_of_current_user())
         return render_template("confirm_mail/resend.html", app_name=app_name, **notice)
     if request.is_json:
-        data = request.get_json(silent=True)
+        try:
+            data = load_json(request.get_data(cache=True))
+        except ValueError:
+            abort(400, description=_("The body is not JSON."))
         email = data.get("email") if isinstance(data, dict) else None
     else:
         email = request.form.get("email")

@@ -47,6 +47,8 @@ EXTENSION_KEY = "confirm_mail_webhooks"
 PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
 #: Largest body accepted (SendGrid batches events; SES notifications are a few kB).
 MAX_BODY_BYTES = 1024 * 1024
+#: Deepest JSON accepted from the outside (providers' documented bodies nest 4-5 levels).
+MAX_JSON_DEPTH = 32
 #: ``SigningCertURL`` and ``SubscribeURL`` must be on SNS's own host, as AWS documents.
 SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
@@ -71,10 +73,36 @@ class BounceEvent:
 # --- small readers of untrusted JSON ----------------------------------------------------------
 
 
-def _json(body: bytes) -> Any:
+def load_json(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse untrusted JSON nested at most ``max_depth`` levels deep.
+
+    :raises ValueError: not JSON (or not UTF-8/16/32), or nested deeper; JSON nested past
+        the interpreter's recursion limit is refused here instead of raising
+        :class:`RecursionError`.
+    """
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(body)
+    except RecursionError:
+        raise ValueError("The JSON is nested too deeply.") from None
+    level: list[Any] = [value]
+    for _ in range(max_depth):
+        level = [
+            item
+            for container in level
+            if isinstance(container, (dict, list))
+            for item in (container.values() if isinstance(container, dict) else container)
+        ]
+        if not level:
+            return value
+    if any(isinstance(item, (dict, list)) for item in level):
+        raise ValueError("The JSON is nested too deeply.")
+    return value
+
+
+def _json(body: bytes | str) -> Any:
+    try:
+        return load_json(body)
+    except ValueError:
         raise WebhookPayloadError("The body is not JSON.") from None
 
 
@@ -372,7 +400,7 @@ def ses_events(req: Request, verifier: SNSVerifier) -> list[BounceEvent]:
         return []
     if kind != "Notification":
         return []
-    notification = _json(_text(message, "Message").encode())
+    notification = _json(_text(message, "Message"))
     notification = _object(notification, "an SES notification")
     event = _text(notification, "notificationType") or _text(notification, "eventType")
     if event == "Bounce" and _text(notification, "bounce", "bounceType") == "Permanent":
