@@ -76,12 +76,17 @@ class BounceEvent:
 def load_json(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse untrusted JSON nested at most ``max_depth`` levels deep.
 
-    :raises ValueError: not JSON (or not UTF-8/16/32), or nested deeper; JSON nested past
+    :raises ValueError: not JSON (or not UTF-8/16/32), nested deeper, or holding a lone
+        surrogate (``"\\ud800"``, which no later ``.encode()`` survives); JSON nested past
         the interpreter's recursion limit is refused here instead of raising
         :class:`RecursionError`.
     """
     try:
         value = json.loads(body)
+    except RecursionError:
+        raise ValueError("The JSON is nested too deeply.") from None
+    try:  # one pass in C over every string, keys included
+        json.dumps(value, ensure_ascii=False).encode()
     except RecursionError:
         raise ValueError("The JSON is nested too deeply.") from None
     level: list[Any] = [value]

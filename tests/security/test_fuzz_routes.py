@@ -24,7 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.bounces.providers import (
+    CERT_URL,
     PROVIDERS,
+    TOPIC_ARN,
     Keys,
     mailgun_call,
     postmark_call,
@@ -51,6 +53,19 @@ from tests.security.victims import Victim, sign_up
 from tests.support.smtp_server import SMTPSink
 
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+#: Unsigned SNS messages: what reaches the SES webhook's parsing before the signature check.
+SNS_SHAPED = st.fixed_dictionaries(
+    {
+        "Type": st.sampled_from(["Notification", "SubscriptionConfirmation", "Other"]),
+        "TopicArn": st.just(TOPIC_ARN) | JSON_VALUES,
+        "SigningCertURL": st.just(CERT_URL) | st.sampled_from(["https://[::1", "http://x"]),
+        "SignatureVersion": st.sampled_from(["1", "2", "3"]),
+        "Message": JSON_VALUES,
+        "MessageId": JSON_VALUES,
+        "Timestamp": JSON_VALUES,
+    },
+    optional={"Signature": JSON_VALUES, "Subject": JSON_VALUES, "SubscribeURL": JSON_VALUES},
+)
 
 
 @dataclass
@@ -104,7 +119,9 @@ def requests(draw: st.DrawFn, victim: Victim, route: str) -> dict[str, Any]:
     if body == "form":
         kwargs["data"] = draw(FORMS)
     elif body == "json":
-        kwargs["json"] = draw(JSON_VALUES | st.fixed_dictionaries({"email": JSON_VALUES}))
+        kwargs["json"] = draw(
+            JSON_VALUES | st.fixed_dictionaries({"email": JSON_VALUES}) | SNS_SHAPED
+        )
     elif body == "raw":
         kwargs["data"] = draw(RAW_BODIES)
         headers["Content-Type"] = draw(st.just("application/json") | CONTENT_TYPES)
@@ -221,3 +238,15 @@ def test_a_token_with_a_deeply_nested_header_is_an_invalid_link(target: Target) 
     response = target.app.test_client().get(f"/confirm/{deep_header_token()}", headers=JSON)
     assert response.status_code == 400
     assert response.json["status"] == "invalid"
+
+
+def test_an_sns_message_holding_a_lone_surrogate_is_a_400(target: Target) -> None:
+    """Found by reading the code the fuzzing pointed at: the signed text was encoded before
+    the signature check, and ``"\\ud800"`` made that a UnicodeEncodeError (a 500)."""
+    message = {
+        "Type": "Notification", "MessageId": "x", "TopicArn": TOPIC_ARN, "Message": "\ud800",
+        "Timestamp": "t", "SignatureVersion": "2", "SigningCertURL": CERT_URL, "Signature": "QQ==",
+    }  # fmt: skip
+    response = target.app.test_client().post("/confirm/webhooks/ses", json=message)
+    assert response.status_code == 400
+    assert response.json["error"] == "bad_request"
