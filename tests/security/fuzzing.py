@@ -212,8 +212,8 @@ def log_text(records: Iterable[Any]) -> str:
 
 
 def assert_secret_free(logs: str, secrets: Iterable[str], *, what: str) -> None:
-    """No live token, nor its signature, in ``logs``."""
-    for secret in secrets:
+    """No token, nor its signature, in ``logs`` (short strings say nothing: skipped)."""
+    for secret in (secret for secret in secrets if len(secret) >= 16):
         signature = secret.rpartition(".")[2]
         assert secret not in logs, f"{what}: a live token reached the log"
         assert len(signature) < 16 or signature not in logs, f"{what}: a signature in the log"
