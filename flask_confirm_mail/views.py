@@ -13,6 +13,7 @@ Decorators: :func:`signup_view` and :func:`confirmed_required`. Both call the vi
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -47,7 +48,6 @@ from .errors import AddressError
 from .i18n import gettext as _
 from .redaction import redact
 from .users import SIGNUP
-from .webhooks import load_json
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
 
@@ -65,6 +65,8 @@ INVALID_ADDRESS = "Enter a single, valid email address."
 RETRY_AFTER_OUTAGE = 30
 #: Largest request body the blueprint's routes read: a resend form or a confirm button.
 MAX_BODY_BYTES = 16 * 1024
+#: Deepest JSON accepted from the outside (providers' documented bodies nest 4-5 levels).
+MAX_JSON_DEPTH = 32
 #: Methods the decorators let through unchecked (CORS preflight), as flask-login does.
 EXEMPT_METHODS = frozenset({"OPTIONS"})
 
@@ -82,6 +84,37 @@ def wants_json() -> bool:
         best == "application/json"
         and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
     )
+
+
+def load_json(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse untrusted JSON nested at most ``max_depth`` levels deep.
+
+    :raises ValueError: not JSON (or not UTF-8/16/32), nested deeper, or holding a lone
+        surrogate (``"\\ud800"``, which no later ``.encode()`` survives); JSON nested past
+        the interpreter's recursion limit is refused here instead of raising
+        :class:`RecursionError`.
+    """
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise ValueError("The JSON is nested too deeply.") from None
+    try:  # one pass in C over every string, keys included
+        json.dumps(value, ensure_ascii=False).encode()
+    except RecursionError:
+        raise ValueError("The JSON is nested too deeply.") from None
+    level: list[Any] = [value]
+    for _level in range(max_depth):
+        level = [
+            item
+            for container in level
+            if isinstance(container, (dict, list))
+            for item in (container.values() if isinstance(container, dict) else container)
+        ]
+        if not level:
+            return value
+    if any(isinstance(item, (dict, list)) for item in level):
+        raise ValueError("The JSON is nested too deeply.")
+    return value
 
 
 # --- the blueprint -------------------------------------------------------------------------

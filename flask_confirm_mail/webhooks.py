@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import re
 import threading
@@ -42,13 +41,12 @@ from werkzeug.exceptions import HTTPException
 from .bounces import BOUNCE, COMPLAINT, BounceRecords
 from .errors import ConfigurationError, WebhookAuthError, WebhookError, WebhookPayloadError
 from .settings import Settings
+from .views import load_json
 
 EXTENSION_KEY = "confirm_mail_webhooks"
 PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
 #: Largest body accepted (SendGrid batches events; SES notifications are a few kB).
 MAX_BODY_BYTES = 1024 * 1024
-#: Deepest JSON accepted from the outside (providers' documented bodies nest 4-5 levels).
-MAX_JSON_DEPTH = 32
 #: ``SigningCertURL`` and ``SubscribeURL`` must be on SNS's own host, as AWS documents.
 SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
@@ -71,37 +69,6 @@ class BounceEvent:
 
 
 # --- small readers of untrusted JSON ----------------------------------------------------------
-
-
-def load_json(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse untrusted JSON nested at most ``max_depth`` levels deep.
-
-    :raises ValueError: not JSON (or not UTF-8/16/32), nested deeper, or holding a lone
-        surrogate (``"\\ud800"``, which no later ``.encode()`` survives); JSON nested past
-        the interpreter's recursion limit is refused here instead of raising
-        :class:`RecursionError`.
-    """
-    try:
-        value = json.loads(body)
-    except RecursionError:
-        raise ValueError("The JSON is nested too deeply.") from None
-    try:  # one pass in C over every string, keys included
-        json.dumps(value, ensure_ascii=False).encode()
-    except RecursionError:
-        raise ValueError("The JSON is nested too deeply.") from None
-    level: list[Any] = [value]
-    for _ in range(max_depth):
-        level = [
-            item
-            for container in level
-            if isinstance(container, (dict, list))
-            for item in (container.values() if isinstance(container, dict) else container)
-        ]
-        if not level:
-            return value
-    if any(isinstance(item, (dict, list)) for item in level):
-        raise ValueError("The JSON is nested too deeply.")
-    return value
 
 
 def _json(body: bytes | str) -> Any:
