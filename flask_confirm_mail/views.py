@@ -135,6 +135,12 @@ def _bound_body() -> None:
     request.max_content_length = MAX_BODY_BYTES
     if (request.content_length or 0) > MAX_BODY_BYTES:
         abort(413)
+    if request.content_length is None:
+        # A streamed (chunked) body: read it now, so going over the limit is a 413 here
+        # rather than an empty form that the form parser silently makes of it.
+        request.get_data(cache=True)  # stops at the limit; one byte more says it was over
+        if request.stream.read(1):
+            abort(413)
 
 
 @blueprint.errorhandler(HTTPException)

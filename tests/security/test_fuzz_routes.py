@@ -11,6 +11,7 @@ Bounded: ``FUZZ``, 150 derandomized examples a test (50 on PostgreSQL), no deadl
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -250,3 +251,18 @@ def test_an_sns_message_holding_a_lone_surrogate_is_a_400(target: Target) -> Non
     response = target.app.test_client().post("/confirm/webhooks/ses", json=message)
     assert response.status_code == 400
     assert response.json["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("path", ["/confirm/resend", "/confirm/not-a-token"])
+def test_a_streamed_body_over_the_limit_is_a_413(target: Target, path: str) -> None:
+    """No ``Content-Length`` (chunked): the limit holds while the body is read."""
+    body = io.BytesIO(b"email=" + b"a" * 40_000)
+    response = target.app.test_client().post(
+        path,
+        input_stream=body,
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json == {"status": "error", "error": "request entity too large"}
