@@ -22,7 +22,15 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, Response, current_app, g, has_app_context, has_request_context
+from flask import (
+    Flask,
+    Response,
+    after_this_request,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+)
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +49,11 @@ from .transport import Transport
 from .users import CHANGE, CHANGE_NOTICE, REMINDER, SIGNUP, UserColumns
 
 EXTENSION_KEY = "confirm_mail"
+#: Tries of a resend that fails after its response was sent, and the pause before the next.
+RESEND_ATTEMPTS = 3
+RESEND_RETRY_DELAY = 0.1
+
+logger = logging.getLogger("flask_confirm_mail")
 
 logger = logging.getLogger("flask_confirm_mail")
 
@@ -282,9 +295,57 @@ class ConfirmationFlow:
         addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address,
         and none to an address marked undeliverable (:mod:`~flask_confirm_mail.bounces`).
 
+        In a request, only the address and the database's presence are checked before the
+        answer; the lookup and the queueing run once the response is sent
+        (``response.call_on_close``), so the answer takes the same work for every kind of
+        address. A failure there is logged and retried a few times. Outside a request, all
+        of it runs at once.
+
         :raises AddressError: ``email`` is not a single valid address.
         """
         address = normalize_address(email)
+        if not has_request_context():
+            self.resend_now(address)
+            return
+        # The same round trip for every address: an outage is answered (503), not hidden.
+        self.db.session.execute(sa.text("SELECT 1"))
+        self.db.session.rollback()
+        app = _app()
+
+        @after_this_request
+        def _after_response(response: Response) -> Response:
+            response.call_on_close(lambda: self._resend_after_response(app, address))
+            return response
+
+    def _resend_after_response(self, app: Flask, address: str) -> None:
+        """Run :meth:`resend_now` in an app context of its own; log what fails."""
+        for attempt in range(1, RESEND_ATTEMPTS + 1):
+            with app.app_context():
+                g.setdefault(_AFTER_RESPONSE, True)
+                try:
+                    self.resend_now(address)
+                    return
+                except Exception as exc:  # after the response: no one else would see it
+                    final = attempt == RESEND_ATTEMPTS
+                    logger.log(
+                        logging.ERROR if final else logging.WARNING,
+                        "A resend could not be queued (attempt %d of %d): %s%s",
+                        attempt,
+                        RESEND_ATTEMPTS,
+                        type(exc).__name__,
+                        "; the user has to ask again" if final else "; retrying",
+                        exc_info=final,
+                    )
+            if attempt < RESEND_ATTEMPTS:
+                time.sleep(RESEND_RETRY_DELAY * attempt)
+
+    def resend_now(self, address: str) -> None:
+        """The work of :meth:`request_resend` for a normalized ``address``, at once.
+
+        One small transaction, committed when a message is queued: on SQLite it holds the
+        write lock from the start, elsewhere the user rows are locked, so concurrent
+        resends for one address check the cooldown one after the other.
+        """
         session = self.db.session
         try:
             connection = session.connection()
@@ -390,7 +451,7 @@ class ConfirmationFlow:
         ending a background sender mid-send.
         """
         mode = self.settings.delivery
-        if mode == "thread" and has_request_context():
+        if mode == "thread" and (has_request_context() or g.get(_AFTER_RESPONSE, False)):
             self.sender.wake(_app())
         elif mode in ("thread", "sync"):
             if has_request_context():
@@ -497,6 +558,8 @@ def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] = SERVE
 # --- session events ------------------------------------------------------------------------
 
 _SYNC_QUEUE = "_confirm_mail_sync_ids"
+#: Set on ``g`` while a resend runs after its response: ``thread`` mode still wakes the sender.
+_AFTER_RESPONSE = "_confirm_mail_after_response"
 _NEW_USERS = "confirm_mail_new_users"
 _QUEUED = "confirm_mail_queued_ids"
 _SIGNUP_DEPTH = "_confirm_mail_signup_depth"

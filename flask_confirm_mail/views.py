@@ -13,6 +13,7 @@ Decorators: :func:`signup_view` and :func:`confirmed_required`. Both call the vi
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -64,6 +65,10 @@ RESEND_NOTICE = "If that address is waiting for confirmation, a new link is on i
 INVALID_ADDRESS = "Enter a single, valid email address."
 #: Seconds a client is asked to wait when the database is down.
 RETRY_AFTER_OUTAGE = 30
+#: Largest request body the blueprint's routes read: a resend form or a confirm button.
+MAX_BODY_BYTES = 16 * 1024
+#: Deepest JSON accepted from the outside (providers' documented bodies nest 4-5 levels).
+MAX_JSON_DEPTH = 32
 #: Methods the decorators let through unchecked (CORS preflight), as flask-login does.
 EXEMPT_METHODS = frozenset({"OPTIONS"})
 
@@ -83,6 +88,37 @@ def wants_json() -> bool:
     )
 
 
+def load_json(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse untrusted JSON nested at most ``max_depth`` levels deep.
+
+    :raises ValueError: not JSON (or not UTF-8/16/32), nested deeper, or holding a lone
+        surrogate (``"\\ud800"``, which no later ``.encode()`` survives); JSON nested past
+        the interpreter's recursion limit is refused here instead of raising
+        :class:`RecursionError`.
+    """
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise ValueError("The JSON is nested too deeply.") from None
+    try:  # one pass in C over every string, keys included
+        json.dumps(value, ensure_ascii=False).encode()
+    except RecursionError:
+        raise ValueError("The JSON is nested too deeply.") from None
+    level: list[Any] = [value]
+    for _level in range(max_depth):
+        level = [
+            item
+            for container in level
+            if isinstance(container, (dict, list))
+            for item in (container.values() if isinstance(container, dict) else container)
+        ]
+        if not level:
+            return value
+    if any(isinstance(item, (dict, list)) for item in level):
+        raise ValueError("The JSON is nested too deeply.")
+    return value
+
+
 # --- the blueprint -------------------------------------------------------------------------
 
 
@@ -93,6 +129,20 @@ def _private_headers(response: Response) -> Response:
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
     response.headers.setdefault("X-Frame-Options", "DENY")
     return response
+
+
+@blueprint.before_request
+def _bound_body() -> None:
+    """Refuse a body over ``MAX_BODY_BYTES`` (413), whether it says its length or streams."""
+    request.max_content_length = MAX_BODY_BYTES
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        abort(413)
+    if request.content_length is None:
+        # A streamed (chunked) body: read it now, so going over the limit is a 413 here
+        # rather than an empty form that the form parser silently makes of it.
+        request.get_data(cache=True)  # stops at the limit; one byte more says it was over
+        if request.stream.read(1):
+            abort(413)
 
 
 @blueprint.errorhandler(HTTPException)
@@ -244,7 +294,10 @@ def resend() -> Any:
         notice = {**_bounce_notice(bounce_of_current_user()), **owner_cooldown()}
         return render_template("confirm_mail/resend.html", app_name=app_name, **notice)
     if request.is_json:
-        data = request.get_json(silent=True)
+        try:
+            data = load_json(request.get_data(cache=True))
+        except ValueError:
+            abort(400, description=_("The body is not JSON."))
         email = data.get("email") if isinstance(data, dict) else None
     else:
         email = request.form.get("email")

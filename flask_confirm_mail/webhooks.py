@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import re
 import threading
@@ -42,6 +41,7 @@ from werkzeug.exceptions import HTTPException
 from .bounces import BOUNCE, COMPLAINT, BounceRecords
 from .errors import ConfigurationError, WebhookAuthError, WebhookError, WebhookPayloadError
 from .settings import Settings
+from .views import load_json
 
 EXTENSION_KEY = "confirm_mail_webhooks"
 PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
@@ -71,10 +71,10 @@ class BounceEvent:
 # --- small readers of untrusted JSON ----------------------------------------------------------
 
 
-def _json(body: bytes) -> Any:
+def _json(body: bytes | str) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return load_json(body)
+    except ValueError:
         raise WebhookPayloadError("The body is not JSON.") from None
 
 
@@ -372,7 +372,7 @@ def ses_events(req: Request, verifier: SNSVerifier) -> list[BounceEvent]:
         return []
     if kind != "Notification":
         return []
-    notification = _json(_text(message, "Message").encode())
+    notification = _json(_text(message, "Message"))
     notification = _object(notification, "an SES notification")
     event = _text(notification, "notificationType") or _text(notification, "eventType")
     if event == "Bounce" and _text(notification, "bounce", "bounceType") == "Permanent":

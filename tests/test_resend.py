@@ -1,4 +1,8 @@
-"""POST /confirm/resend: one answer for every address, a cooldown per address."""
+"""POST /confirm/resend: one answer for every address, a cooldown per address.
+
+The resend runs once the response is closed (after it is sent); ``buffered=True`` has the
+test client close it, as a WSGI server does.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +35,9 @@ def test_same_answer_for_unknown_unconfirmed_and_confirmed(
     answers = []
     for address in ("nobody@example.org", "waiting@example.org", "done@example.org"):
         if as_json:
-            response = client.post("/confirm/resend", json={"email": address})
+            response = client.post("/confirm/resend", json={"email": address}, buffered=True)
         else:
-            response = client.post("/confirm/resend", data={"email": address})
+            response = client.post("/confirm/resend", data={"email": address}, buffered=True)
         answers.append((response.status_code, response.data))
     assert answers[0] == answers[1] == answers[2]
     assert answers[0][0] == 202
@@ -44,20 +48,20 @@ def test_same_answer_for_unknown_unconfirmed_and_confirmed(
 def test_cooldown_limits_to_one_email(make_app: Any, smtp_server: SMTPSink, clock: Any) -> None:
     app = _setup(make_app, smtp_server)
     client = app.test_client()
-    client.post("/confirm/resend", data={"email": "waiting@example.org"})
+    client.post("/confirm/resend", data={"email": "waiting@example.org"}, buffered=True)
     assert smtp_server.messages == [], "the sign-up email starts the cooldown"
     clock.shift(61)
     bodies = {
-        client.post("/confirm/resend", data={"email": "waiting@example.org"}).data
+        client.post("/confirm/resend", data={"email": "waiting@example.org"}, buffered=True).data
         for _ in range(10)
     }
     assert len(bodies) == 1
     assert len(smtp_server.wait_for(1)) == 1
     clock.shift(59)
-    client.post("/confirm/resend", data={"email": "waiting@example.org"})
+    client.post("/confirm/resend", data={"email": "waiting@example.org"}, buffered=True)
     assert len(smtp_server.messages) == 1
     clock.shift(2)
-    client.post("/confirm/resend", data={"email": "waiting@example.org"})
+    client.post("/confirm/resend", data={"email": "waiting@example.org"}, buffered=True)
     assert len(smtp_server.wait_for(2)) == 2
 
 

@@ -215,7 +215,7 @@ def test_resend_button_sends_a_new_link(make_catloader: Callable[..., Flask]) ->
     email = re.search(r'name="email" value="([^"]+)"', banner).group(1)
     assert email == "luna@example.com"
 
-    resent = client.post_form("/confirm/resend", {"email": email})
+    resent = client.post_form("/confirm/resend", {"email": email}, buffered=True)
     assert resent.status_code == 202
     answer = resent.get_data(as_text=True)
     assert "a new link is on its way" in answer

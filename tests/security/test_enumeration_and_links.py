@@ -35,8 +35,8 @@ URL_RE = re.compile(r"""(?:https?:)?//[^\s"'<>]+""")
 def _resend(app: Flask, address: str, as_json: bool) -> TestResponse:
     client = app.test_client()
     if as_json:
-        return client.post("/confirm/resend", json={"email": address})
-    return client.post("/confirm/resend", data={"email": address})
+        return client.post("/confirm/resend", json={"email": address}, buffered=True)
+    return client.post("/confirm/resend", data={"email": address}, buffered=True)
 
 
 def _comparable(response: TestResponse) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
@@ -200,7 +200,9 @@ def test_emailed_links_ignore_the_request_host(
     answer = client.post("/signup", data={"email": "cat@example.org"}, **poison)
     assert answer.status_code == 201
     _assert_links_use_the_configured_base(smtp_server.wait_for(1)[0], EXTERNAL_URL)
-    resend = client.post("/confirm/resend", data={"email": "cat@example.org"}, **poison)
+    resend = client.post(
+        "/confirm/resend", data={"email": "cat@example.org"}, buffered=True, **poison
+    )
     assert resend.status_code == 202
     _assert_links_use_the_configured_base(smtp_server.wait_for(2)[1], EXTERNAL_URL)
 
