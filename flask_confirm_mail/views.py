@@ -32,8 +32,9 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
 
 from . import outbox
 from .addresses import is_valid_address, normalize_address
@@ -153,25 +154,64 @@ def _http_error(error: HTTPException) -> Any:
     return render_template("confirm_mail/error.html", error=error), code
 
 
+#: What a database outage or fault raises, answered 503: a connection refused, lost or
+#: gone stale, a full or read-only file, a lock not granted within the busy timeout, and
+#: no free connection in the pool in time. Errors in the data or the SQL (``IntegrityError``,
+#: ``ProgrammingError``) are not outages and keep their own handling.
+DATABASE_FAULTS: tuple[type[SQLAlchemyError], ...] = (OperationalError, InterfaceError, PoolTimeout)
+
+
 @blueprint.errorhandler(OperationalError)
 @blueprint.errorhandler(InterfaceError)
-def _database_unavailable(error: DBAPIError) -> Any:
-    """A database outage is a 503 with ``Retry-After``, and its log line holds no token."""
+@blueprint.errorhandler(PoolTimeout)
+def database_unavailable(error: SQLAlchemyError) -> Response:
+    """Answer a database outage or fault: ``503`` with ``Retry-After``, a page or JSON.
+
+    The session's transaction is rolled back first, so nothing of the request is left
+    half saved, and its log line names the path with any token redacted. The
+    blueprint's routes, :func:`signup_view` and :func:`confirmed_required` answer with
+    it; an app can register it for its own views::
+
+        for fault in flask_confirm_mail.views.DATABASE_FAULTS:
+            app.register_error_handler(fault, database_unavailable)
+    """
     flow = get_flow()
-    try:
-        flow.db.session.rollback()
-    except DBAPIError:  # the connection is gone; the pool drops it
-        pass
+    _roll_back(flow)
+    cause = error.orig if isinstance(error, DBAPIError) else error
     logger.warning(
         "Database unavailable on %s %s (%s)",
         request.method,
         redact(request.path, [flow.settings.url_prefix]),
-        type(error.orig).__name__,
+        type(cause).__name__,
     )
-    unavailable = ServiceUnavailable("The service is unavailable; try again in a minute.")
-    response = make_response(_http_error(unavailable))
+    message = _("The service cannot reach its database; nothing was saved. Try again in a minute.")
+    if wants_json():
+        response = jsonify(status="error", error="service unavailable")
+    else:
+        try:
+            page = render_template("confirm_mail/unavailable.html", message=message)
+            response = make_response(page)
+        except DATABASE_FAULTS:  # an app's template read the database after all
+            _roll_back(flow)
+            response = make_response(message, {"Content-Type": "text/plain; charset=utf-8"})
+    response.status_code = 503
     response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
     return response
+
+
+def _roll_back(flow: ConfirmationFlow) -> None:
+    try:
+        flow.db.session.rollback()
+    except SQLAlchemyError:  # the connection is gone; the pool drops it
+        pass
+
+
+def _answer_database_fault(error: SQLAlchemyError) -> Response:
+    """A decorator's answer to a fault: the app's own handler if it has one, else ours."""
+    if current_app._find_error_handler(error, request.blueprints) is not None:
+        _roll_back(get_flow())
+        raise error
+    return database_unavailable(error)
 
 
 @blueprint.route("/<token>", methods=["GET", "POST"])
@@ -362,6 +402,8 @@ def signup_view(view: F) -> F:
         except AddressError:
             flow.db.session.rollback()
             abort(400, description=INVALID_ADDRESS)
+        except DATABASE_FAULTS as error:  # no half sign-up: rolled back, nothing queued
+            return _answer_database_fault(error)
         finally:
             end_signup()
 
@@ -394,26 +436,35 @@ def confirmed_required(view: F) -> F:
         call = current_app.ensure_sync(view)
         if request.method in EXEMPT_METHODS:
             return call(*args, **kwargs)
-        flow = get_flow()
-        user = current_user_or_none()
-        if user is None:
-            login_manager = getattr(current_app, "login_manager", None)
-            if login_manager is not None and flow.user_getter is None:
-                return login_manager.unauthorized()
-            abort(401)
-        if not flow.columns.is_confirmed(user) and not _in_grace_period(flow, user):
-            message = flow.settings.flash_unconfirmed
-            if wants_json():
-                body: dict[str, Any] = {
-                    "status": "unconfirmed",
-                    "error": "email_unconfirmed",
-                    "message": message,
-                }
-                body.update(_bounce_notice(bounce_of_current_user()))
-                return make_response(jsonify(body), 403)
-            flash(message, "warning")
-            endpoint = flow.settings.unconfirmed_endpoint or "confirm_mail.resend"
-            return redirect(url_for(endpoint))
-        return call(*args, **kwargs)
+        try:
+            refusal = _refuse_unconfirmed()
+        except DATABASE_FAULTS as error:  # the user or the sign-up date could not be read
+            return _answer_database_fault(error)
+        return refusal if refusal is not None else call(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def _refuse_unconfirmed() -> Any:
+    """The answer :func:`confirmed_required` gives instead of the view, or ``None``."""
+    flow = get_flow()
+    user = current_user_or_none()
+    if user is None:
+        login_manager = getattr(current_app, "login_manager", None)
+        if login_manager is not None and flow.user_getter is None:
+            return login_manager.unauthorized()
+        abort(401)
+    if flow.columns.is_confirmed(user) or _in_grace_period(flow, user):
+        return None
+    message = flow.settings.flash_unconfirmed
+    if wants_json():
+        body: dict[str, Any] = {
+            "status": "unconfirmed",
+            "error": "email_unconfirmed",
+            "message": message,
+        }
+        body.update(_bounce_notice(bounce_of_current_user()))
+        return make_response(jsonify(body), 403)
+    flash(message, "warning")
+    endpoint = flow.settings.unconfirmed_endpoint or "confirm_mail.resend"
+    return redirect(url_for(endpoint))

@@ -1,7 +1,11 @@
 """Several gunicorn workers booting CatLoader on an empty SQLite file all come up.
 
 Each worker creates the tables at boot; the losers of that race used to fail to boot
-("table ... already exists"), and gunicorn then stopped the whole server.
+("table ... already exists"), and gunicorn then stopped the whole server. Left to the
+scheduler, the workers rarely reached ``CREATE TABLE`` together (the test caught the
+old code in about half of its runs); a barrier in gunicorn's ``post_fork`` hook now
+holds every worker until all are forked, so they load the app, and create the tables,
+at the same moment.
 """
 
 from __future__ import annotations
@@ -17,8 +21,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOTS = 5
-WORKERS = 4
+BOOTS = 4
+WORKERS = 6
+#: A gunicorn config: each worker waits, before it loads the app, until all are forked.
+BARRIER_CONFIG = """
+import os, time
+
+def post_fork(server, worker):
+    folder = os.environ["COLD_START_BARRIER"]
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 20
+    while len(os.listdir(folder)) < int(os.environ["COLD_START_WORKERS"]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+"""
 
 
 def _free_port() -> int:
@@ -49,15 +66,22 @@ def _serves(url: str, server: subprocess.Popen[bytes], timeout: float = 30.0) ->
 
 
 @pytest.mark.slow
-def test_four_workers_boot_on_an_empty_database(tmp_path: Path) -> None:
+def test_workers_booting_together_on_an_empty_database_all_come_up(tmp_path: Path) -> None:
     gunicorn = Path(sys.executable).with_name("gunicorn")
+    config = tmp_path / "barrier.conf.py"
+    config.write_text(BARRIER_CONFIG)
     for boot in range(BOOTS):
         instance = tmp_path / f"boot{boot}"
+        barrier = tmp_path / f"barrier{boot}"
+        barrier.mkdir()
         port = _free_port()
+        env = dict(
+            _env(instance, port), COLD_START_BARRIER=str(barrier), COLD_START_WORKERS=str(WORKERS)
+        )
         server = subprocess.Popen(
-            [str(gunicorn), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
+            [str(gunicorn), "-c", str(config), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
              "example_catloader:create_app()"],
-            cwd=ROOT, env=_env(instance, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             served = _serves(f"http://127.0.0.1:{port}/", server)
