@@ -50,7 +50,7 @@ from flask_sqlalchemy import SQLAlchemy
 from . import outbox, signals
 from .errors import DeliveryError
 from .settings import Settings
-from .tokens import LinkTokenSigner
+from .tokens import CodeHasher, LinkTokenSigner
 from .transport import ConfirmationEmail, Transport
 
 logger = logging.getLogger("flask_confirm_mail")
@@ -143,8 +143,10 @@ class Deliverer:
         settings: Settings,
         transport: Transport,
         signer: LinkTokenSigner,
+        codes: CodeHasher | None = None,
     ) -> None:
         self.db = db
+        self.codes = codes
         self.table = table
         self.settings = settings
         self.transport = transport
@@ -187,6 +189,7 @@ class Deliverer:
                 ids=ids,
                 max_attempts=settings.max_attempts,
             )
+            codes = self._mint_codes(conn, rows)
         emails = []
         for row in rows:
             token, expires_at = self.signer.issue(row.user_id, row.recipient)
@@ -203,9 +206,24 @@ class Deliverer:
                     lifetime=settings.lifetime,
                     attempt=row.attempts,
                     context=row.context or {},
+                    code=codes.get(row.id, ""),
                 )
             )
         return emails
+
+    def _mint_codes(self, conn: sa.Connection, rows: Sequence[Any]) -> dict[int, str]:
+        """A new confirmation code for each claimed row, its digest stored in the claim's
+        transaction (the row's previous code is void: the newest email's code counts)."""
+        if self.codes is None:
+            return {}
+        codes = {row.id: self.codes.new_code() for row in rows}
+        expires_at = outbox.utcnow() + self.settings.lifetime
+        digests = [
+            (row.id, self.codes.digest(codes[row.id], row.id, row.recipient), expires_at)
+            for row in rows
+        ]
+        outbox.store_codes(conn, self.table, digests)
+        return codes
 
     def deliver_batch(
         self,

@@ -132,6 +132,13 @@ def _define(db: SQLAlchemy) -> type[Any]:
         #: may have delivered it.
         unknown_outcomes: Mapped[int] = mapped_column(sa.Integer(), default=0)
         message_id: Mapped[str] = mapped_column(sa.String(255))
+        #: The HMAC-SHA256 (:class:`~flask_confirm_mail.tokens.CodeHasher`) of the code in
+        #: the last email minted from this row; ``None`` before, and once used or voided.
+        code_digest: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+        #: Tries of that code so far.
+        code_tries: Mapped[int] = mapped_column(sa.Integer(), default=0, server_default="0")
+        #: When that code stops working, with the link minted with it (naive UTC).
+        code_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
         created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
         sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
 
@@ -192,6 +199,59 @@ def claim(
     stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(values)
     rows = conn.execute(stmt.returning(*columns)).all()
     return sorted(rows, key=lambda r: r.id)
+
+
+def store_codes(
+    conn: Connection, table: sa.Table, codes: Sequence[tuple[int, str, datetime]]
+) -> None:
+    """Record the code just minted for each ``(id, digest, expires_at)``: the row's earlier
+    code is void, and the new one has all its tries."""
+    if not codes:
+        return
+    c = table.c
+    stmt = (
+        sa.update(table)
+        .where(c.id == sa.bindparam("row_id"))
+        .values(
+            code_digest=sa.bindparam("new_digest"),
+            code_expires_at=sa.bindparam("new_expiry"),
+            code_tries=0,
+        )
+    )
+    rows = [{"row_id": i, "new_digest": d, "new_expiry": e} for i, d, e in codes]
+    conn.execute(stmt.execution_options(synchronize_session=False), rows)
+
+
+def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: int) -> Any | None:
+    """Count one try of the code in the newest email minted to ``recipient`` and return
+    that row's ``id``, ``user_id``, ``recipient``, ``code_digest`` and ``code_expires_at``;
+    ``None`` when there is no such code or its tries are used up.
+
+    The count and its limit are one ``UPDATE``, so concurrent tries never exceed it.
+    """
+    c = table.c
+    newest = (
+        sa.select(sa.func.max(c.id))
+        .where(c.recipient == recipient, c.code_digest.is_not(None))
+        .scalar_subquery()
+    )
+    stmt = (
+        sa.update(table)
+        .where(c.id == newest, c.code_tries < max_tries)
+        .values(code_tries=c.code_tries + 1)
+        .returning(c.id, c.user_id, c.recipient, c.code_digest, c.code_expires_at)
+    )
+    return conn.execute(stmt).first()
+
+
+def void_codes(conn: Connection, table: sa.Table, user_id: str) -> None:
+    """Void every code mailed to ``user_id`` (an address of it was just confirmed)."""
+    c = table.c
+    conn.execute(
+        sa.update(table)
+        .where(c.user_id == user_id, c.code_digest.is_not(None))
+        .values(code_digest=None)
+    )
 
 
 def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> int:
