@@ -20,6 +20,10 @@ sent again for ever. Each failed attempt records its kind (:data:`FAILURES`): a 
 the server's answer; an *unknown* outcome is a connection lost after the message was
 handed over, which may or may not have been delivered.
 
+A row also holds the confirmation code of its newest minted email, as an HMAC only
+(:func:`store_codes`), with the count of its tries (:func:`take_code_try`, one
+``UPDATE``), until an address of the account is confirmed (:func:`void_codes`).
+
 On PostgreSQL the transaction that adds rows also sends a ``NOTIFY``; an idle worker's
 :class:`OutboxListener` ``LISTEN``\\ s for it and claims the new email a few milliseconds
 after the commit instead of at its next poll. Polling (``CONFIRM_MAIL_POLL_INTERVAL``)
