@@ -273,7 +273,10 @@ class ConfirmationFlow:
         except (TokenError, IntegrityError):  # the address was taken by another account
             session.rollback()
             purpose = None
-        outbox.void_codes(session.connection(), self.outbox_table, user_key)
+        # Used up: every code of the account once an address is confirmed, else this
+        # address's (it is no longer the account's to confirm).
+        only = None if purpose is not None else address
+        outbox.void_codes(session.connection(), self.outbox_table, user_key, only)
         session.commit()
         if purpose is None:
             return LinkResult(Outcome.INVALID)

@@ -248,14 +248,16 @@ def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: 
     return conn.execute(stmt).first()
 
 
-def void_codes(conn: Connection, table: sa.Table, user_id: str) -> None:
-    """Void every code mailed to ``user_id`` (an address of it was just confirmed)."""
+def void_codes(
+    conn: Connection, table: sa.Table, user_id: str, recipient: str | None = None
+) -> None:
+    """Void every code mailed to ``user_id`` (an address of it was just confirmed), or
+    only those mailed to ``recipient``."""
     c = table.c
-    conn.execute(
-        sa.update(table)
-        .where(c.user_id == user_id, c.code_digest.is_not(None))
-        .values(code_digest=None)
-    )
+    stmt = sa.update(table).where(c.user_id == user_id, c.code_digest.is_not(None))
+    if recipient is not None:
+        stmt = stmt.where(c.recipient == recipient)
+    conn.execute(stmt.values(code_digest=None))
 
 
 def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> int:

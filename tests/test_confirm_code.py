@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -295,3 +296,35 @@ def test_digests_bind_the_code_to_its_row_and_recipient() -> None:
     assert not hasher.matches("123457", 7, "mo@example.org", digest)
     rotated = CodeHasher(b"n" * 32, [b"k" * 32], length=6, alphabet="0123456789")
     assert rotated.matches("123 456", 7, "mo@example.org", digest)
+
+
+def test_parallel_wrong_tries_never_exceed_max_tries(make_app: Any, smtp_server: SMTPSink) -> None:
+    app = make_app(config={"CONFIRM_MAIL_CODE_MAX_TRIES": 5})
+    code = code_from(_signup(app, smtp_server, "max@example.org"))
+    wrong = [f"{(int(code) + n) % 10**6:06d}" for n in range(1, 17)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda typed: _try(app, "max@example.org", typed), wrong))
+    assert {answer.status_code for answer in answers} == {400}
+    with app.app_context():
+        tries = db.session.execute(sa.text(f"SELECT code_tries FROM {TABLE_NAME}")).scalar()
+    assert tries == 5
+    assert _try(app, "max@example.org", code).json["status"] == "invalid_code"
+    assert not _confirmed(app, "max@example.org")
+
+
+def test_the_code_confirms_a_change_without_a_pending_column(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app(shape="legacy")
+    first = _signup(app, smtp_server, "was@example.org")
+    model = user_model("legacy")
+    with app.app_context():
+        user = db.session.execute(sa.select(model)).scalar_one()
+        change_email(user, "now@example.org")
+        db.session.commit()
+    mail = smtp_server.wait_for(2)[1]
+    assert _try(app, "was@example.org", code_from(first)).json["status"] == "invalid_code"
+    assert _try(app, "now@example.org", code_from(mail)).json["status"] == "confirmed"
+    assert _confirmed(app, "now@example.org", "legacy")
+    answer = app.test_client().post(_path(link_from(mail)), headers=JSON)
+    assert answer.json["status"] == "already_confirmed"
