@@ -78,23 +78,13 @@ def test_the_original_clients_key_stays_an_access_key() -> None:
 
 @pytest.mark.parametrize("wire", ["v1", "variance"])
 def test_the_mailer_shows_the_code_and_it_confirms(
-    build_app: Callable[..., Flask],
+    remote_app: Callable[[str], Flask],
     tmp_path: Any,
     mailer: MailerProcess,
     mailer_sink: SMTPSink,
     wire: str,
 ) -> None:
-    app = build_app(
-        f"sqlite:///{tmp_path / 'remote.db'}",
-        config={
-            "CONFIRM_MAIL_EXTERNAL_URL": LINK_PREFIX.removesuffix("/confirm/"),
-            "CONFIRM_MAIL_TRANSPORT": "remote",
-            "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
-            "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
-            "CONFIRM_MAIL_MAILER_WIRE": wire,
-            "CONFIRM_MAIL_APP_NAME": "CatLoader",
-        },
-    )
+    app = remote_app(wire)
     address = f"code-{wire}-{tmp_path.name[-8:]}@example.org"
     client = app.test_client()
     assert client.post("/signup", data={"email": address}).status_code == 201
