@@ -217,12 +217,8 @@ class Deliverer:
         if self.codes is None:
             return {}
         codes = {row.id: self.codes.new_code() for row in rows}
-        expires_at = outbox.utcnow() + self.settings.lifetime
-        digests = [
-            (row.id, self.codes.digest(codes[row.id], row.id, row.recipient), expires_at)
-            for row in rows
-        ]
-        outbox.store_codes(conn, self.table, digests)
+        digests = {row.id: self.codes.digest(codes[row.id], row.id, row.recipient) for row in rows}
+        outbox.store_codes(conn, self.table, digests, outbox.utcnow() + self.settings.lifetime)
         return codes
 
     def deliver_batch(

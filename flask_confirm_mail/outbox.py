@@ -37,7 +37,7 @@ import logging
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -206,24 +206,24 @@ def claim(
 
 
 def store_codes(
-    conn: Connection, table: sa.Table, codes: Sequence[tuple[int, str, datetime]]
+    conn: Connection, table: sa.Table, digests: Mapping[int, str], expires_at: datetime
 ) -> None:
-    """Record the code just minted for each ``(id, digest, expires_at)``: the row's earlier
-    code is void, and the new one has all its tries."""
-    if not codes:
+    """Record the digest of the code just minted for each row id: the row's earlier code
+    is void, and the new one has all its tries until ``expires_at``.
+
+    One ``executemany`` (pipelined by psycopg 3): for a batch of 20 it took 1.7 to 4.8 ms
+    on PostgreSQL and 0.5 ms on SQLite, against 2.8 to 5.3 and 0.8 to 1.0 ms for one
+    ``UPDATE ... CASE`` (in the same runs, on a loaded machine).
+    """
+    if not digests:
         return
     c = table.c
     stmt = (
         sa.update(table)
         .where(c.id == sa.bindparam("row_id"))
-        .values(
-            code_digest=sa.bindparam("new_digest"),
-            code_expires_at=sa.bindparam("new_expiry"),
-            code_tries=0,
-        )
+        .values(code_digest=sa.bindparam("new_digest"), code_expires_at=expires_at, code_tries=0)
     )
-    rows = [{"row_id": i, "new_digest": d, "new_expiry": e} for i, d, e in codes]
-    conn.execute(stmt.execution_options(synchronize_session=False), rows)
+    conn.execute(stmt, [{"row_id": i, "new_digest": d} for i, d in digests.items()])
 
 
 def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: int) -> Any | None:

@@ -261,8 +261,18 @@ class CodeHasher:
         )  # fmt: skip
 
     def new_code(self) -> str:
-        """A random code of ``length`` characters of ``alphabet``."""
-        return "".join(secrets.choice(self.alphabet) for _ in range(self.length))
+        """A random code of ``length`` characters of ``alphabet``, every code as likely.
+
+        One draw from :func:`secrets.randbelow` written in base ``len(alphabet)``: a
+        ``secrets.choice`` per character costs a system call each (26 us for 6).
+        """
+        base = len(self.alphabet)
+        number = secrets.randbelow(base**self.length)
+        characters = []
+        for _ in range(self.length):
+            number, index = divmod(number, base)
+            characters.append(self.alphabet[index])
+        return "".join(characters)
 
     def digest(self, code: str, outbox_id: int, recipient: str, *, key: int = 0) -> str:
         """The HMAC-SHA256 of ``code`` for one outbox row and recipient, in hex."""
