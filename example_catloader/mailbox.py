@@ -151,6 +151,16 @@ def mailbox_of(app: Flask) -> Mailbox | None:
     return mailbox
 
 
+#: The confirmation code: the line of the email's text indented by four spaces.
+_CODE_LINE = re.compile(r"^ {4}([A-Za-z0-9]{4,32})\r?$", re.MULTILINE)
+
+
+def first_code(text: str) -> str | None:
+    """The confirmation code in an email's text, as the extension's templates lay it out."""
+    match = _CODE_LINE.search(text)
+    return match.group(1) if match else None
+
+
 def first_link(text: str, prefix: str) -> str | None:
     """The first URL in ``text`` that starts with ``prefix``."""
     for word in text.split():

@@ -16,7 +16,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_confirm_mail import link_base_url
 from flask_confirm_mail.bounces import BOUNCE, records_of
 
-from .mailbox import Mailbox, first_link, mailbox_of
+from .mailbox import Mailbox, first_code, first_link, mailbox_of
 
 bp = Blueprint("bl_mailbox", __name__, url_prefix="/dev/mailbox")
 
@@ -87,6 +87,7 @@ def message(message_id: str) -> Any:
         "mailbox/message.html",
         mail=mail,
         link=link,
+        code=first_code(mail.text),
         other_origin=other_origin(link),
         srcdoc=framed_html(mail.html),
     )

@@ -44,7 +44,7 @@ from .delivery import BackgroundSender, Deliverer
 from .errors import ExpiredToken, NotInitializedError, TokenError
 from .redaction import SERVER_LOGGERS, install_log_redaction
 from .settings import Settings
-from .tokens import LinkClaims, LinkTokenSigner
+from .tokens import CodeHasher, LinkClaims, LinkTokenSigner
 from .transport import Transport
 from .users import CHANGE, CHANGE_NOTICE, REMINDER, SIGNUP, UserColumns
 
@@ -115,9 +115,13 @@ class ConfirmationFlow:
             settings.secret, settings.previous_secrets, lifetime=settings.lifetime,
             leeway=settings.leeway,
         )  # fmt: skip
+        self.codes = CodeHasher(
+            settings.secret, settings.previous_secrets, length=settings.code_length,
+            alphabet=settings.code_alphabet,
+        )  # fmt: skip
         self.deliverer = Deliverer(
             db=db, table=self.outbox_table, settings=settings, transport=transport,
-            signer=self.signer,
+            signer=self.signer, codes=self.codes,
         )  # fmt: skip
         self.sender = BackgroundSender(self.deliverer)
         self._next_reminder_scan = 0.0
@@ -274,6 +278,7 @@ class ConfirmationFlow:
             session.rollback()
             return LinkResult(Outcome.INVALID)
         if purpose is not None:
+            outbox.void_codes(session.connection(), self.outbox_table, claims.user_id)
             session.commit()
             user = session.get(columns.model, user_id)
             signals.email_confirmed.send(_app(), user=user, email=claims.email, purpose=purpose)
@@ -287,6 +292,55 @@ class ConfirmationFlow:
         ):
             return LinkResult(Outcome.ALREADY_CONFIRMED, user)
         return LinkResult(Outcome.INVALID)
+
+    def confirm_code(self, email: object, code: object) -> LinkResult:
+        """Use the confirmation code mailed to ``email``, as its link would be used.
+
+        Counts one try of the code in the newest email minted to that address; once
+        ``CODE_MAX_TRIES`` tries are used, the code is void. The right code confirms the
+        address (a sign-up's, or a change's pending one) and voids every code and, the
+        address being confirmed, the links mailed for it. An unknown address, a wrong,
+        used, void or expired code all give :attr:`Outcome.INVALID`, with the same work.
+        Commits.
+
+        :raises AddressError: ``email`` is not a single valid address.
+        """
+        address = normalize_address(email)
+        session = self.db.session
+        table = self.outbox_table
+        try:
+            connection = session.connection()
+            row = outbox.take_code_try(connection, table, address, self.settings.code_max_tries)
+            if row is None:
+                self.codes.matches(code, 0, address, None)  # the same HMAC work as a real try
+                return LinkResult(Outcome.INVALID)
+            right = self.codes.matches(code, row.id, row.recipient, row.code_digest)
+            live = row.code_expires_at is not None and outbox.utcnow() < row.code_expires_at
+            session.commit()  # the try counts, whatever follows
+            if not (right and live):
+                return LinkResult(Outcome.INVALID)
+            return self._confirm_by_code(row.user_id, row.recipient)
+        finally:
+            session.rollback()
+
+    def _confirm_by_code(self, user_key: str, address: str) -> LinkResult:
+        columns, session = self.columns, self.db.session
+        try:
+            user_id = columns.parse_id(user_key)
+            purpose = columns.confirm(session, user_id, address, outbox.utcnow())
+        except (TokenError, IntegrityError):  # the address was taken by another account
+            session.rollback()
+            purpose = None
+        # Used up: every code of the account once an address is confirmed, else this
+        # address's (it is no longer the account's to confirm).
+        only = None if purpose is not None else address
+        outbox.void_codes(session.connection(), self.outbox_table, user_key, only)
+        session.commit()
+        if purpose is None:
+            return LinkResult(Outcome.INVALID)
+        user = session.get(columns.model, user_id)
+        signals.email_confirmed.send(_app(), user=user, email=address, purpose=purpose)
+        return LinkResult(Outcome.CONFIRMED, user)
 
     def request_resend(self, email: object) -> None:
         """Queue a new link for ``email`` when it is waiting for confirmation.

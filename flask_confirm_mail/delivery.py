@@ -50,7 +50,7 @@ from flask_sqlalchemy import SQLAlchemy
 from . import outbox, signals
 from .errors import DeliveryError
 from .settings import Settings
-from .tokens import LinkTokenSigner
+from .tokens import CodeHasher, LinkTokenSigner
 from .transport import ConfirmationEmail, Transport
 from .users import LINKLESS
 
@@ -144,8 +144,10 @@ class Deliverer:
         settings: Settings,
         transport: Transport,
         signer: LinkTokenSigner,
+        codes: CodeHasher | None = None,
     ) -> None:
         self.db = db
+        self.codes = codes
         self.table = table
         self.settings = settings
         self.transport = transport
@@ -188,6 +190,7 @@ class Deliverer:
                 ids=ids,
                 max_attempts=settings.max_attempts,
             )
+            codes = self._mint_codes(conn, rows)
         emails = []
         for row in rows:
             token, expires_at = (
@@ -208,9 +211,20 @@ class Deliverer:
                     lifetime=settings.lifetime,
                     attempt=row.attempts,
                     context=row.context or {},
+                    code=codes.get(row.id, ""),
                 )
             )
         return emails
+
+    def _mint_codes(self, conn: sa.Connection, rows: Sequence[Any]) -> dict[int, str]:
+        """A new confirmation code for each claimed row, its digest stored in the claim's
+        transaction (the row's previous code is void: the newest email's code counts)."""
+        if self.codes is None:
+            return {}
+        codes = {row.id: self.codes.new_code() for row in rows}
+        digests = {row.id: self.codes.digest(codes[row.id], row.id, row.recipient) for row in rows}
+        outbox.store_codes(conn, self.table, digests, outbox.utcnow() + self.settings.lifetime)
+        return codes
 
     def deliver_batch(
         self,

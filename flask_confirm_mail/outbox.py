@@ -20,6 +20,10 @@ sent again for ever. Each failed attempt records its kind (:data:`FAILURES`): a 
 the server's answer; an *unknown* outcome is a connection lost after the message was
 handed over, which may or may not have been delivered.
 
+A row also holds the confirmation code of its newest minted email, as an HMAC only
+(:func:`store_codes`), with the count of its tries (:func:`take_code_try`, one
+``UPDATE``), until an address of the account is confirmed (:func:`void_codes`).
+
 On PostgreSQL the transaction that adds rows also sends a ``NOTIFY``; an idle worker's
 :class:`OutboxListener` ``LISTEN``\\ s for it and claims the new email a few milliseconds
 after the commit instead of at its next poll. Polling (``CONFIRM_MAIL_POLL_INTERVAL``)
@@ -33,7 +37,7 @@ import logging
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -134,6 +138,13 @@ def _define(db: SQLAlchemy) -> type[Any]:
         #: may have delivered it.
         unknown_outcomes: Mapped[int] = mapped_column(sa.Integer(), default=0)
         message_id: Mapped[str] = mapped_column(sa.String(255))
+        #: The HMAC-SHA256 (:class:`~flask_confirm_mail.tokens.CodeHasher`) of the code in
+        #: the last email minted from this row; ``None`` before, and once used or voided.
+        code_digest: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+        #: Tries of that code so far.
+        code_tries: Mapped[int] = mapped_column(sa.Integer(), default=0, server_default="0")
+        #: When that code stops working, with the link minted with it (naive UTC).
+        code_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
         created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
         sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
         #: Which reminder (1 for the first of ``CONFIRM_MAIL_REMINDERS``) a ``reminder``
@@ -197,6 +208,61 @@ def claim(
     stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(values)
     rows = conn.execute(stmt.returning(*columns)).all()
     return sorted(rows, key=lambda r: r.id)
+
+
+def store_codes(
+    conn: Connection, table: sa.Table, digests: Mapping[int, str], expires_at: datetime
+) -> None:
+    """Record the digest of the code just minted for each row id: the row's earlier code
+    is void, and the new one has all its tries until ``expires_at``.
+
+    One ``executemany`` (pipelined by psycopg 3): for a batch of 20 it took 1.7 to 4.8 ms
+    on PostgreSQL and 0.5 ms on SQLite, against 2.8 to 5.3 and 0.8 to 1.0 ms for one
+    ``UPDATE ... CASE`` (in the same runs, on a loaded machine).
+    """
+    if not digests:
+        return
+    c = table.c
+    stmt = (
+        sa.update(table)
+        .where(c.id == sa.bindparam("row_id"))
+        .values(code_digest=sa.bindparam("new_digest"), code_expires_at=expires_at, code_tries=0)
+    )
+    conn.execute(stmt, [{"row_id": i, "new_digest": d} for i, d in digests.items()])
+
+
+def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: int) -> Any | None:
+    """Count one try of the code in the newest email minted to ``recipient`` and return
+    that row's ``id``, ``user_id``, ``recipient``, ``code_digest`` and ``code_expires_at``;
+    ``None`` when there is no such code or its tries are used up.
+
+    The count and its limit are one ``UPDATE``, so concurrent tries never exceed it.
+    """
+    c = table.c
+    newest = (
+        sa.select(sa.func.max(c.id))
+        .where(c.recipient == recipient, c.code_digest.is_not(None))
+        .scalar_subquery()
+    )
+    stmt = (
+        sa.update(table)
+        .where(c.id == newest, c.code_tries < max_tries)
+        .values(code_tries=c.code_tries + 1)
+        .returning(c.id, c.user_id, c.recipient, c.code_digest, c.code_expires_at)
+    )
+    return conn.execute(stmt).first()
+
+
+def void_codes(
+    conn: Connection, table: sa.Table, user_id: str, recipient: str | None = None
+) -> None:
+    """Void every code mailed to ``user_id`` (an address of it was just confirmed), or
+    only those mailed to ``recipient``."""
+    c = table.c
+    stmt = sa.update(table).where(c.user_id == user_id, c.code_digest.is_not(None))
+    if recipient is not None:
+        stmt = stmt.where(c.recipient == recipient)
+    conn.execute(stmt.values(code_digest=None))
 
 
 def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> int:

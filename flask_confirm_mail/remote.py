@@ -175,6 +175,7 @@ class RemoteTransport(Transport):
                     link_url=email.link,
                     link_token=email.link_token,
                     extra={k: context[k] for k in EXTRA_FIELDS if isinstance(context.get(k), str)},
+                    code=email.code,
                 )
                 headers["Authorization"] = f"Bearer {token}"
                 headers["Content-Length"] = "0"
@@ -186,6 +187,7 @@ class RemoteTransport(Transport):
                 access_key="" if access_key is None else str(access_key),
                 link_prefix=email.link_prefix,
                 link_token=email.link_token,
+                code=email.code,
             )
         except (TokenError, ValueError):
             raise DeliveryError(

@@ -22,7 +22,14 @@ from flask import Flask
 
 from .errors import ConfigurationError, DeliveryError
 from .smtp import format_sender, unsafe_header
-from .tokens import MAX_LEEWAY, MIN_SECRET_BYTES, secret_bytes
+from .tokens import (
+    CODE_CHARACTERS,
+    MAX_CODE_LENGTH,
+    MAX_LEEWAY,
+    MIN_CODE_LENGTH,
+    MIN_SECRET_BYTES,
+    secret_bytes,
+)
 
 PREFIX = "CONFIRM_MAIL_"
 #: Keys that the README and docs print: an app deployed from a snippet unchanged would let
@@ -286,6 +293,18 @@ def _blueprint_path(value: Any, key: str, app: Flask) -> str:
     return str(value).strip("/")
 
 
+#: The fewest different codes a length and alphabet must allow (a 6-digit code's count).
+MIN_CODE_SPACE = 10**6
+
+
+def _code_alphabet(value: Any, key: str, app: Flask) -> str:
+    if not isinstance(value, str) or CODE_CHARACTERS.fullmatch(value) is None:
+        raise ConfigurationError(f"{key} must be a string of ASCII letters and digits.")
+    if len(set(value)) != len(value) or len(value) < 2:
+        raise ConfigurationError(f"{key} must list at least 2 characters, each once.")
+    return value
+
+
 class Settings:
     """The checked settings of one app: each attribute is one ``CONFIRM_MAIL_*`` key."""
 
@@ -412,6 +431,21 @@ class Settings:
         60,
         _duration(allow_zero=True),
         "Seconds between two emails to one address from the resend route.",
+    )
+    code_length = Option(
+        6,
+        _integer(MIN_CODE_LENGTH, MAX_CODE_LENGTH),
+        "Characters of the confirmation code each email carries besides its link.",
+    )
+    code_alphabet = Option(
+        "0123456789",
+        _code_alphabet,
+        "Characters a confirmation code is drawn from (ASCII letters and digits, each once).",
+    )
+    code_max_tries = Option(
+        5,
+        _integer(1, 20),
+        "Wrong tries of one code before it is void and a new email is needed.",
     )
     transport = Option(
         "flask_mail",
@@ -547,6 +581,11 @@ class Settings:
         if self.mailer_secret is not None and hmac.compare_digest(self.mailer_secret, self.secret):
             raise ConfigurationError(
                 "CONFIRM_MAIL_MAILER_SECRET must differ from the link secret (CONFIRM_MAIL_SECRET)."
+            )
+        if len(self.code_alphabet) ** self.code_length < MIN_CODE_SPACE:
+            raise ConfigurationError(
+                "CONFIRM_MAIL_CODE_LENGTH and CONFIRM_MAIL_CODE_ALPHABET must allow at least "
+                f"{MIN_CODE_SPACE:,} different codes: use a longer code or more characters."
             )
         if self.transport == "remote" and (self.mailer_secret is None or not self.mailer_url):
             raise ConfigurationError(

@@ -64,6 +64,9 @@ class ConfirmationEmail:
     attempt: int = 1
     #: Extra values the app gave for the templates (JSON-safe).
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: The confirmation code minted with the link ("" when there is none); it confirms
+    #: like the link, so it stays out of ``repr``.
+    code: str = field(default="", repr=False)
 
     @property
     def link(self) -> str:
@@ -137,6 +140,7 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
         "lifetime": format_lifetime(email.lifetime),
         "expires_at": email.expires_at,
         "context": dict(email.context),
+        "code": email.code,
     }
     template, subject = EMAIL_TEMPLATES.get(email.purpose, EMAIL_TEMPLATES[SIGNUP])
     return build_message(

@@ -1,6 +1,7 @@
 """The web side: the blueprint's routes and the view decorators apps put on their views.
 
-Routes: ``GET/POST <prefix>/<token>`` and ``GET/POST <prefix>/resend``. GET of a link shows
+Routes: ``GET/POST <prefix>/<token>``, ``GET/POST <prefix>/resend`` and
+``GET/POST <prefix>/code`` (the code from the email, with its address). GET of a link shows
 a page with a button that POSTs to the same URL; only the POST confirms (unless
 ``CONFIRM_MAIL_CONFIRM_ON_GET``), so mail scanners that fetch links confirm nothing. Every
 answer is a page or, for JSON requests, a body with a stable ``status`` field; no token,
@@ -354,6 +355,50 @@ def resend() -> Any:
     if wants_json():
         return jsonify(status="resend_requested", message=RESEND_NOTICE), 202
     return render_template("confirm_mail/resend.html", notice=RESEND_NOTICE, app_name=app_name), 202
+
+
+def _invalid_code_message() -> str:
+    return _(
+        "That code does not confirm that address. A code works for the newest email only, "
+        "until its link expires, and stops after %(tries)d wrong tries. If you already "
+        "confirmed with the link, there is nothing else to do; otherwise ask for a new email.",
+        tries=get_flow().settings.code_max_tries,
+    )
+
+
+def _code_page(flow: ConfirmationFlow) -> dict[str, Any]:
+    """The code field's keyboard: digits for an all-digit alphabet."""
+    return {"code_inputmode": "numeric" if flow.settings.code_alphabet.isdigit() else "text"}
+
+
+@blueprint.route("/code", methods=["GET", "POST"])
+def code() -> Any:
+    """Confirm with the code from the email, on any device: address and code, no session."""
+    flow = get_flow()
+    app_name = flow.settings.app_name
+    if request.method == "GET":
+        return render_template("confirm_mail/code.html", app_name=app_name, **_code_page(flow))
+    if request.is_json:
+        data = request.get_json(silent=True)
+        fields = data if isinstance(data, dict) else {}
+    else:
+        fields = request.form
+    email = fields.get("email")
+    try:
+        result = flow.confirm_code(email, fields.get("code"))
+    except AddressError:
+        error, status = INVALID_ADDRESS, "invalid_address"
+    else:
+        if result.outcome is Outcome.CONFIRMED:
+            return _answer(result, "")
+        error, status = _invalid_code_message(), "invalid_code"
+    if wants_json():
+        return jsonify(status=status, message=error, resend_url=url_for(".resend")), 400
+    typed = email if isinstance(email, str) and len(email) <= 254 else ""
+    page = render_template(
+        "confirm_mail/code.html", app_name=app_name, error=error, email=typed, **_code_page(flow)
+    )
+    return page, 400
 
 
 # --- decorators ----------------------------------------------------------------------------

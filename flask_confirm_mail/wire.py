@@ -7,12 +7,16 @@ the app side. Two call shapes travel from an app to a mailer:
   ``cm-mailer+jwt``, audience ``flask-confirm-mail:mailer``, and the claims
   ``recipient``, ``template`` (``signup`` or ``change``), ``link_url`` (the whole link),
   ``link_token`` (the link token, which ends the link), optional ``extra`` (values the
-  email shows), plus ``iat``, ``exp`` (at most :data:`MAX_WRAPPING_LIFETIME` after
-  ``iat``) and ``jti``. No other token of the system verifies as one of these.
+  email shows) and ``code`` (the confirmation code the email shows), plus ``iat``,
+  ``exp`` (at most :data:`MAX_WRAPPING_LIFETIME` after ``iat``) and ``jti``. No other
+  token of the system verifies as one of these.
 * **legacy** (``GET /emailservice.../<token>``): the original Variance mailer's payload,
   ``user_email``, ``user_aut_key_or_otp`` (or ``user_aut_key``), ``email_link_url`` (the
   link up to the token) and ``email_link_token``; ``iat``, ``exp`` and ``jti`` are
-  optional there, for apps written against the original.
+  optional there, for apps written against the original. This package carries the
+  confirmation code in ``user_aut_key_or_otp`` (the "one-time password" the original
+  mailer shows) and the access key, if any, in ``user_aut_key`` (the article's field):
+  a ``user_aut_key_or_otp`` that differs from ``user_aut_key`` is the code.
 
 Both verify into one :class:`MailRequest`. The mailer answers ``{"error", "msg", "id"}``
 with an :class:`ErrorCode`. The mailer does not know the link secret: it reads the link
@@ -36,8 +40,10 @@ from .addresses import normalize_address
 from .errors import AddressError, InvalidToken
 from .smtp import CONTROL_CHARACTERS
 from .tokens import (
+    CODE_CHARACTERS,
     LINK_AUDIENCE,
     LINK_TOKEN_TYPE,
+    MAX_CODE_LENGTH,
     MAX_TOKEN_LENGTH,
     decode_token,
     encode_token,
@@ -126,6 +132,24 @@ class MailRequest:
     replay_key: str = ""
     #: The token's ``exp`` (epoch seconds); ``None`` only for legacy tokens without one.
     expires_at: int | None = None
+    #: The confirmation code the email shows ("" for none); it confirms like the link.
+    code: str = field(default="", repr=False)
+
+
+def check_code(value: object) -> str:
+    """A confirmation code from a token: "" for none, else letters and digits.
+
+    :raises InvalidToken: anything else.
+    """
+    if value is None or value == "":
+        return ""
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_CODE_LENGTH
+        or CODE_CHARACTERS.fullmatch(value) is None
+    ):
+        raise InvalidToken("The token's code is not valid.", reason="bad_claims")
+    return value
 
 
 def clean_extra(values: Mapping[str, Any] | None) -> dict[str, str]:
@@ -153,6 +177,7 @@ def issue_wrapping_token(
     link_url: str,
     link_token: str,
     extra: Mapping[str, Any] | None = None,
+    code: str = "",
     lifetime: int = WRAPPING_LIFETIME,
     now: int | None = None,
 ) -> str:
@@ -164,6 +189,7 @@ def issue_wrapping_token(
     :param link_url: the whole confirmation link, ending with ``link_token``.
     :param link_token: the link token inside the link.
     :param extra: values the email shows; only :data:`EXTRA_FIELDS` are kept.
+    :param code: the confirmation code the email shows, letters and digits ("" for none).
     :param lifetime: seconds until ``exp``, at most :data:`MAX_WRAPPING_LIFETIME`.
     :param now: ``iat``; defaults to the current time.
     """
@@ -185,6 +211,8 @@ def issue_wrapping_token(
     cleaned = clean_extra(extra)
     if cleaned:
         claims["extra"] = cleaned
+    if check_code(code):
+        claims["code"] = code
     return encode_token(claims, secret, typ=WRAPPING_TOKEN_TYPE)
 
 
@@ -220,6 +248,7 @@ def verify_wrapping_token(token: object, keys: Sequence[bytes], *, leeway: int =
         extra=clean_extra(extra),
         replay_key=claims["jti"],
         expires_at=claims["exp"],
+        code=check_code(claims.get("code")),
     )
 
 
@@ -230,19 +259,21 @@ def issue_legacy_token(
     access_key: str,
     link_prefix: str,
     link_token: str,
+    code: str = "",
     lifetime: int = WRAPPING_LIFETIME,
     now: int | None = None,
 ) -> str:
     """Sign the original Variance payload, plus ``iat``, ``exp`` and ``jti``.
 
     The original mailer reads ``user_aut_key_or_otp`` (later versions) or ``user_aut_key``
-    (the article's version); both are written. It ignores the added claims, except that
-    PyJWT there checks ``exp``, which only ever refuses a stale call.
+    (the article's version); both are written: the access key in both, or with a
+    confirmation ``code``, the code in ``user_aut_key_or_otp``. It ignores the added
+    claims, except that PyJWT there checks ``exp``, which only ever refuses a stale call.
     """
     iat = int(time.time()) if now is None else now
     claims = {
         "user_email": user_email,
-        "user_aut_key_or_otp": access_key,
+        "user_aut_key_or_otp": check_code(code) or access_key,
         "user_aut_key": access_key,
         "email_link_url": link_prefix,
         "email_link_token": link_token,
@@ -277,15 +308,11 @@ def verify_legacy_token(
     for value in (recipient, link_prefix, link_token):
         if not isinstance(value, str) or not value or len(value) > _MAX_STRING:
             raise bad
-    access_key = claims.get("user_aut_key_or_otp", claims.get("user_aut_key", ""))
-    if access_key is None:
-        access_key = ""
-    if is_int(access_key):
-        access_key = str(access_key)
-    if not isinstance(access_key, str) or len(access_key) > MAX_EXTRA_VALUE_LENGTH:
-        raise bad
-    if CONTROL_CHARACTERS.search(access_key):
-        raise bad
+    access_key = _legacy_text(claims.get("user_aut_key_or_otp", claims.get("user_aut_key", "")))
+    article_key = _legacy_text(claims.get("user_aut_key", access_key))
+    code = ""
+    if access_key != article_key and _is_code(access_key):
+        code, access_key = access_key, article_key  # this package's shape
     exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
     if exp is not None:
         if not is_int(exp) or exp - int(time.time()) > MAX_WRAPPING_LIFETIME + leeway:
@@ -305,7 +332,31 @@ def verify_legacy_token(
         # The original client sends no jti: the token itself is then the replay key.
         replay_key=jti or "legacy:" + hashlib.sha256(token.encode()).hexdigest(),
         expires_at=exp,
+        code=code,
     )
+
+
+def _is_code(value: str) -> bool:
+    try:
+        return bool(check_code(value))
+    except InvalidToken:
+        return False
+
+
+def _legacy_text(value: object) -> str:
+    """An access key or code of a legacy payload, as text (the original sent numbers too).
+
+    :raises InvalidToken: not short plain text.
+    """
+    if value is None:
+        return ""
+    if is_int(value):
+        value = str(value)
+    if not isinstance(value, str) or len(value) > MAX_EXTRA_VALUE_LENGTH:
+        raise InvalidToken("The token's claims are not valid.", reason="bad_claims")
+    if CONTROL_CHARACTERS.search(value):
+        raise InvalidToken("The token's claims are not valid.", reason="bad_claims")
+    return value
 
 
 @dataclass(frozen=True)

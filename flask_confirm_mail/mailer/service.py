@@ -203,6 +203,7 @@ class MailerService:
             "app_name": app_name,
             "user_name": extra.get("user_name", ""),
             "access_key": extra.get("access_key", ""),
+            "code": request.code,
             "link": request.link_url,
             "lifetime": format_lifetime(timedelta(seconds=lifetime)) if lifetime else "",
             "recipient": recipient,

@@ -14,6 +14,7 @@ from example_catloader import create_app
 from example_catloader.extensions import db
 from flask_confirm_mail import stop_delivery
 from tests.catloader.web_client import CatLoaderClient
+from tests.support.fixtures import require_ci_or_skip
 
 EXTERNAL_URL = "http://catloader.test"
 TEST_CONFIG: dict[str, Any] = {
@@ -79,3 +80,35 @@ def catloader(make_catloader: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def cat_client(catloader: Flask) -> CatLoaderClient:
     return CatLoaderClient(catloader)
+
+
+# --- the browser (tests/catloader/test_browser.py, test_code_entry.py) ---------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium per test process."""
+    if not os.access(CHROMIUM, os.X_OK):
+        require_ci_or_skip(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require_ci_or_skip("Playwright for Python is missing: pip install -e '.[test]'")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()

@@ -6,7 +6,6 @@ screenshot of every step under ``test-artifacts/catloader/<test>/``.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,44 +20,15 @@ from example_catloader.models import Picture, User
 from tests.catloader.live_server import LiveServer, wait_for_mail
 from tests.catloader.pictures import picture_bytes
 from tests.catloader.web_client import CatLoaderClient
-from tests.support.fixtures import require_ci_or_skip
 from tests.support.smtp_server import SMTPSink
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "catloader"
 PASSWORD = "purr-purr-purr"
 CONFIRMED = "Your email is confirmed, have fun"
 INVALID = "Problems with your confirmation email"
 NOTICE_SUBJECT = "Your email address is being changed"
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    """One headless Chromium per test process."""
-    if not os.access(CHROMIUM, os.X_OK):
-        require_ci_or_skip(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_ci_or_skip("Playwright for Python is missing: pip install -e '.[test]'")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

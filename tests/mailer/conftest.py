@@ -17,7 +17,7 @@ from tests.support.fixtures import SECURE_SMTP_AUTH
 from tests.support.smtp_server import ReceivedMail, SMTPSink
 
 from .process import MailerProcess
-from .tokens import ALLOWED_PREFIXES, MAILER_SECRET
+from .tokens import ALLOWED_PREFIXES, LINK_PREFIX, MAILER_SECRET
 
 
 def mailer_env(sink: SMTPSink, **overrides: str) -> dict[str, str]:
@@ -114,5 +114,27 @@ def make_mailer_app(smtp_server: SMTPSink) -> Callable[..., Flask]:
         app = create_app(settings)
         app.config["TESTING"] = True
         return app
+
+    return make
+
+
+@pytest.fixture
+def remote_app(
+    build_app: Callable[..., Flask], tmp_path: Path, mailer: MailerProcess
+) -> Callable[[str], Flask]:
+    """Build a test app (tests/apps.py) that sends through ``mailer`` on ``wire``."""
+
+    def make(wire: str) -> Flask:
+        return build_app(
+            f"sqlite:///{tmp_path / 'remote.db'}",
+            config={
+                "CONFIRM_MAIL_EXTERNAL_URL": LINK_PREFIX.removesuffix("/confirm/"),
+                "CONFIRM_MAIL_TRANSPORT": "remote",
+                "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
+                "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
+                "CONFIRM_MAIL_MAILER_WIRE": wire,
+                "CONFIRM_MAIL_APP_NAME": "CatLoader",
+            },
+        )
 
     return make

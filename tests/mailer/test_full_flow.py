@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -11,29 +10,14 @@ from flask import Flask
 from tests.support.smtp_server import SMTPSink
 
 from .conftest import messages_to
-from .process import MailerProcess
-from .tokens import LINK_PREFIX, MAILER_SECRET
+from .tokens import LINK_PREFIX
 
 
 @pytest.mark.parametrize("wire", ["v1", "variance"])
 def test_signup_through_the_mailer_service_then_confirm(
-    build_app: Callable[..., Flask],
-    tmp_path: Any,
-    mailer: MailerProcess,
-    mailer_sink: SMTPSink,
-    wire: str,
+    remote_app: Callable[[str], Flask], mailer_sink: SMTPSink, wire: str
 ) -> None:
-    app = build_app(
-        f"sqlite:///{tmp_path / 'remote.db'}",
-        config={
-            "CONFIRM_MAIL_EXTERNAL_URL": LINK_PREFIX.removesuffix("/confirm/"),
-            "CONFIRM_MAIL_TRANSPORT": "remote",
-            "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
-            "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
-            "CONFIRM_MAIL_MAILER_WIRE": wire,
-            "CONFIRM_MAIL_APP_NAME": "CatLoader",
-        },
-    )
+    app = remote_app(wire)
     address = f"remote-{wire}@example.org"
     client = app.test_client()
     assert client.post("/signup", data={"email": address}).status_code == 201
