@@ -216,4 +216,12 @@ def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
 def _on_sqlite_error(context: Any) -> None:
     message = str(context.original_exception).lower()
     if any(text in message for text in _UNUSABLE_SQLITE_CONNECTION):
+        # Roll the driver's transaction back before the pool closes the connection: after
+        # "disk is full" in a WAL transaction, closing it without a rollback left the file's
+        # write lock held (every later write "database is locked" until a restart;
+        # tests/test_database_outage.py, the full file).
+        try:
+            context.connection.connection.dbapi_connection.rollback()
+        except Exception:  # noqa: BLE001 - the connection is being dropped anyway
+            pass
         context.is_disconnect = True  # the pool discards it; the next checkout reconnects
