@@ -32,6 +32,7 @@ from .addresses import normalize_address
 from .bounces import records_of
 from .delivery import BackgroundSender, Deliverer
 from .errors import ExpiredToken, NotInitializedError, TokenError
+from .i18n import current_locale
 from .redaction import SERVER_LOGGERS, install_log_redaction
 from .settings import Settings
 from .tokens import LinkClaims, LinkTokenSigner
@@ -123,6 +124,7 @@ class ConfirmationFlow:
             due_at=now,
             created_at=now,
             message_id=outbox.new_message_id(self.settings.host),
+            locale=current_locale(),
         )
         session.add(row)
         signals.confirmation_requested.send(

@@ -203,6 +203,7 @@ class Deliverer:
                     lifetime=settings.lifetime,
                     attempt=row.attempts,
                     context=row.context or {},
+                    locale=row.locale,
                 )
             )
         return emails

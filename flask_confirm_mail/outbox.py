@@ -134,6 +134,8 @@ def _define(db: SQLAlchemy) -> type[Any]:
         message_id: Mapped[str] = mapped_column(sa.String(255))
         created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
         sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
+        #: The locale of the request that queued it (Flask-Babel's), for the email's words.
+        locale: Mapped[str | None] = mapped_column(sa.String(35), nullable=True)
 
         def __repr__(self) -> str:
             return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
@@ -172,7 +174,7 @@ def claim(
     With ``max_attempts``, only messages with an attempt left are taken.
 
     Each row has ``id``, ``user_id``, ``recipient``, ``purpose``, ``context``, ``attempts``
-    (counting this one) and ``message_id``.
+    (counting this one), ``message_id`` and ``locale``.
     """
     now = utcnow()
     c = table.c
@@ -190,7 +192,7 @@ def claim(
     }
     columns = (c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id)
     stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(values)
-    rows = conn.execute(stmt.returning(*columns)).all()
+    rows = conn.execute(stmt.returning(*columns, c.locale)).all()
     return sorted(rows, key=lambda r: r.id)
 
 

@@ -25,6 +25,7 @@ from flask import Flask, current_app, render_template
 
 from .addresses import normalize_address
 from .errors import AddressError, ConfigurationError, DeliveryError
+from .i18n import format_timedelta, locale_of, template_context
 from .settings import Settings
 from .smtp import (
     SMTPSession,
@@ -61,6 +62,8 @@ class ConfirmationEmail:
     attempt: int = 1
     #: Extra values the app gave for the templates (JSON-safe).
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: The locale to write it in (the sign-up request's); ``None``: the app's default.
+    locale: str | None = None
 
     @property
     def link(self) -> str:
@@ -105,7 +108,8 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
     Templates live under ``confirm_mail/email/``: ``signup.txt``, ``signup.html``,
     ``change.txt``, ``change.html``; an app overrides one by putting a file of the same
     name in its own ``templates`` folder. HTML templates are autoescaped, so every value,
-    app-supplied ones included, is escaped there.
+    app-supplied ones included, is escaped there. Written in the email's locale (the
+    sign-up request's, from its outbox row) with the extension's catalog.
 
     :raises DeliveryError: (permanent) the recipient is not one plain address, or a header
         value would contain a line break.
@@ -116,18 +120,24 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
         raise DeliveryError(
             "The recipient is not a single valid address.", permanent=True
         ) from None
+    with locale_of(email.locale):
+        return _render(email, settings)
+
+
+def _render(email: ConfirmationEmail, settings: Settings) -> Message:
     values = {
+        **template_context(),
         "link": email.link,
         "recipient": email.recipient,
         "purpose": email.purpose,
         "app_name": settings.app_name,
-        "lifetime": format_lifetime(email.lifetime),
+        "lifetime": format_timedelta(email.lifetime) or format_lifetime(email.lifetime),
         "expires_at": email.expires_at,
         "context": dict(email.context),
     }
     template = "change" if email.purpose == "change" else "signup"
     return build_message(
-        subject=settings.change_subject if template == "change" else settings.subject,
+        subject=str(settings.change_subject if template == "change" else settings.subject),
         sender=settings.sender,
         recipient=email.recipient,
         text=render_template(f"confirm_mail/email/{template}.txt", **values),
