@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -124,12 +123,17 @@ def locale_of(locale: str | None) -> Iterator[None]:
         yield
 
 
-def format_timedelta(delta: timedelta) -> str | None:
-    """``delta`` in words of the current locale ("48 hours", "48 Stunden"), or ``None``
-    without Flask-Babel. Days once it is more than two (Babel's threshold)."""
+def format_duration(count: int, unit: str) -> str | None:
+    """``count`` of ``unit`` (``"day"``, ``"hour"``, ``"minute"``, ``"second"``) in words of
+    the current locale through Babel ("48 hours", "48 Stunden"), or ``None`` without
+    Flask-Babel. Exact, unlike ``format_timedelta``, which rounds to its largest unit."""
     if not _babel_active():
         return None
-    return str(flask_babel.format_timedelta(delta, threshold=2.01))
+    from babel.units import format_unit
+
+    return str(
+        format_unit(count, f"duration-{unit}", length="long", locale=flask_babel.get_locale())
+    )
 
 
 def _translate(string: str) -> str:

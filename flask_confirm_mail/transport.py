@@ -25,7 +25,7 @@ from flask import Flask, current_app, render_template
 
 from .addresses import normalize_address
 from .errors import AddressError, ConfigurationError, DeliveryError
-from .i18n import format_timedelta, locale_of, template_context
+from .i18n import format_duration, locale_of, template_context
 from .settings import Settings
 from .smtp import (
     SMTPSession,
@@ -33,6 +33,7 @@ from .smtp import (
     SMTPSettings,
     build_message,
     format_lifetime,
+    lifetime_in_units,
 )
 
 
@@ -131,7 +132,8 @@ def _render(email: ConfirmationEmail, settings: Settings) -> Message:
         "recipient": email.recipient,
         "purpose": email.purpose,
         "app_name": settings.app_name,
-        "lifetime": format_timedelta(email.lifetime) or format_lifetime(email.lifetime),
+        "lifetime": format_duration(*lifetime_in_units(email.lifetime))
+        or format_lifetime(email.lifetime),
         "expires_at": email.expires_at,
         "context": dict(email.context),
     }

@@ -18,7 +18,8 @@ from flask import Flask
 from flask_babel import LazyString, get_locale
 
 from flask_confirm_mail import send_confirmation
-from flask_confirm_mail.i18n import DOMAIN, LANGUAGES, TRANSLATIONS
+from flask_confirm_mail.i18n import DOMAIN, LANGUAGES, TRANSLATIONS, locale_of
+from flask_confirm_mail.i18n import gettext as translate
 from tests.apps import User, db
 from tests.support.smtp_server import SMTPSink
 from tests.test_outbox import _worker
@@ -222,3 +223,26 @@ def test_a_german_signup_gets_a_german_email_from_a_worker(
     assert '<html lang="de">' in html and "Meine E-Mail-Adresse bestätigen" in html
     assert default.message["Subject"] == "Confirm your email address"
     assert "The link works for 48 hours." in default.message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(60 * 3600, "60 Stunden"), (3 * 86400, "3 Tage"), (3600, "1 Stunde"), (90, "90 Sekunden")],
+)
+def test_the_link_lifetime_is_exact_in_words(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, seconds: int, words: str
+) -> None:
+    app = make_app(config={"TEST_BABEL": True, "CONFIRM_MAIL_LIFETIME": seconds})
+    client = app.test_client()
+    client.post("/signup", data={"email": "max@example.com"}, headers={"Accept-Language": "de"})
+    [mail] = smtp_server.wait_for(1)
+    assert f"Der Link ist {words} lang gültig." in mail.message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("stored", [None, "", "xx_NOPE", "not a locale"])
+def test_an_email_without_a_usable_locale_is_in_the_default_one(
+    make_app: Callable[..., Flask], stored: str | None
+) -> None:
+    app = make_app(config={"TEST_BABEL": True, "BABEL_DEFAULT_LOCALE": "it"})
+    with app.test_request_context(headers={"Accept-Language": "de"}), locale_of(stored):
+        assert translate("Hello,") == "Ciao,"
