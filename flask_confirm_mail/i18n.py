@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -129,19 +130,16 @@ def format_duration(count: int, unit: str) -> str | None:
     Flask-Babel. Exact, unlike ``format_timedelta``, which rounds to its largest unit."""
     if not _babel_active():
         return None
+    return _duration_words(count, unit, str(flask_babel.get_locale()))
+
+
+@lru_cache(maxsize=256)
+def _duration_words(count: int, unit: str, locale: str) -> str:
+    # Cached: one lifetime per app, and Babel's unit formatting was a quarter of the cost
+    # that translating added to an email (profiled over 1,000 renders).
     from babel.units import format_unit
 
-    return str(
-        format_unit(count, f"duration-{unit}", length="long", locale=flask_babel.get_locale())
-    )
-
-
-def _translate(string: str) -> str:
-    """From the extension's catalog, else the app's (for apps' own template wording)."""
-    if not _babel_active():
-        return string
-    translated = str(_domain.gettext(string))
-    return translated if translated != string else str(flask_babel.gettext(string))
+    return str(format_unit(count, f"duration-{unit}", length="long", locale=locale))
 
 
 def _format(eval_ctx: EvalContext, translated: str, variables: dict[str, Any]) -> str:
@@ -152,31 +150,45 @@ def _format(eval_ctx: EvalContext, translated: str, variables: dict[str, Any]) -
     return translated % variables if variables else translated
 
 
-@pass_eval_context
-def _template_gettext(eval_ctx: EvalContext, string: str, **variables: Any) -> str:
-    return _format(eval_ctx, _translate(string), variables)
-
-
-@pass_eval_context
-def _template_ngettext(
-    eval_ctx: EvalContext, singular: str, plural: str, num: int, **variables: Any
-) -> str:
-    variables.setdefault("num", num)
-    if _babel_active():
-        translated = str(_domain.ngettext(singular, plural, num))
-    else:
-        translated = singular if num == 1 else plural
-    return _format(eval_ctx, translated, variables)
-
-
 def template_context() -> dict[str, Any]:
     """What the extension's templates get to translate with: ``_``, ``gettext`` and
-    ``ngettext`` of the extension's domain, and ``html_lang`` (``"de"``, ``"pt-BR"``)."""
-    locale = flask_babel.get_locale() if _babel_active() else None
+    ``ngettext`` of the extension's domain, and ``html_lang`` (``"de"``, ``"pt-BR"``).
+
+    The catalog of the current locale is looked up once here rather than for each string
+    (Flask-Babel's ``gettext`` finds the locale and the catalog again on every call).
+    """
+    ours: Any = None
+    locale = None
+    if _babel_active():
+        ours = _domain.get_translations()
+        locale = flask_babel.get_locale()
+
+    def translate(string: str) -> str:
+        if ours is None:
+            return string
+        translated = str(ours.ugettext(string))
+        # Not in the extension's catalog: the app's, for an override's own wording.
+        return translated if translated != string else str(flask_babel.gettext(string))
+
+    @pass_eval_context
+    def template_gettext(eval_ctx: EvalContext, string: str, **variables: Any) -> str:
+        return _format(eval_ctx, translate(string), variables)
+
+    @pass_eval_context
+    def template_ngettext(
+        eval_ctx: EvalContext, singular: str, plural: str, num: int, **variables: Any
+    ) -> str:
+        variables.setdefault("num", num)
+        if ours is None:
+            translated = singular if num == 1 else plural
+        else:
+            translated = str(ours.ungettext(singular, plural, num))
+        return _format(eval_ctx, translated, variables)
+
     return {
-        "_": _template_gettext,
-        "gettext": _template_gettext,
-        "ngettext": _template_ngettext,
+        "_": template_gettext,
+        "gettext": template_gettext,
+        "ngettext": template_ngettext,
         "html_lang": str(locale).replace("_", "-") if locale else "en",
     }
 
