@@ -50,10 +50,13 @@ from .confirmation import (
 )
 from .errors import AddressError
 from .i18n import gettext as _
+from .i18n import lazy_gettext, template_context
 from .redaction import redact
 from .users import SIGNUP
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
+#: The blueprint's templates translate with the extension's catalog (see i18n).
+blueprint.context_processor(template_context)
 
 #: HTTP status of each outcome.
 STATUS_CODES = {
@@ -63,8 +66,19 @@ STATUS_CODES = {
     Outcome.EXPIRED: 410,
     Outcome.INVALID: 400,
 }
-RESEND_NOTICE = "If that address is waiting for confirmation, a new link is on its way."
-INVALID_ADDRESS = "Enter a single, valid email address."
+RESEND_NOTICE = lazy_gettext(
+    "If that address is waiting for confirmation, a new link is on its way."
+)
+INVALID_ADDRESS = lazy_gettext("Enter a single, valid email address.")
+#: Titles of the error pages in the reader's language (werkzeug's names are English).
+ERROR_TITLES = {
+    400: lazy_gettext("Bad request"),
+    404: lazy_gettext("Page not found"),
+    405: lazy_gettext("Method not allowed"),
+    413: lazy_gettext("Request too large"),
+    429: lazy_gettext("Too many requests"),
+    503: lazy_gettext("Service unavailable"),
+}
 #: Seconds a client is asked to wait when the database is down.
 RETRY_AFTER_OUTAGE = 30
 #: Largest request body the blueprint's routes read: a resend form or a confirm button.
@@ -152,7 +166,8 @@ def _http_error(error: HTTPException) -> Any:
     code = error.code or 400
     if wants_json():
         return jsonify(status="error", error=(error.name or "error").lower()), code
-    return render_template("confirm_mail/error.html", error=error), code
+    title = ERROR_TITLES.get(code, error.name)
+    return render_template("confirm_mail/error.html", error=error, title=title), code
 
 
 #: What a database outage or fault raises, answered 503: a connection refused, lost or
@@ -227,13 +242,13 @@ def _answer(result: LinkResult, token: str) -> Any:
     settings = get_flow().settings
     outcome = result.outcome
     messages = {
-        Outcome.PENDING: "Confirm your email address.",
+        Outcome.PENDING: _("Confirm your email address."),
         Outcome.CONFIRMED: settings.flash_confirmed,
-        Outcome.ALREADY_CONFIRMED: "This email address is already confirmed.",
+        Outcome.ALREADY_CONFIRMED: _("This email address is already confirmed."),
         Outcome.EXPIRED: settings.flash_invalid,
         Outcome.INVALID: settings.flash_invalid,
     }
-    message = messages[outcome]
+    message = str(messages[outcome])
     if wants_json():
         body: dict[str, Any] = {"status": outcome.value, "message": message}
         if outcome is Outcome.EXPIRED:
@@ -349,11 +364,11 @@ def resend() -> Any:
         flow.request_resend(email)
     except AddressError:
         if wants_json():
-            return jsonify(status="invalid_address", message=INVALID_ADDRESS), 400
+            return jsonify(status="invalid_address", message=str(INVALID_ADDRESS)), 400
         page = render_template("confirm_mail/resend.html", error=INVALID_ADDRESS, app_name=app_name)
         return page, 400
     if wants_json():
-        return jsonify(status="resend_requested", message=RESEND_NOTICE), 202
+        return jsonify(status="resend_requested", message=str(RESEND_NOTICE)), 202
     return render_template("confirm_mail/resend.html", notice=RESEND_NOTICE, app_name=app_name), 202
 
 
@@ -501,7 +516,7 @@ def _refuse_unconfirmed() -> Any:
         abort(401)
     if flow.columns.is_confirmed(user) or _in_grace_period(flow, user):
         return None
-    message = flow.settings.flash_unconfirmed
+    message = str(flow.settings.flash_unconfirmed)
     if wants_json():
         body: dict[str, Any] = {
             "status": "unconfirmed",
