@@ -364,7 +364,7 @@ class Settings:
         "new address masked (`j***@e***.com`).",
     )
     change_notice_subject = Option(
-        "Your email address is being changed",
+        lazy_gettext("Your email address is being changed"),
         _one_line,
         "Subject of the notice to the old address after an email change.",
     )
@@ -376,7 +376,7 @@ class Settings:
         "Sent by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
     )
     reminder_subject = Option(
-        "Reminder: confirm your email address",
+        lazy_gettext("Reminder: confirm your email address"),
         _one_line,
         "Subject of the reminder emails.",
     )

@@ -50,7 +50,7 @@ from .confirmation import (
 )
 from .errors import AddressError
 from .i18n import gettext as _
-from .i18n import lazy_gettext, template_context
+from .i18n import lazy_gettext, ngettext, template_context
 from .redaction import redact
 from .users import SIGNUP
 
@@ -205,7 +205,9 @@ def database_unavailable(error: SQLAlchemyError) -> Response:
         response = jsonify(status="error", error="service unavailable")
     else:
         try:
-            page = render_template("confirm_mail/unavailable.html", message=message)
+            # The extension's ``_`` also when an app registered this for its own views.
+            context = {**template_context(), "message": message}
+            page = render_template("confirm_mail/unavailable.html", **context)
             response = make_response(page)
         except DATABASE_FAULTS:  # an app's template read the database after all
             _roll_back(flow)
@@ -373,11 +375,16 @@ def resend() -> Any:
 
 
 def _invalid_code_message() -> str:
-    return _(
+    tries = get_flow().settings.code_max_tries
+    return ngettext(
+        "That code does not confirm that address. A code works for the newest email only, "
+        "until its link expires, and stops after %(tries)d wrong try. If you already "
+        "confirmed with the link, there is nothing else to do; otherwise ask for a new email.",
         "That code does not confirm that address. A code works for the newest email only, "
         "until its link expires, and stops after %(tries)d wrong tries. If you already "
         "confirmed with the link, there is nothing else to do; otherwise ask for a new email.",
-        tries=get_flow().settings.code_max_tries,
+        tries,
+        tries=tries,
     )
 
 
@@ -402,7 +409,7 @@ def code() -> Any:
     try:
         result = flow.confirm_code(email, fields.get("code"))
     except AddressError:
-        error, status = INVALID_ADDRESS, "invalid_address"
+        error, status = str(INVALID_ADDRESS), "invalid_address"
     else:
         if result.outcome is Outcome.CONFIRMED:
             return _answer(result, "")
