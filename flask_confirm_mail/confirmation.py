@@ -507,13 +507,15 @@ class ConfirmationFlow:
 
         Outside a request (a CLI command, a script, the shell), ``thread`` mode delivers
         at once, as ``sync`` does: no response waits, and the process may exit right after,
-        ending a background sender mid-send.
+        ending a background sender mid-send. So does ``sync`` for a resend queued after its
+        response was sent: no ``after_request`` is left to run in that request.
         """
         mode = self.settings.delivery
-        if mode == "thread" and (has_request_context() or g.get(_AFTER_RESPONSE, False)):
+        after_response = g.get(_AFTER_RESPONSE, False)  # a resend's work, once answered
+        if mode == "thread" and (has_request_context() or after_response):
             self.sender.wake(_app())
         elif mode in ("thread", "sync"):
-            if has_request_context():
+            if has_request_context() and not after_response:
                 g.setdefault(_SYNC_QUEUE, []).extend(ids)
             else:
                 self.deliverer.deliver_now(ids)
