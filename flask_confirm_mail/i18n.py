@@ -78,6 +78,13 @@ if LazyString is not None:
             return str(escape(str(self)))
 
 
+def N_(string: str) -> str:
+    """Mark ``string`` for the catalog only (``N_`` is one of ``pybabel extract``'s default
+    keywords): a plain ``str`` constant, comparable and usable with ``in``, that the code
+    translates with :func:`gettext` where it is used."""
+    return string
+
+
 def lazy_gettext(string: str, **variables: Any) -> str:
     """Like :func:`gettext`, translated each time it is used (for settings and constants)."""
     if flask_babel is None:

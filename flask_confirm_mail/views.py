@@ -49,8 +49,8 @@ from .confirmation import (
     get_flow,
 )
 from .errors import AddressError
+from .i18n import N_, lazy_gettext, ngettext, template_context
 from .i18n import gettext as _
-from .i18n import lazy_gettext, ngettext, template_context
 from .redaction import redact
 from .users import SIGNUP
 
@@ -66,10 +66,9 @@ STATUS_CODES = {
     Outcome.EXPIRED: 410,
     Outcome.INVALID: 400,
 }
-RESEND_NOTICE = lazy_gettext(
-    "If that address is waiting for confirmation, a new link is on its way."
-)
-INVALID_ADDRESS = lazy_gettext("Enter a single, valid email address.")
+#: The resend route's and the address check's words (English; translated where used).
+RESEND_NOTICE = N_("If that address is waiting for confirmation, a new link is on its way.")
+INVALID_ADDRESS = N_("Enter a single, valid email address.")
 #: Titles of the error pages in the reader's language (werkzeug's names are English).
 ERROR_TITLES = {
     400: lazy_gettext("Bad request"),
@@ -366,12 +365,14 @@ def resend() -> Any:
         flow.request_resend(email)
     except AddressError:
         if wants_json():
-            return jsonify(status="invalid_address", message=str(INVALID_ADDRESS)), 400
-        page = render_template("confirm_mail/resend.html", error=INVALID_ADDRESS, app_name=app_name)
+            return jsonify(status="invalid_address", message=_(INVALID_ADDRESS)), 400
+        error = _(INVALID_ADDRESS)
+        page = render_template("confirm_mail/resend.html", error=error, app_name=app_name)
         return page, 400
     if wants_json():
-        return jsonify(status="resend_requested", message=str(RESEND_NOTICE)), 202
-    return render_template("confirm_mail/resend.html", notice=RESEND_NOTICE, app_name=app_name), 202
+        return jsonify(status="resend_requested", message=_(RESEND_NOTICE)), 202
+    words = _(RESEND_NOTICE)
+    return render_template("confirm_mail/resend.html", notice=words, app_name=app_name), 202
 
 
 def _invalid_code_message() -> str:
@@ -409,7 +410,7 @@ def code() -> Any:
     try:
         result = flow.confirm_code(email, fields.get("code"))
     except AddressError:
-        error, status = str(INVALID_ADDRESS), "invalid_address"
+        error, status = _(INVALID_ADDRESS), "invalid_address"
     else:
         if result.outcome is Outcome.CONFIRMED:
             return _answer(result, "")
@@ -468,7 +469,7 @@ def signup_view(view: F) -> F:
             return call(*args, **kwargs)
         except AddressError:
             flow.db.session.rollback()
-            abort(400, description=INVALID_ADDRESS)
+            abort(400, description=_(INVALID_ADDRESS))
         except DATABASE_FAULTS as error:  # no half sign-up: rolled back, nothing queued
             return _answer_database_fault(error)
         finally:

@@ -25,7 +25,7 @@ from tests.support.smtp_server import SMTPSink
 from tests.test_outbox import _worker
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None}
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "N_": None}
 UPDATE_COMMAND = "scripts/translations"
 
 
