@@ -18,7 +18,7 @@ from flask_confirm_mail import redact_request_logs
 from . import auth, backoffice, home, mailbox_views
 from .config import configure
 from .error_pages import register_error_pages
-from .extensions import confirm_mail, csrf, db, login_manager
+from .extensions import babel, confirm_mail, csrf, db, login_manager, select_locale
 from .mailbox import install_mailbox
 from .schema import create_tables, register_init_db
 from .security_headers import install_security_headers
@@ -49,6 +49,7 @@ def create_app(
     login_manager.init_app(app)
     csrf.init_app(app)
     install_mailbox(app)
+    babel.init_app(app, locale_selector=select_locale)
     confirm_mail.init_app(app)
     redact_request_logs(app)  # keep link tokens out of the server's request log
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from flask import request, session
+from flask_babel import Babel
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
 from flask_confirm_mail import ConfirmMail
+from flask_confirm_mail.i18n import LANGUAGES
 
 from .models import User, db
 
-__all__ = ["confirm_mail", "csrf", "db", "login_manager"]
+__all__ = ["babel", "confirm_mail", "csrf", "db", "login_manager", "select_locale"]
 
 login_manager = LoginManager()
 login_manager.login_view = "bl_auth.login"
@@ -17,6 +20,19 @@ login_manager.login_message = "Please log in to see that page."
 login_manager.login_message_category = "info"
 
 csrf = CSRFProtect()
+
+#: Translations: the extension's pages and emails follow the locale chosen here
+#: (CatLoader's own pages stay English).
+babel = Babel()
+
+
+def select_locale() -> str | None:
+    """The language picked in the footer (``/language/<code>``), else the browser's."""
+    chosen = session.get("language")
+    if chosen in LANGUAGES:
+        return str(chosen)
+    return request.accept_languages.best_match(LANGUAGES)
+
 
 #: The email-confirmation flow; its settings come from ``CONFIRM_MAIL_*`` in app.config.
 confirm_mail = ConfirmMail(db=db, user_model=User)

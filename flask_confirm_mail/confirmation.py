@@ -42,6 +42,7 @@ from .addresses import mask_address, normalize_address
 from .bounces import records_of
 from .delivery import BackgroundSender, Deliverer
 from .errors import ExpiredToken, NotInitializedError, TokenError
+from .i18n import current_locale
 from .redaction import SERVER_LOGGERS, install_log_redaction
 from .settings import Settings
 from .tokens import CodeHasher, LinkClaims, LinkTokenSigner
@@ -52,8 +53,6 @@ EXTENSION_KEY = "confirm_mail"
 #: Tries of a resend that fails after its response was sent, and the pause before the next.
 RESEND_ATTEMPTS = 3
 RESEND_RETRY_DELAY = 0.1
-
-logger = logging.getLogger("flask_confirm_mail")
 
 logger = logging.getLogger("flask_confirm_mail")
 
@@ -156,6 +155,7 @@ class ConfirmationFlow:
         context: dict[str, Any] | None,
         recipient: str | None,
         reminder: int | None = None,
+        locale: str | None = None,
     ) -> Any:
         columns = self.columns
         session = self.db.session
@@ -177,6 +177,7 @@ class ConfirmationFlow:
             created_at=now,
             message_id=outbox.new_message_id(self.settings.host),
             reminder=reminder,
+            locale=locale or current_locale(),
         )
         session.add(row)
         return row
@@ -472,7 +473,11 @@ class ConfirmationFlow:
         session = self.db.session
         try:
             with session.begin_nested():
-                row = self._queue(user, REMINDER, {"reminder": number}, address, number)
+                # Written in the sign-up's language (the worker has no request of its own).
+                user_id = self.columns.id_of(user)
+                locale = outbox.signup_locale(session.connection(), self.outbox_table, user_id)
+                context = {"reminder": number}
+                row = self._queue(user, REMINDER, context, address, number, locale)
         except IntegrityError:
             return False
         signals.confirmation_requested.send(

@@ -212,6 +212,7 @@ class Deliverer:
                     attempt=row.attempts,
                     context=row.context or {},
                     code=codes.get(row.id, ""),
+                    locale=row.locale,
                 )
             )
         return emails

@@ -150,6 +150,8 @@ def _define(db: SQLAlchemy) -> type[Any]:
         #: Which reminder (1 for the first of ``CONFIRM_MAIL_REMINDERS``) a ``reminder``
         #: message is; ``None`` for every other purpose.
         reminder: Mapped[int | None] = mapped_column(sa.Integer(), nullable=True)
+        #: The locale of the request that queued it (Flask-Babel's), for the email's words.
+        locale: Mapped[str | None] = mapped_column(sa.String(35), nullable=True)
 
         def __repr__(self) -> str:
             return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
@@ -188,7 +190,7 @@ def claim(
     With ``max_attempts``, only messages with an attempt left are taken.
 
     Each row has ``id``, ``user_id``, ``recipient``, ``purpose``, ``context``, ``attempts``
-    (counting this one) and ``message_id``.
+    (counting this one), ``message_id`` and ``locale``.
     """
     now = utcnow()
     c = table.c
@@ -206,7 +208,7 @@ def claim(
     }
     columns = (c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id)
     stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(values)
-    rows = conn.execute(stmt.returning(*columns)).all()
+    rows = conn.execute(stmt.returning(*columns, c.locale)).all()
     return sorted(rows, key=lambda r: r.id)
 
 
@@ -358,6 +360,20 @@ def last_queued_at(conn: Connection, table: sa.Table, recipient: str) -> datetim
     c = table.c
     stmt = sa.select(sa.func.max(c.created_at)).where(c.recipient == recipient)
     result: datetime | None = conn.execute(stmt).scalar()
+    return result
+
+
+def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None:
+    """The locale of ``user_id``'s newest sign-up email (its sign-up's or last resend's
+    request), for the reminders a worker queues outside any request."""
+    c = table.c
+    stmt = (
+        sa.select(c.locale)
+        .where(c.user_id == user_id, c.purpose == "signup")
+        .order_by(c.created_at.desc(), c.id.desc())
+        .limit(1)
+    )
+    result: str | None = conn.execute(stmt).scalar()
     return result
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from flask import Flask
 
 from .errors import ConfigurationError, DeliveryError
+from .i18n import lazy_gettext, text_setting
 from .smtp import format_sender, unsafe_header
 from .tokens import (
     CODE_CHARACTERS,
@@ -152,13 +153,13 @@ def _choice(*allowed: str) -> Parser[str]:
 
 
 def _text(value: Any, key: str, app: Flask) -> str:
-    return str(value)
+    return text_setting(value)  # a lazy string stays lazy, translated where it is used
 
 
 def _one_line(value: Any, key: str, app: Flask) -> str:
     if unsafe_header("Subject", str(value)):
         raise ConfigurationError(f"{key} must be one line of plain text.")
-    return str(value)
+    return text_setting(value)
 
 
 def _optional_text(value: Any, key: str, app: Flask) -> str | None:
@@ -347,9 +348,11 @@ class Settings:
         _app_name,
         "Name of the site shown in emails and pages. Unset: the host of the external URL.",
     )
-    subject = Option("Confirm your email address", _one_line, "Subject of the sign-up email.")
+    subject = Option(
+        lazy_gettext("Confirm your email address"), _one_line, "Subject of the sign-up email."
+    )
     change_subject = Option(
-        "Confirm your new email address",
+        lazy_gettext("Confirm your new email address"),
         _one_line,
         "Subject of the email sent to a new address after an email change.",
     )
@@ -361,7 +364,7 @@ class Settings:
         "new address masked (`j***@e***.com`).",
     )
     change_notice_subject = Option(
-        "Your email address is being changed",
+        lazy_gettext("Your email address is being changed"),
         _one_line,
         "Subject of the notice to the old address after an email change.",
     )
@@ -373,7 +376,7 @@ class Settings:
         "Sent by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
     )
     reminder_subject = Option(
-        "Reminder: confirm your email address",
+        lazy_gettext("Reminder: confirm your email address"),
         _one_line,
         "Subject of the reminder emails.",
     )
@@ -401,17 +404,17 @@ class Settings:
         "(HTML). Unset: the extension's resend page.",
     )
     flash_confirmed = Option(
-        "Your email address is confirmed.",
+        lazy_gettext("Your email address is confirmed."),
         _text,
         "Flash message after a confirmation (category `success`).",
     )
     flash_invalid = Option(
-        "This confirmation link is not valid.",
+        lazy_gettext("This confirmation link is not valid."),
         _text,
         "Message shown for an invalid or expired link.",
     )
     flash_unconfirmed = Option(
-        "Please confirm your email address first.",
+        lazy_gettext("Please confirm your email address first."),
         _text,
         "Flash message when `confirmed_required` turns a user away (category `warning`).",
     )

@@ -72,14 +72,19 @@ def format_sender(sender: str | tuple[str, str] | None) -> str:
     return text
 
 
-def format_lifetime(lifetime: timedelta) -> str:
-    """``timedelta(hours=48)`` -> ``"48 hours"``; days only when whole and over two."""
+def lifetime_in_units(lifetime: timedelta) -> tuple[int, str]:
+    """``timedelta(hours=48)`` -> ``(48, "hour")``; days only when whole and over two."""
     seconds = int(lifetime.total_seconds())
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds % size == 0 and seconds >= size and (unit != "day" or seconds > 2 * size):
-            count = seconds // size
-            return f"{count} {unit}{'' if count == 1 else 's'}"
-    return f"{seconds} seconds"
+            return seconds // size, unit
+    return seconds, "second"
+
+
+def format_lifetime(lifetime: timedelta) -> str:
+    """``timedelta(hours=48)`` -> ``"48 hours"``; days only when whole and over two."""
+    count, unit = lifetime_in_units(lifetime)
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def build_message(

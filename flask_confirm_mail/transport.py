@@ -25,7 +25,7 @@ from flask import Flask, current_app, render_template
 
 from .addresses import normalize_address
 from .errors import AddressError, ConfigurationError, DeliveryError
-from .i18n import gettext
+from .i18n import format_duration, locale_of, template_context
 from .settings import Settings
 from .smtp import (
     SMTPSession,
@@ -33,6 +33,7 @@ from .smtp import (
     SMTPSettings,
     build_message,
     format_lifetime,
+    lifetime_in_units,
 )
 from .users import CHANGE, CHANGE_NOTICE, REMINDER, SIGNUP
 
@@ -67,6 +68,8 @@ class ConfirmationEmail:
     #: The confirmation code minted with the link ("" when there is none); it confirms
     #: like the link, so it stays out of ``repr``.
     code: str = field(default="", repr=False)
+    #: The locale to write it in (the sign-up request's); ``None``: the app's default.
+    locale: str | None = None
 
     @property
     def link(self) -> str:
@@ -121,7 +124,8 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
     purpose (:data:`EMAIL_TEMPLATES`): ``signup``, ``change``, ``change_notice``,
     ``reminder``; an app overrides one by putting a file of the same
     name in its own ``templates`` folder. HTML templates are autoescaped, so every value,
-    app-supplied ones included, is escaped there.
+    app-supplied ones included, is escaped there. Written in the email's locale (the
+    sign-up request's, from its outbox row) with the extension's catalog.
 
     :raises DeliveryError: (permanent) the recipient is not one plain address, or a header
         value would contain a line break.
@@ -132,19 +136,26 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
         raise DeliveryError(
             "The recipient is not a single valid address.", permanent=True
         ) from None
+    with locale_of(email.locale):
+        return _render(email, settings)
+
+
+def _render(email: ConfirmationEmail, settings: Settings) -> Message:
     values = {
+        **template_context(),
         "link": email.link,
         "recipient": email.recipient,
         "purpose": email.purpose,
         "app_name": settings.app_name,
-        "lifetime": format_lifetime(email.lifetime),
+        "lifetime": format_duration(*lifetime_in_units(email.lifetime))
+        or format_lifetime(email.lifetime),
         "expires_at": email.expires_at,
         "context": dict(email.context),
         "code": email.code,
     }
     template, subject = EMAIL_TEMPLATES.get(email.purpose, EMAIL_TEMPLATES[SIGNUP])
     return build_message(
-        subject=gettext(getattr(settings, subject)),
+        subject=str(getattr(settings, subject)),
         sender=settings.sender,
         recipient=email.recipient,
         text=render_template(f"confirm_mail/email/{template}.txt", **values),

@@ -49,11 +49,14 @@ from .confirmation import (
     get_flow,
 )
 from .errors import AddressError
+from .i18n import N_, lazy_gettext, ngettext, template_context
 from .i18n import gettext as _
 from .redaction import redact
 from .users import SIGNUP
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
+#: The blueprint's templates translate with the extension's catalog (see i18n).
+blueprint.context_processor(template_context)
 
 #: HTTP status of each outcome.
 STATUS_CODES = {
@@ -63,8 +66,18 @@ STATUS_CODES = {
     Outcome.EXPIRED: 410,
     Outcome.INVALID: 400,
 }
-RESEND_NOTICE = "If that address is waiting for confirmation, a new link is on its way."
-INVALID_ADDRESS = "Enter a single, valid email address."
+#: The resend route's and the address check's words (English; translated where used).
+RESEND_NOTICE = N_("If that address is waiting for confirmation, a new link is on its way.")
+INVALID_ADDRESS = N_("Enter a single, valid email address.")
+#: Titles of the error pages in the reader's language (werkzeug's names are English).
+ERROR_TITLES = {
+    400: lazy_gettext("Bad request"),
+    404: lazy_gettext("Page not found"),
+    405: lazy_gettext("Method not allowed"),
+    413: lazy_gettext("Request too large"),
+    429: lazy_gettext("Too many requests"),
+    503: lazy_gettext("Service unavailable"),
+}
 #: Seconds a client is asked to wait when the database is down.
 RETRY_AFTER_OUTAGE = 30
 #: Largest request body the blueprint's routes read: a resend form or a confirm button.
@@ -152,7 +165,8 @@ def _http_error(error: HTTPException) -> Any:
     code = error.code or 400
     if wants_json():
         return jsonify(status="error", error=(error.name or "error").lower()), code
-    return render_template("confirm_mail/error.html", error=error), code
+    title = ERROR_TITLES.get(code, error.name)
+    return render_template("confirm_mail/error.html", error=error, title=title), code
 
 
 #: What a database outage or fault raises, answered 503: a connection refused, lost or
@@ -190,7 +204,9 @@ def database_unavailable(error: SQLAlchemyError) -> Response:
         response = jsonify(status="error", error="service unavailable")
     else:
         try:
-            page = render_template("confirm_mail/unavailable.html", message=message)
+            # The extension's ``_`` also when an app registered this for its own views.
+            context = {**template_context(), "message": message}
+            page = render_template("confirm_mail/unavailable.html", **context)
             response = make_response(page)
         except DATABASE_FAULTS:  # an app's template read the database after all
             _roll_back(flow)
@@ -227,13 +243,13 @@ def _answer(result: LinkResult, token: str) -> Any:
     settings = get_flow().settings
     outcome = result.outcome
     messages = {
-        Outcome.PENDING: "Confirm your email address.",
+        Outcome.PENDING: _("Confirm your email address."),
         Outcome.CONFIRMED: settings.flash_confirmed,
-        Outcome.ALREADY_CONFIRMED: "This email address is already confirmed.",
+        Outcome.ALREADY_CONFIRMED: _("This email address is already confirmed."),
         Outcome.EXPIRED: settings.flash_invalid,
         Outcome.INVALID: settings.flash_invalid,
     }
-    message = messages[outcome]
+    message = str(messages[outcome])
     if wants_json():
         body: dict[str, Any] = {"status": outcome.value, "message": message}
         if outcome is Outcome.EXPIRED:
@@ -349,20 +365,27 @@ def resend() -> Any:
         flow.request_resend(email)
     except AddressError:
         if wants_json():
-            return jsonify(status="invalid_address", message=INVALID_ADDRESS), 400
-        page = render_template("confirm_mail/resend.html", error=INVALID_ADDRESS, app_name=app_name)
+            return jsonify(status="invalid_address", message=_(INVALID_ADDRESS)), 400
+        error = _(INVALID_ADDRESS)
+        page = render_template("confirm_mail/resend.html", error=error, app_name=app_name)
         return page, 400
     if wants_json():
-        return jsonify(status="resend_requested", message=RESEND_NOTICE), 202
-    return render_template("confirm_mail/resend.html", notice=RESEND_NOTICE, app_name=app_name), 202
+        return jsonify(status="resend_requested", message=_(RESEND_NOTICE)), 202
+    words = _(RESEND_NOTICE)
+    return render_template("confirm_mail/resend.html", notice=words, app_name=app_name), 202
 
 
 def _invalid_code_message() -> str:
-    return _(
+    tries = get_flow().settings.code_max_tries
+    return ngettext(
+        "That code does not confirm that address. A code works for the newest email only, "
+        "until its link expires, and stops after %(tries)d wrong try. If you already "
+        "confirmed with the link, there is nothing else to do; otherwise ask for a new email.",
         "That code does not confirm that address. A code works for the newest email only, "
         "until its link expires, and stops after %(tries)d wrong tries. If you already "
         "confirmed with the link, there is nothing else to do; otherwise ask for a new email.",
-        tries=get_flow().settings.code_max_tries,
+        tries,
+        tries=tries,
     )
 
 
@@ -387,7 +410,7 @@ def code() -> Any:
     try:
         result = flow.confirm_code(email, fields.get("code"))
     except AddressError:
-        error, status = INVALID_ADDRESS, "invalid_address"
+        error, status = _(INVALID_ADDRESS), "invalid_address"
     else:
         if result.outcome is Outcome.CONFIRMED:
             return _answer(result, "")
@@ -446,7 +469,7 @@ def signup_view(view: F) -> F:
             return call(*args, **kwargs)
         except AddressError:
             flow.db.session.rollback()
-            abort(400, description=INVALID_ADDRESS)
+            abort(400, description=_(INVALID_ADDRESS))
         except DATABASE_FAULTS as error:  # no half sign-up: rolled back, nothing queued
             return _answer_database_fault(error)
         finally:
@@ -501,7 +524,7 @@ def _refuse_unconfirmed() -> Any:
         abort(401)
     if flow.columns.is_confirmed(user) or _in_grace_period(flow, user):
         return None
-    message = flow.settings.flash_unconfirmed
+    message = str(flow.settings.flash_unconfirmed)
     if wants_json():
         body: dict[str, Any] = {
             "status": "unconfirmed",

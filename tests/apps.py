@@ -21,6 +21,7 @@ from flask_confirm_mail import (
     redact_request_logs,
     signup_view,
 )
+from flask_confirm_mail.i18n import LANGUAGES
 
 db = SQLAlchemy()
 
@@ -83,6 +84,10 @@ def create_app(
     db.init_app(app)
     confirm_mail = ConfirmMail(db=db, **SHAPES[shape], **options)
     confirm_mail.init_app(app)
+    if app.config.get("TEST_BABEL"):  # Flask-Babel, the locale from Accept-Language
+        from flask_babel import Babel
+
+        Babel(app, locale_selector=lambda: request.accept_languages.best_match(LANGUAGES))
     redact_request_logs(app)
     model = user_model(shape)
     columns = app.extensions["confirm_mail"].columns

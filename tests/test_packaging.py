@@ -119,6 +119,11 @@ def test_wheel_holds_the_modules_and_data_files(wheel: zipfile.ZipFile) -> None:
     assert any(name.startswith(f"{PACKAGE}/templates/confirm_mail/email/") for name in names)
     assert sorted(page_templates - names) == []
 
+    catalogs = package_files("translations")
+    for lang in ("en", "de", "fr", "es", "it", "pt"):
+        assert f"{PACKAGE}/translations/{lang}/LC_MESSAGES/flask_confirm_mail.mo" in catalogs
+    assert sorted(catalogs - names) == []
+
     mailer_templates = package_files("mailer", "templates")
     assert mailer_templates, "flask_confirm_mail/mailer/templates/ is empty"
     assert sorted(mailer_templates - names) == []

@@ -93,6 +93,10 @@ def documented_names(groups: Iterable[Group]) -> list[str]:
 
 def format_default(value: Any) -> str:
     """A setting's default as Python source a reader would write."""
+    from flask_confirm_mail.i18n import is_lazy
+
+    if is_lazy(value):  # a translatable default: its English text
+        value = str(value)
     if isinstance(value, timedelta):
         seconds = int(value.total_seconds())
         for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):

@@ -97,9 +97,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium per test process."""
+    """One headless Chromium per test module: Playwright's sync API keeps an event loop
+    running in the thread while it is open, so a later test of an async view in the same
+    process (Flask's ``ensure_sync``) would fail with "You cannot use AsyncToSync"."""
     if not os.access(CHROMIUM, os.X_OK):
         require_ci_or_skip(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
     try:

@@ -1,0 +1,247 @@
+"""Emails and pages in the reader's language (Flask-Babel), and the catalogs behind them."""
+
+from __future__ import annotations
+
+import gettext
+import io
+from collections.abc import Callable
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from flask import Flask
+from flask_babel import LazyString, get_locale
+
+from flask_confirm_mail import send_confirmation
+from flask_confirm_mail.i18n import DOMAIN, LANGUAGES, TRANSLATIONS, locale_of
+from flask_confirm_mail.i18n import gettext as translate
+from tests.apps import User, db
+from tests.support.smtp_server import SMTPSink
+from tests.test_outbox import _worker
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "N_": None}
+UPDATE_COMMAND = "scripts/translations"
+
+
+def code_msgids() -> set[str]:
+    """Every string the code and templates mark for translation (as ``pybabel extract``)."""
+    with open(ROOT / "babel.cfg", encoding="utf-8") as config:
+        method_map, options_map = parse_mapping_cfg(config)
+    found = extract_from_dir(ROOT, method_map, options_map, keywords=KEYWORDS)
+    return {message if isinstance(message, str) else message[0] for _, _, message, *_ in found}
+
+
+def outbox_rows(app: Flask) -> list[Any]:
+    model = app.extensions["confirm_mail"].outbox_model
+    return list(db.session.scalars(db.select(model).order_by(model.id)))
+
+
+def catalog(lang: str) -> Any:
+    with open(TRANSLATIONS / lang / "LC_MESSAGES" / f"{DOMAIN}.po", "rb") as po:
+        return read_po(po, locale=lang)
+
+
+# --- the catalogs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_string_in_the_code_is_in_the_catalog(lang: str) -> None:
+    po = catalog(lang)
+    missing = sorted(code_msgids() - {m.id if isinstance(m.id, str) else m.id[0] for m in po})
+    untranslated = sorted(
+        m.id if isinstance(m.id, str) else m.id[0]
+        for m in po
+        if m.id and lang != "en" and (not m.string or m.fuzzy or not all(m.string))
+    )
+    assert not missing and not untranslated, (
+        f"{lang}: run {UPDATE_COMMAND}, translate, run it again.\n"
+        f"missing from {lang}.po: {missing}\nuntranslated or fuzzy: {untranslated}"
+    )
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_compiled_catalog_matches_its_po_file(lang: str) -> None:
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog(lang))
+    compiled.seek(0)
+    expected = gettext.GNUTranslations(compiled)
+    with open(TRANSLATIONS / lang / "LC_MESSAGES" / f"{DOMAIN}.mo", "rb") as mo:
+        committed = gettext.GNUTranslations(mo)
+    assert committed._catalog == expected._catalog, f"run {UPDATE_COMMAND} to compile {lang}"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("lang", [lang for lang in LANGUAGES if lang != "en"])
+def test_translations_keep_every_placeholder(lang: str) -> None:
+    problems = [(m.id, [str(e) for e in errors]) for m, errors in catalog(lang).check()]
+    assert problems == []
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def babel_app(make_app: Callable[..., Flask]) -> Flask:
+    """The test app with Flask-Babel, the locale from Accept-Language."""
+    return make_app(config={"TEST_BABEL": True})
+
+
+PAGE_STRINGS = {
+    "en": ("This confirmation link is not valid.", "Send a new link"),
+    "de": ("Dieser Bestätigungslink ist ungültig.", "Neuen Link senden"),
+    "fr": ("Ce lien de confirmation n'est pas valide.", "Envoyer un nouveau lien"),
+    "es": ("Este enlace de confirmación no es válido.", "Enviar un enlace nuevo"),
+    "it": ("Questo link di conferma non è valido.", "Invia un nuovo link"),
+    "pt": ("Este link de confirmação não é válido.", "Enviar um novo link"),
+}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_pages_speak_the_readers_language(babel_app: Flask, lang: str) -> None:
+    client = babel_app.test_client()
+    headers = {"Accept-Language": f"{lang},en;q=0.5"}
+    invalid, button = PAGE_STRINGS[lang]
+    page = client.get("/confirm/not-a-token", headers=headers)
+    assert page.status_code == 400
+    html = page.get_data(as_text=True)
+    assert f'<html lang="{lang}">' in html
+    assert invalid in unescape(html) and button in html
+    answer = client.get("/confirm/not-a-token", headers={**headers, "Accept": "application/json"})
+    assert answer.get_json()["message"] == invalid
+    assert answer.get_json()["status"] == "invalid"
+
+
+def test_json_messages_and_flashes_are_translated(babel_app: Flask) -> None:
+    client = babel_app.test_client()
+    german = {"Accept-Language": "de", "Accept": "application/json"}
+    answer = client.post("/confirm/resend", json={"email": "a@b"}, headers=german)
+    assert answer.status_code == 400
+    assert answer.get_json()["message"] == "Geben Sie eine einzelne, gültige E-Mail-Adresse ein."
+    client.post("/signup", data={"email": "kater@example.com"}, headers={"Accept-Language": "de"})
+    refused = client.get("/members", headers=german)
+    assert refused.status_code == 403
+    assert refused.get_json()["message"] == "Bitte bestätigen Sie zuerst Ihre E-Mail-Adresse."
+    redirected = client.get("/members", headers={"Accept-Language": "de"})
+    assert redirected.status_code == 302
+    resend_page = client.get(redirected.headers["Location"], headers={"Accept-Language": "de"})
+    assert "Bitte bestätigen Sie zuerst Ihre E-Mail-Adresse." in resend_page.get_data(as_text=True)
+
+
+def test_error_pages_are_translated(babel_app: Flask) -> None:
+    client = babel_app.test_client()
+    body = {"email": "x" * 20_000}  # over the blueprint's 16 KiB
+    page = client.post("/confirm/resend", data=body, headers={"Accept-Language": "it"})
+    assert page.status_code == 413
+    assert "<h1>Richiesta troppo grande</h1>" in page.get_data(as_text=True)
+
+
+def test_an_app_without_flask_babel_speaks_english(app: Flask, smtp_server: SMTPSink) -> None:
+    assert "babel" not in app.extensions
+    client = app.test_client()
+    page = client.get("/confirm/not-a-token", headers={"Accept-Language": "de"})
+    html = page.get_data(as_text=True)
+    assert '<html lang="en">' in html and "This confirmation link is not valid." in html
+    client.post("/signup", data={"email": "tom@example.com"}, headers={"Accept-Language": "de"})
+    [mail] = smtp_server.wait_for(1)
+    assert mail.message["Subject"] == "Confirm your email address"
+    assert "The link works for 48 hours." in mail.message.get_body(("plain",)).get_content()
+    with app.app_context():
+        assert [row.locale for row in outbox_rows(app)] == [None]
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def _by_locale(**words: str) -> str:
+    """A lazy string whose text depends on the locale at the time it is used."""
+    return LazyString(lambda: words.get(str(get_locale()), words["en"]))  # type: ignore[no-any-return]
+
+
+def test_lazy_strings_in_settings_are_translated_where_used(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink
+) -> None:
+    app = make_app(
+        config={
+            "TEST_BABEL": True,
+            "CONFIRM_MAIL_FLASH_INVALID": _by_locale(en="Bad <link>", de="Schlechter <Link>"),
+            "CONFIRM_MAIL_SUBJECT": _by_locale(en="Welcome", de="Willkommen"),
+        }
+    )
+    client = app.test_client()
+    german = client.get("/confirm/x", headers={"Accept-Language": "de"}).get_data(as_text=True)
+    english = client.get("/confirm/x", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "Schlechter &lt;Link&gt;" in german and "Bad &lt;link&gt;" in english
+    client.post("/signup", data={"email": "mia@example.com"}, headers={"Accept-Language": "de"})
+    [mail] = smtp_server.wait_for(1)
+    assert mail.message["Subject"] == "Willkommen"
+
+
+def test_the_default_subject_follows_the_locale(babel_app: Flask, smtp_server: SMTPSink) -> None:
+    client = babel_app.test_client()
+    client.post("/signup", data={"email": "lea@example.com"}, headers={"Accept-Language": "fr"})
+    [mail] = smtp_server.wait_for(1)
+    assert mail.message["Subject"] == "Confirmez votre adresse e-mail"
+    text = mail.message.get_body(("plain",)).get_content()
+    assert text.startswith("Bonjour,") and "Le lien est valable 48\xa0heures." in text
+
+
+# --- emails from a worker process ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_german_signup_gets_a_german_email_from_a_worker(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, database_url: str
+) -> None:
+    app = make_app(config={"TEST_BABEL": True, "CONFIRM_MAIL_DELIVERY": "worker"})
+    client = app.test_client()
+    answer = client.post(
+        "/signup", data={"email": "kater@example.com"}, headers={"Accept-Language": "de-DE,de"}
+    )
+    assert answer.status_code == 201
+    with app.app_context():
+        send_confirmation(db.session.get(User, answer.get_json()["id"]))  # outside a request
+        db.session.commit()
+        assert [row.locale for row in outbox_rows(app)] == ["de", None]
+
+    worker = _worker(database_url, smtp_server, "--once", TEST_BABEL="true")
+    output = worker.communicate(timeout=60)[0].decode()
+    assert worker.returncode == 0, output
+    german, default = sorted(
+        smtp_server.wait_for(2), key=lambda m: "Ihre" not in m.message["Subject"]
+    )
+    assert german.message["Subject"] == "Bestätigen Sie Ihre E-Mail-Adresse"
+    text = german.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    html = german.message.get_body(("html",)).get_content()
+    assert text.startswith("Hallo,\n\nBitte bestätigen Sie Ihre E-Mail-Adresse für app.example.com")
+    assert "Der Link ist 48 Stunden lang gültig." in text
+    assert '<html lang="de">' in html and "Meine E-Mail-Adresse bestätigen" in html
+    assert default.message["Subject"] == "Confirm your email address"
+    assert "The link works for 48 hours." in default.message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(60 * 3600, "60 Stunden"), (3 * 86400, "3 Tage"), (3600, "1 Stunde"), (90, "90 Sekunden")],
+)
+def test_the_link_lifetime_is_exact_in_words(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, seconds: int, words: str
+) -> None:
+    app = make_app(config={"TEST_BABEL": True, "CONFIRM_MAIL_LIFETIME": seconds})
+    client = app.test_client()
+    client.post("/signup", data={"email": "max@example.com"}, headers={"Accept-Language": "de"})
+    [mail] = smtp_server.wait_for(1)
+    assert f"Der Link ist {words} lang gültig." in mail.message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("stored", [None, "", "xx_NOPE", "not a locale"])
+def test_an_email_without_a_usable_locale_is_in_the_default_one(
+    make_app: Callable[..., Flask], stored: str | None
+) -> None:
+    app = make_app(config={"TEST_BABEL": True, "BABEL_DEFAULT_LOCALE": "it"})
+    with app.test_request_context(headers={"Accept-Language": "de"}), locale_of(stored):
+        assert translate("Hello,") == "Ciao,"
