@@ -20,6 +20,7 @@ from .confirmation import EXTENSION_KEY, ConfirmationFlow, listen_to_session
 from .errors import ConfigurationError
 from .i18n import install_template_gettext
 from .outbox import outbox_model_for
+from .redaction import install_log_redaction
 from .remote import RemoteTransport
 from .settings import OPTION_NAMES, Settings
 from .transport import SMTPTransport, Transport
@@ -130,6 +131,10 @@ class ConfirmMail:
         # configured logging itself.
         if not has_level_handler(logger):
             logger.addHandler(default_handler)
+        # Flask's exception log ("Exception on /confirm/<token> [GET]") and the development
+        # server's request lines name the path. gunicorn's loggers are redacted by its
+        # config file or redact_request_logs (docs/security.rst).
+        install_log_redaction((app.logger.name, logger.name, "werkzeug"), [settings.url_prefix])
 
     def user_getter(self, getter: G) -> G:
         """Register the function that returns the logged-in user (or ``None``).
