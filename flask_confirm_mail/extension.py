@@ -25,7 +25,7 @@ from .remote import RemoteTransport
 from .settings import OPTION_NAMES, Settings
 from .transport import SMTPTransport, Transport
 from .users import UserColumns
-from .views import blueprint
+from .views import blueprint, limit_resend
 from .webhooks import install_webhooks
 
 G = TypeVar("G", bound=Callable[[], Any])
@@ -121,6 +121,8 @@ class ConfirmMail:
             _tune_sqlite(app, self.db)
         install_template_gettext(app)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        if settings.resend_limit:
+            limit_resend(app, settings.resend_limit)
         install_webhooks(app, settings, install_bounces(app, self.db, flow.outbox_table))
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
