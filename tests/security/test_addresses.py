@@ -240,3 +240,47 @@ def test_confirming_an_address_voids_every_other_claim_to_it(
         ("shared@example.org", None),
         ("c@example.org", None),
     ]
+
+
+# --- the migration of rows stored as typed -------------------------------------------------
+
+
+def test_canonicalize_rewrites_rows_stored_as_typed(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app()
+    ids = [_signup(app, email) for email in ("a@example.org", "b@example.org", "c@example.org")]
+    smtp_server.wait_for(3)
+    smtp_server.clear()
+    with app.app_context():  # rows as earlier versions stored them (no flush hook runs)
+        for uid, (email, pending) in zip(
+            ids,
+            [("Cat@Example.ORG", None), ("dog@example.org", " New@BÜCHER.example"),
+             ("CAT@example.org", None)],
+            strict=True,
+        ):  # fmt: skip
+            db.session.execute(
+                sa.update(User).where(User.id == uid).values(email=email, pending_email=pending)
+            )
+        db.session.commit()
+    clock.shift(61)
+    client = app.test_client()
+    client.post("/confirm/resend", data={"email": "new@xn--bcher-kva.example"})
+    assert smtp_server.messages == [], "positive control: the typed rows are not found"
+    runner = app.test_cli_runner()
+    dry = runner.invoke(args=["confirm-mail", "canonicalize"])
+    assert dry.exit_code == 0, dry.output
+    assert f"Would rewrite user {ids[1]}" in dry.output
+    assert f"user {ids[0]} email, shared with user(s) {ids[2]}" in dry.output
+    assert _addresses(app)[1] == ("dog@example.org", " New@BÜCHER.example"), "a dry run"
+    done = runner.invoke(args=["confirm-mail", "canonicalize", "--yes"])
+    assert "Rewrote 1 account(s); 2 address(es) left as is." in done.output, done.output
+    assert _addresses(app) == [
+        ("Cat@Example.ORG", None),  # two accounts share the mailbox: a person decides
+        ("dog@example.org", "new@xn--bcher-kva.example"),
+        ("CAT@example.org", None),
+    ]
+    client.post("/confirm/resend", data={"email": "New@Bücher.example"})
+    [mail] = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["new@xn--bcher-kva.example"]
+    assert _confirm(app, mail) == "confirmed"
