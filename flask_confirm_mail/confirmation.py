@@ -140,7 +140,7 @@ class ConfirmationFlow:
         :raises AddressError: ``new_email`` is not a single valid address.
         """
         columns = self.columns
-        new = normalize_address(new_email)
+        new = columns.check_fits(normalize_address(new_email))
         old = columns.email_of(user)
         if new == old:
             columns.set_pending(user, None)

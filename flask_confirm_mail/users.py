@@ -86,6 +86,13 @@ class UserColumns:
         self.email_column = self._column(mapper, email)
         self.confirmed_column = self._column(mapper, confirmed)
         self.pending_column = None if pending_email is None else self._column(mapper, pending_email)
+        lengths = [
+            getattr(column.type, "length", None)
+            for column in (self.email_column, self.pending_column)
+            if column is not None
+        ]
+        #: The longest address the columns hold (a 254-character address is valid).
+        self.max_address_length = min((n for n in lengths if n), default=None)
         self.confirmed_is_boolean = isinstance(self.confirmed_column.type, sa.Boolean)
         if not self.confirmed_is_boolean and not isinstance(
             self.confirmed_column.type, sa.DateTime
@@ -142,6 +149,15 @@ class UserColumns:
         if self.pending_attribute is not None:
             setattr(user, self.pending_attribute, address)
 
+    def check_fits(self, address: str) -> str:
+        """``address``, if the address columns can hold it.
+
+        :raises AddressError: it is longer than the columns (a database error otherwise).
+        """
+        if self.max_address_length is not None and len(address) > self.max_address_length:
+            raise AddressError("The email address is too long.")
+        return address
+
     def canonicalize(self, user: Any, *, strict: bool) -> None:
         """Rewrite ``user``'s changed address attributes in canonical form.
 
@@ -156,7 +172,7 @@ class UserColumns:
             if value is None and attribute == self.pending_attribute:
                 continue
             try:
-                canonical = normalize_address(value)
+                canonical = self.check_fits(normalize_address(value))
             except AddressError:
                 if strict:
                     raise

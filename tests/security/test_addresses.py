@@ -13,12 +13,20 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, request
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
 
-from flask_confirm_mail import change_email, normalize_address
+from flask_confirm_mail import (
+    ConfirmableMixin,
+    ConfirmMail,
+    change_email,
+    normalize_address,
+    signup_view,
+)
 from flask_confirm_mail.errors import AddressError
-from tests.apps import User, db
+from tests.apps import LINK_SECRET, SECRET_KEY, User, db
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
 
@@ -284,3 +292,71 @@ def test_canonicalize_rewrites_rows_stored_as_typed(
     [mail] = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["new@xn--bcher-kva.example"]
     assert _confirm(app, mail) == "confirmed"
+
+
+def test_an_address_longer_than_the_apps_column_is_a_400(
+    database_url: str, smtp_server: SMTPSink
+) -> None:
+    """An existing table may hold shorter addresses than 254: PostgreSQL once gave a 500."""
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY=SECRET_KEY,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        MAIL_SERVER=smtp_server.host,
+        MAIL_PORT=smtp_server.port,
+        MAIL_DEFAULT_SENDER="noreply@app.example.com",
+        CONFIRM_MAIL_SECRET=LINK_SECRET,
+        CONFIRM_MAIL_EXTERNAL_URL="https://app.example.com",
+        CONFIRM_MAIL_DELIVERY="sync",
+    )
+    short_db = SQLAlchemy(app)
+
+    class ShortMember(ConfirmableMixin, short_db.Model):  # type: ignore[name-defined,misc]
+        id: Mapped[int] = mapped_column(primary_key=True)
+        email: Mapped[str] = mapped_column(sa.String(40), unique=True)
+
+    ConfirmMail(app, db=short_db, user_model=ShortMember)
+
+    @app.post("/signup")
+    @signup_view
+    def signup() -> Any:
+        short_db.session.add(ShortMember(email=request.form["email"]))
+        short_db.session.commit()
+        return "", 201
+
+    long = "a" * 40 + "@example.org"  # a valid address, longer than the column
+    with app.app_context():
+        short_db.create_all()
+    try:
+        client = app.test_client()
+        assert client.post("/signup", data={"email": long}).status_code == 400
+        assert client.post("/signup", data={"email": " Cat@Example.org"}).status_code == 201
+        with app.app_context():  # positive control above: a short address fits
+            member = short_db.session.execute(sa.select(ShortMember)).scalar_one()
+            assert member.email == "cat@example.org"
+            with pytest.raises(AddressError, match="too long"):
+                change_email(member, long)
+    finally:
+        with app.app_context():
+            short_db.session.remove()
+            short_db.drop_all()
+            short_db.engine.dispose()
+
+
+def test_a_bounce_mark_knows_every_spelling(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app()
+    smtp_server.fail_next(1, 550)
+    _signup(app, "Cat@Example.ORG")  # its email bounces: the canonical address is marked
+    smtp_server.clear()
+    clock.shift(61)
+    client = app.test_client()
+    assert client.post("/confirm/resend", data={"email": "CAT@example.org "}).status_code == 202
+    assert smtp_server.messages == [], "no more mail to a mailbox known to bounce"
+    runner = app.test_cli_runner()
+    cleared = runner.invoke(args=["confirm-mail", "bounces", "--clear", " cat@EXAMPLE.org"])
+    assert cleared.exit_code == 0, cleared.output
+    client.post("/confirm/resend", json={"email": "cAt@example.ORG"})  # positive control
+    assert smtp_server.wait_for(1)[0].rcpt_tos == ["cat@example.org"]
