@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import (
     Blueprint,
+    Flask,
     Response,
     abort,
     current_app,
@@ -32,7 +34,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, ServiceUnavailable, TooManyRequests
 
 from . import outbox
 from .addresses import is_valid_address, normalize_address
@@ -97,6 +99,8 @@ def _private_headers(response: Response) -> Response:
 
 @blueprint.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Any:
+    if error.response is not None:  # an answer built with the error (the resend limit's)
+        return error.response
     code = error.code or 400
     if wants_json():
         return jsonify(status="error", error=(error.name or "error").lower()), code
@@ -364,3 +368,54 @@ def confirmed_required(view: F) -> F:
         return call(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+# --- the per-client resend limit (Flask-Limiter, optional) ---------------------------------
+
+RESEND_ENDPOINT = "confirm_mail.resend"
+
+
+def limit_resend(app: Flask, limit: str) -> None:
+    """Apply ``CONFIRM_MAIL_RESEND_LIMIT`` to ``POST <prefix>/resend`` with Flask-Limiter.
+
+    The app's own :class:`flask_limiter.Limiter` is used when it has exactly one by the
+    time ``init_app`` runs (its storage, and its key function, which must name the client,
+    never the submitted address). Otherwise the extension makes one for the app, keyed by
+    the client's address (``request.remote_addr``: use werkzeug's ``ProxyFix`` behind a
+    proxy) and stored in ``RATELIMIT_STORAGE_URI`` (default: memory, per process).
+    Every POST counts, whatever address it names, so the answer never depends on
+    whether an address has an account. Over the limit: a 429 page or JSON answer with
+    ``Retry-After``.
+    """
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    limiters = app.extensions.get("limiter") or set()
+    if len(limiters) == 1:
+        limiter, key = next(iter(limiters)), None
+    else:
+        limiter = Limiter(
+            get_remote_address,
+            app=app,
+            storage_uri=app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
+            default_limits_exempt_when=lambda: True,  # it limits the resend route only
+            application_limits_exempt_when=lambda: True,
+        )
+        key = get_remote_address
+    route_limit = limiter.limit(limit, key_func=key, methods=["POST"], on_breach=_too_many)
+    app.view_functions[RESEND_ENDPOINT] = route_limit(app.view_functions[RESEND_ENDPOINT])
+
+
+def _too_many(limit: Any) -> Response:
+    """The 429 answer (page or JSON, like the others) with the seconds to wait."""
+    wait = max(1, math.ceil(limit.reset_at - time.time()))
+    message = _(
+        "Too many requests from your address: try again in %(seconds)d seconds.", seconds=wait
+    )
+    if wants_json():
+        body = jsonify(status="error", error="too many requests", message=message, retry_after=wait)
+        response = make_response(body, 429)
+    else:
+        response = make_response(_http_error(TooManyRequests(message)))
+    response.headers["Retry-After"] = str(wait)
+    return response

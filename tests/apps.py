@@ -64,9 +64,17 @@ def user_model(shape: str) -> type[Any]:
 
 
 def create_app(
-    database_url: str, *, shape: str = "mixin", config: dict[str, Any] | None = None, **options: Any
+    database_url: str,
+    *,
+    shape: str = "mixin",
+    config: dict[str, Any] | None = None,
+    redact_server_logs: bool = True,
+    **options: Any,
 ) -> Flask:
-    """An app with sign-up, login and a members-only page, using ``shape``'s user model."""
+    """An app with sign-up, login and a members-only page, using ``shape``'s user model.
+
+    ``redact_server_logs``: call ``redact_request_logs(app)`` (gunicorn's loggers too).
+    """
     app = Flask(__name__)
     app.config.update(
         TESTING=True,
@@ -83,7 +91,8 @@ def create_app(
     db.init_app(app)
     confirm_mail = ConfirmMail(db=db, **SHAPES[shape], **options)
     confirm_mail.init_app(app)
-    redact_request_logs(app)
+    if redact_server_logs:
+        redact_request_logs(app)
     model = user_model(shape)
     columns = app.extensions["confirm_mail"].columns
 
