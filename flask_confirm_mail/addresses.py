@@ -3,11 +3,13 @@
 Anything that a mail system could read as more than one recipient, or as an extra
 header, is refused: CR/LF, commas, comments, quoted local parts, angle brackets,
 encoded words. The local part must be ASCII (no SMTPUTF8); an internationalized domain
-is accepted and turned into its ASCII (IDNA, ``xn--``) form.
+is accepted and turned into its ASCII (IDNA 2008, ``xn--``) form.
 
 The canonical form, which the extension stores and compares everywhere an address
 enters (sign-up, change, resend, CLI, lookups), is the address with surrounding blanks
-dropped, the domain in IDNA form and the whole address lower-cased. Lower-casing the
+dropped, the domain in IDNA 2008 form (UTS 46 mapping, non-transitional, as browsers and
+registries use it: ``fuß.de`` and ``fuss.de`` are two domains) and the whole address
+lower-cased. Lower-casing the
 local part is what Flask-Security and django-allauth do: mailbox providers treat it
 without case, and one mailbox must not own several accounts.
 """
@@ -15,6 +17,8 @@ without case, and one mailbox must not own several accounts.
 from __future__ import annotations
 
 import re
+
+import idna
 
 from .errors import AddressError
 
@@ -27,13 +31,18 @@ _ADDRESS_RE = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LAB
 
 
 def _ascii_domain(domain: str) -> str:
-    """``domain`` in IDNA (A-label) form; ASCII domains are returned unchanged."""
-    if domain.isascii():
+    """``domain`` in IDNA 2008 (A-label) form; plain ASCII domains are returned unchanged.
+
+    A domain with ``xn--`` labels goes through the check too, so a label that is no
+    valid A-label is refused rather than stored.
+    """
+    if domain.isascii() and "xn--" not in domain.lower():
         return domain
     try:
-        # The standard library's IDNA codec (IDNA 2003 with nameprep): no dependency.
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
+        # The idna package, not the standard library's codec: that one is IDNA 2003,
+        # which maps ß to ss and so would mail cat@fuß.de's link to cat@fuss.de.
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
         raise AddressError("The email address is not a single plain address.") from None
 
 

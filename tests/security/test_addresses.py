@@ -61,10 +61,49 @@ def _confirm(app: Flask, mail: Any) -> str:
         ("CAT@EXAMPLE.ORG", "cat@example.org"),
         ("cat@bücher.example", "cat@xn--bcher-kva.example"),
         ("Cat@BÜCHER.example", "cat@xn--bcher-kva.example"),
+        ("cat@xn--BCHER-kva.example", "cat@xn--bcher-kva.example"),
+        ("cat@ＥＸＡＭＰＬＥ.ORG", "cat@example.org"),  # fullwidth: UTS 46 maps it (NFKC)
+        ("cat@example。org", "cat@example.org"),  # an ideographic full stop
+        # IDNA 2008, not 2003: fuß.de is its own domain, not fuss.de (another owner).
+        ("cat@fuß.de", "cat@xn--fu-hia.de"),
+        ("cat@fuss.de", "cat@fuss.de"),
     ],
 )
 def test_the_canonical_form(typed: str, canonical: str) -> None:
     assert normalize_address(typed) == canonical
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        "cat@example.org\x00",
+        "cat@exa\x00mple.org",
+        "cat@example.org\x0b",
+        "cat@example.org\r\n",
+        "\xa0cat@example.org",  # blanks other than space and tab are no blanks to drop
+        "cat@example.org\u3000",
+        "\ufeffcat@example.org",
+        "ｃａｔ@example.org",  # a fullwidth local part: not ASCII
+        "cat@xn--zz.example",  # not a valid A-label
+        "cat@-x.example",
+        "cat@example.org.",
+    ],
+)
+def test_addresses_with_control_or_odd_characters_are_refused_everywhere(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, refused: str
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    assert client.post("/signup", data={"email": refused}).status_code == 400
+    assert client.post("/confirm/resend", data={"email": refused}).status_code == 400
+    assert client.post("/confirm/resend", json={"email": refused}).status_code == 400
+    status = app.test_cli_runner().invoke(args=["confirm-mail", "status", refused])
+    assert status.exit_code == 2 and "Invalid value for EMAIL" in status.output
+    assert _addresses(app) == []
+    uid = _signup(app, "cat@ＥＸＡＭＰＬＥ.org")  # positive control: a mapped form is accepted
+    assert _addresses(app) == [("cat@example.org", None)]
+    with app.app_context(), pytest.raises(AddressError):
+        change_email(db.session.get(User, uid), refused)
 
 
 def test_spellings_of_one_mailbox_are_one_account(
