@@ -404,3 +404,96 @@ def test_a_bounce_mark_knows_every_spelling(
     assert cleared.exit_code == 0, cleared.output
     client.post("/confirm/resend", json={"email": "cAt@example.ORG"})  # positive control
     assert smtp_server.wait_for(1)[0].rcpt_tos == ["cat@example.org"]
+
+
+# --- the lifecycle's entry points: change notice, reminders, owner cooldown, prune ---------
+
+DAY = 86_400
+NOTICE_SUBJECT = "Your email address is being changed"
+REMINDER_SUBJECT = "Reminder: confirm your email address"
+
+
+def test_the_change_notice_goes_to_the_canonical_old_address(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink
+) -> None:
+    app = make_app()
+    uid = _signup(app, " Cat@Example.ORG ")
+    smtp_server.wait_for(1)
+    smtp_server.clear()
+    with app.app_context():
+        user = db.session.get(User, uid)
+        assert change_email(user, "CAT@example.org\t") is False, "one mailbox: no change"
+        db.session.commit()
+    assert smtp_server.messages == [], "no notice and no link for a spelling of one's own"
+    _ask_for(app, uid, " Kitten@BÜCHER.example")  # positive control: another mailbox
+    mails = smtp_server.wait_for(2)
+    [notice] = [m for m in mails if m.message["Subject"] == NOTICE_SUBJECT]
+    [link] = [m for m in mails if m.message["Subject"] != NOTICE_SUBJECT]
+    assert notice.rcpt_tos == ["cat@example.org"]
+    assert "k***@x***.example" in notice.message.get_body(("plain",)).get_content()
+    assert link.rcpt_tos == ["kitten@xn--bcher-kva.example"]
+
+
+def test_reminders_go_to_the_canonical_address_and_respect_a_bounce_of_any_spelling(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app(config={"CONFIRM_MAIL_REMINDERS": "1d"})
+    waiting = _signup(app, " Waiting@Example.ORG")
+    smtp_server.fail_next(1, 550)  # its sign-up email bounces: the mailbox is marked
+    bounced = _signup(app, "BOUNCED@example.org")
+    smtp_server.wait_for(1)
+    with app.app_context():  # a row stored as typed by an earlier version, not rewritten
+        db.session.execute(
+            sa.update(User).where(User.id == bounced).values(email="Bounced@Example.ORG")
+        )
+        db.session.commit()
+    smtp_server.clear()
+    clock.shift(DAY + 1)
+    runner = app.test_cli_runner()
+    sent = runner.invoke(args=["confirm-mail", "remind", "--yes"])
+    assert sent.exit_code == 0, sent.output
+    assert f"Reminded user {waiting} <waiting@example.org> (reminder 1)" in sent.output
+    assert "Queued 1 reminder(s)." in sent.output, "the bounced mailbox is not reminded"
+    [reminder] = smtp_server.wait_for(1)  # positive control: the waiting one is
+    assert reminder.message["Subject"] == REMINDER_SUBJECT
+    assert reminder.rcpt_tos == ["waiting@example.org"]
+    assert _confirm(app, reminder) == "confirmed"
+
+
+def test_the_owner_is_told_the_cooldown_under_any_spelling_and_nobody_else(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app()
+    owner = app.test_client()  # the test app logs in at sign-up
+    assert owner.post("/signup", data={"email": "Owner@Example.org"}).status_code == 201
+    smtp_server.wait_for(1)
+    clock.shift(12)
+    for spelling in ("owner@example.org", " OWNER@example.ORG", "Owner@Example.org\t"):
+        answer = owner.post("/confirm/resend", json={"email": spelling}, headers=JSON)
+        assert answer.status_code == 429 and answer.json["status"] == "cooldown", spelling
+        assert answer.headers["Retry-After"] == "48"
+    stranger = app.test_client().post("/confirm/resend", json={"email": "OWNER@example.org"})
+    assert stranger.status_code == 202 and "Retry-After" not in stranger.headers
+    other = owner.post("/confirm/resend", json={"email": "other@example.org"}, headers=JSON)
+    assert other.status_code == 202, "the truth is about the owner's own address only"
+    assert len(smtp_server.messages) == 1
+
+
+def test_prune_frees_the_mailbox_for_every_spelling(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app()
+    _signup(app, "Cat@Example.ORG")
+    smtp_server.wait_for(1)
+    with pytest.raises(IntegrityError):  # positive control: the mailbox is taken
+        app.test_client().post("/signup", data={"email": "CAT@example.org"})
+    with app.app_context():
+        db.session.rollback()
+    clock.shift(15 * DAY)
+    runner = app.test_cli_runner()
+    dry = runner.invoke(args=["confirm-mail", "prune", "--older-than", "14d"])
+    assert "<cat@example.org>" in dry.output, dry.output
+    done = runner.invoke(args=["confirm-mail", "prune", "--older-than", "14d", "--yes"])
+    assert "Deleted 1 never-confirmed account(s)." in done.output, done.output
+    _signup(app, " cAt@EXAMPLE.org")
+    assert _addresses(app) == [("cat@example.org", None)]
