@@ -13,6 +13,7 @@ Decorators: :func:`signup_view` and :func:`confirmed_required`. Both call the vi
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import math
 import time
@@ -381,29 +382,52 @@ def limit_resend(app: Flask, limit: str) -> None:
     The app's own :class:`flask_limiter.Limiter` is used when it has exactly one by the
     time ``init_app`` runs (its storage, and its key function, which must name the client,
     never the submitted address). Otherwise the extension makes one for the app, keyed by
-    the client's address (``request.remote_addr``: use werkzeug's ``ProxyFix`` behind a
-    proxy) and stored in ``RATELIMIT_STORAGE_URI`` (default: memory, per process).
+    :func:`client_network` and stored in ``RATELIMIT_STORAGE_URI`` (default: memory, per
+    process); when that storage fails, the limit goes on in this process's memory (the
+    error is logged by Flask-Limiter), never a 500.
     Every POST counts, whatever address it names, so the answer never depends on
     whether an address has an account. Over the limit: a 429 page or JSON answer with
     ``Retry-After``.
     """
     from flask_limiter import Limiter
-    from flask_limiter.util import get_remote_address
 
     limiters = app.extensions.get("limiter") or set()
+    key: Callable[[], str] | None
     if len(limiters) == 1:
         limiter, key = next(iter(limiters)), None
     else:
         limiter = Limiter(
-            get_remote_address,
+            client_network,
             app=app,
             storage_uri=app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
             default_limits_exempt_when=lambda: True,  # it limits the resend route only
             application_limits_exempt_when=lambda: True,
+            swallow_errors=True,
+            in_memory_fallback_enabled=True,
         )
-        key = get_remote_address
+        key = client_network
     route_limit = limiter.limit(limit, key_func=key, methods=["POST"], on_breach=_too_many)
     app.view_functions[RESEND_ENDPOINT] = route_limit(app.view_functions[RESEND_ENDPOINT])
+
+
+def client_network(address: str | None = None) -> str:
+    """The resend limit's key: the client's IPv4 address, or its IPv6 ``/64`` network.
+
+    ``address`` defaults to ``request.remote_addr`` (use werkzeug's ``ProxyFix`` behind a
+    proxy). Flask-Limiter's ``get_remote_address`` keys each IPv6 address on its own, but
+    one subscriber is given a whole ``/64`` (RFC 6177), so a client rotating addresses
+    inside it would get a fresh limit for each: its ``/64`` is one client.
+    """
+    address = address if address is not None else (request.remote_addr or "127.0.0.1")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _too_many(limit: Any) -> Response:

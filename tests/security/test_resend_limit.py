@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_confirm_mail import ConfirmableMixin, ConfirmMail
 from flask_confirm_mail.errors import ConfigurationError
+from flask_confirm_mail.views import client_network
 from tests.apps import LINK_SECRET, SECRET_KEY
 from tests.security.outcomes import sqlite_only
 from tests.support.smtp_server import SMTPSink
@@ -143,3 +144,43 @@ def test_the_apps_own_limiter_is_used(tmp_path: Any, smtp_server: SMTPSink) -> N
 def test_a_bad_limit_is_refused_at_init_app(make_app: Callable[..., Flask], bad: str) -> None:
     with pytest.raises(ConfigurationError, match="CONFIRM_MAIL_RESEND_LIMIT"):
         make_app(config={"CONFIRM_MAIL_RESEND_LIMIT": bad})
+
+
+@sqlite_only
+def test_a_client_rotating_addresses_inside_its_ipv6_64_is_one_client(limited: Flask) -> None:
+    rotating = [_resend(limited, f"2001:db8:1:2::{i:x}", WAITING).status_code for i in range(8)]
+    assert rotating == [202] * 5 + [429] * 3
+    # Positive control: another /64 is another client; an IPv4-mapped address is its IPv4.
+    assert _resend(limited, "2001:db8:1:3::1", WAITING).status_code == 202
+    mapped = [_resend(limited, "::ffff:192.0.2.9", WAITING).status_code for _ in range(5)]
+    assert mapped == [202] * 5
+    assert _resend(limited, "192.0.2.9", WAITING).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("not-an-ip", "not-an-ip"),  # a unix socket's name, say: kept as it is
+    ],
+)
+def test_the_limits_key_names_the_client(address: str, key: str) -> None:
+    assert client_network(address) == key
+
+
+@sqlite_only
+def test_a_limiter_storage_outage_is_no_500_and_the_limit_holds(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {
+        "CONFIRM_MAIL_RESEND_LIMIT": LIMIT,
+        "CONFIRM_MAIL_RESEND_COOLDOWN": 0,
+        "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1",  # nothing listens there
+    }
+    app = make_app(config=config)
+    statuses = [_resend(app, "203.0.113.7", WAITING).status_code for _ in range(8)]
+    assert statuses == [202] * 5 + [429] * 3, "the limit goes on in the process's memory"
+    assert _resend(app, "203.0.113.8", WAITING).status_code == 202  # positive control
+    assert any(r.name.startswith("flask-limiter") for r in caplog.records), "the outage is logged"
