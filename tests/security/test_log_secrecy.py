@@ -132,3 +132,33 @@ def test_an_exception_on_the_confirm_route_logs_no_token(
     signature = token.rsplit(".", 1)[1]
     for text in app_log_texts(caplog):
         assert token not in text and signature not in text, text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_app_mounted_under_a_script_name_logs_no_token(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app behind a path of its own (SCRIPT_NAME ``/shop``, as a proxy or a
+    DispatcherMiddleware sets it): the request line holds ``/shop/confirm/<token>``."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    app = make_app(config={"TESTING": False, "PROPAGATE_EXCEPTIONS": False})
+    token, _ = app.extensions["confirm_mail"].signer.issue("1", "cat@example.org")
+    break_confirm_route(app)
+    caplog.set_level(logging.DEBUG)
+    mounted = DispatcherMiddleware(Flask("front"), {"/shop": app})
+    with serve(mounted) as base:
+        statuses = [
+            raw_request(base, method, f"/shop{target}", headers)
+            for method, target, headers in spellings("/confirm", token)
+            if target.startswith("/")
+        ]
+        assert raw_request(base, "GET", "/shop/confirm/resend", {}) == 200
+    assert statuses.count(500) >= 6, statuses  # positive control: the route ran and raised
+    exceptions = [r for r in caplog.records if r.getMessage().startswith("Exception on")]
+    assert exceptions and all("/confirm/[redacted]" in r.getMessage() for r in exceptions)
+    access = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("/shop/confirm/resend" in line for line in access)
+    signature = token.rsplit(".", 1)[1]
+    for text in app_log_texts(caplog):
+        assert token not in text and signature not in text, text
