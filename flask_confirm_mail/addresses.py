@@ -1,13 +1,24 @@
-"""Validation of email addresses: exactly one plain ``local@domain`` address.
+"""Email addresses: exactly one plain ``local@domain`` address, in one canonical form.
 
 Anything that a mail system could read as more than one recipient, or as an extra
 header, is refused: CR/LF, commas, comments, quoted local parts, angle brackets,
-encoded words. Only ASCII addresses are accepted (no SMTPUTF8).
+encoded words. The local part must be ASCII (no SMTPUTF8); an internationalized domain
+is accepted and turned into its ASCII (IDNA 2008, ``xn--``) form.
+
+The canonical form, which the extension stores and compares everywhere an address
+enters (sign-up, change, resend, CLI, lookups), is the address with surrounding blanks
+dropped, the domain in IDNA 2008 form (UTS 46 mapping, non-transitional, as browsers and
+registries use it: ``fuß.de`` and ``fuss.de`` are two domains) and the whole address
+lower-cased. Lower-casing the
+local part is what Flask-Security and django-allauth do: mailbox providers treat it
+without case, and one mailbox must not own several accounts.
 """
 
 from __future__ import annotations
 
 import re
+
+import idna
 
 from .errors import AddressError
 
@@ -19,11 +30,28 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS_RE = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LABEL}\.)+{_LABEL})")
 
 
-def normalize_address(value: object) -> str:
-    """Return ``value`` as a normalized single address, or raise :class:`AddressError`.
+def _ascii_domain(domain: str) -> str:
+    """``domain`` in IDNA 2008 (A-label) form; plain ASCII domains are returned unchanged.
 
-    Surrounding spaces and tabs are dropped and the domain is lower-cased; the local
-    part is kept as given. The error message never repeats the value.
+    A domain with ``xn--`` labels goes through the check too, so a label that is no
+    valid A-label is refused rather than stored.
+    """
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain
+    try:
+        # The idna package, not the standard library's codec: that one is IDNA 2003,
+        # which maps ß to ss and so would mail cat@fuß.de's link to cat@fuss.de.
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise AddressError("The email address is not a single plain address.") from None
+
+
+def normalize_address(value: object) -> str:
+    """Return ``value`` in canonical form, or raise :class:`AddressError`.
+
+    Surrounding spaces and tabs are dropped, an internationalized domain is turned into
+    its IDNA form and the address is lower-cased (see the module's description). The
+    error message never repeats the value.
     """
     if not isinstance(value, str):
         raise AddressError("The email address must be a string.")
@@ -33,10 +61,15 @@ def normalize_address(value: object) -> str:
         raise AddressError("The email address is empty.")
     if len(candidate) > MAX_ADDRESS_LENGTH:
         raise AddressError("The email address is too long.")
+    local, at, domain = candidate.rpartition("@")
+    if at:
+        candidate = f"{local}@{_ascii_domain(domain)}"
+    if len(candidate) > MAX_ADDRESS_LENGTH:
+        raise AddressError("The email address is too long.")
     match = _ADDRESS_RE.fullmatch(candidate)
     if match is None or len(match["local"]) > MAX_LOCAL_LENGTH or "=?" in candidate:
         raise AddressError("The email address is not a single plain address.")
-    return f"{match['local']}@{match['domain'].lower()}"
+    return candidate.lower()
 
 
 def is_valid_address(value: object) -> bool:

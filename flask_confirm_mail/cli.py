@@ -1,13 +1,15 @@
 """``flask confirm-mail ...``: send, confirm, status, worker, check, outbox, retry,
-prune, remind, bounces."""
+prune, remind, bounces, canonicalize."""
 
 from __future__ import annotations
 
 import signal
+from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
 import click
+import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
@@ -264,4 +266,66 @@ def bounces_command(address: str | None) -> None:
         click.echo(
             f"{mark.address}: {mark.kind} from {mark.source}, {mark.marked_at:%Y-%m-%d %H:%M:%S} "
             f"UTC: {mark.reason}"
+        )
+
+
+def _canonical_or_none(value: Any) -> str | None:
+    try:
+        return normalize_address(value)
+    except AddressError:
+        return None
+
+
+@cli_group.command("canonicalize")
+@click.option("--yes", is_flag=True, help="Rewrite them; without it, only list them.")
+def canonicalize_command(yes: bool) -> None:
+    """Rewrite addresses stored as typed (by earlier versions) in their canonical form.
+
+    Lookups compare the canonical form only (``Cat@Example.ORG`` is ``cat@example.org``),
+    so a row stored otherwise is not found until rewritten. When several accounts share
+    one canonical address, none of them is changed: they are listed, for a person to
+    decide which account keeps the mailbox. A dry run unless --yes.
+    """
+    flow = get_flow()
+    columns = flow.columns
+    table = columns.model.__table__
+    pending = columns.pending_column
+    selected = [columns.id_column, columns.email_column] + (
+        [pending] if pending is not None else []
+    )
+    session = flow.db.session
+    rows = session.connection().execute(sa.select(*selected)).all()
+    holders: defaultdict[tuple[int, str], list[Any]] = defaultdict(list)
+    for row in rows:
+        for slot, value in enumerate(row[1:]):
+            canonical = _canonical_or_none(value)
+            if canonical is not None:
+                holders[slot, canonical].append(row[0])
+    changed = shared = 0
+    for row in rows:
+        updates: dict[Any, str] = {}
+        for slot, (column, value) in enumerate(zip(selected[1:], row[1:], strict=True)):
+            canonical = _canonical_or_none(value)
+            if canonical is None or canonical == value:
+                continue
+            if len(holders[slot, canonical]) > 1:
+                shared += 1
+                others = ", ".join(str(i) for i in holders[slot, canonical] if i != row[0])
+                click.echo(f"Left as is: user {row[0]} {column.key}, shared with user(s) {others}")
+                continue
+            updates[column] = canonical
+        if updates:
+            changed += 1
+            click.echo(f"{'Rewriting' if yes else 'Would rewrite'} user {row[0]}")
+            if yes:
+                statement = sa.update(table).where(columns.id_column == row[0]).values(updates)
+                session.connection().execute(statement)
+    if yes:
+        session.commit()
+        click.echo(f"Rewrote {changed} account(s); {shared} address(es) left as is.")
+    else:
+        session.rollback()
+        click.echo(
+            f"{changed} account(s) would be rewritten; {shared} address(es) left as is; run "
+            "again with --yes to write."
         )

@@ -192,7 +192,7 @@ class ConfirmationFlow:
         :raises AddressError: ``new_email`` is not a single valid address.
         """
         columns = self.columns
-        new = normalize_address(new_email)
+        new = columns.check_fits(normalize_address(new_email))
         old = columns.email_of(user)
         if new == old:
             columns.set_pending(user, None)
@@ -667,19 +667,32 @@ def _flow_of(session: Session) -> ConfirmationFlow | None:
 
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    """Check new users' addresses before the flush writes anything."""
+    """Store users' new addresses in canonical form; in a sign-up, refuse invalid ones.
+
+    Whatever spelling the app's view saved (the raw form value), the row holds the
+    canonical address, so one mailbox is one account and every lookup finds it.
+    """
     flow = _flow_of(session)
-    if flow is None or not _in_signup():
+    if flow is None:
         return
+    columns = flow.columns
+    signup = _in_signup()
     for obj in session.new:
-        if isinstance(obj, flow.columns.model):
-            normalize_address(flow.columns.email_of(obj))
+        if isinstance(obj, columns.model):
+            columns.canonicalize(obj, strict=signup)
+    for obj in session.dirty:
+        if isinstance(obj, columns.model):
+            columns.canonicalize(obj, strict=False)
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
     flow = _flow_of(session)
     if flow is None:
         return
+    columns = flow.columns
+    for obj in (*session.new, *session.dirty):
+        if isinstance(obj, columns.model):
+            columns.void_claims_of(session, obj)
     signup = _in_signup()
     for obj in session.new:
         if isinstance(obj, flow.outbox_model):

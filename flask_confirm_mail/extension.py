@@ -20,11 +20,12 @@ from .confirmation import EXTENSION_KEY, ConfirmationFlow, listen_to_session
 from .errors import ConfigurationError
 from .i18n import install_template_gettext
 from .outbox import outbox_model_for
+from .redaction import install_log_redaction
 from .remote import RemoteTransport
 from .settings import OPTION_NAMES, Settings
 from .transport import SMTPTransport, Transport
 from .users import UserColumns
-from .views import blueprint
+from .views import blueprint, limit_resend
 from .webhooks import install_webhooks
 
 G = TypeVar("G", bound=Callable[[], Any])
@@ -120,6 +121,8 @@ class ConfirmMail:
             _tune_sqlite(app, self.db)
         install_template_gettext(app)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        if settings.resend_limit:
+            limit_resend(app, settings.resend_limit)
         install_webhooks(app, settings, install_bounces(app, self.db, flow.outbox_table))
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
@@ -130,6 +133,10 @@ class ConfirmMail:
         # configured logging itself.
         if not has_level_handler(logger):
             logger.addHandler(default_handler)
+        # Flask's exception log ("Exception on /confirm/<token> [GET]") and the development
+        # server's request lines name the path. gunicorn's loggers are redacted by its
+        # config file or redact_request_logs (docs/security.rst).
+        install_log_redaction((app.logger.name, logger.name, "werkzeug"), [settings.url_prefix])
 
     def user_getter(self, getter: G) -> G:
         """Register the function that returns the logged-in user (or ``None``).

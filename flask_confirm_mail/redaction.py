@@ -78,6 +78,9 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text, self.path_prefixes)
+            # Formatters print exc_text; the exception itself (its message may hold a
+            # token) is dropped so that no handler formats it again unredacted.
+            record.exc_info = None
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.path_prefixes)
         return True

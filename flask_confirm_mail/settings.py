@@ -209,6 +209,26 @@ def _strings(value: Any, key: str, app: Flask) -> tuple[str, ...]:
     return tuple(value or ())
 
 
+def _rate_limits(value: Any, key: str, app: Flask) -> str | None:
+    """A Flask-Limiter limit string (``5/minute;50/hour``), checked with ``limits``."""
+    if value is None or value == "":
+        return None
+    try:
+        import flask_limiter  # noqa: F401  # the limit is applied through it
+        from limits import parse_many
+    except ImportError:
+        raise ConfigurationError(
+            f"{key} needs Flask-Limiter: pip install 'flask-confirm-mail[limiter]'."
+        ) from None
+    try:
+        parse_many(str(value))
+    except ValueError:
+        raise ConfigurationError(
+            f"{key} must be a rate limit such as '5/minute;50/hour'."
+        ) from None
+    return str(value)
+
+
 def derive_link_secret(secret_key: str | bytes) -> bytes:
     """A link-token key derived from ``SECRET_KEY``, useless for anything else."""
     return hmac.new(
@@ -449,6 +469,11 @@ class Settings:
         5,
         _integer(1, 20),
         "Wrong tries of one code before it is void and a new email is needed.",
+    )
+    resend_limit = Option(
+        None,
+        _rate_limits,
+        "Per-client limit on POSTs to the resend route (Flask-Limiter), e.g. `5/minute;50/hour`.",
     )
     transport = Option(
         "flask_mail",

@@ -22,7 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, scoped_session
 
-from .errors import ConfigurationError, InvalidToken
+from .addresses import normalize_address
+from .errors import AddressError, ConfigurationError, InvalidToken
 
 SIGNUP = "signup"
 CHANGE = "change"
@@ -91,6 +92,13 @@ class UserColumns:
         self.email_column = self._column(mapper, email)
         self.confirmed_column = self._column(mapper, confirmed)
         self.pending_column = None if pending_email is None else self._column(mapper, pending_email)
+        lengths = [
+            getattr(column.type, "length", None)
+            for column in (self.email_column, self.pending_column)
+            if column is not None
+        ]
+        #: The longest address the columns hold (a 254-character address is valid).
+        self.max_address_length = min((n for n in lengths if n), default=None)
         self.confirmed_is_boolean = isinstance(self.confirmed_column.type, sa.Boolean)
         if not self.confirmed_is_boolean and not isinstance(
             self.confirmed_column.type, sa.DateTime
@@ -147,6 +155,37 @@ class UserColumns:
         if self.pending_attribute is not None:
             setattr(user, self.pending_attribute, address)
 
+    def check_fits(self, address: str) -> str:
+        """``address``, if the address columns can hold it.
+
+        :raises AddressError: it is longer than the columns (a database error otherwise).
+        """
+        if self.max_address_length is not None and len(address) > self.max_address_length:
+            raise AddressError("The email address is too long.")
+        return address
+
+    def canonicalize(self, user: Any, *, strict: bool) -> None:
+        """Rewrite ``user``'s changed address attributes in canonical form.
+
+        With ``strict``, an address attribute that is not one valid address raises
+        :class:`~flask_confirm_mail.errors.AddressError`; otherwise it is left as it is.
+        """
+        state = sa.inspect(user)
+        for attribute in (self.email_attribute, self.pending_attribute):
+            if attribute is None or not state.attrs[attribute].history.has_changes():
+                continue
+            value = getattr(user, attribute)
+            if value is None and attribute == self.pending_attribute:
+                continue
+            try:
+                canonical = self.check_fits(normalize_address(value))
+            except AddressError:
+                if strict:
+                    raise
+                continue
+            if canonical != value:
+                setattr(user, attribute, canonical)
+
     # --- queries ---------------------------------------------------------------------------
 
     def parse_id(self, subject: str) -> Any:
@@ -169,17 +208,22 @@ class UserColumns:
     ) -> tuple[Any, str]:
         """The user whose address (``signup``) or pending address (``change``) is ``address``.
 
-        Returns ``(None, "")`` when there is none.
+        ``address`` is in canonical form. Returns ``(None, "")`` when there is none, and
+        also when several accounts hold it as their pending address (rows written before
+        a pending address identified one account): a link then goes to nobody rather
+        than to an account that did not ask for it.
         """
         for column, purpose in ((self.email_column, SIGNUP), (self.pending_column, CHANGE)):
             if column is None:
                 continue
-            query = sa.select(self.model).where(column == address).limit(1)
+            query = sa.select(self.model).where(column == address).limit(2)
             if lock:
                 query = query.with_for_update()
-            user = session.execute(query).scalar_one_or_none()
-            if user is not None:
-                return user, purpose
+            users = session.execute(query).scalars().all()
+            if len(users) == 1:
+                return users[0], purpose
+            if users:
+                return None, ""
         return None, ""
 
     def _unconfirmed(self) -> sa.ColumnElement[bool]:
@@ -201,6 +245,36 @@ class UserColumns:
             query = query.where(self.pending_column.is_(None))
         return query
 
+    def void_claims_of(self, session: Session | scoped_session[Any], user: Any) -> None:
+        """After a flush wrote ``user``'s new address or pending address, void the claims
+        other accounts hold to it (see :meth:`void_pending_claims`)."""
+        state = sa.inspect(user)
+        user_id = getattr(user, self.id_attribute)
+        for attribute in (self.email_attribute, self.pending_attribute):
+            if attribute is None or not state.attrs[attribute].history.has_changes():
+                continue
+            value = getattr(user, attribute)
+            if value is not None:
+                self.void_pending_claims(session, value, user_id)
+
+    def void_pending_claims(
+        self, session: Session | scoped_session[Any], address: str, user_id: Any
+    ) -> None:
+        """Clear ``address`` as the pending address of every account but ``user_id``.
+
+        Called when an account asks for ``address`` (sign-up, change) and when it
+        confirms it, so a pending address identifies one account and links mailed to
+        another account for it stop working.
+        """
+        if self.pending_column is None:
+            return
+        statement = (
+            sa.update(self.model.__table__)
+            .where(self.pending_column == address, self.id_column != user_id)
+            .values({self.pending_column: None})
+        )
+        session.connection().execute(statement)
+
     def confirm(
         self, session: Session | scoped_session[Any], user_id: Any, address: str, now: datetime
     ) -> str | None:
@@ -208,7 +282,8 @@ class UserColumns:
 
         Confirms the user's address while it is ``address`` and unconfirmed (``signup``),
         else the pending address when it is ``address`` (``change``, which makes it the
-        user's address). Returns which, or ``None`` when the row matched neither. Concurrent
+        user's address), and voids every other account's pending claim to it. Returns
+        which, or ``None`` when the row matched neither. Concurrent
         calls confirm once. Raises what the database raises (a unique address taken since).
         """
         table = self.model.__table__
@@ -220,6 +295,7 @@ class UserColumns:
             .values({self.confirmed_column: confirmed})
         )
         if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
+            self.void_pending_claims(session, address, user_id)
             return SIGNUP
         if self.pending_column is None:
             return None
@@ -235,5 +311,6 @@ class UserColumns:
             )
         )
         if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
+            self.void_pending_claims(session, address, user_id)
             return CHANGE
         return None

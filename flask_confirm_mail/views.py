@@ -14,14 +14,17 @@ Decorators: :func:`signup_view` and :func:`confirmed_required`. Both call the vi
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import (
     Blueprint,
+    Flask,
     Response,
     abort,
     current_app,
@@ -35,7 +38,7 @@ from flask import (
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from . import outbox
 from .addresses import is_valid_address, normalize_address
@@ -162,6 +165,8 @@ def _bound_body() -> None:
 
 @blueprint.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Any:
+    if error.response is not None:  # an answer built with the error (the resend limit's)
+        return error.response
     code = error.code or 400
     if wants_json():
         return jsonify(status="error", error=(error.name or "error").lower()), code
@@ -536,3 +541,77 @@ def _refuse_unconfirmed() -> Any:
     flash(message, "warning")
     endpoint = flow.settings.unconfirmed_endpoint or "confirm_mail.resend"
     return redirect(url_for(endpoint))
+
+
+# --- the per-client resend limit (Flask-Limiter, optional) ---------------------------------
+
+RESEND_ENDPOINT = "confirm_mail.resend"
+
+
+def limit_resend(app: Flask, limit: str) -> None:
+    """Apply ``CONFIRM_MAIL_RESEND_LIMIT`` to ``POST <prefix>/resend`` with Flask-Limiter.
+
+    The app's own :class:`flask_limiter.Limiter` is used when it has exactly one by the
+    time ``init_app`` runs (its storage, and its key function, which must name the client,
+    never the submitted address). Otherwise the extension makes one for the app, keyed by
+    :func:`client_network` and stored in ``RATELIMIT_STORAGE_URI`` (default: memory, per
+    process); when that storage fails, the limit goes on in this process's memory (the
+    error is logged by Flask-Limiter), never a 500.
+    Every POST counts, whatever address it names, so the answer never depends on
+    whether an address has an account. Over the limit: a 429 page or JSON answer with
+    ``Retry-After``.
+    """
+    from flask_limiter import Limiter
+
+    limiters = app.extensions.get("limiter") or set()
+    key: Callable[[], str] | None
+    if len(limiters) == 1:
+        limiter, key = next(iter(limiters)), None
+    else:
+        limiter = Limiter(
+            client_network,
+            app=app,
+            storage_uri=app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
+            default_limits_exempt_when=lambda: True,  # it limits the resend route only
+            application_limits_exempt_when=lambda: True,
+            swallow_errors=True,
+            in_memory_fallback_enabled=True,
+        )
+        key = client_network
+    route_limit = limiter.limit(limit, key_func=key, methods=["POST"], on_breach=_too_many)
+    app.view_functions[RESEND_ENDPOINT] = route_limit(app.view_functions[RESEND_ENDPOINT])
+
+
+def client_network(address: str | None = None) -> str:
+    """The resend limit's key: the client's IPv4 address, or its IPv6 ``/64`` network.
+
+    ``address`` defaults to ``request.remote_addr`` (use werkzeug's ``ProxyFix`` behind a
+    proxy). Flask-Limiter's ``get_remote_address`` keys each IPv6 address on its own, but
+    one subscriber is given a whole ``/64`` (RFC 6177), so a client rotating addresses
+    inside it would get a fresh limit for each: its ``/64`` is one client.
+    """
+    address = address if address is not None else (request.remote_addr or "127.0.0.1")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _too_many(limit: Any) -> Response:
+    """The 429 answer (page or JSON, like the others) with the seconds to wait."""
+    wait = max(1, math.ceil(limit.reset_at - time.time()))
+    message = _(
+        "Too many requests from your address: try again in %(seconds)d seconds.", seconds=wait
+    )
+    if wants_json():
+        body = jsonify(status="error", error="too many requests", message=message, retry_after=wait)
+        response = make_response(body, 429)
+    else:
+        response = make_response(_http_error(TooManyRequests(message)))
+    response.headers["Retry-After"] = str(wait)
+    return response

@@ -414,7 +414,7 @@ def check_recipient(request: MailRequest) -> str:
     """The request's recipient, normalized, if it is the address its link was made for.
 
     The link token is read unverified (:func:`peek_link_token`); the addresses are
-    compared case-insensitively.
+    compared in canonical form (:func:`~flask_confirm_mail.addresses.normalize_address`).
 
     :raises RecipientRefused: the recipient is not one valid address, the link token
         names none, or it names another one.
@@ -430,7 +430,7 @@ def check_recipient(request: MailRequest) -> str:
         link_email = normalize_address(link.email)
     except AddressError:
         link_email = ""
-    if link_email.lower() != recipient.lower():
+    if link_email != recipient:
         raise RecipientRefused(
             "The recipient is not the one the link was made for", reason="mismatch"
         )

@@ -65,9 +65,17 @@ def user_model(shape: str) -> type[Any]:
 
 
 def create_app(
-    database_url: str, *, shape: str = "mixin", config: dict[str, Any] | None = None, **options: Any
+    database_url: str,
+    *,
+    shape: str = "mixin",
+    config: dict[str, Any] | None = None,
+    redact_server_logs: bool = True,
+    **options: Any,
 ) -> Flask:
-    """An app with sign-up, login and a members-only page, using ``shape``'s user model."""
+    """An app with sign-up, login and a members-only page, using ``shape``'s user model.
+
+    ``redact_server_logs``: call ``redact_request_logs(app)`` (gunicorn's loggers too).
+    """
     app = Flask(__name__)
     app.config.update(
         TESTING=True,
@@ -88,7 +96,8 @@ def create_app(
         from flask_babel import Babel
 
         Babel(app, locale_selector=lambda: request.accept_languages.best_match(LANGUAGES))
-    redact_request_logs(app)
+    if redact_server_logs:
+        redact_request_logs(app)
     model = user_model(shape)
     columns = app.extensions["confirm_mail"].columns
 

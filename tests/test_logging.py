@@ -1,4 +1,4 @@
-"""Logging: a failed delivery shows by default; tokens leave request logs only when asked."""
+"""Logging: a failed delivery shows by default; tokens never reach Flask's or werkzeug's log."""
 
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ APP = textwrap.dedent(
     )
     db.init_app(app)
     ConfirmMail(app, db=db, user_model=User)
-    for name in ("werkzeug", "gunicorn.access", "gunicorn.error"):
+    from flask_confirm_mail.redaction import RedactingFilter
+    for name in ("probe", "flask_confirm_mail", "werkzeug"):
+        assert any(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters)
+    for name in ("gunicorn.access", "gunicorn.error"):
         assert not logging.getLogger(name).filters, name
     @app.post("/signup")
     @signup_view
@@ -46,7 +49,7 @@ APP = textwrap.dedent(
 )
 
 
-def test_init_app_adds_no_log_filters_and_a_failed_delivery_is_printed() -> None:
+def test_init_app_redacts_flask_and_werkzeug_logs_and_a_failed_delivery_is_printed() -> None:
     """No logging set up by the app: the failure reaches stderr, as Flask's own log does."""
     result = subprocess.run(
         [sys.executable, "-c", APP], capture_output=True, text=True, timeout=60, check=False

@@ -81,7 +81,9 @@ def test_anyone_else_gets_the_uniform_answer(
 def test_a_confirmed_owner_or_another_address_gets_the_uniform_answer(
     owner: FlaskClient, smtp_server: SMTPSink
 ) -> None:
-    other_address = owner.post("/confirm/resend", data={"email": "nobody@example.org"}, buffered=True)
+    other_address = owner.post(
+        "/confirm/resend", data={"email": "nobody@example.org"}, buffered=True
+    )
     assert other_address.status_code == 202
     bad = owner.post("/confirm/resend", data={"email": "not an address"}, buffered=True)
     assert bad.status_code == 400

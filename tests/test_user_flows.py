@@ -34,16 +34,16 @@ def test_email_change_keeps_old_login_until_confirmed(make_app: Any, smtp_server
         user = db.session.get(model, uid)
         assert change_email(user, "New@Example.ORG") is True
         db.session.commit()
-        assert user.email == "old@example.org" and user.pending_email == "New@example.org"
+        assert user.email == "old@example.org" and user.pending_email == "new@example.org"
         assert is_confirmed(user)
     # The old address also gets the change notice (tests/test_change_notice.py).
-    [mail] = [m for m in smtp_server.wait_for(3) if m.rcpt_tos == ["New@example.org"]]
+    [mail] = [m for m in smtp_server.wait_for(3) if m.rcpt_tos == ["new@example.org"]]
     assert mail.message["Subject"] == "Confirm your new email address"
     answer = app.test_client().post(_path(link_from(mail)), headers={"Accept": "application/json"})
     assert answer.json["status"] == "confirmed"
     with app.app_context():
         user = db.session.get(model, uid)
-        assert (user.email, user.pending_email) == ("New@example.org", None)
+        assert (user.email, user.pending_email) == ("new@example.org", None)
         assert is_confirmed(user)
     old = app.test_client().post(first_link, headers={"Accept": "application/json"})
     assert old.json["status"] == "invalid", "a link for the old address confirms nothing now"

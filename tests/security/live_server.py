@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.serving import make_server
 
@@ -40,3 +42,19 @@ def serve(app: Any) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def raw_request(base: str, method: str, target: str, headers: dict[str, str]) -> int:
+    """Send ``target`` exactly as spelled (urllib would normalize it)."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return int(response.status)
+    finally:
+        conn.close()

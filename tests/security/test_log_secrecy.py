@@ -21,8 +21,9 @@ from flask import Flask
 
 from tests.apps import LINK_SECRET, SECRET_KEY
 from tests.conftest import link_from
+from tests.security.broken_app import break_confirm_route, spellings
 from tests.security.forgery import forge_link, link_header
-from tests.security.live_server import serve
+from tests.security.live_server import raw_request, serve
 from tests.security.outcomes import app_log_texts
 from tests.support.smtp_server import SMTPSink
 
@@ -96,3 +97,68 @@ def test_no_token_or_secret_in_any_log(
             assert not any(part in text for text in texts), "a token is in the log"
     for secret in (LINK_SECRET, SECRET_KEY):
         assert not any(secret in text for text in texts), "a secret is in the log"
+
+
+# --- family 3 of security round 2: an exception on the confirm route ----------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("prefix", ["/confirm", "/account/verify"])
+def test_an_exception_on_the_confirm_route_logs_no_token(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture, prefix: str
+) -> None:
+    app = make_app(
+        config={
+            "TESTING": False,
+            "PROPAGATE_EXCEPTIONS": False,
+            "CONFIRM_MAIL_URL_PREFIX": prefix,
+        }
+    )
+    token, _ = app.extensions["confirm_mail"].signer.issue("1", "cat@example.org")
+    break_confirm_route(app)
+    caplog.set_level(logging.DEBUG)
+    with serve(app) as base:
+        statuses = [raw_request(base, *spelling) for spelling in spellings(prefix, token)]
+        assert raw_request(base, "GET", f"{prefix}/resend", {}) == 200
+    assert statuses.count(500) >= 7, statuses  # the route ran, and raised, for most spellings
+    assert all(status in (404, 405, 308, 500) for status in statuses), statuses
+    exceptions = [r for r in caplog.records if r.getMessage().startswith("Exception on")]
+    assert len(exceptions) == statuses.count(500)
+    # Positive control: the log still says where it failed, and what failed.
+    assert all(f"{prefix}/[redacted]" in r.getMessage() for r in exceptions)
+    assert all("RuntimeError: the database went away" in (r.exc_text or "") for r in exceptions)
+    access = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any(f"{prefix}/resend" in line for line in access), "route names stay readable"
+    signature = token.rsplit(".", 1)[1]
+    for text in app_log_texts(caplog):
+        assert token not in text and signature not in text, text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_app_mounted_under_a_script_name_logs_no_token(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app behind a path of its own (SCRIPT_NAME ``/shop``, as a proxy or a
+    DispatcherMiddleware sets it): the request line holds ``/shop/confirm/<token>``."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    app = make_app(config={"TESTING": False, "PROPAGATE_EXCEPTIONS": False})
+    token, _ = app.extensions["confirm_mail"].signer.issue("1", "cat@example.org")
+    break_confirm_route(app)
+    caplog.set_level(logging.DEBUG)
+    mounted = DispatcherMiddleware(Flask("front"), {"/shop": app})
+    with serve(mounted) as base:
+        statuses = [
+            raw_request(base, method, f"/shop{target}", headers)
+            for method, target, headers in spellings("/confirm", token)
+            if target.startswith("/")
+        ]
+        assert raw_request(base, "GET", "/shop/confirm/resend", {}) == 200
+    assert statuses.count(500) >= 6, statuses  # positive control: the route ran and raised
+    exceptions = [r for r in caplog.records if r.getMessage().startswith("Exception on")]
+    assert exceptions and all("/confirm/[redacted]" in r.getMessage() for r in exceptions)
+    access = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("/shop/confirm/resend" in line for line in access)
+    signature = token.rsplit(".", 1)[1]
+    for text in app_log_texts(caplog):
+        assert token not in text and signature not in text, text

@@ -82,7 +82,8 @@ AMBIGUOUS_ADDRESSES = [
     "a@b@y.com",
     "bob@y..com",
     "bøb@y.com",
-    "bob@ÿ.com",
+    "bob@y\u00a0.com",
+    "bob@\ufffd.com",
     "x" * 65 + "@y.com",
     "b@" + "y" * 250 + ".com",
 ]
@@ -301,7 +302,7 @@ def test_every_email_has_exactly_one_recipient_the_stored_address(
     assert isinstance(to, AddressHeader) and len(to.addresses) == 1
     columns = app.extensions["confirm_mail"].columns
     stored = columns.email_of(victim.row())
-    assert to.addresses[0].addr_spec == stored == "Some.One+tag@Example.org"
+    assert to.addresses[0].addr_spec == stored == "some.one+tag@example.org"
     assert mail.rcpt_tos == [stored]
     for name in ("Cc", "Bcc", "Reply-To"):
         assert mail.message[name] is None

@@ -9,6 +9,7 @@ from urllib.parse import quote, urlsplit
 from flask import Flask
 from werkzeug.test import TestResponse
 
+from flask_confirm_mail.addresses import normalize_address
 from tests.apps import db
 from tests.conftest import link_from
 from tests.security.outcomes import JSON, assert_refused, count_queries, unchanged
@@ -79,5 +80,6 @@ def sign_up(app: Flask, sink: SMTPSink, email: str = VICTIM) -> Victim:
     response = app.test_client().post("/signup", data={"email": email})
     assert response.status_code == 201, response.data
     mail = sink.wait_for(before + 1)[-1]
-    assert mail.rcpt_tos == [email]
-    return Victim(app, sink, int(response.json["id"]), email, link_from(mail))
+    canonical = normalize_address(email)
+    assert mail.rcpt_tos == [canonical]
+    return Victim(app, sink, int(response.json["id"]), canonical, link_from(mail))
