@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.engine import Connection
 
 from . import outbox, signals
 from .errors import DeliveryError
@@ -150,6 +151,10 @@ class Deliverer:
         self.transport = transport
         self.signer = signer
         self.rate = None if settings.max_rate is None else SendRate(settings.max_rate)
+        #: Called in the transaction that records deliveries, with the recipients
+        #: delivered: one statement per batch instead of one transaction per email on
+        #: ``message_delivered`` (the bounce marks' clearing cost 0.4 ms a message so).
+        self.delivered_hooks: list[Callable[[Connection, list[str]], object]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
@@ -235,8 +240,8 @@ class Deliverer:
         A batch (:attr:`claim_size`) is claimed whenever no more than ``CONCURRENCY``
         claimed emails are left unsent, so the senders never wait for the slowest email
         of a batch, nor for the claim of the next; finished emails are recorded just
-        before each claim (and when the pipe drains). ``wake`` set meanwhile (a commit)
-        makes it claim again after a claim found nothing. ``stop`` as for
+        before each claim (and when the pipe drains). After a claim that found less than
+        a batch, it claims again only when ``wake`` is set meanwhile (a commit). ``stop`` as for
         :meth:`deliver_batch`. The leases of every claimed, unrecorded email are extended
         every third of the lease.
 
@@ -262,7 +267,7 @@ class Deliverer:
                     finished = []
                 emails = self._claim_logged(worker_id)
                 report.claimed += len(emails)
-                due = bool(emails)
+                due = len(emails) == self.claim_size  # less: nothing else is due now
                 for email in emails:
                     in_flight[senders.submit(self._send_one, app, email, stop)] = email
             if not in_flight:
@@ -402,6 +407,9 @@ class Deliverer:
             )
         with self.db.engine.begin() as conn:
             outbox.mark_sent(conn, self.table, [e.outbox_id for e in sent], worker_id)
+            if sent:
+                for hook in self.delivered_hooks:
+                    hook(conn, [email.recipient for email in sent])
             for email, error in failures:
                 outbox.mark_failed(
                     conn,
@@ -543,22 +551,19 @@ class DeliveryLoop:
 
     def run_once(self) -> BatchReport:
         """Deliver one batch; errors are logged, never raised."""
-        try:
-            with self.app.app_context():
-                report = self.deliverer.deliver_batch(self.worker_id, stop=self._stop)
-        except Exception:
-            logger.exception("The delivery loop could not deliver a batch; trying again later")
-            return BatchReport()
-        self.total.add(report)
-        return report
+        return self._guarded(lambda: self.deliverer.deliver_batch(self.worker_id, stop=self._stop))
 
     def _run_stream(self) -> BatchReport:
         """Deliver until nothing is due (:meth:`Deliverer.deliver_stream`); never raises."""
+        deliverer = self.deliverer
+        return self._guarded(
+            lambda: deliverer.deliver_stream(self.worker_id, stop=self._stop, wake=self._wake)
+        )
+
+    def _guarded(self, deliver: Callable[[], BatchReport]) -> BatchReport:
         try:
             with self.app.app_context():
-                report = self.deliverer.deliver_stream(
-                    self.worker_id, stop=self._stop, wake=self._wake
-                )
+                report = deliver()
         except Exception:
             logger.exception("The delivery loop could not deliver a batch; trying again later")
             return BatchReport()
