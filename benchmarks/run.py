@@ -29,6 +29,7 @@ from benchmarks import (
     confirm_throughput,
     delivery_throughput,
     growth,
+    handoff_latency,
     mailer_workers,
     memory,
     scale_out,
@@ -57,10 +58,11 @@ SCENARIOS: dict[str, ModuleType] = {
         served,
         memory,
         mailer_workers,
+        handoff_latency,
     )
 }
 #: Scenarios that use PostgreSQL (for all or some of their figures).
-NEEDS_POSTGRES = {confirm_throughput.KEY, scale_out.KEY, growth.KEY}
+NEEDS_POSTGRES = {confirm_throughput.KEY, scale_out.KEY, growth.KEY, handoff_latency.KEY}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PREAMBLE = (
     "Each figure is the median of its rounds, after a warm-up; candidates run their rounds\n"

@@ -120,7 +120,9 @@ class ConfirmMail:
             _tune_sqlite(app, self.db)
         install_template_gettext(app)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
-        install_webhooks(app, settings, install_bounces(app, self.db, flow.outbox_table))
+        install_webhooks(
+            app, settings, install_bounces(app, self.db, flow.outbox_table, flow.deliverer)
+        )
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
             app.after_request(flow.after_request)
