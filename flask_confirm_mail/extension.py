@@ -22,6 +22,7 @@ from .i18n import install_template_gettext
 from .outbox import outbox_model_for
 from .remote import RemoteTransport
 from .settings import OPTION_NAMES, Settings
+from .tasks import install_celery_delivery
 from .transport import SMTPTransport, Transport
 from .users import UserColumns
 from .views import blueprint
@@ -112,6 +113,8 @@ class ConfirmMail:
             columns=columns,
             transport=transport,
         )
+        if settings.delivery == "celery":
+            install_celery_delivery(app, flow)
         flow.user_getter = self._user_getter
         self._flows.add(flow)
         app.extensions[EXTENSION_KEY] = flow
