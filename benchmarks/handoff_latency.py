@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import time
 
+from flask import Flask
+
 from benchmarks.apps import create_ours, ours_db
 from benchmarks.context import BenchContext
 from benchmarks.measure import percentile
@@ -49,11 +51,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _sign_ups(
-    context: BenchContext, sink: SinkProcess, url: str, mode: str, count: int, tag: str
-) -> list[float]:
-    """Sign ``count`` users up at :data:`RATE` a second; each one's latency in ms."""
-    app = create_ours(url, delivery=mode, smtp_port=sink.port)
+def sign_up_latencies(app: Flask, sink: SinkProcess, count: int, tag: str) -> list[float]:
+    """Sign ``count`` users up on ``app`` at :data:`RATE` a second; each one's
+    commit -> SMTP accepted latency in ms. Stops ``thread`` mode's sender and disposes
+    of ``app``'s engine at the end."""
     client = app.test_client()
     committed: dict[str, float] = {}
     sink.arrivals()  # start recording
@@ -76,7 +77,7 @@ def _sign_ups(
             time.sleep(0.05)
             arrivals = sink.arrivals()
     finally:
-        if mode == "thread":
+        if app.config["CONFIRM_MAIL_DELIVERY"] == "thread":
             stop_delivery(app)
         with app.app_context():
             ours_db.session.remove()
@@ -93,7 +94,9 @@ def _measure(
     label = f"{mode} mode, {database}"
     name = f"{mode}_{database}"
     if mode == "thread":
-        latencies = _sign_ups(context, sink, url, mode, count, name)
+        latencies = sign_up_latencies(
+            create_ours(url, delivery=mode, smtp_port=sink.port), sink, count, name
+        )
         idle: Row | None = None
     else:
         tables = create_ours(url, delivery="worker")  # the tables, before the worker starts
@@ -104,7 +107,9 @@ def _measure(
         try:
             worker.wait_for_output("started")
             time.sleep(1.0)  # past its first poll: idle
-            latencies = _sign_ups(context, sink, url, mode, count, name)
+            latencies = sign_up_latencies(
+                create_ours(url, delivery=mode, smtp_port=sink.port), sink, count, name
+            )
             time.sleep(1.0)
             seconds = context.size(10.0, 3.0, 1.0)
             before = _cpu_seconds(worker.pid)

@@ -26,6 +26,7 @@ WITH_PROCESSES = [
     "memory",
     "mailer_workers",
     "handoff_latency",
+    "celery_peer",
 ]
 
 
