@@ -1,7 +1,8 @@
 """Delivery: take due emails from the outbox, mint their links, send them, record the outcome.
 
-:class:`Deliverer` delivers one batch at a time for one app, ``CONFIRM_MAIL_CONCURRENCY``
-emails in flight at once. :class:`DeliveryLoop` repeats that until stopped (``flask
+:class:`Deliverer` delivers for one app, ``CONFIRM_MAIL_CONCURRENCY`` emails in flight at
+once: a batch (``deliver_batch``) or a stream of batches without a barrier between them
+(``deliver_stream``). :class:`DeliveryLoop` repeats that until stopped (``flask
 confirm-mail worker``), and :class:`BackgroundSender` runs a loop in a daemon thread of the
 app's process (``CONFIRM_MAIL_DELIVERY = "thread"``), stopped at the process's exit.
 
@@ -19,12 +20,12 @@ after sending does not send the batch again.
 
 Why threads, not asyncio: sending is waiting on the provider's answer, which threads do
 as well as an event loop, and threads keep one SMTP client (:mod:`smtplib`), one template
-path and no event loop in web processes. The CPU per message (link token, two templates,
-MIME, SQL: 1.9 ms in the run below, on a loaded machine) is the same work either way, and
-it is what caps the rate: ``python -m benchmarks --quick --only delivery_throughput
---no-postgres`` (2 shared cores) gave 58 msg/s at concurrency 32 and 108 msg/s at 64
-against a 300 ms server (0.55 and 0.51 of concurrency / latency), 73 and 89 msg/s against
-100 ms. An aiosmtplib sender was not measured; see benchmarks/README.md.
+path and no event loop in web processes. Measured (``python -m benchmarks.send_paths``,
+2 shared cores, load average 1.8): 32 emails in flight against a server answering after
+100 ms, :class:`~flask_confirm_mail.smtp.SMTPSessionPool` from 32 threads sent 303.4
+msg/s at 0.25 ms of CPU a message, aiosmtplib with 32 connections on one event loop 285.9
+msg/s at 0.38 ms: no gain to pay a second SMTP client and an event loop for. The
+throughput by concurrency is scenario 3 of ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ class Deliverer:
         self.rate = None if settings.max_rate is None else SendRate(settings.max_rate)
         #: Called in the transaction that records deliveries, with the recipients
         #: delivered: one statement per batch instead of one transaction per email on
-        #: ``message_delivered`` (the bounce marks' clearing cost 0.4 ms a message so).
+        #: ``message_delivered`` (on a SQLite file 0.08 ms a message so, against 0.006 ms for
+        #: one ``DELETE ... IN`` a batch: ``python -m benchmarks.send_paths``).
         self.delivered_hooks: list[Callable[[Connection, list[str]], object]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
@@ -250,8 +252,8 @@ class Deliverer:
         :meth:`deliver_batch`. The leases of every claimed, unrecorded email are extended
         every third of the lease.
 
-        Measured (``benchmarks/delivery_throughput.py``, concurrency 32, 100 ms server):
-        one batch at a time reached 0.48 of concurrency / latency, this 0.7 and more.
+        ``benchmarks/delivery_throughput.py`` (scenario 3) measures the share of
+        concurrency / latency it reaches.
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         senders = self._senders()
@@ -519,8 +521,9 @@ class SQLiteWatcher:
 
     A daemon thread reads ``PRAGMA data_version`` on its own connection every
     :data:`SQLITE_WATCH_INTERVAL`: the number changes when another connection committed.
-    A read of the file header, no write lock and no claim: an idle worker spends about
-    0.1 % of a core on it (``benchmarks/handoff_latency.py``), where polling with a claim
+    A read of the file header, no write lock and no claim: 20 reads a second at about
+    7 us of CPU each (``python -m benchmarks.send_paths``; an idle worker's whole CPU is
+    scenario 9's figure, ``benchmarks/handoff_latency.py``), where polling with a claim
     every 50 ms would take a write lock 20 times a second. The poll
     (``CONFIRM_MAIL_POLL_INTERVAL``) stays the safety net, for retries coming due.
 
@@ -552,7 +555,8 @@ class SQLiteWatcher:
         while not self._stop.wait(SQLITE_WATCH_INTERVAL):
             try:
                 with self.engine.connect() as conn:
-                    # The driver's own cursor: SQLAlchemy's statement path cost 10x more.
+                    # The driver's own cursor: 6.5 us of CPU a read against 18 us through
+                    # SQLAlchemy's exec_driver_sql (python -m benchmarks.send_paths).
                     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                     while not self._stop.is_set():
                         version = cursor.execute("PRAGMA data_version").fetchone()
@@ -655,7 +659,9 @@ class DeliveryLoop:
                     break
                 if not self._wake.wait(self.poll_interval):
                     # Idle for a whole poll: no connection waits open. Not sooner: at 20
-                    # sign-ups a second, reconnecting for each email cost it 2-3 ms.
+                    # sign-ups a second each email would pay a new connection, 0.9 ms
+                    # more than a kept one on loopback (python -m benchmarks.send_paths),
+                    # a TLS handshake and network round trips to a real provider.
                     self.deliverer.transport.close()
                 self._wake.clear()
         finally:
