@@ -10,6 +10,7 @@ they read ``BENCH_DATABASE_URL`` and ``BENCH_SMTP_PORT``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -79,8 +80,12 @@ def create_ours(
     poll_interval: float = 1.0,
     create_tables: bool = True,
     concurrency: int = 8,
+    prepare: Callable[[Flask], object] | None = None,
 ) -> Flask:
-    """The extension's app: ``POST /signup`` (a :func:`signup_view`) and ``/confirm/...``."""
+    """The extension's app: ``POST /signup`` (a :func:`signup_view`) and ``/confirm/...``.
+
+    ``prepare`` is called before ``init_app`` (``celery`` delivery: the app's Celery).
+    """
     app = _base_app("bench_ours", database_url)
     app.config.update(
         MAIL_SERVER="127.0.0.1",
@@ -100,6 +105,8 @@ def create_ours(
             CONFIRM_MAIL_MAILER_WIRE=mailer_wire,
         )
     ours_db.init_app(app)
+    if prepare is not None:
+        prepare(app)
     ConfirmMail(db=ours_db, user_model=User).init_app(app)
 
     @app.post("/signup")

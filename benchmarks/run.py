@@ -26,9 +26,11 @@ from pathlib import Path
 from types import ModuleType
 
 from benchmarks import (
+    celery_peer,
     confirm_throughput,
     delivery_throughput,
     growth,
+    handoff_latency,
     mailer_workers,
     memory,
     scale_out,
@@ -57,10 +59,18 @@ SCENARIOS: dict[str, ModuleType] = {
         served,
         memory,
         mailer_workers,
+        handoff_latency,
+        celery_peer,
     )
 }
 #: Scenarios that use PostgreSQL (for all or some of their figures).
-NEEDS_POSTGRES = {confirm_throughput.KEY, scale_out.KEY, growth.KEY}
+NEEDS_POSTGRES = {
+    confirm_throughput.KEY,
+    scale_out.KEY,
+    growth.KEY,
+    handoff_latency.KEY,
+    celery_peer.KEY,
+}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PREAMBLE = (
     "Each figure is the median of its rounds, after a warm-up; candidates run their rounds\n"

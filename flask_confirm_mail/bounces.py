@@ -31,6 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import outbox, signals
 from .addresses import normalize_address
+from .delivery import Deliverer
 from .errors import AddressError
 
 MARKS_TABLE = "confirm_mail_bounces"
@@ -245,11 +246,14 @@ class BounceRecords:
             )
         return "applied"
 
-    def clear_on_delivery(self, recipient: str) -> None:
-        """A message reached ``recipient``: its mark, if any, is out of date."""
-        with self.db.engine.begin() as conn:
-            if self.clear(conn, recipient):
-                logger.info("A delivery succeeded to a marked address; its mark is cleared")
+    def clear_on_delivery(self, conn: Connection, recipients: list[str]) -> None:
+        """Messages reached ``recipients``: their marks, if any, are out of date."""
+        keys = [canonical_address(address) for address in recipients]
+        result = conn.execute(sa.delete(self.marks).where(self.marks.c.address.in_(keys)))
+        if result.rowcount:
+            logger.info(
+                "Deliveries succeeded to %s marked address(es); marks cleared", result.rowcount
+            )
 
 
 def records_of(app: Flask) -> BounceRecords | None:
@@ -274,15 +278,13 @@ def _on_delivery_failed(
         records.apply(app, message_id=message_id, kind=BOUNCE, reason=error, source=SMTP_SOURCE)
 
 
-def _on_message_delivered(app: Flask, *, recipient: str | None = None, **_: Any) -> None:
-    records = records_of(app)
-    if records is not None and recipient is not None:
-        records.clear_on_delivery(recipient)
-
-
-def install_bounces(app: Flask, db: SQLAlchemy, outbox_table: sa.Table) -> BounceRecords:
-    """Keep ``app``'s marks (``app.extensions["confirm_mail_bounces"]``) from its deliveries."""
+def install_bounces(
+    app: Flask, db: SQLAlchemy, outbox_table: sa.Table, deliverer: Deliverer
+) -> BounceRecords:
+    """Keep ``app``'s marks (``app.extensions["confirm_mail_bounces"]``) from its deliveries:
+    a refusal marks (``delivery_failed``), a delivery clears, in the transaction that
+    records it (:attr:`Deliverer.delivered_hooks <flask_confirm_mail.delivery.Deliverer>`)."""
     records = app.extensions[EXTENSION_KEY] = BounceRecords(db, outbox_table)
     signals.delivery_failed.connect(_on_delivery_failed, sender=app)
-    signals.message_delivered.connect(_on_message_delivered, sender=app)
+    deliverer.delivered_hooks.append(records.clear_on_delivery)
     return records

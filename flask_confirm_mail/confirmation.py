@@ -8,7 +8,8 @@ and :meth:`~ConfirmationFlow.request_resend`, which commit their own small trans
 The session events at the end tie the outbox to the caller's transaction: in a
 :func:`~flask_confirm_mail.signup_view`, every new user that is flushed gets an outbox
 message in the same session (so a rollback drops both); after a commit, the messages it
-saved are handed to the app's delivery mode (``sync``, ``thread`` or ``worker``).
+saved are handed to the app's delivery mode (``sync``, ``thread``, ``worker`` or
+``celery``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ class ConfirmationFlow:
         )  # fmt: skip
         self.sender = BackgroundSender(self.deliverer)
         self._next_reminder_scan = 0.0
+        #: ``celery`` mode: sends committed outbox ids to the app's Celery (set by
+        #: :func:`~flask_confirm_mail.tasks.install_celery_delivery` at ``init_app``).
+        self.handoff: Callable[[list[int]], None] | None = None
 
     # --- queueing emails (in the caller's session) ----------------------------------------
 
@@ -512,7 +516,9 @@ class ConfirmationFlow:
         """
         mode = self.settings.delivery
         after_response = g.get(_AFTER_RESPONSE, False)  # a resend's work, once answered
-        if mode == "thread" and (has_request_context() or after_response):
+        if mode == "celery" and self.handoff is not None:
+            self.handoff(ids)
+        elif mode == "thread" and (has_request_context() or after_response):
             self.sender.wake(_app())
         elif mode in ("thread", "sync"):
             if has_request_context() and not after_response:

@@ -1,7 +1,8 @@
 """Delivery: take due emails from the outbox, mint their links, send them, record the outcome.
 
-:class:`Deliverer` delivers one batch at a time for one app, ``CONFIRM_MAIL_CONCURRENCY``
-emails in flight at once. :class:`DeliveryLoop` repeats that until stopped (``flask
+:class:`Deliverer` delivers for one app, ``CONFIRM_MAIL_CONCURRENCY`` emails in flight at
+once: a batch (``deliver_batch``) or a stream of batches without a barrier between them
+(``deliver_stream``). :class:`DeliveryLoop` repeats that until stopped (``flask
 confirm-mail worker``), and :class:`BackgroundSender` runs a loop in a daemon thread of the
 app's process (``CONFIRM_MAIL_DELIVERY = "thread"``), stopped at the process's exit.
 
@@ -19,12 +20,12 @@ after sending does not send the batch again.
 
 Why threads, not asyncio: sending is waiting on the provider's answer, which threads do
 as well as an event loop, and threads keep one SMTP client (:mod:`smtplib`), one template
-path and no event loop in web processes. The CPU per message (link token, two templates,
-MIME, SQL: 1.9 ms in the run below, on a loaded machine) is the same work either way, and
-it is what caps the rate: ``python -m benchmarks --quick --only delivery_throughput
---no-postgres`` (2 shared cores) gave 58 msg/s at concurrency 32 and 108 msg/s at 64
-against a 300 ms server (0.55 and 0.51 of concurrency / latency), 73 and 89 msg/s against
-100 ms. An aiosmtplib sender was not measured; see benchmarks/README.md.
+path and no event loop in web processes. Measured (``python -m benchmarks.send_paths``,
+2 shared cores, load average 1.8): 32 emails in flight against a server answering after
+100 ms, :class:`~flask_confirm_mail.smtp.SMTPSessionPool` from 32 threads sent 303.4
+msg/s at 0.25 ms of CPU a message, aiosmtplib with 32 connections on one event loop 285.9
+msg/s at 0.38 ms: no gain to pay a second SMTP client and an event loop for. The
+throughput by concurrency is scenario 3 of ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.engine import Connection
 
 from . import outbox, signals
 from .errors import DeliveryError
@@ -153,6 +155,11 @@ class Deliverer:
         self.transport = transport
         self.signer = signer
         self.rate = None if settings.max_rate is None else SendRate(settings.max_rate)
+        #: Called in the transaction that records deliveries, with the recipients
+        #: delivered: one statement per batch instead of one transaction per email on
+        #: ``message_delivered`` (on a SQLite file 0.08 ms a message so, against 0.006 ms for
+        #: one ``DELETE ... IN`` a batch: ``python -m benchmarks.send_paths``).
+        self.delivered_hooks: list[Callable[[Connection, list[str]], object]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
@@ -240,16 +247,80 @@ class Deliverer:
         attempt not counted) and only those being sent are waited for.
         """
         emails = self.claim(worker_id, ids)
-        report = BatchReport(claimed=len(emails))
         if not emails:
-            return report
+            return BatchReport()
         outcomes = self._send_all(worker_id, emails, stop or threading.Event())
-        sent = [email for email in emails if outcomes[email.outbox_id] is None]
-        given_back = [e.outbox_id for e in emails if outcomes[e.outbox_id] is NOT_SENT]
+        report = self._finish(worker_id, [(email, outcomes[email.outbox_id]) for email in emails])
+        report.claimed = len(emails)
+        return report
+
+    def deliver_stream(
+        self, worker_id: str, *, stop: threading.Event, wake: threading.Event
+    ) -> BatchReport:
+        """Deliver until nothing is due, keeping every sender busy: no batch barrier.
+
+        A batch (:attr:`claim_size`) is claimed whenever no more than ``CONCURRENCY``
+        claimed emails are left unsent, so the senders never wait for the slowest email
+        of a batch, nor for the claim of the next; finished emails are recorded just
+        before each claim (and when the pipe drains). After a claim that found less than
+        a batch, it claims again only when ``wake`` is set meanwhile (a commit). ``stop`` as for
+        :meth:`deliver_batch`. The leases of every claimed, unrecorded email are extended
+        every third of the lease.
+
+        ``benchmarks/delivery_throughput.py`` (scenario 3) measures the share of
+        concurrency / latency it reaches.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        senders = self._senders()
+        concurrency = self.settings.concurrency
+        heartbeat = self.settings.lease.total_seconds() / 3
+        next_beat = time.monotonic() + heartbeat
+        in_flight: dict[Future[Outcome], ConfirmationEmail] = {}
+        finished: list[tuple[ConfirmationEmail, Outcome]] = []
+        report = BatchReport()
+        due = True
+        while True:
+            if wake.is_set() and not stop.is_set():
+                wake.clear()
+                due = True
+            if due and not stop.is_set() and len(in_flight) <= concurrency:
+                if finished:
+                    report.add(self._finish(worker_id, finished))
+                    finished = []
+                emails = self._claim_logged(worker_id)
+                report.claimed += len(emails)
+                due = len(emails) == self.claim_size  # less: nothing else is due now
+                for email in emails:
+                    in_flight[senders.submit(self._send_one, app, email, stop)] = email
+            if not in_flight:
+                break
+            done, _ = wait(in_flight, timeout=heartbeat, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished.append((in_flight.pop(future), future.result()))
+            if in_flight and time.monotonic() >= next_beat:
+                unrecorded = [*in_flight.values(), *(email for email, _ in finished)]
+                self._extend_lease(worker_id, [email.outbox_id for email in unrecorded])
+                next_beat = time.monotonic() + heartbeat
+        if finished:
+            report.add(self._finish(worker_id, finished))
+        return report
+
+    def _claim_logged(self, worker_id: str) -> list[ConfirmationEmail]:
+        """:meth:`claim`, an error logged and taken as nothing due (the loop polls again)."""
+        try:
+            return self.claim(worker_id)
+        except Exception:
+            logger.exception("The delivery loop could not claim a batch; trying again later")
+            return []
+
+    def _finish(
+        self, worker_id: str, results: list[tuple[ConfirmationEmail, Outcome]]
+    ) -> BatchReport:
+        """Record, announce and log the outcome of sent (or given back) emails."""
+        sent = [email for email, outcome in results if outcome is None]
+        given_back = [email.outbox_id for email, outcome in results if outcome is NOT_SENT]
         failures = [
-            (email, error)
-            for email in emails
-            if isinstance(error := outcomes[email.outbox_id], DeliveryError)
+            (email, outcome) for email, outcome in results if isinstance(outcome, DeliveryError)
         ]
         retry_at = self._until_done(
             "record the results of a batch", lambda: self._record(worker_id, sent, failures)
@@ -260,14 +331,13 @@ class Deliverer:
                 lambda: self._in_transaction(outbox.release, given_back, worker_id),
             )
         self._announce(sent, failures, retry_at)
-        report.sent = len(sent)
+        report = BatchReport(sent=len(sent), given_back=len(given_back))
         report.dead = sum(1 for when in retry_at.values() if when is None)
         report.retried = len(failures) - report.dead
-        report.given_back = len(given_back)
         if failures:
             logger.warning(
                 "A delivery batch of %s: %s sent, %s to retry, %s dead; last error: %s",
-                report.claimed,
+                len(results),
                 report.sent,
                 report.retried,
                 report.dead,
@@ -359,6 +429,9 @@ class Deliverer:
             )
         with self.db.engine.begin() as conn:
             outbox.mark_sent(conn, self.table, [e.outbox_id for e in sent], worker_id)
+            if sent:
+                for hook in self.delivered_hooks:
+                    hook(conn, [email.recipient for email in sent])
             for email, error in failures:
                 outbox.mark_failed(
                     conn,
@@ -454,6 +527,64 @@ def _as_delivery_error(exc: Exception) -> DeliveryError:
     return DeliveryError(f"Unexpected {type(exc).__name__}")
 
 
+#: Seconds between two looks of an idle worker at a SQLite file's commit counter.
+SQLITE_WATCH_INTERVAL = 0.05
+
+
+class SQLiteWatcher:
+    """Wakes an idle worker on SQLite soon after any commit to its database file.
+
+    A daemon thread reads ``PRAGMA data_version`` on its own connection every
+    :data:`SQLITE_WATCH_INTERVAL`: the number changes when another connection committed.
+    A read of the file header, no write lock and no claim: 20 reads a second at about
+    7 us of CPU each (``python -m benchmarks.send_paths``; an idle worker's whole CPU is
+    scenario 9's figure, ``benchmarks/handoff_latency.py``), where polling with a claim
+    every 50 ms would take a write lock 20 times a second. The poll
+    (``CONFIRM_MAIL_POLL_INTERVAL``) stays the safety net, for retries coming due.
+
+    :param engine: a SQLite engine on a file.
+    :param wake: called from the watcher's thread; must be quick (set an event).
+    """
+
+    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
+        self.engine = engine
+        self.wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="confirm-mail-watch", daemon=True)
+
+    @classmethod
+    def for_engine(cls, engine: sa.Engine, wake: Callable[[], None]) -> SQLiteWatcher | None:
+        """A started watcher when ``engine`` is a SQLite file, else ``None``."""
+        database = engine.url.database
+        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            return None
+        watcher = cls(engine, wake)
+        watcher._thread.start()
+        return watcher
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        seen = None
+        while not self._stop.wait(SQLITE_WATCH_INTERVAL):
+            try:
+                with self.engine.connect() as conn:
+                    # The driver's own cursor: 6.5 us of CPU a read against 18 us through
+                    # SQLAlchemy's exec_driver_sql (python -m benchmarks.send_paths).
+                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    while not self._stop.is_set():
+                        version = cursor.execute("PRAGMA data_version").fetchone()
+                        if seen is not None and version != seen:
+                            self.wake()
+                        seen = version
+                        self._stop.wait(SQLITE_WATCH_INTERVAL)
+            except sa.exc.DBAPIError as exc:
+                logger.warning("The SQLite watcher could not read the database (%s)", exc)
+                seen = None
+                self._stop.wait(1.0)
+
+
 class DeliveryLoop:
     """Deliver batches until stopped; sleep ``poll_interval`` (or until woken) when idle.
 
@@ -505,11 +636,21 @@ class DeliveryLoop:
 
     def run_once(self) -> BatchReport:
         """Deliver one batch; errors are logged, never raised."""
+        return self._guarded(lambda: self.deliverer.deliver_batch(self.worker_id, stop=self._stop))
+
+    def _run_stream(self) -> BatchReport:
+        """Deliver until nothing is due (:meth:`Deliverer.deliver_stream`); never raises."""
+        deliverer = self.deliverer
+        return self._guarded(
+            lambda: deliverer.deliver_stream(self.worker_id, stop=self._stop, wake=self._wake)
+        )
+
+    def _guarded(self, deliver: Callable[[], BatchReport]) -> BatchReport:
         try:
             with self.app.app_context():
                 if self.before_poll is not None:
                     self.before_poll()
-                report = self.deliverer.deliver_batch(self.worker_id, stop=self._stop)
+                report = deliver()
         except Exception:
             logger.exception("The delivery loop could not deliver a batch; trying again later")
             return BatchReport()
@@ -518,18 +659,25 @@ class DeliveryLoop:
 
     def run(self, *, until_idle: bool = False) -> BatchReport:
         """Loop until :meth:`stop`; with ``until_idle``, return once nothing is due."""
-        waker = None
+        waker: outbox.OutboxListener | SQLiteWatcher | None = None
         if self.listen:
             with self.app.app_context():
-                waker = outbox.listener_for(self.deliverer.db.engine, self.wake)
+                engine = self.deliverer.db.engine
+                waker = outbox.listener_for(engine, self.wake) or SQLiteWatcher.for_engine(
+                    engine, self.wake
+                )
         try:
             while not self._stop.is_set():
-                if self.run_once().claimed:
+                if self._run_stream().claimed:
                     continue
-                self.deliverer.transport.close()  # idle: no connection waits open
                 if until_idle:
                     break
-                self._wake.wait(self.poll_interval)
+                if not self._wake.wait(self.poll_interval):
+                    # Idle for a whole poll: no connection waits open. Not sooner: at 20
+                    # sign-ups a second each email would pay a new connection, 0.9 ms
+                    # more than a kept one on loopback (python -m benchmarks.send_paths),
+                    # a TLS handshake and network round trips to a real provider.
+                    self.deliverer.transport.close()
                 self._wake.clear()
         finally:
             if waker is not None:

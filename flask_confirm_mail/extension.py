@@ -23,6 +23,7 @@ from .outbox import outbox_model_for
 from .redaction import install_log_redaction
 from .remote import RemoteTransport
 from .settings import OPTION_NAMES, Settings
+from .tasks import install_celery_delivery
 from .transport import SMTPTransport, Transport
 from .users import UserColumns
 from .views import blueprint, limit_resend
@@ -113,6 +114,8 @@ class ConfirmMail:
             columns=columns,
             transport=transport,
         )
+        if settings.delivery == "celery":
+            install_celery_delivery(app, flow)
         flow.user_getter = self._user_getter
         self._flows.add(flow)
         app.extensions[EXTENSION_KEY] = flow
@@ -123,7 +126,9 @@ class ConfirmMail:
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         if settings.resend_limit:
             limit_resend(app, settings.resend_limit)
-        install_webhooks(app, settings, install_bounces(app, self.db, flow.outbox_table))
+        install_webhooks(
+            app, settings, install_bounces(app, self.db, flow.outbox_table, flow.deliverer)
+        )
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
             app.after_request(flow.after_request)

@@ -488,9 +488,10 @@ class Settings:
     )
     delivery = Option(
         "thread",
-        _choice("sync", "thread", "worker"),
+        _choice("sync", "thread", "worker", "celery"),
         "`sync` (after the request's commit), `thread` (a background "
-        "sender in the app process) or `worker` (`flask confirm-mail worker` processes).",
+        "sender in the app process), `worker` (`flask confirm-mail worker` processes) or "
+        '`celery` (tasks on the app\'s Celery, `app.extensions["celery"]`).',
     )
     max_attempts = Option(8, _integer(1), "Delivery attempts before a message is `dead`.")
     retry_base = Option(

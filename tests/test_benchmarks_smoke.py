@@ -19,7 +19,15 @@ from benchmarks.report import render_scenario, render_summary, results_json, wri
 from benchmarks.run import SCENARIOS, run_scenarios
 
 IN_PROCESS = ["confirm_throughput", "delivery_throughput", "growth"]
-WITH_PROCESSES = ["signup_latency", "scale_out", "served", "memory", "mailer_workers"]
+WITH_PROCESSES = [
+    "signup_latency",
+    "scale_out",
+    "served",
+    "memory",
+    "mailer_workers",
+    "handoff_latency",
+    "celery_peer",
+]
 
 
 def _context(tmp_path: Path) -> BenchContext:

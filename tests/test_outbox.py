@@ -267,7 +267,9 @@ def test_killed_worker_leaves_messages_for_the_next(
     assert set(counts) == set(addresses), "every message was delivered"
     duplicated = [address for address, n in counts.items() if n > 1]
     assert all(n <= 2 for n in counts.values())
-    assert len(duplicated) <= 10, "only the batch in flight at the kill is sent twice"
+    # The stream claims a batch (10) once no more than CONCURRENCY (5) are unsent, and
+    # records what finished before each claim: at most 15 sent and unrecorded at the kill.
+    assert len(duplicated) <= 15, "only what was claimed and unrecorded at the kill is resent"
     assert {row.status for row in _rows(app)} == {SENT}
 
 

@@ -262,6 +262,9 @@ class SMTPSink:
     :param auth: ``(user, password)``: require AUTH PLAIN or LOGIN with that pair.
     """
 
+    #: The aiosmtpd handler class; a benchmark's sink swaps in one that keeps nothing.
+    handler_class: type[Any] = _Handler
+
     def __init__(
         self,
         *,
@@ -319,7 +322,7 @@ class SMTPSink:
             kwargs["auth_require_tls"] = self._server_tls_context is not None
             kwargs["authenticator"] = self._authenticate
         # A fresh controller each time: aiosmtpd closes its event loop on stop().
-        controller = _SinkController(_Handler(self), **kwargs)
+        controller = _SinkController(self.handler_class(self), **kwargs)
         controller.start()
         self._controller = controller
 
