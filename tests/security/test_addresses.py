@@ -95,8 +95,8 @@ def test_addresses_with_control_or_odd_characters_are_refused_everywhere(
     app = make_app()
     client = app.test_client()
     assert client.post("/signup", data={"email": refused}).status_code == 400
-    assert client.post("/confirm/resend", data={"email": refused}).status_code == 400
-    assert client.post("/confirm/resend", json={"email": refused}).status_code == 400
+    assert client.post("/confirm/resend", data={"email": refused}, buffered=True).status_code == 400
+    assert client.post("/confirm/resend", json={"email": refused}, buffered=True).status_code == 400
     status = app.test_cli_runner().invoke(args=["confirm-mail", "status", refused])
     assert status.exit_code == 2 and "Invalid value for EMAIL" in status.output
     assert _addresses(app) == []
@@ -133,14 +133,17 @@ def test_resend_and_its_cooldown_know_every_spelling(
     smtp_server.clear()
     clock.shift(61)
     client = app.test_client()
-    assert client.post("/confirm/resend", data={"email": "cat@example.org"}).status_code == 202
+    assert (
+        client.post("/confirm/resend", data={"email": "cat@example.org"}, buffered=True).status_code
+        == 202
+    )
     [mail] = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["cat@example.org"]
     for variant in ("CAT@example.org", " cat@Example.Org", "cat@example.ORG"):
-        client.post("/confirm/resend", json={"email": variant})
+        client.post("/confirm/resend", json={"email": variant}, buffered=True)
     assert len(smtp_server.messages) == 1, "the cooldown counts per mailbox, not per spelling"
     clock.shift(61)  # positive control: after the cooldown, a variant gets a new link
-    client.post("/confirm/resend", json={"email": "CAT@EXAMPLE.ORG"})
+    client.post("/confirm/resend", json={"email": "CAT@EXAMPLE.ORG"}, buffered=True)
     assert len(smtp_server.wait_for(2)) == 2
     assert _confirm(app, smtp_server.messages[-1]) == "confirmed"
 
@@ -160,7 +163,7 @@ def test_the_cli_and_the_web_agree_on_every_lookup(
     assert confirmed.exit_code == 0, confirmed.output
     smtp_server.clear()
     clock.shift(61)
-    app.test_client().post("/confirm/resend", data={"email": "Cat@Example.org"})
+    app.test_client().post("/confirm/resend", data={"email": "Cat@Example.org"}, buffered=True)
     assert smtp_server.messages == [], "the web sees the address the CLI confirmed"
 
 
@@ -188,8 +191,12 @@ def test_overlong_addresses_are_a_400_everywhere(
     app = make_app()
     client = app.test_client()
     assert client.post("/signup", data={"email": overlong}).status_code == 400
-    assert client.post("/confirm/resend", data={"email": overlong}).status_code == 400
-    assert client.post("/confirm/resend", json={"email": overlong}).status_code == 400
+    assert (
+        client.post("/confirm/resend", data={"email": overlong}, buffered=True).status_code == 400
+    )
+    assert (
+        client.post("/confirm/resend", json={"email": overlong}, buffered=True).status_code == 400
+    )
     assert _addresses(app) == []
     uid = _signup(app, "cat@example.org")
     with app.app_context(), pytest.raises(AddressError):
@@ -234,7 +241,7 @@ def test_a_confirmation_goes_to_the_account_that_asked(
     _ask_for(app, attacker, "vic@new.example")  # parked first
     squat_link = smtp_server.wait_for(1)[0]
     clock.shift(61)
-    app.test_client().post("/confirm/resend", data={"email": "vic@new.example"})
+    app.test_client().post("/confirm/resend", data={"email": "vic@new.example"}, buffered=True)
     control = smtp_server.wait_for(2)[1]  # positive control: the parked claim is live
     control_path = urlsplit(link_from(control)).path
     assert app.test_client().get(control_path, headers=JSON).json["status"] == "pending"
@@ -245,7 +252,7 @@ def test_a_confirmation_goes_to_the_account_that_asked(
     ]
     clock.shift(61)
     smtp_server.clear()
-    app.test_client().post("/confirm/resend", data={"email": "vic@new.example"})
+    app.test_client().post("/confirm/resend", data={"email": "vic@new.example"}, buffered=True)
     [resent] = smtp_server.wait_for(1)
     assert _confirm(app, squat_link) == "invalid"
     assert _confirm(app, control) == "invalid"
@@ -284,7 +291,7 @@ def test_confirming_an_address_voids_every_other_claim_to_it(
         )
         db.session.commit()
     clock.shift(61)
-    app.test_client().post("/confirm/resend", data={"email": "shared@example.org"})
+    app.test_client().post("/confirm/resend", data={"email": "shared@example.org"}, buffered=True)
     assert len(smtp_server.messages) == 1, "an ambiguous pending address mails nobody"
     assert _confirm(app, link) == "confirmed"
     assert _addresses(app) == [
@@ -317,7 +324,7 @@ def test_canonicalize_rewrites_rows_stored_as_typed(
         db.session.commit()
     clock.shift(61)
     client = app.test_client()
-    client.post("/confirm/resend", data={"email": "new@xn--bcher-kva.example"})
+    client.post("/confirm/resend", data={"email": "new@xn--bcher-kva.example"}, buffered=True)
     assert smtp_server.messages == [], "positive control: the typed rows are not found"
     runner = app.test_cli_runner()
     dry = runner.invoke(args=["confirm-mail", "canonicalize"])
@@ -332,7 +339,7 @@ def test_canonicalize_rewrites_rows_stored_as_typed(
         ("dog@example.org", "new@xn--bcher-kva.example"),
         ("CAT@example.org", None),
     ]
-    client.post("/confirm/resend", data={"email": "New@Bücher.example"})
+    client.post("/confirm/resend", data={"email": "New@Bücher.example"}, buffered=True)
     [mail] = smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["new@xn--bcher-kva.example"]
     assert _confirm(app, mail) == "confirmed"
@@ -397,12 +404,19 @@ def test_a_bounce_mark_knows_every_spelling(
     smtp_server.clear()
     clock.shift(61)
     client = app.test_client()
-    assert client.post("/confirm/resend", data={"email": "CAT@example.org "}).status_code == 202
+    assert (
+        client.post(
+            "/confirm/resend", data={"email": "CAT@example.org "}, buffered=True
+        ).status_code
+        == 202
+    )
     assert smtp_server.messages == [], "no more mail to a mailbox known to bounce"
     runner = app.test_cli_runner()
     cleared = runner.invoke(args=["confirm-mail", "bounces", "--clear", " cat@EXAMPLE.org"])
     assert cleared.exit_code == 0, cleared.output
-    client.post("/confirm/resend", json={"email": "cAt@example.ORG"})  # positive control
+    client.post(
+        "/confirm/resend", json={"email": "cAt@example.ORG"}, buffered=True
+    )  # positive control
     assert smtp_server.wait_for(1)[0].rcpt_tos == ["cat@example.org"]
 
 
@@ -469,12 +483,18 @@ def test_the_owner_is_told_the_cooldown_under_any_spelling_and_nobody_else(
     smtp_server.wait_for(1)
     clock.shift(12)
     for spelling in ("owner@example.org", " OWNER@example.ORG", "Owner@Example.org\t"):
-        answer = owner.post("/confirm/resend", json={"email": spelling}, headers=JSON)
+        answer = owner.post(
+            "/confirm/resend", json={"email": spelling}, headers=JSON, buffered=True
+        )
         assert answer.status_code == 429 and answer.json["status"] == "cooldown", spelling
         assert answer.headers["Retry-After"] == "48"
-    stranger = app.test_client().post("/confirm/resend", json={"email": "OWNER@example.org"})
+    stranger = app.test_client().post(
+        "/confirm/resend", json={"email": "OWNER@example.org"}, buffered=True
+    )
     assert stranger.status_code == 202 and "Retry-After" not in stranger.headers
-    other = owner.post("/confirm/resend", json={"email": "other@example.org"}, headers=JSON)
+    other = owner.post(
+        "/confirm/resend", json={"email": "other@example.org"}, headers=JSON, buffered=True
+    )
     assert other.status_code == 202, "the truth is about the owner's own address only"
     assert len(smtp_server.messages) == 1
 

@@ -30,8 +30,8 @@ def _resend(app: Flask, client_address: str, email: str, *, as_json: bool = Fals
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = client_address
     if as_json:
-        return client.post("/confirm/resend", json={"email": email})
-    return client.post("/confirm/resend", data={"email": email})
+        return client.post("/confirm/resend", json={"email": email}, buffered=True)
+    return client.post("/confirm/resend", data={"email": email}, buffered=True)
 
 
 @pytest.fixture
@@ -128,7 +128,9 @@ def test_the_apps_own_limiter_is_used(tmp_path: Any, smtp_server: SMTPSink) -> N
     client = app.test_client()
 
     def resend(who: str) -> int:
-        answer = client.post("/confirm/resend", data={"email": WAITING}, headers={"X-Client": who})
+        answer = client.post(
+            "/confirm/resend", data={"email": WAITING}, headers={"X-Client": who}, buffered=True
+        )
         return answer.status_code
 
     assert [resend("a") for _ in range(3)] == [202, 202, 429]
