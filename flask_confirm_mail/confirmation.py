@@ -347,12 +347,16 @@ class ConfirmationFlow:
         signals.email_confirmed.send(_app(), user=user, email=address, purpose=purpose)
         return LinkResult(Outcome.CONFIRMED, user)
 
-    def request_resend(self, email: object) -> None:
+    def request_resend(self, email: object, *, requester: str | None = None) -> None:
         """Queue a new link for ``email`` when it is waiting for confirmation.
 
         Says nothing about whether the address exists: unknown, confirmed and cooling-down
         addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address,
         and none to an address marked undeliverable (:mod:`~flask_confirm_mail.bounces`).
+        An address pending after an email change is mailed only when ``requester``, the id
+        of the logged-in user (as a string), is the account that holds it: a change link
+        never goes out because someone else asked, so a squatter's change link cannot reach
+        a victim who asked for "their" link again.
 
         In a request, only the address and the database's presence are checked before the
         answer; the lookup and the queueing run once the response is sent
@@ -364,7 +368,7 @@ class ConfirmationFlow:
         """
         address = normalize_address(email)
         if not has_request_context():
-            self.resend_now(address)
+            self.resend_now(address, requester=requester)
             return
         # The same round trip for every address: an outage is answered (503), not hidden.
         self.db.session.execute(sa.text("SELECT 1"))
@@ -373,16 +377,16 @@ class ConfirmationFlow:
 
         @after_this_request
         def _after_response(response: Response) -> Response:
-            response.call_on_close(lambda: self._resend_after_response(app, address))
+            response.call_on_close(lambda: self._resend_after_response(app, address, requester))
             return response
 
-    def _resend_after_response(self, app: Flask, address: str) -> None:
+    def _resend_after_response(self, app: Flask, address: str, requester: str | None) -> None:
         """Run :meth:`resend_now` in an app context of its own; log what fails."""
         for attempt in range(1, RESEND_ATTEMPTS + 1):
             with app.app_context():
                 g.setdefault(_AFTER_RESPONSE, True)
                 try:
-                    self.resend_now(address)
+                    self.resend_now(address, requester=requester)
                     return
                 except Exception as exc:  # after the response: no one else would see it
                     final = attempt == RESEND_ATTEMPTS
@@ -398,7 +402,7 @@ class ConfirmationFlow:
             if attempt < RESEND_ATTEMPTS:
                 time.sleep(RESEND_RETRY_DELAY * attempt)
 
-    def resend_now(self, address: str) -> None:
+    def resend_now(self, address: str, *, requester: str | None = None) -> None:
         """The work of :meth:`request_resend` for a normalized ``address``, at once.
 
         One small transaction, committed when a message is queued: on SQLite it holds the
@@ -413,6 +417,8 @@ class ConfirmationFlow:
             user, purpose = self.columns.find(session, address, lock=True)
             if user is None or (purpose == SIGNUP and self.columns.is_confirmed(user)):
                 return
+            if purpose == CHANGE and requester != self.columns.id_of(user):
+                return  # a change link goes only to the account that asked for it
             last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
             if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
                 return

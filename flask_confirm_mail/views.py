@@ -366,8 +366,10 @@ def resend() -> Any:
     cooldown = owner_cooldown(email)  # the owner learns the truth; anyone else does not
     if cooldown:
         return _cooldown_answer(cooldown, app_name)
+    user = current_user_or_none()
+    requester = None if user is None else flow.columns.id_of(user)
     try:
-        flow.request_resend(email)
+        flow.request_resend(email, requester=requester)
     except AddressError:
         if wants_json():
             return jsonify(status="invalid_address", message=_(INVALID_ADDRESS)), 400

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 from flask import Flask, request
+from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -227,6 +228,13 @@ def _confirmed_users(app: Flask, smtp_server: SMTPSink, *emails: str) -> list[in
     return ids
 
 
+def _as(app: Flask, uid: int) -> FlaskClient:
+    """A client logged in as ``uid``: resends of a pending change need its holder."""
+    client = app.test_client()
+    assert client.post(f"/login/{uid}").status_code == 200
+    return client
+
+
 def _ask_for(app: Flask, uid: int, address: str) -> None:
     with app.app_context():
         assert change_email(db.session.get(User, uid), address) is True
@@ -241,7 +249,7 @@ def test_a_confirmation_goes_to_the_account_that_asked(
     _ask_for(app, attacker, "vic@new.example")  # parked first
     squat_link = smtp_server.wait_for(1)[0]
     clock.shift(61)
-    app.test_client().post("/confirm/resend", data={"email": "vic@new.example"}, buffered=True)
+    _as(app, attacker).post("/confirm/resend", data={"email": "vic@new.example"}, buffered=True)
     control = smtp_server.wait_for(2)[1]  # positive control: the parked claim is live
     control_path = urlsplit(link_from(control)).path
     assert app.test_client().get(control_path, headers=JSON).json["status"] == "pending"
@@ -252,7 +260,7 @@ def test_a_confirmation_goes_to_the_account_that_asked(
     ]
     clock.shift(61)
     smtp_server.clear()
-    app.test_client().post("/confirm/resend", data={"email": "vic@new.example"}, buffered=True)
+    _as(app, victim).post("/confirm/resend", data={"email": "vic@new.example"}, buffered=True)
     [resent] = smtp_server.wait_for(1)
     assert _confirm(app, squat_link) == "invalid"
     assert _confirm(app, control) == "invalid"
@@ -291,7 +299,7 @@ def test_confirming_an_address_voids_every_other_claim_to_it(
         )
         db.session.commit()
     clock.shift(61)
-    app.test_client().post("/confirm/resend", data={"email": "shared@example.org"}, buffered=True)
+    _as(app, second).post("/confirm/resend", data={"email": "shared@example.org"}, buffered=True)
     assert len(smtp_server.messages) == 1, "an ambiguous pending address mails nobody"
     assert _confirm(app, link) == "confirmed"
     assert _addresses(app) == [
@@ -323,7 +331,7 @@ def test_canonicalize_rewrites_rows_stored_as_typed(
             )
         db.session.commit()
     clock.shift(61)
-    client = app.test_client()
+    client = _as(app, ids[1])  # a change link is resent to its logged-in holder only
     client.post("/confirm/resend", data={"email": "new@xn--bcher-kva.example"}, buffered=True)
     assert smtp_server.messages == [], "positive control: the typed rows are not found"
     runner = app.test_cli_runner()
