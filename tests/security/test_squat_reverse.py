@@ -18,58 +18,28 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_confirm_mail import change_email
-from tests.apps import User, db
 from tests.conftest import link_from
+from tests.security.test_addresses import (
+    JSON,
+    LINKS_ONLY,
+    _addresses,
+    _as,
+    _ask_for,
+    _confirm,
+    _confirmed_users,
+)
 from tests.support.smtp_server import SMTPSink
 from tests.test_confirm_code import code_from
 
-JSON = {"Accept": "application/json"}
-#: Only links matter here: no change notice to the old address in the counts.
-LINKS_ONLY = {"CONFIRM_MAIL_CHANGE_NOTICE": False}
 WANTED = "vic@new.example"
 
 
 def _client(app: Flask, uid: int | None) -> FlaskClient:
     """A client logged in as ``uid`` (``None``: anonymous)."""
-    client = app.test_client()
-    if uid is not None:
-        assert client.post(f"/login/{uid}").status_code == 200
-    return client
-
-
-def _confirmed_users(app: Flask, smtp_server: SMTPSink, *emails: str) -> list[int]:
-    ids = []
-    for email in emails:
-        response = app.test_client().post("/signup", data={"email": email})
-        assert response.status_code == 201, response.data
-        ids.append(int(response.json["id"]))
-    for mail in smtp_server.wait_for(len(emails)):
-        assert _confirm(app, mail) == "confirmed"
-    smtp_server.clear()
-    return ids
-
-
-def _ask_for(app: Flask, uid: int, address: str) -> None:
-    with app.app_context():
-        assert change_email(db.session.get(User, uid), address) is True
-        db.session.commit()
-
-
-def _confirm(app: Flask, mail: Any) -> str:
-    path = urlsplit(link_from(mail)).path
-    status: str = app.test_client().post(path, headers=JSON).json["status"]
-    return status
-
-
-def _addresses(app: Flask) -> list[tuple[str, str | None]]:
-    with app.app_context():
-        rows = db.session.execute(sa.select(User.email, User.pending_email).order_by(User.id))
-        return [(email, pending) for email, pending in rows]
+    return app.test_client() if uid is None else _as(app, uid)
 
 
 def _resend(client: FlaskClient, address: str, *, json: bool = False) -> Any:
