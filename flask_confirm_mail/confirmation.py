@@ -353,10 +353,11 @@ class ConfirmationFlow:
         Says nothing about whether the address exists: unknown, confirmed and cooling-down
         addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address,
         and none to an address marked undeliverable (:mod:`~flask_confirm_mail.bounces`).
-        An address pending after an email change is mailed only when ``requester``, the id
-        of the logged-in user (as a string), is the account that holds it: a change link
-        never goes out because someone else asked, so a squatter's change link cannot reach
-        a victim who asked for "their" link again.
+        ``requester`` is the id (as a string) of the logged-in user, ``None`` for an
+        anonymous request. A logged-in user is sent their own link only, and an address
+        pending after an email change is mailed only when its account asks: a link never
+        goes out because another account asked, so a squatter's link cannot reach a
+        victim who asked for "their" link again. Anyone may ask for a sign-up's link.
 
         In a request, only the address and the database's presence are checked before the
         answer; the lookup and the queueing run once the response is sent
@@ -417,8 +418,9 @@ class ConfirmationFlow:
             user, purpose = self.columns.find(session, address, lock=True)
             if user is None or (purpose == SIGNUP and self.columns.is_confirmed(user)):
                 return
-            if purpose == CHANGE and requester != self.columns.id_of(user):
-                return  # a change link goes only to the account that asked for it
+            owner = self.columns.id_of(user)
+            if (purpose == CHANGE or requester is not None) and requester != owner:
+                return  # a link goes only to the account that asked for it
             last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
             if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
                 return

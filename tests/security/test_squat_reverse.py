@@ -183,3 +183,28 @@ def test_the_sign_up_variant_mails_the_sign_up_email_the_squatter_already_caused
         assert "If you did not sign up" in text and "You asked to use this address" not in text
     assert _confirm(app, victims_link) == "invalid"
     assert _addresses(app) == [("vic@example.org", None), (WANTED, None)]
+
+
+def test_a_logged_in_user_is_sent_only_their_own_link(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, clock: Any
+) -> None:
+    """The attacker signs up with ``X`` first; the victim then asks to change to ``X``.
+
+    The victim, logged in, asks for their link again: the only account found for ``X``
+    is the attacker's sign-up, and its link is not what the victim asked for. Anonymous,
+    the same request mails the sign-up link (the control), as the sign-up did.
+    """
+    app = make_app(config=LINKS_ONLY)
+    [victim] = _confirmed_users(app, smtp_server, "vic@example.org")
+    response = app.test_client().post("/signup", data={"email": WANTED})
+    assert response.status_code == 201
+    _ask_for(app, victim, WANTED)
+    smtp_server.wait_for(2)
+    assert _addresses(app) == [("vic@example.org", WANTED), (WANTED, None)]
+    clock.shift(61)
+    smtp_server.clear()
+    assert _resend(_client(app, victim), WANTED).status_code == 202
+    assert smtp_server.messages == []
+    assert _resend(_client(app, None), WANTED).status_code == 202
+    [mail] = smtp_server.wait_for(1)
+    assert "If you did not sign up" in mail.message.get_body(("plain",)).get_content()
