@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from tests.apps import SECRET_KEY, User, db
+from tests.apps import create_app as create_test_app
 from tests.mailer.process import _gunicorn_has_control_socket, free_port
 from tests.support.fixtures import POSTGRES_URL_ENV, require_ci_or_skip
 from tests.support.postgres import fresh_database_url
@@ -102,6 +103,14 @@ def served(database_url: str, log: Path, *, prefix: list[str] | None = None) -> 
         server.wait(timeout=30)
 
 
+def create_tables(database_url: str) -> None:
+    """Create the test app's tables, as a deploy does before its web workers start: two
+    gunicorn workers creating them at once on an empty database race (DuplicateTable)."""
+    app = create_test_app(database_url, config={"MAIL_PORT": 9, "CONFIRM_MAIL_DELIVERY": "worker"})
+    with app.app_context():
+        db.engine.dispose()
+
+
 def saved_state(database_url: str) -> tuple[set[str], Counter[str]]:
     """The users' addresses, and how many outbox rows each address has."""
     engine = sa.create_engine(database_url)
@@ -137,6 +146,7 @@ def test_postgresql_down_under_load_is_503_never_500_and_recovers(
     if not server_url:
         require_ci_or_skip("PostgreSQL not available: run scripts/test, which starts one")
     direct = fresh_database_url(server_url, f"cm_outage_{worker_id}")
+    create_tables(direct)  # once, before the workers start (docs/production.rst)
     target = sa.engine.make_url(direct)
     with TCPProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
         through_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)

@@ -237,7 +237,9 @@ def test_tls_sink_restarts_with_the_same_certificate() -> None:
 
 
 def test_delay_does_not_block_other_clients(smtp_server: SMTPSink) -> None:
-    delay = 0.4
+    # Long enough that a loaded CI machine's overhead (0.2 s seen at 0.4 s) cannot pass
+    # for serialized delays: in series the two would take 2 s at least.
+    delay = 1.0
     smtp_server.delay = delay
     took: dict[str, float] = {}
 
