@@ -13,6 +13,7 @@ from flask import Flask
 from flask.logging import default_handler, has_level_handler
 from flask_mail import Mail
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.exc import SQLAlchemyError
 
 from .bounces import bounce_models_for, install_bounces
 from .cli import cli_group
@@ -120,6 +121,8 @@ class ConfirmMail:
         self._flows.add(flow)
         app.extensions[EXTENSION_KEY] = flow
         listen_to_session(self.db)
+        if app.extensions.get("sqlalchemy") is self.db:
+            app.teardown_appcontext(_session_closer(self.db))
         if settings.sqlite_tuning and app.extensions.get("sqlalchemy") is self.db:
             _tune_sqlite(app, self.db)
         install_template_gettext(app)
@@ -182,6 +185,32 @@ def _configured_transport(settings: Settings) -> Transport:
             "a From address."
         )
     return SMTPTransport(settings)
+
+
+def _session_closer(db: SQLAlchemy) -> Callable[[BaseException | None], None]:
+    """A teardown that closes the request's session before Flask-SQLAlchemy's does.
+
+    Closing rolls back whatever the request left open; when the database went away after
+    the answer was made (a cut mid-request, a restart), that rollback fails and, raised
+    from Flask-SQLAlchemy's teardown, turned the finished answer into a 500 (seen in
+    tests/test_database_outage.py). Here the failure is logged and the lost connection
+    dropped; the answer stands, and what the request committed is saved.
+    (Flask runs teardowns in reverse order, so this one, added by ``init_app`` after
+    ``db.init_app``, runs first.)
+    """
+
+    def close_session(error: BaseException | None) -> None:
+        try:
+            db.session.remove()
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "The database connection was lost while closing a request's session (%s); "
+                "the pool drops it",
+                type(exc).__name__,
+            )
+            db.session.registry.clear()  # a new session next time; the pool drops the lost one
+
+    return close_session
 
 
 # --- SQLite under a threaded server ---------------------------------------------------

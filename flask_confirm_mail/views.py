@@ -181,6 +181,17 @@ def _http_error(error: HTTPException) -> Any:
 DATABASE_FAULTS: tuple[type[SQLAlchemyError], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
+_CAUGHT_FAULTS: tuple[type[SQLAlchemyError], ...] = (*DATABASE_FAULTS, DBAPIError)
+
+
+def is_database_fault(error: BaseException) -> bool:
+    """Whether ``error`` is an outage (:data:`DATABASE_FAULTS`), or any driver error that
+    SQLAlchemy took for a lost connection (a cut mid-query can surface as another class)."""
+    if isinstance(error, DATABASE_FAULTS):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
 @blueprint.errorhandler(OperationalError)
 @blueprint.errorhandler(InterfaceError)
 @blueprint.errorhandler(PoolTimeout)
@@ -477,7 +488,9 @@ def signup_view(view: F) -> F:
         except AddressError:
             flow.db.session.rollback()
             abort(400, description=_(INVALID_ADDRESS))
-        except DATABASE_FAULTS as error:  # no half sign-up: rolled back, nothing queued
+        except _CAUGHT_FAULTS as error:  # no half sign-up: rolled back, nothing queued
+            if not is_database_fault(error):
+                raise
             return _answer_database_fault(error)
         finally:
             end_signup()
@@ -513,7 +526,9 @@ def confirmed_required(view: F) -> F:
             return call(*args, **kwargs)
         try:
             refusal = _refuse_unconfirmed()
-        except DATABASE_FAULTS as error:  # the user or the sign-up date could not be read
+        except _CAUGHT_FAULTS as error:  # the user or the sign-up date could not be read
+            if not is_database_fault(error):
+                raise
             return _answer_database_fault(error)
         return refusal if refusal is not None else call(*args, **kwargs)
 
