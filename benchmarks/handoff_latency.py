@@ -9,7 +9,7 @@ accepts the message. Default settings throughout: ``CONFIRM_MAIL_POLL_INTERVAL``
 - ``thread``: the sender thread of the app's own process, woken by the commit;
 - ``worker``: a ``flask confirm-mail worker`` process, woken on PostgreSQL by the
   commit's ``NOTIFY`` (``LISTEN``), on SQLite by its watch of the file's commit counter
-  (``PRAGMA data_version``, :class:`~flask_confirm_mail.delivery.SQLiteWatcher`).
+  (``PRAGMA data_version``, :class:`~flask_confirm_mail.outbox.SQLiteWatcher`).
 
 After the sign-ups, the idle worker's CPU (user + system, from ``/proc/<pid>/stat``) is
 measured over 10 s (3 s in a quick run): an idle worker should cost next to nothing.

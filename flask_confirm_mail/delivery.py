@@ -527,72 +527,15 @@ def _as_delivery_error(exc: Exception) -> DeliveryError:
     return DeliveryError(f"Unexpected {type(exc).__name__}")
 
 
-#: Seconds between two looks of an idle worker at a SQLite file's commit counter.
-SQLITE_WATCH_INTERVAL = 0.05
-
-
-class SQLiteWatcher:
-    """Wakes an idle worker on SQLite soon after any commit to its database file.
-
-    A daemon thread reads ``PRAGMA data_version`` on its own connection every
-    :data:`SQLITE_WATCH_INTERVAL`: the number changes when another connection committed.
-    A read of the file header, no write lock and no claim: 20 reads a second at about
-    7 us of CPU each (``python -m benchmarks.send_paths``; an idle worker's whole CPU is
-    scenario 9's figure, ``benchmarks/handoff_latency.py``), where polling with a claim
-    every 50 ms would take a write lock 20 times a second. The poll
-    (``CONFIRM_MAIL_POLL_INTERVAL``) stays the safety net, for retries coming due.
-
-    :param engine: a SQLite engine on a file.
-    :param wake: called from the watcher's thread; must be quick (set an event).
-    """
-
-    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
-        self.engine = engine
-        self.wake = wake
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="confirm-mail-watch", daemon=True)
-
-    @classmethod
-    def for_engine(cls, engine: sa.Engine, wake: Callable[[], None]) -> SQLiteWatcher | None:
-        """A started watcher when ``engine`` is a SQLite file, else ``None``."""
-        database = engine.url.database
-        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-            return None
-        watcher = cls(engine, wake)
-        watcher._thread.start()
-        return watcher
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        seen = None
-        while not self._stop.wait(SQLITE_WATCH_INTERVAL):
-            try:
-                with self.engine.connect() as conn:
-                    # The driver's own cursor: 6.5 us of CPU a read against 18 us through
-                    # SQLAlchemy's exec_driver_sql (python -m benchmarks.send_paths).
-                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                    while not self._stop.is_set():
-                        version = cursor.execute("PRAGMA data_version").fetchone()
-                        if seen is not None and version != seen:
-                            self.wake()
-                        seen = version
-                        self._stop.wait(SQLITE_WATCH_INTERVAL)
-            except sa.exc.DBAPIError as exc:
-                logger.warning("The SQLite watcher could not read the database (%s)", exc)
-                seen = None
-                self._stop.wait(1.0)
-
-
 class DeliveryLoop:
     """Deliver batches until stopped; sleep ``poll_interval`` (or until woken) when idle.
 
     :param app: the application whose outbox this loop drains.
     :param deliverer: that application's :class:`Deliverer`.
     :param poll_interval: seconds between polls when idle (``CONFIRM_MAIL_POLL_INTERVAL``).
-    :param listen: on PostgreSQL, wake up on the ``NOTIFY`` of each enqueuing commit
-        (:class:`~flask_confirm_mail.outbox.OutboxListener`), the polls kept as the safety net.
+    :param listen: wake up soon after each enqueuing commit
+        (:func:`~flask_confirm_mail.outbox.waker_for`: ``LISTEN`` on PostgreSQL, the commit
+        counter of a SQLite file), the polls kept as the safety net.
     :param before_poll: called in an app context before each look at the outbox
         (``flask confirm-mail worker`` queues the reminders due there).
     """
@@ -659,13 +602,10 @@ class DeliveryLoop:
 
     def run(self, *, until_idle: bool = False) -> BatchReport:
         """Loop until :meth:`stop`; with ``until_idle``, return once nothing is due."""
-        waker: outbox.OutboxListener | SQLiteWatcher | None = None
+        waker: outbox.OutboxListener | outbox.SQLiteWatcher | None = None
         if self.listen:
             with self.app.app_context():
-                engine = self.deliverer.db.engine
-                waker = outbox.listener_for(engine, self.wake) or SQLiteWatcher.for_engine(
-                    engine, self.wake
-                )
+                waker = outbox.waker_for(self.deliverer.db.engine, self.wake)
         try:
             while not self._stop.is_set():
                 if self._run_stream().claimed:

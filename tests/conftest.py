@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +86,28 @@ def link_from(mail: Any) -> str:
     assert len(set(links)) == 1, text
     assert links[0] in html
     return str(links[0])
+
+
+@pytest.fixture
+def database_that_goes_away(
+    build_app: Callable[..., Flask], tmp_path: Path
+) -> Iterator[Callable[..., tuple[Flask, Callable[[], None]]]]:
+    """Build an app on a SQLite file (``worker`` delivery, extra ``config`` merged) with a
+    switch that takes the file away: ``app, go_down = database_that_goes_away(config)``."""
+    folder = tmp_path / "db"
+
+    def build(config: dict[str, Any] | None = None) -> tuple[Flask, Callable[[], None]]:
+        folder.mkdir()
+        settings = {"CONFIRM_MAIL_DELIVERY": "worker", **(config or {})}
+        app = build_app(f"sqlite:///{folder / 'app.db'}", config=settings)
+
+        def go_down() -> None:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+            shutil.rmtree(folder)
+
+        return app, go_down
+
+    yield build
+    folder.mkdir(exist_ok=True)  # back (empty) for the apps' teardown

@@ -266,20 +266,9 @@ def test_a_full_sqlite_file_is_a_503_with_nothing_half_saved_then_recovers(
 
 
 @pytest.fixture
-def gone_database(build_app: Callable[..., Flask], tmp_path: Path) -> Iterator[Any]:
+def gone_database(database_that_goes_away: Callable[..., Any]) -> Any:
     """An app with a logged-in, unconfirmed user, and a switch that takes the file away."""
-    folder = tmp_path / "db"
-    folder.mkdir()
-    app = build_app(f"sqlite:///{folder / 'app.db'}", config={"CONFIRM_MAIL_DELIVERY": "worker"})
-
-    def go_down() -> None:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        shutil.rmtree(folder)
-
-    yield app, go_down
-    folder.mkdir(exist_ok=True)  # back (empty) for the app's teardown
+    return database_that_goes_away()
 
 
 @pytest.mark.parametrize("accept", ["text/html", "application/json"])

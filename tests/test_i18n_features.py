@@ -3,9 +3,7 @@ code and the 503 page, through a real SMTP sink (Flask-Babel, German unless said
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -132,21 +130,9 @@ def test_reminders_are_written_in_the_language_of_each_sign_up(
 
 
 @pytest.fixture
-def gone_database(build_app: Callable[..., Flask], tmp_path: Path) -> Iterator[Any]:
+def gone_database(database_that_goes_away: Callable[..., Any]) -> Any:
     """A Flask-Babel app on a SQLite file, and a switch that takes the file away."""
-    folder = tmp_path / "db"
-    folder.mkdir()
-    config = {"TEST_BABEL": True, "CONFIRM_MAIL_DELIVERY": "worker"}
-    app = build_app(f"sqlite:///{folder / 'app.db'}", config=config)
-
-    def go_down() -> None:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        shutil.rmtree(folder)
-
-    yield app, go_down
-    folder.mkdir(exist_ok=True)  # back (empty) for the app's teardown
+    return database_that_goes_away({"TEST_BABEL": True})
 
 
 @pytest.mark.parametrize("path", ["/confirm/code", "/members"])
