@@ -4,6 +4,7 @@ the flow into the app (blueprint, CLI, session events, request hooks, logging)."
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -235,7 +236,10 @@ def _session_closer(db: SQLAlchemy) -> Callable[[BaseException | None], None]:
 # A file that cannot be written (read-only, disk full) fails each write with an
 # OperationalError; SQLite keeps a connection opened on a read-only file read-only even
 # after the permissions are fixed, so such errors also drop the connection from the pool,
-# and the next request opens a fresh one.
+# and the next request opens a fresh one. A connection opened while the file could not be
+# written is also dropped at its next checkout once the file can be written again, so no
+# request fails on a pooled read-only connection after an operator restored the mode
+# (one open(2) of the file per new connection, and per checkout of such a connection).
 
 
 def _tune_sqlite(app: Flask, db: SQLAlchemy) -> None:
@@ -248,7 +252,35 @@ def _tune_sqlite(app: Flask, db: SQLAlchemy) -> None:
         if not sa.event.contains(engine, "connect", _on_sqlite_connect):
             sa.event.listen(engine, "connect", _on_sqlite_connect)
             sa.event.listen(engine, "handle_error", _on_sqlite_error)
+            _drop_read_only_connections(engine, engine.url.database)
             engine.dispose()  # connections opened before now reconnect with the settings
+
+
+def _drop_read_only_connections(engine: sa.Engine, path: str) -> None:
+    """Remember which connections opened while ``path`` could not be written; hand none of
+    them out once it can (the pool opens a new one instead)."""
+
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        connection_record.info["read_only_file"] = not _writable(path)
+
+    def on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        if connection_record.info.get("read_only_file") and _writable(path):
+            raise sa.exc.DisconnectionError("opened on a read-only file, now writable")
+
+    sa.event.listen(engine, "connect", on_connect)
+    sa.event.listen(engine, "checkout", on_checkout)
+
+
+def _writable(path: str) -> bool:
+    """Whether this process may write the file at ``path`` (a missing file counts as
+    writable: SQLite creates it)."""
+    try:
+        os.close(os.open(path, os.O_RDWR))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
