@@ -175,6 +175,7 @@ def create_ours_from_env() -> Flask:
         delivery="worker",
         smtp_port=_env_port(),
         create_tables=False,
+        concurrency=int(os.environ.get("BENCH_CONCURRENCY", "8")),
     )
 
 

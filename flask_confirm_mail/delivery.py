@@ -7,10 +7,12 @@ confirm-mail worker``), and :class:`BackgroundSender` runs a loop in a daemon th
 app's process (``CONFIRM_MAIL_DELIVERY = "thread"``), stopped at the process's exit.
 
 The link token is minted right after the claim, so a link's lifetime counts from the
-moment its email leaves. Failed attempts are retried with exponential backoff and
-jitter; after ``CONFIRM_MAIL_MAX_ATTEMPTS`` (or a permanent refusal) a message is
-``dead`` until ``flask confirm-mail retry`` requeues it. Any number of loops may run
-against one database: each has its own worker id, which holds the leases of its claims.
+moment its email leaves; the transport then prepares the batch's emails (the SMTP
+transport writes each message) in the loop's thread, and the sender threads only send.
+Failed attempts are retried with exponential backoff and jitter; after
+``CONFIRM_MAIL_MAX_ATTEMPTS`` (or a permanent refusal) a message is ``dead`` until ``flask
+confirm-mail retry`` requeues it. Any number of loops may run against one database: each
+has its own worker id, which holds the leases of its claims.
 
 Faults: while a batch is sent its lease is extended every third of the lease, so a slow
 server never lets another worker take rows still being sent; a stop (SIGTERM, process
@@ -180,7 +182,8 @@ class Deliverer:
             return self._pool
 
     def claim(self, worker_id: str, ids: Sequence[int] | None = None) -> list[ConfirmationEmail]:
-        """Reserve up to one batch of due emails and mint their links.
+        """Reserve up to one batch of due emails, mint their links and have the transport
+        prepare them (:meth:`~flask_confirm_mail.transport.Transport.prepare`).
 
         Messages whose lease ended on their last allowed attempt become ``dead`` (outcome
         unknown) in the same transaction, rather than being sent once more.
@@ -222,7 +225,7 @@ class Deliverer:
                     locale=row.locale,
                 )
             )
-        return emails
+        return [self.transport.prepare(email) for email in emails]
 
     def _mint_codes(self, conn: sa.Connection, rows: Sequence[Any]) -> dict[int, str]:
         """A new confirmation code for each claimed row, its digest stored in the claim's
