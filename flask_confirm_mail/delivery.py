@@ -132,6 +132,63 @@ class SendRate:
         return True
 
 
+class _OnTheWire:
+    """The emails a stream handed to the senders and has not recorded yet.
+
+    Each sender reports its email's end through its future's callback; the stream sleeps
+    in :meth:`wait` until no more than so many are left unsent, rather than waking at
+    every email's end (``concurrent.futures.wait`` over 32 to 64 futures at each end
+    was a fifth of the stream's own CPU: cProfile of ``python -m benchmarks --only
+    delivery_throughput``'s loop, 32 in flight).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._unsent: dict[Future[Outcome], ConfirmationEmail] = {}
+        self._finished: list[tuple[ConfirmationEmail, Outcome]] = []
+        self._at_most = -1
+        self._changed = threading.Event()
+
+    def add(self, future: Future[Outcome], email: ConfirmationEmail) -> None:
+        with self._lock:
+            self._unsent[future] = email
+        future.add_done_callback(self._ended)
+
+    def _ended(self, future: Future[Outcome]) -> None:
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # noqa: BLE001 - _send_one returns its errors
+            outcome = DeliveryError(f"Unexpected {type(exc).__name__}")
+        with self._lock:
+            email = self._unsent.pop(future)
+            self._finished.append((email, outcome))
+            if len(self._unsent) <= self._at_most:
+                self._changed.set()
+
+    def unsent(self) -> int:
+        with self._lock:
+            return len(self._unsent)
+
+    def take_finished(self) -> list[tuple[ConfirmationEmail, Outcome]]:
+        with self._lock:
+            finished, self._finished = self._finished, []
+        return finished
+
+    def unrecorded_ids(self) -> list[int]:
+        with self._lock:
+            emails = [*self._unsent.values(), *(email for email, _ in self._finished)]
+        return [email.outbox_id for email in emails]
+
+    def wait(self, at_most: int, timeout: float) -> None:
+        """Return once no more than ``at_most`` emails are unsent, or after ``timeout``."""
+        with self._lock:
+            self._at_most = at_most
+            if len(self._unsent) <= at_most:
+                return
+            self._changed.clear()
+        self._changed.wait(timeout)
+
+
 class Deliverer:
     """Delivers the outbox of one app through its transport.
 
@@ -278,32 +335,35 @@ class Deliverer:
         concurrency = self.settings.concurrency
         heartbeat = self.settings.lease.total_seconds() / 3
         next_beat = time.monotonic() + heartbeat
-        in_flight: dict[Future[Outcome], ConfirmationEmail] = {}
-        finished: list[tuple[ConfirmationEmail, Outcome]] = []
+        wire = _OnTheWire()
         report = BatchReport()
         due = True
         while True:
             if wake.is_set() and not stop.is_set():
                 wake.clear()
                 due = True
-            if due and not stop.is_set() and len(in_flight) <= concurrency:
+            unsent = wire.unsent()
+            if due and not stop.is_set() and unsent <= concurrency:
+                finished = wire.take_finished()
                 if finished:
                     report.add(self._finish(worker_id, finished))
-                    finished = []
                 emails = self._claim_logged(worker_id)
                 report.claimed += len(emails)
                 due = len(emails) == self.claim_size  # less: nothing else is due now
                 for email in emails:
-                    in_flight[senders.submit(self._send_one, app, email, stop)] = email
-            if not in_flight:
+                    wire.add(senders.submit(self._send_one, app, email, stop), email)
+                continue
+            if not unsent:
                 break
-            done, _ = wait(in_flight, timeout=heartbeat, return_when=FIRST_COMPLETED)
-            for future in done:
-                finished.append((in_flight.pop(future), future.result()))
-            if in_flight and time.monotonic() >= next_beat:
-                unrecorded = [*in_flight.values(), *(email for email, _ in finished)]
-                self._extend_lease(worker_id, [email.outbox_id for email in unrecorded])
+            # Woken when the next claim is due, or (nothing more due) at each email's end.
+            at_most = concurrency if due and not stop.is_set() else unsent - 1
+            wire.wait(at_most, timeout=max(0.0, next_beat - time.monotonic()))
+            if time.monotonic() >= next_beat:
+                unrecorded = wire.unrecorded_ids()
+                if unrecorded:
+                    self._extend_lease(worker_id, unrecorded)
                 next_beat = time.monotonic() + heartbeat
+        finished = wire.take_finished()
         if finished:
             report.add(self._finish(worker_id, finished))
         return report
