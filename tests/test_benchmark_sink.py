@@ -1,0 +1,59 @@
+"""The benchmarks' SMTP server (``benchmarks/smtp_sink.py``) speaks enough SMTP for every
+sender measured, counts each message once, and answers DATA after its delay."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks.smtp_sink import SinkProcess
+from flask_confirm_mail.smtp import SMTPSession, SMTPSettings, write_message
+
+
+@pytest.fixture
+def sink() -> Iterator[SinkProcess]:
+    process = SinkProcess(delay=0.0).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _message(recipient: str) -> bytes:
+    body = ".leading dot\n..two dots\n.\nlast line"
+    return write_message(
+        subject="Confirm", sender=("Bench", "noreply@example.org"), recipient=recipient,
+        text=body, html=f"<p>{body}</p>", message_id="<1@example.org>",
+    )  # fmt: skip
+
+
+def test_smtplib_sends_several_messages_on_one_connection(sink: SinkProcess) -> None:
+    sink.arrivals()
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+        assert client.ehlo()[0] == 250 and client.has_extn("size")
+        for index in range(3):
+            refused = client.sendmail("a@example.org", [f"c{index}@example.org"], _message("x"))
+            assert refused == {}
+        assert client.noop()[0] == 250 and client.rset()[0] == 250
+        assert client.docmd("VRFY", "someone")[0] == 502
+    assert sink.count() == 3
+    assert set(sink.arrivals()) == {"c0@example.org", "c1@example.org", "c2@example.org"}
+
+
+def test_our_session_sends_lines_that_start_with_a_dot(sink: SinkProcess) -> None:
+    with SMTPSession(SMTPSettings(host=sink.host, port=sink.port, security="none")) as session:
+        session.send("a@example.org", "dots@example.org", _message("dots@example.org"))
+        session.send("a@example.org", "dots2@example.org", _message("dots2@example.org"))
+    assert sink.count() == 2
+
+
+def test_data_is_answered_after_the_delay(sink: SinkProcess) -> None:
+    sink.set_delay(0.3)
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+        started = time.monotonic()
+        client.sendmail("a@example.org", ["slow@example.org"], _message("slow@example.org"))
+        assert time.monotonic() - started >= 0.29
+    assert sink.count() == 1
