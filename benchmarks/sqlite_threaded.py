@@ -7,7 +7,9 @@ against an SMTP server that answers after 100 ms, so the background senders writ
 results while sign-ups commit. Each round serves a fresh database three times: with
 ``CONFIRM_MAIL_SQLITE_TUNING`` off (the baseline: SQLite's defaults), on, and on with the
 sending moved out of the web processes (``worker`` delivery, one ``flask confirm-mail
-worker`` under ``nice -n 19``), and fires the sign-ups all at once. It prints errors
+worker`` under ``nice -n 19``), then the floor: the same view and table served by Flask
+and Flask-SQLAlchemy alone (no extension, no mail, the tuning's PRAGMAs), and fires the
+sign-ups all at once. It prints errors
 (non-201 answers) and latency percentiles of each, and the ratio to the baseline per
 round (median over rounds). Goal: 0 errors, p99 < 1 s.
 
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
@@ -49,6 +52,12 @@ class User(ConfirmableMixin, db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
 
 
+def _wal(dbapi_connection: Any, connection_record: Any) -> None:
+    """The floor's engine: the PRAGMAs ``CONFIRM_MAIL_SQLITE_TUNING`` sets."""
+    for pragma in ("busy_timeout = 15000", "journal_mode = WAL", "synchronous = NORMAL"):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
 def create_app() -> Flask:
     """The served app, configured from ``BENCH_*`` variables (for gunicorn)."""
     app = Flask(__name__)
@@ -63,10 +72,13 @@ def create_app() -> Flask:
         CONFIRM_MAIL_DELIVERY=os.environ.get("BENCH_DELIVERY", "thread"),
     )
     db.init_app(app)
-    ConfirmMail(app, db=db, user_model=User)
+    bare = os.environ.get("BENCH_DELIVERY") == "none"
+    if bare:  # the floor: Flask and Flask-SQLAlchemy alone, on the tuning's PRAGMAs
+        with app.app_context():
+            sa.event.listen(db.engine, "connect", _wal)
+    else:
+        ConfirmMail(app, db=db, user_model=User)
 
-    @app.post("/signup")
-    @signup_view
     def signup() -> Any:
         email = request.form["email"]
         if db.session.query(User.id).filter_by(email=email).first() is not None:
@@ -75,6 +87,7 @@ def create_app() -> Flask:
         db.session.commit()
         return "queued", 201
 
+    app.post("/signup")(signup if bare else signup_view(signup))
     return app
 
 
@@ -206,6 +219,7 @@ VARIANTS = (
     Variant("baseline", "baseline (SQLite defaults)", tuned=False, delivery="thread"),
     Variant("tuned", "CONFIRM_MAIL_SQLITE_TUNING", tuned=True, delivery="thread"),
     Variant("worker", "tuned + niced worker", tuned=True, delivery="worker"),
+    Variant("flask", "floor: Flask alone, no mail", tuned=True, delivery="none"),
 )
 
 
@@ -291,7 +305,7 @@ def main() -> None:
         errors = [x["first_error"] for x in r if x["first_error"]]
         if errors:
             print(f"{'':28} first error: {' '.join(errors[0].split())[:60]}")
-    baseline, tuned, worker = (rows[variant] for variant in VARIANTS)
+    baseline, tuned, worker, _floor = (rows[variant] for variant in VARIANTS)
     for label, better in (("tuned", tuned), ("tuned + niced worker", worker)):
         ratios = [b["p99"] / a["p99"] for b, a in zip(better, baseline, strict=True)]
         print(f"p99 ratio {label} / baseline: {median(ratios):.2f}")
