@@ -35,8 +35,8 @@ class _CountingSession(asyncio.Protocol):
     its terminating dot, counted and answered ``250`` after the sink's delay.
 
     Written for the benchmarks instead of aiosmtpd (which the tests keep): on the two
-    cores that the measured processes share with it, aiosmtpd took 0.63 ms of CPU per
-    message and this 0.19 ms (``python -m benchmarks.smtp_sink --cpu``), and a sink's CPU
+    cores that the measured processes share with it, aiosmtpd took 0.62 ms of CPU per
+    message and this 0.22 ms (``python -m benchmarks.smtp_sink --cpu``), and a sink's CPU
     is no part of what a sender costs against a remote provider.
     """
 

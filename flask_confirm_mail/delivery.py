@@ -23,10 +23,11 @@ after sending does not send the batch again.
 Why threads, not asyncio: sending is waiting on the provider's answer, which threads do
 as well as an event loop, and threads keep one SMTP client (:mod:`smtplib`), one template
 path and no event loop in web processes. Measured (``python -m benchmarks.send_paths``,
-2 shared cores, load average 1.8): 32 emails in flight against a server answering after
-100 ms, :class:`~flask_confirm_mail.smtp.SMTPSessionPool` from 32 threads sent 303.4
-msg/s at 0.25 ms of CPU a message, aiosmtplib with 32 connections on one event loop 285.9
-msg/s at 0.38 ms: no gain to pay a second SMTP client and an event loop for. The
+2 cores): 32 emails in flight against a server answering after 100 ms,
+:class:`~flask_confirm_mail.smtp.SMTPSessionPool` from 32 threads sent 303.9 msg/s at
+0.41 ms of CPU a message, aiosmtplib with 32 connections on one event loop 277.0 msg/s at
+0.43 ms (an earlier run: 303.4 at 0.25 against 285.9 at 0.38): no gain to pay a second
+SMTP client and an event loop for. The
 throughput by concurrency is scenario 3 of ``benchmarks/README.md``.
 """
 
@@ -137,9 +138,9 @@ class _OnTheWire:
 
     Each sender reports its email's end through its future's callback; the stream sleeps
     in :meth:`wait` until no more than so many are left unsent, rather than waking at
-    every email's end (``concurrent.futures.wait`` over 32 to 64 futures at each end
-    was a fifth of the stream's own CPU: cProfile of ``python -m benchmarks --only
-    delivery_throughput``'s loop, 32 in flight).
+    every email's end: ``concurrent.futures.wait`` over the 32 to 64 futures in flight,
+    called at each end, took 55,000 lock acquisitions to deliver 1,920 emails (cProfile of
+    scenario 3's loop, ``benchmarks/delivery_throughput.py``, 32 in flight).
     """
 
     def __init__(self) -> None:
