@@ -37,11 +37,12 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 import aiosmtplib
+import jwt
 import sqlalchemy as sa
 
 from benchmarks.smtp_sink import SinkProcess
 from flask_confirm_mail.smtp import SMTPSessionPool, SMTPSettings, write_message
-from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, TokenEncoder, encode_token
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, TokenEncoder
 
 SENDER = ("CatLoader", "noreply@app.example.com")
 LINK = "https://app.example.com/confirm/" + "eyJhbGciOiJIUzI1NiJ9." + "x" * 200
@@ -94,8 +95,9 @@ def token_signing(count: int) -> None:
               "exp": 2, "jti": "0123456789abcdef"}  # fmt: skip
     key = b"k" * 32
     encoder = TokenEncoder(key, typ=LINK_TOKEN_TYPE)
-    assert encoder.encode(claims) == encode_token(claims, key, typ=LINK_TOKEN_TYPE)
-    pyjwt = _cpu_per_call(lambda: encode_token(claims, key, typ=LINK_TOKEN_TYPE), count)
+    header = {"typ": LINK_TOKEN_TYPE}
+    assert encoder.encode(claims) == jwt.encode(claims, key, algorithm="HS256", headers=header)
+    pyjwt = _cpu_per_call(lambda: jwt.encode(claims, key, algorithm="HS256", headers=header), count)
     ours = _cpu_per_call(lambda: encoder.encode(claims), count)
     print(f"sign a link token ({count} tokens), CPU us per token:")
     print(f"  jwt.encode                         {pyjwt * 1e6:7.1f}  1.00x")

@@ -238,7 +238,7 @@ class _AiosmtpdCounting:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self._sink.delay > 0:
             await asyncio.sleep(self._sink.delay)
-        with self._sink.count_lock:
+        with self._sink._lock:
             self._sink.count += 1
         return "250 2.0.0 OK: queued"
 
@@ -253,7 +253,6 @@ def _aiosmtpd_sink(delay: float) -> Any:
             super().__init__(delay=delay)
             self.count = 0
             self.arrivals: dict[str, float] | None = None
-            self.count_lock = self._lock
 
     return Counting()
 

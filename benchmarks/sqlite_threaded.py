@@ -43,6 +43,7 @@ from benchmarks.measure import median, percentile
 from benchmarks.processes import ChildProcess, flask_command, free_port
 from benchmarks.smtp_sink import SinkProcess
 from flask_confirm_mail import ConfirmableMixin, ConfirmMail, signup_view
+from flask_confirm_mail.extension import SQLITE_BUSY_TIMEOUT
 
 db = SQLAlchemy()
 
@@ -53,7 +54,8 @@ class User(ConfirmableMixin, db.Model):  # type: ignore[name-defined,misc]
 
 def _wal(dbapi_connection: Any, connection_record: Any) -> None:
     """The floor's engine: the PRAGMAs ``CONFIRM_MAIL_SQLITE_TUNING`` sets."""
-    for pragma in ("busy_timeout = 15000", "journal_mode = WAL", "synchronous = NORMAL"):
+    busy = f"busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}"
+    for pragma in (busy, "journal_mode = WAL", "synchronous = NORMAL"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
 
 

@@ -64,6 +64,25 @@ def user_model(shape: str) -> type[Any]:
     return model
 
 
+def base_config(database_url: str, smtp: Any = None, **overrides: Any) -> dict[str, Any]:
+    """The settings every test app starts from: the test keys, ``database_url``, ``sync``
+    delivery and, when given, the SMTP server ``smtp`` (a ``SMTPSink``)."""
+    config: dict[str, Any] = {
+        "TESTING": True,
+        "SECRET_KEY": SECRET_KEY,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "MAIL_SUPPRESS_SEND": False,
+        "MAIL_DEFAULT_SENDER": ("CatLoader", "noreply@app.example.com"),
+        "CONFIRM_MAIL_SECRET": LINK_SECRET,
+        "CONFIRM_MAIL_EXTERNAL_URL": EXTERNAL_URL,
+        "CONFIRM_MAIL_DELIVERY": "sync",
+        "CONFIRM_MAIL_RETRY_BASE": 10,
+    }
+    if smtp is not None:
+        config.update(MAIL_SERVER=smtp.host, MAIL_PORT=smtp.port)
+    return {**config, **overrides}
+
+
 def create_app(
     database_url: str,
     *,
@@ -77,18 +96,7 @@ def create_app(
     ``redact_server_logs``: call ``redact_request_logs(app)`` (gunicorn's loggers too).
     """
     app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY=SECRET_KEY,
-        SQLALCHEMY_DATABASE_URI=database_url,
-        MAIL_SUPPRESS_SEND=False,
-        MAIL_DEFAULT_SENDER=("CatLoader", "noreply@app.example.com"),
-        CONFIRM_MAIL_SECRET=LINK_SECRET,
-        CONFIRM_MAIL_EXTERNAL_URL=EXTERNAL_URL,
-        CONFIRM_MAIL_DELIVERY="sync",
-        CONFIRM_MAIL_RETRY_BASE=10,
-    )
-    app.config.update(config or {})
+    app.config.update(base_config(database_url, **(config or {})))
     db.init_app(app)
     confirm_mail = ConfirmMail(db=db, **SHAPES[shape], **options)
     confirm_mail.init_app(app)

@@ -39,7 +39,8 @@ CLAIMS = {
 def test_token_encoder_writes_what_pyjwt_writes(typ: str) -> None:
     key = b"k" * 32
     token = TokenEncoder(key, typ=typ).encode(CLAIMS)
-    assert token == encode_token(CLAIMS, key, typ=typ)
+    assert token == jwt.encode(dict(CLAIMS), key, algorithm="HS256", headers={"typ": typ})
+    assert encode_token(CLAIMS, key, typ=typ) == token
     assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": typ}
     decoded = jwt.decode(
         token, key, algorithms=["HS256"], audience=LINK_AUDIENCE, options={"verify_exp": False}

@@ -30,7 +30,7 @@ from flask_confirm_mail import (
 )
 from flask_confirm_mail.errors import AddressError
 from flask_confirm_mail.views import MAX_BODY_BYTES
-from tests.apps import LINK_SECRET, SECRET_KEY, User, db
+from tests.apps import User, base_config, db
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
 
@@ -364,17 +364,7 @@ def test_an_address_longer_than_the_apps_column_is_a_400(
 ) -> None:
     """An existing table may hold shorter addresses than 254: PostgreSQL once gave a 500."""
     app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY=SECRET_KEY,
-        SQLALCHEMY_DATABASE_URI=database_url,
-        MAIL_SERVER=smtp_server.host,
-        MAIL_PORT=smtp_server.port,
-        MAIL_DEFAULT_SENDER="noreply@app.example.com",
-        CONFIRM_MAIL_SECRET=LINK_SECRET,
-        CONFIRM_MAIL_EXTERNAL_URL="https://app.example.com",
-        CONFIRM_MAIL_DELIVERY="sync",
-    )
+    app.config.update(base_config(database_url, smtp_server))
     short_db = SQLAlchemy(app)
 
     class ShortMember(ConfirmableMixin, short_db.Model):  # type: ignore[name-defined,misc]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from flask_confirm_mail import ConfirmableMixin, ConfirmMail
 from flask_confirm_mail.errors import ConfigurationError
 from flask_confirm_mail.views import client_network
-from tests.apps import LINK_SECRET, SECRET_KEY
+from tests.apps import base_config
 from tests.security.outcomes import sqlite_only
 from tests.support.smtp_server import SMTPSink
 
@@ -102,16 +102,9 @@ def test_the_resend_page_itself_is_not_limited(limited: Flask) -> None:
 def test_the_apps_own_limiter_is_used(tmp_path: Any, smtp_server: SMTPSink) -> None:
     app = Flask(__name__)
     app.config.update(
-        TESTING=True,
-        SECRET_KEY=SECRET_KEY,
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'own.db'}",
-        MAIL_SERVER=smtp_server.host,
-        MAIL_PORT=smtp_server.port,
-        MAIL_DEFAULT_SENDER="noreply@app.example.com",
-        CONFIRM_MAIL_SECRET=LINK_SECRET,
-        CONFIRM_MAIL_EXTERNAL_URL="https://app.example.com",
-        CONFIRM_MAIL_DELIVERY="sync",
-        CONFIRM_MAIL_RESEND_LIMIT="2/minute",
+        base_config(
+            f"sqlite:///{tmp_path / 'own.db'}", smtp_server, CONFIRM_MAIL_RESEND_LIMIT="2/minute"
+        )
     )
     db = SQLAlchemy(app)
 
