@@ -157,14 +157,18 @@ def _define(db: SQLAlchemy) -> type[Any]:
         def __repr__(self) -> str:
             return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
 
-    sa.event.listen(OutboxMessage, "after_insert", _notify_workers)
+    sa.event.listen(OutboxMessage, "after_insert", _notify_on_insert)
     return OutboxMessage
 
 
 _NOTIFIED = "confirm_mail_notified"
 
 
-def _notify_workers(mapper: Any, connection: Connection, target: Any) -> None:
+def _notify_on_insert(mapper: Any, connection: Connection, target: Any) -> None:
+    notify_workers(connection)
+
+
+def notify_workers(connection: Connection) -> None:
     """On PostgreSQL, ``NOTIFY`` idle workers, once per transaction (delivered at commit)."""
     if connection.dialect.name != "postgresql":
         return

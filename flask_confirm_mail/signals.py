@@ -15,7 +15,8 @@ confirmation_requested = _signals.signal(
 
     Arguments: ``user`` (the model instance), ``email``, ``purpose`` (``signup``,
     ``change``, ``change_notice`` to the old address, or ``reminder``), ``outbox`` (the
-    outbox row; its id is set once the session flushes).
+    outbox row; in a sign-up it is already saved, elsewhere its id is set once the
+    session flushes).
     """,
 )
 

@@ -16,10 +16,15 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_confirm_mail import delivery_failed, message_delivered, send_confirmation
+from flask_confirm_mail import (
+    confirmation_requested,
+    delivery_failed,
+    message_delivered,
+    send_confirmation,
+)
 from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.delivery import DeliveryLoop
-from flask_confirm_mail.outbox import DEAD, PENDING, SENT
+from flask_confirm_mail.outbox import DEAD, NOTIFY_CHANNEL, PENDING, SENT
 from tests.apps import LINK_SECRET, db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
@@ -326,3 +331,73 @@ def test_signals_carry_the_recipient_and_whether_a_refusal_is_permanent(
         ("failed", "later@example.org", False),
         ("delivered", "fine@example.org", None),
     ]
+
+
+def test_a_signup_saves_the_user_and_its_outbox_row_in_one_flush(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    """The row is written inside the user's flush (one INSERT), not by a second flush, and
+    ``confirmation_requested`` still hands out that saved row, in the session."""
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    flushes: list[int] = []
+    handed: list[tuple[Any, bool, int | None]] = []
+
+    def on_requested(sender: Flask, **kw: Any) -> None:
+        state = sa.inspect(kw["outbox"])
+        handed.append((kw["outbox"].id, state.persistent, kw["outbox"].attempts))
+
+    def count(session: Any, flush_context: Any) -> None:
+        flushes.append(1)
+
+    sa.event.listen(db.session, "after_flush", count)
+    try:
+        with confirmation_requested.connected_to(on_requested, app):
+            response = app.test_client().post("/signup", data={"email": "once@example.org"})
+    finally:
+        sa.event.remove(db.session, "after_flush", count)
+    assert response.status_code == 201
+    [row] = _rows(app)
+    assert (row.recipient, row.status) == ("once@example.org", PENDING)
+    assert row.user_id == str(response.json["id"])
+    assert handed == [(row.id, True, 0)]
+    assert len(flushes) == 1
+
+
+@pytest.mark.postgres
+def test_a_signup_notifies_idle_workers_on_postgresql(
+    build_app: Any, smtp_server: SMTPSink, postgres_url: str
+) -> None:
+    """The sign-up's row is written without the ORM's insert event: it sends the NOTIFY
+    itself, once, delivered at its commit."""
+    import psycopg
+
+    app = build_app(postgres_url, config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    plain_url = sa.make_url(postgres_url).set(drivername="postgresql")
+    conninfo = plain_url.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        client = app.test_client()
+        assert client.post("/signup", data={"email": "n1@example.org"}).status_code == 201
+        assert client.post("/signup", data={"email": "n2@example.org"}).status_code == 201
+        heard = [note.channel for note in listener.notifies(timeout=2, stop_after=3)]
+    assert heard == [NOTIFY_CHANNEL] * 2  # one per committing sign-up
+
+
+def test_the_mixin_indexes_pending_email_for_voiding_claims(
+    build_app: Any, smtp_server: SMTPSink, tmp_path: Path
+) -> None:
+    """Each sign-up clears its address from other accounts' pending column: with the index
+    that UPDATE looks the address up instead of reading the whole table."""
+    app = build_app(f"sqlite:///{tmp_path / 'plan.db'}")
+    columns = get_flow(app).columns
+    with app.app_context():
+        statement = columns._void_claims.compile(db.engine)
+        parameters = statement.construct_params({"address": "a@example.org", "user_id": 1})
+        values = tuple(parameters[name] for name in statement.positiontup)
+        plan = [
+            str(step[-1])
+            for step in db.session.connection().exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", values
+            )
+        ]
+    assert any("USING INDEX" in step and "pending_email" in step for step in plan), plan
