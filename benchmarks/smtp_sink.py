@@ -29,10 +29,16 @@ from typing import Any
 
 from benchmarks.processes import REPO_ROOT, child_environment
 
+_EHLO_ANSWER = (
+    b"250-localhost\r\n250-PIPELINING\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+)
+
 
 class _CountingSession(asyncio.Protocol):
     """One client's SMTP session: every command answered from a table, DATA read up to
-    its terminating dot, counted and answered ``250`` after the sink's delay.
+    its terminating dot, counted and answered ``250`` after the sink's delay. It offers
+    PIPELINING, as Gmail, Amazon SES, SendGrid and Postmark do, and writes the answers to
+    a group of commands (``MAIL``, ``RCPT``, ``DATA``) together.
 
     Written for the benchmarks instead of aiosmtpd (which the tests keep): on the two
     cores that the measured processes share with it, aiosmtpd took 0.62 ms of CPU per
@@ -45,6 +51,7 @@ class _CountingSession(asyncio.Protocol):
         self._buffer = b""
         self._in_data = False
         self._waiting = False
+        self._quitting = False
         self._recipients: list[str] = []
         self._transport: asyncio.Transport | None = None
 
@@ -69,16 +76,24 @@ class _CountingSession(asyncio.Protocol):
                 self._waiting = True
                 asyncio.get_running_loop().call_later(self._sink.delay, self._accepted)
                 return
-            line, found, rest = self._buffer.partition(b"\r\n")
-            if not found:
+            answers = []
+            while not self._in_data and not self._quitting:
+                line, found, rest = self._buffer.partition(b"\r\n")
+                if not found:
+                    break
+                self._buffer = rest
+                answers.append(self._answer(line.decode("utf-8", "replace")))
+            if answers:
+                transport.write(b"".join(answers))
+            if self._quitting:
+                transport.close()
+            if not self._in_data:
                 return
-            self._buffer = rest
-            transport.write(self._answer(line.decode("utf-8", "replace")))
 
     def _answer(self, line: str) -> bytes:
         verb = line[:4].upper()
         if verb in ("EHLO", "HELO"):
-            return b"250-localhost\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+            return _EHLO_ANSWER
         if verb == "MAIL":
             self._recipients = []
             return b"250 OK\r\n"
@@ -91,10 +106,8 @@ class _CountingSession(asyncio.Protocol):
         if verb in ("RSET", "NOOP"):
             return b"250 OK\r\n"
         if verb == "QUIT":
-            assert self._transport is not None
-            self._transport.write(b"221 Bye\r\n")
-            self._transport.close()
-            return b""
+            self._quitting = True  # closed once this answer, after the group's, is written
+            return b"221 Bye\r\n"
         return b"502 Command not implemented\r\n"
 
     def _accepted(self) -> None:

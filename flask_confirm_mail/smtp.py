@@ -249,6 +249,11 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 
 
+def _bare(address: str) -> bool:
+    """Whether ``address`` can be written into ``MAIL FROM:<...>`` as is (plain ASCII)."""
+    return address.isascii() and not _LINE_BREAKS.search(address) and "<" not in address
+
+
 def _command(
     client: smtplib.SMTP, verb: str, keyword: str, address: str, options: list[str]
 ) -> tuple[int, bytes]:
@@ -256,11 +261,52 @@ def _command(
     ``mail`` and ``rcpt`` parse the address again with :func:`email.utils.parseaddr`
     first, 16 us of CPU a message (``python -m benchmarks.send_paths``). Anything else
     goes through smtplib."""
-    if not address.isascii() or _LINE_BREAKS.search(address) or "<" in address:
+    if not _bare(address):
         send = client.mail if verb == "mail" else client.rcpt
         return send(address, options)
     client.putcmd(verb, f"{keyword}:<{address}>{''.join(' ' + o for o in options)}")
     return client.getreply()
+
+
+def _open_data(client: smtplib.SMTP, sender: str, recipient: str, options: list[str]) -> None:
+    """``MAIL FROM``, ``RCPT TO`` and ``DATA``, up to the server's ``354``.
+
+    When the server offers PIPELINING (RFC 2920; the large providers all do) and both
+    addresses are bare, the three commands go in one write and their answers are read
+    after: one round trip instead of three. smtplib has no pipelining. At 32 messages
+    in flight against a 100 ms server it cut the CPU of a message from 0.93-1.01 to
+    0.82-0.86 ms (three A/B runs of benchmarks/delivery_throughput.py's worker): fewer
+    answers for a sender thread to wake up to.
+
+    :raises smtplib.SMTPResponseException: the first command refused (as smtplib's
+        ``sendmail`` raises them).
+    """
+    if not (client.has_extn("pipelining") and _bare(sender) and _bare(recipient)):
+        code, reply = _command(client, "mail", "FROM", sender, options)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        code, reply = _command(client, "rcpt", "TO", recipient, [])
+        if code not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+        code, reply = client.docmd("data")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        return
+    mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}"
+    client.send(f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+    mail_reply, rcpt_reply, data_reply = client.getreply(), client.getreply(), client.getreply()
+    accepted = mail_reply[0] == 250 and rcpt_reply[0] in (250, 251)
+    if data_reply[0] == 354 and not accepted:
+        # A server that took DATA after refusing the envelope gets an empty message, which
+        # has no recipient to go to (RFC 2920, 3.1), and its answer is read.
+        client.send(b".\r\n")
+        client.getreply()
+    if mail_reply[0] != 250:
+        raise smtplib.SMTPSenderRefused(*mail_reply, sender)
+    if rcpt_reply[0] not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({recipient: rcpt_reply})
+    if data_reply[0] != 354:
+        raise smtplib.SMTPDataError(*data_reply)
 
 
 class SMTPSession:
@@ -274,9 +320,10 @@ class SMTPSession:
     waits first (0.5 s, doubling to 30 s while 4xx answers go on): the server asked
     this connection to slow down.
 
-    The steps of ``sendmail`` (``MAIL``, ``RCPT``, ``DATA``) are taken one by one so
-    that a connection lost while waiting for the answer to the message can be told
-    apart from one lost before the message was sent.
+    The steps of ``sendmail`` are taken apart so that a connection lost while waiting
+    for the answer to the message can be told apart from one lost before the message
+    was sent; ``MAIL``, ``RCPT`` and ``DATA`` go in one write to a server that offers
+    PIPELINING.
     """
 
     def __init__(self, settings: SMTPSettings, *, clock: Callable[[], float] = time.monotonic):
@@ -363,15 +410,7 @@ class SMTPSession:
             client = self._client
             client.ehlo_or_helo_if_needed()
             size = [f"size={len(data)}"] if client.does_esmtp and client.has_extn("size") else []
-            code, reply = _command(client, "mail", "FROM", sender, size)
-            if code != 250:
-                raise smtplib.SMTPSenderRefused(code, reply, sender)
-            code, reply = _command(client, "rcpt", "TO", recipient, [])
-            if code not in (250, 251):
-                raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
-            code, reply = client.docmd("data")
-            if code != 354:
-                raise smtplib.SMTPDataError(code, reply)
+            _open_data(client, sender, recipient, size)
             client.send(_dot_terminated(data))
             handed_over = True
             code, reply = client.getreply()

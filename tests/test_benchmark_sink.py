@@ -4,6 +4,7 @@ sender measured, counts each message once, and answers DATA after its delay."""
 from __future__ import annotations
 
 import smtplib
+import socket
 import time
 from collections.abc import Iterator
 
@@ -56,4 +57,23 @@ def test_data_is_answered_after_the_delay(sink: SinkProcess) -> None:
         started = time.monotonic()
         client.sendmail("a@example.org", ["slow@example.org"], _message("slow@example.org"))
         assert time.monotonic() - started >= 0.29
+    assert sink.count() == 1
+
+
+def test_it_offers_pipelining_and_answers_grouped_commands_in_one_write(
+    sink: SinkProcess,
+) -> None:
+    """Like the large providers: PIPELINING offered, a group's answers sent together."""
+    with socket.create_connection((sink.host, sink.port), timeout=5) as raw:
+        reader = raw.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        raw.sendall(b"EHLO bench\r\n")
+        offered = [reader.readline() for _ in range(5)]
+        assert b"250-PIPELINING\r\n" in offered
+        raw.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<p@example.org>\r\nDATA\r\n")
+        time.sleep(0.2)  # let all three answers arrive before one read takes them
+        answers = raw.recv(4096)
+        assert answers.count(b"\r\n") == 3 and answers.startswith(b"250") and b"354" in answers
+        raw.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        assert reader.readline().startswith(b"250")
     assert sink.count() == 1

@@ -2,8 +2,11 @@
 
 Every message it accepts is kept in :attr:`SMTPSink.messages`. Knobs for the unhappy
 paths: :attr:`SMTPSink.delay` (a slow server), :meth:`SMTPSink.fail_next` (4xx/5xx
-answers to DATA), :meth:`SMTPSink.drop_after_data_next` (a connection lost after DATA)
-and :meth:`SMTPSink.stop` / :meth:`SMTPSink.start` (an outage, on the same port).
+answers to DATA), :meth:`SMTPSink.refuse_recipient_next` (4xx/5xx answers to RCPT),
+:meth:`SMTPSink.drop_after_data_next` (a connection lost after DATA) and
+:meth:`SMTPSink.stop` / :meth:`SMTPSink.start` (an outage, on the same port).
+``pipelining=True`` offers PIPELINING (RFC 2920); :attr:`SMTPSink.reads` holds what
+each read from a client brought, in order.
 ``tls=True`` adds STARTTLS with a throwaway certificate, required before any mail
 command; ``auth=(user, password)`` requires AUTH PLAIN or LOGIN.
 """
@@ -60,6 +63,29 @@ class _Handler:
 
     def __init__(self, sink: SMTPSink) -> None:
         self._sink = sink
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self._sink.pipelining:  # aiosmtpd reads commands one by one: grouped ones work
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refusal = self._sink._take_refusal()
+        if refusal is not None:
+            return f"{refusal} {refusal // 100}.1.1 Refused by SMTPSink.refuse_recipient_next"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         failure_code = self._sink._take_failure()
@@ -135,6 +161,12 @@ class _SinkSMTP(SMTP):
             self.socket_transport = transport
             self.open_connections.add(self)
         super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.event_handler._sink
+        with sink._lock:
+            sink.reads.append(data)
+        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.open_connections.discard(self)
@@ -260,6 +292,9 @@ class SMTPSink:
         before any mail command; clients trust it through :attr:`ssl_context` (or
         :attr:`cert_path`, a PEM file usable as a CA bundle).
     :param auth: ``(user, password)``: require AUTH PLAIN or LOGIN with that pair.
+    :param pipelining: offer PIPELINING in the EHLO answer.
+
+    :attr:`reads` holds the bytes of each read from a client, in order.
     """
 
     #: The aiosmtpd handler class; a benchmark's sink swaps in one that keeps nothing.
@@ -273,8 +308,12 @@ class SMTPSink:
         delay: float = 0.0,
         tls: bool = False,
         auth: tuple[str, str] | None = None,
+        pipelining: bool = False,
     ) -> None:
         self.host = host
+        self.pipelining = pipelining
+        self.reads: list[bytes] = []
+        self._refusals: list[int] = []
         self.port = port or _free_port(host)
         self.delay = delay
         self.auth = auth
@@ -370,6 +409,17 @@ class SMTPSink:
             raise ValueError(f"fail_next needs a 4xx or 5xx code, got {code}")
         with self._lock:
             self._failures.extend([code] * count)
+
+    def refuse_recipient_next(self, count: int, code: int = 550) -> None:
+        """Answer the next ``count`` RCPT commands with ``code`` (4xx or 5xx)."""
+        if not 400 <= code <= 599:
+            raise ValueError(f"refuse_recipient_next needs a 4xx or 5xx code, got {code}")
+        with self._lock:
+            self._refusals.extend([code] * count)
+
+    def _take_refusal(self) -> int | None:
+        with self._lock:
+            return self._refusals.pop(0) if self._refusals else None
 
     def drop_after_data_next(self, count: int) -> None:
         """Keep the next ``count`` messages but drop the connection instead of answering
