@@ -501,8 +501,8 @@ class Settings:
     batch_size = Option(
         20,
         _integer(1),
-        "Messages claimed per batch (raised to a multiple of `CONCURRENCY`, at least one "
-        "message per connection).",
+        "Messages claimed per batch (raised to a multiple of `CONCURRENCY`, at least two "
+        "messages per connection).",
     )
     concurrency = Option(
         8,

@@ -401,3 +401,30 @@ def test_the_mixin_indexes_pending_email_for_voiding_claims(
             )
         ]
     assert any("USING INDEX" in step and "pending_email" in step for step in plan), plan
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "concurrency", "claimed"),
+    [(20, 8, 24), (20, 32, 64), (20, 2, 20), (100, 32, 128), (1, 1, 2)],
+)
+def test_a_claim_takes_the_batch_size_raised_to_two_messages_a_connection(
+    build_app: Any,
+    smtp_server: SMTPSink,
+    tmp_path: Path,
+    batch_size: int,
+    concurrency: int,
+    claimed: int,
+) -> None:
+    """The claim's own cost is shared by at least two messages per connection; the
+    claim really takes that many of the due rows, no more."""
+    config = {
+        "CONFIRM_MAIL_DELIVERY": "worker",
+        "CONFIRM_MAIL_BATCH_SIZE": batch_size,
+        "CONFIRM_MAIL_CONCURRENCY": concurrency,
+    }
+    app = build_app(f"sqlite:///{tmp_path / 'claim.db'}", config=config)
+    deliverer = get_flow(app).deliverer
+    assert deliverer.claim_size == claimed
+    _enqueue_many(app, claimed + 3)
+    with app.app_context():
+        assert len(deliverer.claim("test-worker")) == claimed
