@@ -20,6 +20,7 @@ from flask_confirm_mail import (
     confirmation_requested,
     delivery_failed,
     message_delivered,
+    outbox,
     send_confirmation,
 )
 from flask_confirm_mail.confirmation import get_flow
@@ -428,3 +429,30 @@ def test_a_claim_takes_the_batch_size_raised_to_two_messages_a_connection(
     _enqueue_many(app, claimed + 3)
     with app.app_context():
         assert len(deliverer.claim("test-worker")) == claimed
+
+
+def test_the_expiry_check_of_each_claim_reads_the_due_index_on_sqlite(
+    build_app: Any, smtp_server: SMTPSink, tmp_path: Path
+) -> None:
+    """Run before every claim: it must not read the whole outbox (sent rows included)."""
+    app = build_app(f"sqlite:///{tmp_path / 'expiry.db'}")
+    flow = get_flow(app)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        seen.append((statement, parameters))
+
+    with app.app_context():
+        sa.event.listen(db.engine, "before_cursor_execute", capture)
+        try:
+            with db.engine.begin() as conn:
+                outbox.expire_exhausted(conn, flow.outbox_table, 5)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", capture)
+        [(statement, parameters)] = [(s, p) for s, p in seen if s.lstrip().startswith("UPDATE")]
+        with db.engine.connect() as conn:
+            plan = [
+                str(step[-1])
+                for step in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            ]
+    assert any("USING INDEX ix_confirm_mail_outbox_due" in step for step in plan), plan
