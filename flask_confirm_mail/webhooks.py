@@ -35,13 +35,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Request, current_app, jsonify, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from .bounces import BOUNCE, COMPLAINT, BounceRecords
 from .errors import ConfigurationError, WebhookAuthError, WebhookError, WebhookPayloadError
 from .settings import Settings
-from .views import load_json
+from .views import RETRY_AFTER_OUTAGE, is_database_fault, load_json
 
 EXTENSION_KEY = "confirm_mail_webhooks"
 PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
@@ -486,8 +486,19 @@ def receive(provider: str) -> Any:
         return _error(400, "bad_request", str(exc))
     except WebhookError as exc:
         logger.warning("A %s webhook call could not be checked: %s", provider, exc)
-        return _error(503, "unavailable", "Try again later.")
-    except (OperationalError, InterfaceError) as exc:
-        logger.warning("Database unavailable for a %s webhook (%s)", provider, type(exc.orig))
-        return _error(503, "unavailable", "Try again later.")
+        return _unavailable()
+    except Exception as exc:
+        if not is_database_fault(exc):
+            raise
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        logger.warning("Database unavailable for a %s webhook (%s)", provider, type(cause).__name__)
+        return _unavailable()
     return jsonify(status="ok", **counts)
+
+
+def _unavailable() -> Any:
+    """503 with ``Retry-After``, as the extension's pages answer an outage: providers retry
+    (SES through SNS, SendGrid, Postmark and Mailgun all retry a 5xx)."""
+    response, status = _error(503, "unavailable", "Try again later.")
+    response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
+    return response, status

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from flask_confirm_mail.errors import WebhookError
+from flask_confirm_mail.views import RETRY_AFTER_OUTAGE
 from tests.bounces.conftest import mark_of, outbox_rows
 from tests.bounces.providers import (
     CERT_URL,
@@ -212,3 +214,38 @@ def test_ses_confirms_a_subscription(hooked: tuple[Flask, str], keys: Keys) -> N
     response = post(app, "ses", Call(json.dumps(message).encode(), {}))
     assert response.status_code == 200
     assert keys.fetched == [CERT_URL, SUBSCRIBE_URL]
+
+
+def test_an_sns_fetch_that_fails_is_503_with_retry_after(
+    hooked: tuple[Flask, str], keys: Keys
+) -> None:
+    """The provider retries a 5xx: the answer says when, and nothing is marked."""
+    app, message_id = hooked
+
+    def unreachable(url: str) -> bytes:  # the fetch from AWS, which a test cannot reach
+        raise WebhookError("Fetching from SNS failed (TimeoutError)")
+
+    app.extensions["confirm_mail_webhooks"].sns.fetch = unreachable
+    response = post(app, "ses", ses_call(keys, ses_notification(message_id, "bounce")))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_OUTAGE)
+    assert response.get_json()["error"] == "unavailable"
+    assert mark_of(app, RECIPIENT) is None
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_database_outage_is_503_with_retry_after_never_a_500(
+    database_that_goes_away: Any, keys: Keys, provider: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, go_down = database_that_goes_away(keys.config())
+    app.extensions["confirm_mail_webhooks"].sns.fetch = keys.fetch
+    go_down()
+    response = post(app, provider, signed_call(keys, provider, "<gone@example.org>", "bounce"))
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_OUTAGE)
+    assert response.get_json() == {
+        "status": "error",
+        "error": "unavailable",
+        "message": "Try again later.",
+    }
+    assert f"Database unavailable for a {provider} webhook (OperationalError)" in caplog.text
