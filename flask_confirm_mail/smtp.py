@@ -264,8 +264,13 @@ def _command(
     if not _bare(address):
         send = client.mail if verb == "mail" else client.rcpt
         return send(address, options)
-    client.putcmd(verb, f"{keyword}:<{address}>{''.join(' ' + o for o in options)}")
+    client.putcmd(verb, _envelope_argument(keyword, address, options))
     return client.getreply()
+
+
+def _envelope_argument(keyword: str, address: str, options: list[str]) -> str:
+    """``FROM:<address> size=...`` / ``TO:<address>`` of a bare address."""
+    return f"{keyword}:<{address}>{''.join(' ' + o for o in options)}"
 
 
 def _open_data(client: smtplib.SMTP, sender: str, recipient: str, options: list[str]) -> None:
@@ -292,8 +297,11 @@ def _open_data(client: smtplib.SMTP, sender: str, recipient: str, options: list[
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
         return
-    mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}"
-    client.send(f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+    mail, rcpt = (
+        _envelope_argument("FROM", sender, options),
+        _envelope_argument("TO", recipient, []),
+    )
+    client.send(f"MAIL {mail}\r\nRCPT {rcpt}\r\nDATA\r\n")
     mail_reply, rcpt_reply, data_reply = client.getreply(), client.getreply(), client.getreply()
     accepted = mail_reply[0] == 250 and rcpt_reply[0] in (250, 251)
     if data_reply[0] == 354 and not accepted:
