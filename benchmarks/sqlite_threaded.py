@@ -10,7 +10,8 @@ sending moved out of the web processes (``worker`` delivery, one ``flask confirm
 worker`` under ``nice -n 19``), and the floor: the same view and table served by Flask and
 Flask-SQLAlchemy alone (no extension, no mail, the tuning's PRAGMAs). Each time it fires
 the sign-ups all at once and prints errors (non-201 answers) and latency percentiles,
-and the ratio to the baseline per round (median over rounds). Goal: 0 errors, p99 < 1 s.
+and the ratio to the baseline per round (median over rounds), and to the floor. Goal: 0
+errors, p99 < 1 s.
 
 It also prints the CPU each sign-up costs (the gunicorn processes' and this client's, read
 from ``/proc`` around the burst) and the floor that puts on the last answer: all that CPU
@@ -306,10 +307,15 @@ def main() -> None:
         errors = [x["first_error"] for x in r if x["first_error"]]
         if errors:
             print(f"{'':28} first error: {' '.join(errors[0].split())[:60]}")
-    baseline, tuned, worker, _floor = (rows[variant] for variant in VARIANTS)
+    baseline, tuned, worker, floor = (rows[variant] for variant in VARIANTS)
     for label, better in (("tuned", tuned), ("tuned + niced worker", worker)):
         ratios = [b["p99"] / a["p99"] for b, a in zip(better, baseline, strict=True)]
         print(f"p99 ratio {label} / baseline: {median(ratios):.2f}")
+    # The 1 s goal is absolute, but the machine's speed moves every row (Flask alone has
+    # read 813 to 1535 ms on this 2-core machine): what the extension adds is this ratio.
+    for label, ours in (("tuned", tuned), ("tuned + niced worker", worker)):
+        ratios = [b["p99"] / a["p99"] for b, a in zip(ours, floor, strict=True)]
+        print(f"p99 ratio {label} / Flask alone: {median(ratios):.2f}")
     worker_cpu = median([x["worker_cpu"] for x in worker])
     print(f"* errors: non-201 answers, summed over the {args.rounds} rounds")
     print(
