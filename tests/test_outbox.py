@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import jwt
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, request
 
 from flask_confirm_mail import (
     confirmation_requested,
@@ -24,7 +25,7 @@ from flask_confirm_mail import (
     send_confirmation,
 )
 from flask_confirm_mail.confirmation import get_flow
-from flask_confirm_mail.delivery import DeliveryLoop
+from flask_confirm_mail.delivery import BackgroundSender, DeliveryLoop
 from flask_confirm_mail.outbox import DEAD, NOTIFY_CHANNEL, PENDING, SENT
 from tests.apps import LINK_SECRET, db, user_model
 from tests.conftest import link_from
@@ -183,6 +184,83 @@ def test_thread_mode_delivers_in_the_background(make_app: Any, smtp_server: SMTP
         while not delivered and time.monotonic() < deadline:
             time.sleep(0.01)
     assert delivered == [_rows(app)[0].id]
+
+
+def _app_with_a_held_page(make_app: Any) -> tuple[Flask, threading.Event, threading.Event]:
+    """A ``thread`` mode app with ``/held``, a page answered only once ``release`` is set
+    (the sender's limit on waiting for requests, ``YIELD_AT_MOST``, is left to the test)."""
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "thread"})
+    entered, release = threading.Event(), threading.Event()
+
+    def held() -> str:
+        entered.set()
+        release.wait(10)
+        return "done"
+
+    app.add_url_rule("/held", "held", held)
+    return app, entered, release
+
+
+def _while_held(app: Flask, entered: threading.Event) -> threading.Thread:
+    visit = threading.Thread(target=lambda: app.test_client().get("/held"))
+    visit.start()
+    assert entered.wait(5)
+    return visit
+
+
+def test_thread_mode_sends_once_the_requests_in_flight_ended(
+    make_app: Any, smtp_server: SMTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BackgroundSender, "YIELD_AT_MOST", 30.0)  # longer than the test
+    app, entered, release = _app_with_a_held_page(make_app)
+    visit = _while_held(app, entered)
+    response = app.test_client().post("/signup", data={"email": "later@example.org"})
+    assert response.status_code == 201
+    time.sleep(0.5)
+    assert smtp_server.messages == []  # a request of this process is still in flight
+    release.set()
+    visit.join(5)
+    assert smtp_server.wait_for(1, timeout=5)[0].rcpt_tos == ["later@example.org"]
+
+
+def test_thread_mode_waits_for_requests_in_flight_no_longer_than_its_limit(
+    make_app: Any, smtp_server: SMTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BackgroundSender, "YIELD_AT_MOST", 0.3)
+    app, entered, release = _app_with_a_held_page(make_app)
+    visit = _while_held(app, entered)
+    try:
+        response = app.test_client().post("/signup", data={"email": "capped@example.org"})
+        assert response.status_code == 201
+        assert smtp_server.wait_for(1, timeout=5)[0].rcpt_tos == ["capped@example.org"]
+        assert visit.is_alive()  # sent while /held was still being answered
+    finally:
+        release.set()
+        visit.join(5)
+
+
+def test_a_request_answered_by_an_earlier_before_request_does_not_end_another(
+    make_app: Any, smtp_server: SMTPSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BackgroundSender, "YIELD_AT_MOST", 30.0)  # longer than the test
+    app, entered, release = _app_with_a_held_page(make_app)
+
+    def closed() -> Any:
+        return ("closed", 503) if request.path == "/closed" else None
+
+    # Runs before the extension's before_request, whose count it so skips.
+    app.before_request_funcs.setdefault(None, []).insert(0, closed)
+    visit = _while_held(app, entered)
+    try:
+        assert app.test_client().get("/closed").status_code == 503
+        response = app.test_client().post("/signup", data={"email": "still@example.org"})
+        assert response.status_code == 201
+        time.sleep(0.5)
+        assert smtp_server.messages == []  # /held is still in flight
+    finally:
+        release.set()
+        visit.join(5)
+    assert smtp_server.wait_for(1, timeout=5)[0].rcpt_tos == ["still@example.org"]
 
 
 def _enqueue_many(app: Flask, count: int) -> list[str]:
