@@ -742,6 +742,7 @@ class BackgroundSender:
         self._pid = 0
         self._requests = threading.Condition()
         self._in_flight = 0  # requests of this process being served
+        self._counting_pid = 0  # the process _in_flight counts the requests of
         self._yield_until = 0.0  # time.monotonic() when the stream's claims stop waiting
 
     def _running(self) -> DeliveryLoop | None:
@@ -767,16 +768,26 @@ class BackgroundSender:
                 )
                 if self._pid != os.getpid():
                     _at_exit(self.stop)
-                    self._in_flight = 0  # a forked child serves none of its parent's requests
                 self._pid = os.getpid()
                 self._thread.start()
             return loop
 
     def request_started(self, app: Flask) -> None:
-        """A request of this process begins (``before_request``); starts the sender."""
-        self.ensure_started(app)
+        """A request of this process begins (``before_request``); starts the sender.
+
+        Counted before the sender starts, so its first claim already waits for it.
+        """
+        if self._counting_pid != os.getpid():
+            with self._lock:
+                if self._counting_pid != os.getpid():
+                    # A forked child serves none of its parent's requests, and its copy
+                    # of the condition's lock may have been held by a parent's thread.
+                    self._requests = threading.Condition()
+                    self._in_flight = 0
+                    self._counting_pid = os.getpid()
         with self._requests:
             self._in_flight += 1
+        self.ensure_started(app)
 
     def request_ended(self) -> None:
         """A request of this process ended (``teardown_request``)."""
