@@ -240,7 +240,7 @@ def _session_closer(db: SQLAlchemy) -> Callable[[BaseException | None], None]:
 # and the next request opens a fresh one. A connection opened while the file could not be
 # written is also dropped at its next checkout once the file can be written again, so no
 # request fails on a pooled read-only connection after an operator restored the mode
-# (one open(2) of the file per new connection, and per checkout of such a connection).
+# (one access(2) of the file per new connection, and per checkout of such a connection).
 
 
 def _tune_sqlite(app: Flask, db: SQLAlchemy) -> None:
@@ -274,14 +274,17 @@ def _drop_read_only_connections(engine: sa.Engine, path: str) -> None:
 
 def _writable(path: str) -> bool:
     """Whether this process may write the file at ``path`` (a missing file counts as
-    writable: SQLite creates it)."""
-    try:
-        os.close(os.open(path, os.O_RDWR))
-    except FileNotFoundError:
+    writable: SQLite creates it).
+
+    Asked with access(2), never by opening the file: closing any descriptor of a file drops
+    every POSIX lock the process holds on it, so an open-and-close released the locks of
+    this process's other SQLite connections. Another process could then take the file
+    from under them (measured: it switched a database out of WAL that this process was
+    using in WAL; tests/test_sqlite_tuning.py).
+    """
+    if not os.path.exists(path):
         return True
-    except OSError:
-        return False
-    return True
+    return os.access(path, os.W_OK, effective_ids=True)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:

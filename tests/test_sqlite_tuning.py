@@ -8,6 +8,8 @@ not asserted here; a full file and a read-only one are in tests/test_database_ou
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,3 +114,35 @@ def test_sign_ups_commit_while_another_connection_holds_a_read_open(
     assert statuses == [201] * 5
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 5
+
+
+def test_opening_a_connection_keeps_the_locks_the_process_holds_on_the_file(
+    build_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    # A WAL database stays WAL while any connection has it open: each open connection
+    # holds a shared lock on the file. Checking whether the file can be written (at each
+    # new connection) once opened and closed it, and that close dropped every lock of the
+    # process: another process could then switch the file out of WAL under it.
+    path = tmp_path / "app.db"
+    app = build_app(f"sqlite:///{path}", config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    with app.app_context():
+        db.engine.dispose()
+        with db.engine.connect() as first:
+            first.exec_driver_sql("SELECT count(*) FROM users").scalar()
+            with db.engine.connect() as second:  # a new connection: its checks run
+                second.exec_driver_sql("SELECT count(*) FROM users").scalar()
+                switch = (
+                    "import sqlite3, sys\n"
+                    "connection = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+                    "try:\n"
+                    "    print(connection.execute('PRAGMA journal_mode = DELETE').fetchone()[0])\n"
+                    "except sqlite3.OperationalError as exc:\n"
+                    "    print(exc)\n"
+                )
+                other = subprocess.run(
+                    [sys.executable, "-c", switch, str(path)],
+                    capture_output=True, text=True, timeout=30, check=True,
+                )  # fmt: skip
+            assert first.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+    assert other.stdout.strip() == "database is locked"
