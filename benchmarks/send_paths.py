@@ -15,6 +15,9 @@ measured in the same run:
   both, per message;
 - clearing bounce marks for a batch of 32 deliveries on a SQLite file: one ``DELETE ...
   IN`` in the transaction that records them vs a transaction per message;
+- the outbox statements of one email sent alone (expire, claim, store its code, record it
+  sent) on a SQLite file: built for each call vs built once per table, as
+  :mod:`flask_confirm_mail.outbox` does (CPU per email);
 - threads vs asyncio for 32 emails in flight against a server answering after 100 ms:
   :class:`~flask_confirm_mail.smtp.SMTPSessionPool` from 32 threads (what a delivery
   process runs) vs aiosmtplib, 32 connections on one event loop: messages per second
@@ -31,16 +34,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import jwt
 import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
 
 from benchmarks.smtp_sink import SinkProcess
+from flask_confirm_mail import outbox
 from flask_confirm_mail.smtp import SMTPSessionPool, SMTPSettings, write_message
 from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, TokenEncoder
 
@@ -180,6 +187,43 @@ def bounce_clearing(directory: Path, batches: int, batch: int = 32) -> None:
     print(f"  one DELETE ... IN per batch        {grouped * 1000:7.3f}  {grouped / separate:.2f}x")
 
 
+def outbox_statements(directory: Path, count: int) -> None:
+    """The delivery statements of one email each, run on a SQLite file, rolled back."""
+    engine = sa.create_engine(f"sqlite:///{directory / 'outbox.db'}")
+    db = SQLAlchemy(metadata=sa.MetaData())
+    table = outbox.outbox_model_for(db).__table__
+    table.metadata.create_all(engine)
+    now = outbox.utcnow()
+    with engine.begin() as conn:
+        row = {"user_id": "1", "recipient": "cat@example.org", "purpose": "signup"}
+        row.update(status=outbox.PENDING, attempts=0, due_at=now, created_at=now)
+        row.update(message_id="<cat@app.example.com>", locale="en")
+        conn.execute(table.insert(), [row])
+
+    def one_email(conn: sa.Connection, fresh: bool) -> None:
+        if fresh:  # what every call did before: build each statement anew
+            table.info.pop("confirm_mail_statements", None)
+        outbox.expire_exhausted(conn, table, 5)
+        fields: dict[str, Any] = {"worker_id": "w", "limit": 64, "lease": timedelta(minutes=2)}
+        rows = outbox.claim(conn, table, ids=[1], max_attempts=5, **fields)
+        outbox.store_codes(conn, table, {rows[0].id: "d" * 64}, now)
+        outbox.mark_sent(conn, table, [rows[0].id], "w")
+
+    figures = {}
+    with engine.connect() as conn:
+        for fresh in (True, False, True, False):  # interleaved, the second of each kept
+            start = time.process_time()
+            for _ in range(count):
+                one_email(conn, fresh)
+                conn.rollback()
+            figures[fresh] = (time.process_time() - start) / count
+    engine.dispose()
+    built, prepared = figures[True], figures[False]
+    print(f"outbox statements of one email, SQLite file ({count} emails), CPU ms per email:")
+    print(f"  built for each call                {built * 1000:7.3f}  1.00x")
+    print(f"  built once per table               {prepared * 1000:7.3f}  {prepared / built:.2f}x")
+
+
 def threads_vs_asyncio(port: int, count: int, in_flight: int = 32) -> None:
     data = [_ours(i) for i in range(count)]
     sender = "noreply@app.example.com"
@@ -240,6 +284,7 @@ def main() -> None:
         data_version_reads(directory, 200 if small else 20000)
         address_quoting(200 if small else 20000)
         bounce_clearing(directory, 2 if small else 50)
+        outbox_statements(directory, 10 if small else 1000)
         with SinkProcess() as sink:
             smtp_connections(sink.port, 20 if small else 500)
         with SinkProcess(delay=0.1) as slow:

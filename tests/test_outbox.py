@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -534,3 +535,37 @@ def test_the_expiry_check_of_each_claim_reads_the_due_index_on_sqlite(
                 for step in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             ]
     assert any("USING INDEX ix_confirm_mail_outbox_due" in step for step in plan), plan
+
+
+def test_each_claim_and_record_runs_with_its_own_values(make_app: Any) -> None:
+    """The delivery statements are built once per table: every value comes from the call
+    (limit, ids, worker, lease, attempt limit), none from an earlier one."""
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    _enqueue_many(app, 5)
+    table = get_flow(app).outbox_table
+    ids = [row.id for row in _rows(app)]
+    lease = timedelta(minutes=2)
+    with app.app_context(), db.engine.begin() as conn:
+        first = outbox.claim(conn, table, worker_id="a", limit=1, lease=lease, max_attempts=5)
+        among = outbox.claim(conn, table, worker_id="b", limit=9, lease=lease * 2, ids=ids[3:])
+        exhausted = outbox.claim(conn, table, worker_id="c", limit=9, lease=lease, max_attempts=0)
+        rest = outbox.claim(conn, table, worker_id="d", limit=2, lease=lease, max_attempts=5)
+        outbox.mark_sent(conn, table, [first[0].id], "a")
+        outbox.mark_sent(conn, table, [among[1].id], "b")
+        retry_at = outbox.utcnow() + timedelta(minutes=5)
+        unknown, temporary = outbox.UNKNOWN, outbox.TEMPORARY
+        outbox.mark_failed(conn, table, ids[1], "d", error="e1", retry_at=None, failure=unknown)
+        outbox.mark_failed(
+            conn, table, ids[2], "d", error="e2", retry_at=retry_at, failure=temporary
+        )
+
+    assert [r.id for r in first] == ids[:1] and [r.id for r in among] == ids[3:]
+    assert exhausted == [] and [r.id for r in rest] == ids[1:3]
+    rows = {row.id: row for row in _rows(app)}
+    assert [rows[i].claimed_by for i in ids] == ["a", "d", "d", "b", "b"]
+    assert [rows[i].status for i in ids] == [SENT, DEAD, PENDING, "sending", SENT]
+    assert rows[ids[3]].due_at > outbox.utcnow() + timedelta(minutes=3)  # its 4-minute lease
+    assert rows[ids[0]].sent_at is not None and rows[ids[0]].due_at is None
+    assert [rows[i].last_error for i in ids[1:3]] == ["e1", "e2"]
+    assert [rows[i].unknown_outcomes for i in ids[1:3]] == [1, 0]
+    assert rows[ids[1]].due_at is None and rows[ids[2]].due_at == retry_at
