@@ -19,17 +19,27 @@ _LOST_RACE = ("already exists", "duplicate key")
 
 
 def create_tables(app: Flask) -> None:
-    """Create the tables that do not exist yet, in the app's database."""
+    """Create the tables that do not exist yet, in the app's database.
+
+    The connection this opened is closed, not kept in the pool: a server that loads the
+    app and then forks its workers (gunicorn ``--preload``) would hand that one
+    connection to every worker, and processes sharing one SQLite (or PostgreSQL)
+    connection corrupt what it sends.
+    """
     with app.app_context():
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                db.create_all()
-                return
-            except DatabaseError as exc:
-                db.session.rollback()
-                lost_race = any(text in str(exc.orig).lower() for text in _LOST_RACE)
-                if not lost_race or attempt == ATTEMPTS:
-                    raise
+        try:
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    db.create_all()
+                    return
+                except DatabaseError as exc:
+                    db.session.rollback()
+                    lost_race = any(text in str(exc.orig).lower() for text in _LOST_RACE)
+                    if not lost_race or attempt == ATTEMPTS:
+                        raise
+        finally:
+            for engine in db.engines.values():
+                engine.dispose()
 
 
 def register_init_db(app: Flask) -> None:

@@ -16,9 +16,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask import Flask
+
+from example_catloader.models import db
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTS = 4
@@ -93,6 +97,16 @@ def test_workers_booting_together_on_an_empty_database_all_come_up(tmp_path: Pat
         assert served and alive, f"boot {boot}:\n{output}"
         assert output.count("Booting worker") == WORKERS, output
         assert "Exception in worker process" not in output, output
+
+
+def test_a_booted_app_keeps_no_database_connection_for_its_forks(
+    make_catloader: Callable[..., Flask],
+) -> None:
+    # gunicorn --preload loads the app once, then forks: a pooled connection would be
+    # shared by every worker.
+    app = make_catloader()
+    with app.app_context():
+        assert [engine.pool.checkedin() for engine in db.engines.values()] == [0]
 
 
 def test_init_db_creates_the_tables(tmp_path: Path) -> None:
