@@ -27,6 +27,7 @@ confirm_mail = ConfirmMail(app, db=db, user_model=User)
 
 with app.app_context():
     db.create_all()
+    db.engine.dispose()  # a server that forks after loading (gunicorn --preload) shares none
 
 
 @app.post("/signup")
