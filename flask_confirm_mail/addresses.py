@@ -91,9 +91,16 @@ def mask_address(address: str) -> str:
 
     Kept: the first character of the local part, the first character of the domain and
     the domain's last label (``.com``, ``.uk``); each hidden run is ``***`` whatever its
-    length, so the length of the address does not show either.
+    length, so the length of the address does not show either. An internationalized
+    domain is shown as its reader wrote it (``c***@f***.de`` for ``cat@fuß.de``, stored
+    as ``xn--fu-hia.de``), not by the ``x`` of its stored form.
     """
     local, _, domain = address.rpartition("@")
+    if "xn--" in domain:
+        try:
+            domain = idna.decode(domain)
+        except (idna.IDNAError, UnicodeError):
+            pass  # not a stored form (normalize_address checks those): mask it as it is
     labels = domain.split(".")
     tail = f".{labels[-1]}" if len(labels) > 1 else ""
     return f"{local[:1]}***@{domain[:1]}***{tail}"

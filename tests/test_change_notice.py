@@ -85,6 +85,8 @@ def _mail_to(sink: SMTPSink, count: int, address: str) -> ReceivedMail:
         ("a@b.co", "a***@b***.co"),
         ("ann@mail.example.co.uk", "a***@m***.uk"),
         ("x@localhost", "x***@l***"),
+        ("cat@xn--fu-hia.de", "c***@f***.de"),  # fuß.de, as the user typed it
+        ("cat@xn--80aswg.xn--p1ai", "c***@с***.рф"),  # сайт.рф
     ],
 )
 def test_mask_address_keeps_first_characters_and_the_last_label(address: str, masked: str) -> None:
@@ -107,6 +109,19 @@ def test_the_old_address_gets_a_notice_without_link_and_the_new_one_its_link(
     [row] = _rows(app, "change_notice")
     assert (row.recipient, row.status, row.user_id) == (OLD, "sent", str(uid))
     assert row.context == {"new_email": MASKED, "replaced": shape == "legacy"}
+
+
+def test_the_notice_shows_an_internationalized_domain_as_the_user_wrote_it(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app()
+    uid = _sign_up(app)
+    smtp_server.wait_for(1)
+    _change(app, uid, "Kater@Fuß.de")  # stored as kater@xn--fu-hia.de
+
+    notice = _mail_to(smtp_server, 3, OLD)
+    for part in _texts(notice):
+        assert "k***@f***.de" in part and "xn--" not in part and "kater" not in part
 
 
 def test_the_notice_is_queued_in_the_change_transaction(
