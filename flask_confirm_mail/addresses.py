@@ -92,7 +92,7 @@ def mask_address(address: str) -> str:
     Kept: the first character of the local part, the first character of the domain and
     the domain's last label (``.com``, ``.uk``); each hidden run is ``***`` whatever its
     length, so the length of the address does not show either. An internationalized
-    domain is shown as its reader wrote it (``c***@f***.de`` for ``cat@fuß.de``, stored
+    domain is shown as its user wrote it (``c***@f***.de`` for ``cat@fuß.de``, stored
     as ``xn--fu-hia.de``), not by the ``x`` of its stored form.
     """
     local, _, domain = address.rpartition("@")
