@@ -1,4 +1,5 @@
-"""The benchmarks still run: every scenario at its smallest size, and the JSON they write.
+"""The benchmarks still run: every scenario at its smallest size, and the JSON they write;
+the standalone scripts (``benchmarks.send_paths``, ``benchmarks.sqlite_threaded``) too.
 
 Timings are not asserted (they say nothing on a shared 2-core machine); what is checked
 is that each scenario produces its tables and targets and that the results file has the
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,29 @@ def test_scenarios_with_child_processes_produce_results(tmp_path: Path) -> None:
 
 def test_every_scenario_is_covered() -> None:
     assert sorted(IN_PROCESS + WITH_PROCESSES) == sorted(SCENARIOS)
+
+
+def _script(*args: str) -> str:
+    """Run ``python -m benchmarks.<args>`` from the checkout; its output, having exited 0."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_send_path_parts_script_prints_each_figure_and_its_baseline() -> None:
+    output = _script("benchmarks.send_paths", "--small")
+    for line in ("jwt.encode", "TokenEncoder", "built for each call", "built once per table"):
+        assert line in output, output
+    assert "threads: SMTPSessionPool" in output and "asyncio: aiosmtplib" in output
+
+
+@pytest.mark.slow
+def test_the_sqlite_burst_script_answers_every_tuned_sign_up() -> None:
+    output = _script("benchmarks.sqlite_threaded", "--signups", "20", "--rounds", "1")
+    rows = {line[:28].strip(): line[28:].split() for line in output.splitlines()}
+    for label in ("CONFIRM_MAIL_SQLITE_TUNING", "tuned + niced worker"):
+        assert rows[label][0] == "0", output  # the errors column
+    assert "p99 ratio tuned / Flask alone" in output
