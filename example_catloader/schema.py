@@ -28,18 +28,22 @@ def create_tables(app: Flask) -> None:
     """
     with app.app_context():
         try:
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    db.create_all()
-                    return
-                except DatabaseError as exc:
-                    db.session.rollback()
-                    lost_race = any(text in str(exc.orig).lower() for text in _LOST_RACE)
-                    if not lost_race or attempt == ATTEMPTS:
-                        raise
+            _create_all_despite_races()
         finally:
             for engine in db.engines.values():
                 engine.dispose()
+
+
+def _create_all_despite_races() -> None:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            db.create_all()
+            return
+        except DatabaseError as exc:
+            db.session.rollback()
+            lost_race = any(text in str(exc.orig).lower() for text in _LOST_RACE)
+            if not lost_race or attempt == ATTEMPTS:
+                raise
 
 
 def register_init_db(app: Flask) -> None:
