@@ -304,6 +304,8 @@ def main() -> None:
             f"{server_cpu * 1000:8.2f}ms {client_cpu * 1000:8.2f}ms "
             f"{(server_cpu + client_cpu) * args.signups / cores * 1000:8.0f}"
         )
+        per_round = " ".join(f"{x['p99'] * 1000:.0f}" for x in r)
+        print(f"{'':28} p99 of each round, ms: {per_round}")
         errors = [x["first_error"] for x in r if x["first_error"]]
         if errors:
             print(f"{'':28} first error: {' '.join(errors[0].split())[:60]}")
