@@ -121,6 +121,11 @@ def test_the_send_path_parts_script_prints_each_figure_and_its_baseline() -> Non
 def test_the_sqlite_burst_script_answers_every_tuned_sign_up() -> None:
     output = _script("benchmarks.sqlite_threaded", "--signups", "20", "--rounds", "1")
     rows = {line[:28].strip(): line[28:].split() for line in output.splitlines()}
-    for label in ("CONFIRM_MAIL_SQLITE_TUNING", "tuned + niced worker"):
+    for label in (
+        "CONFIRM_MAIL_SQLITE_TUNING",
+        "tuned + niced worker",
+        "tuned + worker-connections 8",
+    ):
         assert rows[label][0] == "0", output  # the errors column
+        assert rows[label][-1].endswith("%"), output  # the idle column
     assert "p99 ratio tuned / Flask alone" in output
