@@ -28,13 +28,17 @@ def median(values: Sequence[float]) -> float:
     return (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def percentile_rank(count: int, q: float) -> int:
+    """The 1-based rank of the nearest-rank ``q`` percentile among ``count`` values."""
+    return max(1, math.ceil(q / 100 * count))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The nearest-rank ``q`` percentile (0 < q <= 100): p99 of 10 values is the largest."""
     if not values:
         raise ValueError("percentile of no values")
     ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return ordered[percentile_rank(len(ordered), q) - 1]
 
 
 def interleaved(
