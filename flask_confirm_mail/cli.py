@@ -20,21 +20,21 @@ from .bounces import records_of
 from .confirmation import get_flow
 from .delivery import DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
+from .outbox import Purpose
 from .settings import parse_age
 from .transport import load_email_templates
-from .users import CHANGE, SIGNUP
 
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
 
 
-def _user_by_address(email: str) -> tuple[Any, str]:
+def _user_by_address(email: str) -> tuple[Any, Purpose]:
     try:
         address = normalize_address(email)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
     flow = get_flow()
     user, which = flow.columns.find(flow.db.session, address)
-    if user is None:
+    if user is None or which is None:
         raise click.ClickException("No user has that address.")
     return user, which
 
@@ -45,9 +45,9 @@ def send_command(email: str) -> None:
     """Send (or send again) the confirmation email for EMAIL."""
     flow = get_flow()
     user, which = _user_by_address(email)
-    if which == SIGNUP and flow.columns.is_confirmed(user):
+    if which == Purpose.SIGNUP and flow.columns.is_confirmed(user):
         raise click.ClickException("That address is already confirmed.")
-    row = flow.enqueue(user, CHANGE if which == CHANGE else SIGNUP)
+    row = flow.enqueue(user, which)
     flow.db.session.commit()  # in sync and thread modes, delivers before it returns
     flow.db.session.refresh(row)
     click.echo(f"Confirmation email {row.id} for {row.recipient}: {row.status}.")
@@ -71,7 +71,7 @@ def status_command(email: str) -> None:
     flow = get_flow()
     user, which = _user_by_address(email)
     columns = flow.columns
-    if which == CHANGE:
+    if which == Purpose.CHANGE:
         click.echo(f"Pending change to this address for user {columns.id_of(user)}: unconfirmed.")
     else:
         confirmed = "confirmed" if columns.is_confirmed(user) else "unconfirmed"

@@ -35,7 +35,7 @@ from flask import (
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
@@ -44,11 +44,12 @@ from .bounces import records_of
 from .delivery import BackgroundSender, Deliverer
 from .errors import ExpiredToken, NotInitializedError, TokenError
 from .i18n import current_locale
+from .outbox import Purpose
 from .redaction import SERVER_LOGGERS, install_log_redaction
 from .settings import Settings
 from .tokens import CodeHasher, LinkClaims, LinkTokenSigner
 from .transport import Transport
-from .users import CHANGE, CHANGE_NOTICE, REMINDER, SIGNUP, UserColumns
+from .users import UserColumns
 
 EXTENSION_KEY = "confirm_mail"
 #: Tries of a resend that fails after its response was sent, and the pause before the next.
@@ -134,7 +135,7 @@ class ConfirmationFlow:
     def enqueue(
         self,
         user: Any,
-        purpose: str = SIGNUP,
+        purpose: Purpose = Purpose.SIGNUP,
         context: dict[str, Any] | None = None,
         *,
         recipient: str | None = None,
@@ -146,18 +147,7 @@ class ConfirmationFlow:
 
         :raises AddressError: the address to mail is not a single valid address.
         """
-        return self._enqueue(user, purpose, context, recipient, in_flush=False)
-
-    def _enqueue(
-        self,
-        user: Any,
-        purpose: str,
-        context: dict[str, Any] | None,
-        recipient: str | None,
-        *,
-        in_flush: bool,
-    ) -> Any:
-        row = self._queue(user, purpose, context, recipient, in_flush=in_flush)
+        row = self._queue(user, purpose, context, recipient)
         signals.confirmation_requested.send(
             _app(), user=user, email=row.recipient, purpose=purpose, outbox=row
         )
@@ -166,18 +156,16 @@ class ConfirmationFlow:
     def _queue(
         self,
         user: Any,
-        purpose: str,
+        purpose: Purpose,
         context: dict[str, Any] | None,
         recipient: str | None,
         reminder: int | None = None,
         locale: str | None = None,
-        *,
-        in_flush: bool = False,
     ) -> Any:
         columns = self.columns
         session = self.db.session
         if recipient is None:
-            recipient = columns.pending_of(user) if purpose == CHANGE else None
+            recipient = columns.pending_of(user) if purpose == Purpose.CHANGE else None
             recipient = recipient or columns.email_of(user)
         normalize_address(recipient)
         if getattr(user, columns.id_attribute) is None:
@@ -186,7 +174,7 @@ class ConfirmationFlow:
         row = self.outbox_model(
             user_id=columns.id_of(user),
             recipient=recipient,
-            purpose=purpose,
+            purpose=purpose.value,
             context=context or None,
             status=outbox.PENDING,
             attempts=0,
@@ -196,10 +184,7 @@ class ConfirmationFlow:
             reminder=reminder,
             locale=locale or current_locale(),
         )
-        if in_flush:
-            _insert_now(session, row)
-        else:
-            session.add(row)  # saved by the caller's next flush, with its other changes
+        session.add(row)  # saved by the caller's next flush, with its other changes
         return row
 
     def change_email(self, user: Any, new_email: str) -> bool:
@@ -225,12 +210,12 @@ class ConfirmationFlow:
             # Written even when the loaded row already said "unconfirmed": a link to the old
             # address used since the row was loaded must not leave the new one confirmed.
             flag_modified(user, columns.confirmed_attribute)
-        self.enqueue(user, CHANGE)
+        self.enqueue(user, Purpose.CHANGE)
         if self.settings.change_notice and old is not None and not self._bounced(old):
             # The old address learns of the change, with no link and the new one masked.
             replaced = columns.pending_attribute is None  # the new address is the login now
             context = {"new_email": mask_address(new), "replaced": replaced}
-            self.enqueue(user, CHANGE_NOTICE, context, recipient=old)
+            self.enqueue(user, Purpose.CHANGE_NOTICE, context, recipient=old)
         signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
         return True
 
@@ -432,10 +417,12 @@ class ConfirmationFlow:
             if connection.dialect.name == "sqlite":
                 _begin_immediate(connection)
             user, purpose = self.columns.find(session, address, lock=True)
-            if user is None or (purpose == SIGNUP and self.columns.is_confirmed(user)):
+            if user is None or purpose is None:
+                return
+            if purpose == Purpose.SIGNUP and self.columns.is_confirmed(user):
                 return
             owner = self.columns.id_of(user)
-            if (purpose == CHANGE or requester is not None) and requester != owner:
+            if (purpose == Purpose.CHANGE or requester is not None) and requester != owner:
                 return  # a link goes only to the account that asked for it
             last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
             if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
@@ -505,11 +492,11 @@ class ConfirmationFlow:
                 user_id = self.columns.id_of(user)
                 locale = outbox.signup_locale(session.connection(), self.outbox_table, user_id)
                 context = {"reminder": number}
-                row = self._queue(user, REMINDER, context, address, number, locale)
+                row = self._queue(user, Purpose.REMINDER, context, address, number, locale)
         except IntegrityError:
             return False
         signals.confirmation_requested.send(
-            _app(), user=user, email=address, purpose=REMINDER, outbox=row
+            _app(), user=user, email=address, purpose=Purpose.REMINDER, outbox=row
         )
         return True
 
@@ -611,7 +598,7 @@ def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> An
     :raises AddressError: the address is not a single valid address.
     """
     flow = get_flow()
-    purpose = CHANGE if flow.columns.pending_of(user) else SIGNUP
+    purpose = Purpose.CHANGE if flow.columns.pending_of(user) else Purpose.SIGNUP
     return flow.enqueue(user, purpose, context)
 
 
@@ -745,25 +732,7 @@ def _after_flush_postexec(session: Session, flush_context: Any) -> None:
     flow = _flow_of(session)
     if users and flow is not None:
         for user in users:
-            flow._enqueue(user, SIGNUP, None, None, in_flush=True)
-
-
-def _insert_now(session: Any, row: Any) -> None:
-    """Save outbox ``row`` at once with one INSERT on the session's connection, and put it
-    in the session as saved (nothing left to flush).
-
-    For rows queued inside a flush (a sign-up's user was just written): an object added
-    to the session there makes the commit flush a second time, a third of the CPU the
-    extension adds to a sign-up (benchmarks/sqlite_threaded.py).
-    """
-    table, given = row.__table__, sa.inspect(row).dict  # the columns _queue set
-    values = {column.key: given[column.key] for column in table.columns if column.key in given}
-    connection = session.connection()
-    row.id = connection.execute(table.insert(), values).inserted_primary_key[0]
-    outbox.notify_workers(connection)
-    session.info.setdefault(_QUEUED, []).append(row.id)
-    make_transient_to_detached(row)
-    session.add(row)
+            flow.enqueue(user, Purpose.SIGNUP)
 
 
 def _after_commit(session: Session) -> None:

@@ -54,10 +54,10 @@ from sqlalchemy.engine import Connection
 
 from . import outbox, signals
 from .errors import DeliveryError
+from .outbox import Purpose
 from .settings import Settings
 from .tokens import CodeHasher, LinkTokenSigner
 from .transport import ConfirmationEmail, Transport
-from .users import LINKLESS
 
 logger = logging.getLogger("flask_confirm_mail")
 R = TypeVar("R")
@@ -273,7 +273,7 @@ class Deliverer:
         for row in rows:
             token, expires_at = (
                 ("", None)  # the change notice: no link, so no token
-                if row.purpose in LINKLESS
+                if not Purpose(row.purpose).has_link
                 else self.signer.issue(row.user_id, row.recipient)
             )
             emails.append(

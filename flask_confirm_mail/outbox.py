@@ -40,6 +40,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,6 +51,26 @@ from sqlalchemy.orm import Mapped, mapped_column
 logger = logging.getLogger("flask_confirm_mail")
 
 TABLE_NAME = "confirm_mail_outbox"
+
+
+class Purpose(str, Enum):
+    """Why an outbox message is sent: the one place the purposes are named."""
+
+    #: Confirm the address of a new account.
+    SIGNUP = "signup"
+    #: Confirm a new address after an email change.
+    CHANGE = "change"
+    #: Tell the old address of an email change: no link.
+    CHANGE_NOTICE = "change_notice"
+    #: Remind a sign-up that has not confirmed yet, with a fresh link.
+    REMINDER = "reminder"
+
+    @property
+    def has_link(self) -> bool:
+        """Whether the email carries a link (and a link token is minted for it)."""
+        return self is not Purpose.CHANGE_NOTICE
+
+
 #: The PostgreSQL channel notified by each transaction that adds outbox rows.
 NOTIFY_CHANNEL = "confirm_mail_outbox"
 
@@ -480,7 +501,7 @@ def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None
     c = table.c
     stmt = (
         sa.select(c.locale)
-        .where(c.user_id == user_id, c.purpose == "signup")
+        .where(c.user_id == user_id, c.purpose == Purpose.SIGNUP.value)
         .order_by(c.created_at.desc(), c.id.desc())
         .limit(1)
     )
@@ -512,10 +533,12 @@ def signed_up_before(
     only those who got no reminder numbered that or higher; with ``among`` (a query of
     user ids as strings), only those it returns."""
     c = table.c
-    changed = sa.select(c.user_id).where(c.purpose == "change")  # the purposes of users.py
-    stmt = sa.select(c.user_id).where(c.purpose == "signup", c.user_id.not_in(changed))
+    changed = sa.select(c.user_id).where(c.purpose == Purpose.CHANGE.value)
+    stmt = sa.select(c.user_id).where(c.purpose == Purpose.SIGNUP.value, c.user_id.not_in(changed))
     if reminded_from is not None:
-        reminded = sa.select(c.user_id).where(c.purpose == "reminder", c.reminder >= reminded_from)
+        reminded = sa.select(c.user_id).where(
+            c.purpose == Purpose.REMINDER.value, c.reminder >= reminded_from
+        )
         stmt = stmt.where(c.user_id.not_in(reminded))
     if among is not None:
         stmt = stmt.where(c.user_id.in_(among))

@@ -41,9 +41,9 @@ from urllib3.exceptions import (
 )
 
 from .errors import ConfigurationError, DeliveryError, TokenError
+from .outbox import Purpose
 from .tokens import MIN_SECRET_BYTES
 from .transport import ConfirmationEmail, Transport
-from .users import LINKLESS, REMINDER, SIGNUP
 from .wire import (
     EXTRA_FIELDS,
     TEMPLATES,
@@ -161,7 +161,7 @@ class RemoteTransport(Transport):
         :raises DeliveryError: (permanent) the message cannot be expressed on this wire.
         """
         # A reminder is one more confirmation email: the mailer's signup template writes it.
-        template = SIGNUP if email.purpose == REMINDER else email.purpose
+        template = "signup" if email.purpose == Purpose.REMINDER else Purpose(email.purpose).value
         if template not in TEMPLATES:
             raise DeliveryError("The mailer has no template for this purpose", permanent=True)
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
@@ -202,7 +202,7 @@ class RemoteTransport(Transport):
         An email without a link (the change notice) goes through ``linkless`` instead:
         the mailer writes only to the address a link was made for.
         """
-        if email.purpose in LINKLESS:
+        if email.purpose == Purpose.CHANGE_NOTICE:
             if self.linkless is None:
                 raise DeliveryError("The mailer sends no email without a link", permanent=True)
             self.linkless.send(email)

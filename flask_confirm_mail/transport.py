@@ -29,6 +29,7 @@ from jinja2 import TemplateSyntaxError
 from .addresses import normalize_address
 from .errors import AddressError, ConfigurationError, DeliveryError
 from .i18n import format_duration, locale_of, template_context
+from .outbox import Purpose
 from .settings import Settings
 from .smtp import (
     SMTPSession,
@@ -40,7 +41,6 @@ from .smtp import (
     parse_message,
     write_message,
 )
-from .users import CHANGE, CHANGE_NOTICE, REMINDER, SIGNUP
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,10 @@ class Transport(ABC):
 
 #: Each purpose's template name (under ``confirm_mail/email/``) and subject setting.
 EMAIL_TEMPLATES = {
-    SIGNUP: ("signup", "subject"),
-    CHANGE: ("change", "change_subject"),
-    CHANGE_NOTICE: ("change_notice", "change_notice_subject"),
-    REMINDER: ("reminder", "reminder_subject"),
+    Purpose.SIGNUP: ("signup", "subject"),
+    Purpose.CHANGE: ("change", "change_subject"),
+    Purpose.CHANGE_NOTICE: ("change_notice", "change_notice_subject"),
+    Purpose.REMINDER: ("reminder", "reminder_subject"),
 }
 
 
@@ -192,7 +192,7 @@ def _render(email: ConfirmationEmail, settings: Settings) -> bytes:
         "context": dict(email.context),
         "code": email.code,
     }
-    template, subject = EMAIL_TEMPLATES.get(email.purpose, EMAIL_TEMPLATES[SIGNUP])
+    template, subject = EMAIL_TEMPLATES[Purpose(email.purpose)]
     return write_message(
         subject=str(getattr(settings, subject)),
         sender=settings.sender,

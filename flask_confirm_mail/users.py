@@ -24,15 +24,7 @@ from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, scoped
 
 from .addresses import normalize_address
 from .errors import AddressError, ConfigurationError, InvalidToken
-
-SIGNUP = "signup"
-CHANGE = "change"
-#: The notice to the old address after an email change: no link (the outbox purposes).
-CHANGE_NOTICE = "change_notice"
-#: A reminder to a sign-up that has not confirmed yet, with a fresh link.
-REMINDER = "reminder"
-#: Purposes whose email carries no link: no link token is minted for them.
-LINKLESS = frozenset({CHANGE_NOTICE})
+from .outbox import Purpose
 
 _INT_ID = re.compile(r"[1-9][0-9]{0,17}|0")
 
@@ -220,15 +212,16 @@ class UserColumns:
 
     def find(
         self, session: Session | scoped_session[Any], address: str, *, lock: bool = False
-    ) -> tuple[Any, str]:
+    ) -> tuple[Any, Purpose | None]:
         """The user whose address (``signup``) or pending address (``change``) is ``address``.
 
-        ``address`` is in canonical form. Returns ``(None, "")`` when there is none, and
+        ``address`` is in canonical form. Returns ``(None, None)`` when there is none, and
         also when several accounts hold it as their pending address (rows written before
         a pending address identified one account): a link then goes to nobody rather
         than to an account that did not ask for it.
         """
-        for column, purpose in ((self.email_column, SIGNUP), (self.pending_column, CHANGE)):
+        pairs = ((self.email_column, Purpose.SIGNUP), (self.pending_column, Purpose.CHANGE))
+        for column, purpose in pairs:
             if column is None:
                 continue
             query = sa.select(self.model).where(column == address).limit(2)
@@ -238,8 +231,8 @@ class UserColumns:
             if len(users) == 1:
                 return users[0], purpose
             if users:
-                return None, ""
-        return None, ""
+                return None, None
+        return None, None
 
     def _unconfirmed(self) -> sa.ColumnElement[bool]:
         if self.confirmed_is_boolean:
@@ -288,7 +281,7 @@ class UserColumns:
 
     def confirm(
         self, session: Session | scoped_session[Any], user_id: Any, address: str, now: datetime
-    ) -> str | None:
+    ) -> Purpose | None:
         """Confirm ``address`` for ``user_id`` with one conditional UPDATE.
 
         Confirms the user's address while it is ``address`` and unconfirmed (``signup``),
@@ -307,7 +300,7 @@ class UserColumns:
         )
         if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
             self.void_pending_claims(session, address, user_id)
-            return SIGNUP
+            return Purpose.SIGNUP
         if self.pending_column is None:
             return None
         statement = (
@@ -323,5 +316,5 @@ class UserColumns:
         )
         if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
             self.void_pending_claims(session, address, user_id)
-            return CHANGE
+            return Purpose.CHANGE
         return None

@@ -54,8 +54,8 @@ from .confirmation import (
 from .errors import AddressError
 from .i18n import N_, lazy_gettext, ngettext, template_context
 from .i18n import gettext as _
+from .outbox import Purpose
 from .redaction import redact
-from .users import SIGNUP
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
 #: The blueprint's templates translate with the extension's catalog (see i18n).
@@ -505,7 +505,7 @@ def _in_grace_period(flow: ConfirmationFlow, user: Any) -> bool:
         return False
     connection = flow.db.session.connection()
     user_id = flow.columns.id_of(user)
-    signed_up = outbox.first_queued_at(connection, flow.outbox_table, user_id, SIGNUP)
+    signed_up = outbox.first_queued_at(connection, flow.outbox_table, user_id, Purpose.SIGNUP)
     return signed_up is not None and outbox.utcnow() - signed_up < grace
 
 

@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from flask import Flask, request
 
 from flask_confirm_mail import (
-    confirmation_requested,
     delivery_failed,
     message_delivered,
     outbox,
@@ -411,36 +410,6 @@ def test_signals_carry_the_recipient_and_whether_a_refusal_is_permanent(
         ("failed", "later@example.org", False),
         ("delivered", "fine@example.org", None),
     ]
-
-
-def test_a_signup_saves_the_user_and_its_outbox_row_in_one_flush(
-    make_app: Any, smtp_server: SMTPSink
-) -> None:
-    """The row is written inside the user's flush (one INSERT), not by a second flush, and
-    ``confirmation_requested`` still hands out that saved row, in the session."""
-    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
-    flushes: list[int] = []
-    handed: list[tuple[Any, bool, int | None]] = []
-
-    def on_requested(sender: Flask, **kw: Any) -> None:
-        state = sa.inspect(kw["outbox"])
-        handed.append((kw["outbox"].id, state.persistent, kw["outbox"].attempts))
-
-    def count(session: Any, flush_context: Any) -> None:
-        flushes.append(1)
-
-    sa.event.listen(db.session, "after_flush", count)
-    try:
-        with confirmation_requested.connected_to(on_requested, app):
-            response = app.test_client().post("/signup", data={"email": "once@example.org"})
-    finally:
-        sa.event.remove(db.session, "after_flush", count)
-    assert response.status_code == 201
-    [row] = _rows(app)
-    assert (row.recipient, row.status) == ("once@example.org", PENDING)
-    assert row.user_id == str(response.json["id"])
-    assert handed == [(row.id, True, 0)]
-    assert len(flushes) == 1
 
 
 @pytest.mark.postgres
