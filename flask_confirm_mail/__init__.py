@@ -16,6 +16,7 @@ from .confirmation import (
     send_confirmation,
     stop_delivery,
 )
+from .decorators import confirmed_required, signup_view
 from .errors import (
     AddressError,
     ConfigurationError,
@@ -39,7 +40,6 @@ from .signals import (
 )
 from .transport import ConfirmationEmail, Transport
 from .users import ConfirmableMixin
-from .views import confirmed_required, signup_view
 
 __version__ = "0.1.0.dev0"
 

@@ -16,7 +16,6 @@ from flask.cli import AppGroup
 
 from . import outbox, signals
 from .addresses import normalize_address
-from .bounces import records_of
 from .confirmation import get_flow
 from .delivery import DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
@@ -253,34 +252,6 @@ def remind_command(yes: bool) -> None:
         click.echo(f"Queued {len(due)} reminder(s).")
     else:
         click.echo(f"{len(due)} reminder(s) due; run again with --yes to send them.")
-
-
-@cli_group.command("bounces")
-@click.option("--clear", "address", metavar="ADDRESS", help="Forget the mark of ADDRESS.")
-def bounces_command(address: str | None) -> None:
-    """List the addresses marked undeliverable, or clear one with --clear ADDRESS."""
-    flow = get_flow()
-    records = records_of(current_app)
-    assert records is not None  # installed by init_app with the flow
-    if address is not None:
-        try:
-            with flow.db.engine.begin() as conn:
-                cleared = records.clear(conn, address)
-        except AddressError as exc:
-            raise click.BadParameter(str(exc), param_hint="--clear") from None
-        if not cleared:
-            raise click.ClickException("That address is not marked.")
-        click.echo("Cleared; mail to that address may be sent again.")
-        return
-    with flow.db.engine.connect() as conn:
-        marks = records.all(conn)
-    if not marks:
-        click.echo("No address is marked undeliverable.")
-    for mark in marks:
-        click.echo(
-            f"{mark.address}: {mark.kind} from {mark.source}, {mark.marked_at:%Y-%m-%d %H:%M:%S} "
-            f"UTC: {mark.reason}"
-        )
 
 
 def _canonical_or_none(value: Any) -> str | None:

@@ -40,7 +40,6 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
 from .addresses import mask_address, normalize_address
-from .bounces import records_of
 from .delivery import BackgroundSender, Deliverer
 from .errors import ExpiredToken, NotInitializedError, TokenError
 from .i18n import current_locale
@@ -52,6 +51,15 @@ from .transport import Transport
 from .users import UserColumns
 
 EXTENSION_KEY = "confirm_mail"
+#: Every confirmation code is 6 digits, each of the 10**6 codes as likely.
+CODE_LENGTH = 6
+CODE_ALPHABET = "0123456789"
+#: Wrong tries of one code before it is void and a new email is needed.
+CODE_MAX_TRIES = 5
+#: Seconds of clock skew allowed on a link token's ``iat`` and ``exp``.
+LINK_LEEWAY = 30
+#: Seconds between two looks for due reminders in each worker.
+REMINDER_SCAN_INTERVAL = 60
 #: Tries of a resend that fails after its response was sent, and the pause before the next.
 RESEND_ATTEMPTS = 3
 RESEND_RETRY_DELAY = 0.1
@@ -112,13 +120,17 @@ class ConfirmationFlow:
         self.transport = transport
         #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
         self.user_getter: Callable[[], Any] | None = None
+        #: ``check(connection, address)``: why ``address`` must not be mailed (a mark such
+        #: as a bounce, with ``kind`` and ``marked_at``), or ``None``. The bounces part
+        #: adds one.
+        self.mail_blockers: list[Callable[[sa.Connection, str], Any]] = []
         self.signer = LinkTokenSigner(
-            settings.secret, settings.previous_secrets, lifetime=settings.lifetime,
-            leeway=settings.leeway,
+            settings.secret[0], settings.secret[1:], lifetime=settings.lifetime,
+            leeway=LINK_LEEWAY,
         )  # fmt: skip
         self.codes = CodeHasher(
-            settings.secret, settings.previous_secrets, length=settings.code_length,
-            alphabet=settings.code_alphabet,
+            settings.secret[0], settings.secret[1:], length=CODE_LENGTH,
+            alphabet=CODE_ALPHABET,
         )  # fmt: skip
         self.deliverer = Deliverer(
             db=db, table=self.outbox_table, settings=settings, transport=transport,
@@ -211,7 +223,7 @@ class ConfirmationFlow:
             # address used since the row was loaded must not leave the new one confirmed.
             flag_modified(user, columns.confirmed_attribute)
         self.enqueue(user, Purpose.CHANGE)
-        if self.settings.change_notice and old is not None and not self._bounced(old):
+        if self.settings.change_notice and old is not None and self.blocked(old) is None:
             # The old address learns of the change, with no link and the new one masked.
             replaced = columns.pending_attribute is None  # the new address is the login now
             context = {"new_email": mask_address(new), "replaced": replaced}
@@ -219,11 +231,14 @@ class ConfirmationFlow:
         signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
         return True
 
-    def _bounced(self, address: str) -> bool:
-        """Whether ``address`` is marked undeliverable (:mod:`~flask_confirm_mail.bounces`)."""
-        records = records_of(_app())
+    def blocked(self, address: str) -> Any:
+        """Why ``address`` must not be mailed (:attr:`mail_blockers`), or ``None``."""
         connection = self.db.session.connection()
-        return records is not None and records.find(connection, address) is not None
+        for check in self.mail_blockers:
+            mark = check(connection, address)
+            if mark is not None:
+                return mark
+        return None
 
     def confirm_user(self, user: Any) -> bool:
         """Mark ``user``'s address (or pending address) confirmed by hand, in the session."""
@@ -303,7 +318,7 @@ class ConfirmationFlow:
         """Use the confirmation code mailed to ``email``, as its link would be used.
 
         Counts one try of the code in the newest email minted to that address; once
-        ``CODE_MAX_TRIES`` tries are used, the code is void. The right code confirms the
+        :data:`CODE_MAX_TRIES` tries are used, the code is void. The right code confirms the
         address (a sign-up's, or a change's pending one) and voids every code and, the
         address being confirmed, the links mailed for it. An unknown address, a wrong,
         used, void or expired code all give :attr:`Outcome.INVALID`, with the same work.
@@ -316,7 +331,7 @@ class ConfirmationFlow:
         table = self.outbox_table
         try:
             connection = session.connection()
-            row = outbox.take_code_try(connection, table, address, self.settings.code_max_tries)
+            row = outbox.take_code_try(connection, table, address, CODE_MAX_TRIES)
             if row is None:
                 self.codes.matches(code, 0, address, None)  # the same HMAC work as a real try
                 return LinkResult(Outcome.INVALID)
@@ -427,7 +442,7 @@ class ConfirmationFlow:
             last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
             if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
                 return
-            if self._bounced(address):  # no more mail to an address known to bounce
+            if self.blocked(address) is not None:  # e.g. known to bounce
                 return
             self.enqueue(user, purpose)
             session.commit()
@@ -472,7 +487,7 @@ class ConfirmationFlow:
                         address is None
                         or columns.is_confirmed(user)
                         or columns.pending_of(user) is not None
-                        or self._bounced(address)
+                        or self.blocked(address) is not None
                     ):
                         continue
                     if not dry_run and not self._queue_reminder(user, address, number):
@@ -502,11 +517,10 @@ class ConfirmationFlow:
 
     def remind_when_due(self) -> None:
         """The worker loop's hook: :meth:`queue_reminders` at most once per
-        ``CONFIRM_MAIL_REMINDER_INTERVAL``; errors are logged, never raised."""
+        :data:`REMINDER_SCAN_INTERVAL`; errors are logged, never raised."""
         if not self.settings.reminders or time.monotonic() < self._next_reminder_scan:
             return
-        interval = self.settings.reminder_interval.total_seconds()
-        self._next_reminder_scan = time.monotonic() + interval
+        self._next_reminder_scan = time.monotonic() + REMINDER_SCAN_INTERVAL
         try:
             queued = self.queue_reminders()
         except Exception:
@@ -629,15 +643,18 @@ def stop_delivery(app: Flask | None = None, timeout: float = 10.0) -> None:
     get_flow(app).sender.stop(timeout)
 
 
-def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] = SERVER_LOGGERS) -> None:
-    """Keep link tokens out of the server's request logs (werkzeug's and gunicorn's).
+def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] | None = None) -> None:
+    """Keep link tokens out of the app's and the server's logs.
 
-    Adds a filter to those loggers that replaces the token in any spelling of
+    Adds a filter to ``loggers`` (default: the app's logger, whose exception log names
+    the path, werkzeug's and gunicorn's) that replaces the token in any spelling of
     ``<CONFIRM_MAIL_URL_PREFIX>/<token>``, and anything shaped like a token, with
-    ``[redacted]``. Call it once, after ``init_app``; nothing is added to other
-    libraries' loggers otherwise.
+    ``[redacted]``. Call it once, after ``init_app``; without it the extension filters
+    only its own logger.
     """
-    install_log_redaction(loggers, [get_flow(app).settings.url_prefix])
+    target = app if app is not None else current_app
+    names = (target.logger.name, *SERVER_LOGGERS) if loggers is None else loggers
+    install_log_redaction(names, [get_flow(app).settings.url_prefix])
 
 
 # --- session events ------------------------------------------------------------------------

@@ -8,6 +8,9 @@ Messages never contain a token, a secret or the value that was expected.
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 
 class ConfirmMailError(Exception):
     """Base class of every error raised by flask-confirm-mail."""
@@ -86,3 +89,18 @@ class WebhookAuthError(WebhookError):
 
 class WebhookPayloadError(WebhookError):
     """The call's body is not an event of the provider's documented shape (answered 400)."""
+
+
+#: What a database outage raises: a connection refused, lost or gone stale, a full or
+#: read-only file, a lock not granted within the busy timeout, no free connection in the
+#: pool in time. Errors in the data or the SQL (``IntegrityError``, ``ProgrammingError``)
+#: are not outages. Pages answer these 503; delivery retries them.
+DATABASE_FAULTS: tuple[type[SQLAlchemyError], ...] = (OperationalError, InterfaceError, PoolTimeout)
+
+
+def is_database_fault(error: BaseException) -> bool:
+    """Whether ``error`` is an outage (:data:`DATABASE_FAULTS`), or any driver error that
+    SQLAlchemy took for a lost connection (a cut mid-query can surface as another class)."""
+    if isinstance(error, DATABASE_FAULTS):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from flask import Flask, current_app, has_app_context, has_request_context
+from flask import current_app, has_app_context, has_request_context
 from jinja2 import pass_eval_context
 from jinja2.nodes import EvalContext
 from markupsafe import Markup, escape
@@ -92,19 +91,6 @@ def lazy_gettext(string: str, **variables: Any) -> str:
     return cast(str, _LazyText(gettext, string, **variables))
 
 
-def is_lazy(value: object) -> bool:
-    """Whether ``value`` is a lazy string (Flask-Babel's ``lazy_gettext`` or ours)."""
-    return LazyString is not None and isinstance(value, LazyString)
-
-
-def text_setting(value: object) -> str:
-    """A text setting's value: a lazy string stays lazy (translated where it is used, and
-    escaped in HTML even when it is Flask-Babel's own); anything else becomes ``str``."""
-    if is_lazy(value):
-        return cast(str, _LazyText(str, value))
-    return str(value)
-
-
 def current_locale() -> str | None:
     """The locale Flask-Babel chose for this request (``"de"``, ``"pt_BR"``), or ``None``
     without Flask-Babel or outside a request: stored on outbox rows."""
@@ -140,10 +126,7 @@ def format_duration(count: int, unit: str) -> str | None:
     return _duration_words(count, unit, str(flask_babel.get_locale()))
 
 
-@lru_cache(maxsize=256)
 def _duration_words(count: int, unit: str, locale: str) -> str:
-    # Cached: one lifetime per app, and Babel's unit formatting was a quarter of the cost
-    # that translating added to an email (profiled over 1,000 renders).
     from babel.units import format_unit
 
     return str(format_unit(count, f"duration-{unit}", length="long", locale=locale))
@@ -159,21 +142,14 @@ def _format(eval_ctx: EvalContext, translated: str, variables: dict[str, Any]) -
 
 def template_context() -> dict[str, Any]:
     """What the extension's templates get to translate with: ``_``, ``gettext`` and
-    ``ngettext`` of the extension's domain, and ``html_lang`` (``"de"``, ``"pt-BR"``).
-
-    The catalog of the current locale is looked up once here rather than for each string
-    (Flask-Babel's ``gettext`` finds the locale and the catalog again on every call).
-    """
-    ours: Any = None
-    locale = None
-    if _babel_active():
-        ours = _domain.get_translations()
-        locale = flask_babel.get_locale()
+    ``ngettext`` of the extension's domain, and ``html_lang`` (``"de"``, ``"pt-BR"``)."""
+    active = _babel_active()
+    locale = flask_babel.get_locale() if active else None
 
     def translate(string: str) -> str:
-        if ours is None:
+        if not active:
             return string
-        translated = str(ours.ugettext(string))
+        translated = str(_domain.gettext(string))
         # Not in the extension's catalog: the app's, for an override's own wording.
         return translated if translated != string else str(flask_babel.gettext(string))
 
@@ -186,10 +162,11 @@ def template_context() -> dict[str, Any]:
         eval_ctx: EvalContext, singular: str, plural: str, num: int, **variables: Any
     ) -> str:
         variables.setdefault("num", num)
-        if ours is None:
-            translated = singular if num == 1 else plural
+        if active:
+            translations = _domain.get_translations()
+            translated = str(translations.ungettext(singular, plural, num))
         else:
-            translated = str(ours.ungettext(singular, plural, num))
+            translated = singular if num == 1 else plural
         return _format(eval_ctx, translated, variables)
 
     return {
@@ -198,14 +175,3 @@ def template_context() -> dict[str, Any]:
         "ngettext": template_ngettext,
         "html_lang": str(locale).replace("_", "-") if locale else "en",
     }
-
-
-def install_template_gettext(app: Flask) -> None:
-    """Give the app's templates ``_``, ``gettext`` and ``ngettext`` unless something (such
-    as Flask-Babel) already did."""
-    if "_" in app.jinja_env.globals:
-        return
-    app.jinja_env.add_extension("jinja2.ext.i18n")
-    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
-        gettext, ngettext, newstyle=True
-    )

@@ -21,13 +21,9 @@ from urllib.parse import urlsplit
 from flask import Flask
 
 from .errors import ConfigurationError, DeliveryError
-from .i18n import lazy_gettext, text_setting
+from .i18n import lazy_gettext
 from .smtp import format_sender, unsafe_header
 from .tokens import (
-    CODE_CHARACTERS,
-    MAX_CODE_LENGTH,
-    MAX_LEEWAY,
-    MIN_CODE_LENGTH,
     MIN_SECRET_BYTES,
     secret_bytes,
 )
@@ -45,10 +41,12 @@ Parser = Callable[[Any, str, Flask], T]
 class Option(Generic[T]):
     """One setting, ``CONFIRM_MAIL_<NAME>``: read as an attribute of :class:`Settings`."""
 
-    def __init__(self, default: Any, parse: Parser[T], doc: str) -> None:
+    def __init__(self, default: Any, parse: Parser[T], doc: str, *, advanced: bool = False) -> None:
         self.default = default
         self.parse = parse
         self.doc = doc
+        #: Listed in the docs' advanced table rather than the first one.
+        self.advanced = advanced
         self.attribute = self.name = self.key = ""
 
     def __set_name__(self, owner: type, attribute: str) -> None:
@@ -93,7 +91,7 @@ def _integer(minimum: int, maximum: int | None = None) -> Parser[int]:
     return lambda value, key, app: int(parse(value, key, app))
 
 
-def _duration(*, allow_zero: bool = False) -> Parser[timedelta]:
+def duration(*, allow_zero: bool = False) -> Parser[timedelta]:
     def parse(value: Any, key: str, app: Flask) -> timedelta:
         if isinstance(value, timedelta):
             duration = value
@@ -152,14 +150,10 @@ def _choice(*allowed: str) -> Parser[str]:
     return parse
 
 
-def _text(value: Any, key: str, app: Flask) -> str:
-    return text_setting(value)  # a lazy string stays lazy, translated where it is used
-
-
 def _one_line(value: Any, key: str, app: Flask) -> str:
     if unsafe_header("Subject", str(value)):
         raise ConfigurationError(f"{key} must be one line of plain text.")
-    return text_setting(value)
+    return str(value)
 
 
 def _optional_text(value: Any, key: str, app: Flask) -> str | None:
@@ -183,30 +177,6 @@ def _secret(value: Any, key: str, app: Flask) -> bytes:
             f"{key} is too short: use at least {MIN_SECRET_BYTES} random bytes ({_MAKE_ONE})."
         )
     return secret
-
-
-def _optional_secret(value: Any, key: str, app: Flask) -> bytes | None:
-    return None if value is None else _secret(value, key, app)
-
-
-def _previous_secrets(value: Any, key: str, app: Flask) -> tuple[bytes, ...]:
-    return tuple(_secret(item, key, app) for item in value or ())
-
-
-def _basic_auth(value: Any, key: str, app: Flask) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or ":" not in value or not value.partition(":")[2]:
-        raise ConfigurationError(f"{key} must be 'user:password'.")
-    return value
-
-
-def _strings(value: Any, key: str, app: Flask) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not all(isinstance(item, str) and item for item in value or ()):
-        raise ConfigurationError(f"{key} must be a list of strings.")
-    return tuple(value or ())
 
 
 def _rate_limits(value: Any, key: str, app: Flask) -> str | None:
@@ -247,10 +217,10 @@ def _refuse_example(name: str, secret: object, app: Flask) -> None:
         )
 
 
-def _link_secret(value: Any, key: str, app: Flask) -> bytes:
+def _link_secret(value: Any, key: str, app: Flask) -> tuple[bytes, ...]:
+    """The link-token keys, the signing one first, then the older ones that still verify."""
     secret_key = app.config.get("SECRET_KEY")
     _refuse_example("SECRET_KEY", secret_key, app)
-    _refuse_example(key, value, app)
     if value is None:
         if not secret_key:
             raise ConfigurationError(
@@ -263,11 +233,20 @@ def _link_secret(value: Any, key: str, app: Flask) -> bytes:
                 f"SECRET_KEY is too short to derive the link-token key from: set {key} "
                 f"(at least {MIN_SECRET_BYTES} random bytes) or a longer SECRET_KEY."
             )
-        return derive_link_secret(secret_key)
-    secret = _secret(value, key, app)
-    if secret_key and hmac.compare_digest(secret, secret_bytes(secret_key)):
+        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
+        keys = [secret_key, *reversed(fallbacks)]
+        # A fallback too short to derive from never signed a link: nothing to verify.
+        usable = [k for k in keys if len(secret_bytes(k)) >= MIN_SECRET_BYTES]
+        return tuple(derive_link_secret(k) for k in usable)
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ConfigurationError(f"{key} must name at least one key.")
+    for item in values:
+        _refuse_example(key, item, app)
+    secrets = tuple(_secret(item, key, app) for item in reversed(values))
+    if secret_key and any(hmac.compare_digest(s, secret_bytes(secret_key)) for s in secrets):
         raise ConfigurationError(f"{key} must differ from SECRET_KEY.")
-    return secret
+    return secrets
 
 
 def _external_url(value: Any, key: str, app: Flask) -> str:
@@ -310,277 +289,15 @@ def _app_name(value: Any, key: str, app: Flask) -> str | None:
     return _one_line(value, key, app) if value else None
 
 
-def _blueprint_path(value: Any, key: str, app: Flask) -> str:
-    return str(value).strip("/")
+S = TypeVar("S", bound="OptionSet")
 
 
-#: The fewest different codes a length and alphabet must allow (a 6-digit code's count).
-MIN_CODE_SPACE = 10**6
+class OptionSet:
+    """A frozen set of checked settings, one attribute per :class:`Option` of the class.
 
-
-def _code_alphabet(value: Any, key: str, app: Flask) -> str:
-    if not isinstance(value, str) or CODE_CHARACTERS.fullmatch(value) is None:
-        raise ConfigurationError(f"{key} must be a string of ASCII letters and digits.")
-    if len(set(value)) != len(value) or len(value) < 2:
-        raise ConfigurationError(f"{key} must list at least 2 characters, each once.")
-    return value
-
-
-class Settings:
-    """The checked settings of one app: each attribute is one ``CONFIRM_MAIL_*`` key."""
-
-    secret = Option(
-        None,
-        _link_secret,
-        "Key that signs link tokens, at least 32 bytes. Unset: derived from "
-        "`SECRET_KEY` for this purpose only (HMAC-SHA256), never `SECRET_KEY` itself.",
-    )
-    previous_secrets = Option(
-        (),
-        _previous_secrets,
-        "Older link secrets that still verify (rotation); tokens are always signed with `SECRET`.",
-    )
-    lifetime = Option(
-        timedelta(hours=48),
-        _duration(),
-        "How long a link works, counted from sending (a `timedelta` or seconds).",
-    )
-    leeway = Option(
-        30,
-        _integer(0, MAX_LEEWAY),
-        f"Clock skew allowed on `exp` and `iat`, seconds (at most {MAX_LEEWAY}).",
-    )
-    external_url = Option(
-        None,
-        _external_url,
-        "Base URL of the site for links in emails, e.g. "
-        "`https://catloader.example.com`. Unset: built from `SERVER_NAME`. Never taken "
-        "from the request's Host header.",
-    )
-    url_prefix = Option("/confirm", _url_prefix, "Where the blueprint's routes live.")
-    sender = Option(
-        None,
-        _sender,
-        'From address, `"Name <addr>"` or a `(name, addr)` pair. Unset: `MAIL_DEFAULT_SENDER`.',
-    )
-    app_name = Option(
-        None,
-        _app_name,
-        "Name of the site shown in emails and pages. Unset: the host of the external URL.",
-    )
-    subject = Option(
-        lazy_gettext("Confirm your email address"), _one_line, "Subject of the sign-up email."
-    )
-    change_subject = Option(
-        lazy_gettext("Confirm your new email address"),
-        _one_line,
-        "Subject of the email sent to a new address after an email change.",
-    )
-    # -- change notice and reminders (issue 16) --
-    change_notice = Option(
-        True,
-        _flag,
-        "After an email change, send the old address a short notice without a link, the "
-        "new address masked (`j***@e***.com`).",
-    )
-    change_notice_subject = Option(
-        lazy_gettext("Your email address is being changed"),
-        _one_line,
-        "Subject of the notice to the old address after an email change.",
-    )
-    reminders = Option(
-        (),
-        _reminders,
-        'Delays after sign-up at which a never-confirmed account is reminded, e.g. `"1d, '
-        '3d"` (d, h, m, s) or a list of seconds or timedeltas; each reminder is sent once. '
-        "Sent by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
-    )
-    reminder_subject = Option(
-        lazy_gettext("Reminder: confirm your email address"),
-        _one_line,
-        "Subject of the reminder emails.",
-    )
-    reminder_interval = Option(
-        60,
-        _duration(),
-        "Seconds between two looks for due reminders in each `flask confirm-mail worker`.",
-    )
-    confirmed_endpoint = Option(
-        None,
-        _optional_text,
-        "Endpoint to redirect to after a confirmation. "
-        "Unset: a page of the extension says it is done.",
-    )
-    unconfirmed_access_for = Option(
-        0,
-        _duration(allow_zero=True),
-        "How long after sign-up `confirmed_required` still lets an unconfirmed user through "
-        "(a `timedelta` or seconds; as Devise's `allow_unconfirmed_access_for`). 0: never.",
-    )
-    unconfirmed_endpoint = Option(
-        None,
-        _optional_text,
-        "Where `confirmed_required` sends unconfirmed users "
-        "(HTML). Unset: the extension's resend page.",
-    )
-    flash_confirmed = Option(
-        lazy_gettext("Your email address is confirmed."),
-        _text,
-        "Flash message after a confirmation (category `success`).",
-    )
-    flash_invalid = Option(
-        lazy_gettext("This confirmation link is not valid."),
-        _text,
-        "Message shown for an invalid or expired link.",
-    )
-    flash_unconfirmed = Option(
-        lazy_gettext("Please confirm your email address first."),
-        _text,
-        "Flash message when `confirmed_required` turns a user away (category `warning`).",
-    )
-    confirm_on_get = Option(
-        False,
-        _flag,
-        "Confirm on GET of the link, as the original did. Off: GET "
-        "shows a button that POSTs, so mail scanners that fetch links confirm nothing.",
-    )
-    auto_submit = Option(
-        False,
-        _flag,
-        "The GET page submits its form by script (scanners that run "
-        "scripts would then confirm: leave off unless you accept that).",
-    )
-    resend_cooldown = Option(
-        60,
-        _duration(allow_zero=True),
-        "Seconds between two emails to one address from the resend route.",
-    )
-    code_length = Option(
-        6,
-        _integer(MIN_CODE_LENGTH, MAX_CODE_LENGTH),
-        "Characters of the confirmation code each email carries besides its link.",
-    )
-    code_alphabet = Option(
-        "0123456789",
-        _code_alphabet,
-        "Characters a confirmation code is drawn from (ASCII letters and digits, each once).",
-    )
-    code_max_tries = Option(
-        5,
-        _integer(1, 20),
-        "Wrong tries of one code before it is void and a new email is needed.",
-    )
-    resend_limit = Option(
-        None,
-        _rate_limits,
-        "Per-client limit on POSTs to the resend route (Flask-Limiter), e.g. `5/minute;50/hour`.",
-    )
-    transport = Option(
-        "flask_mail",
-        _choice("flask_mail", "remote"),
-        "`flask_mail` (in-process SMTP through Flask-Mail) or `remote` (the mailer service).",
-    )
-    sqlite_tuning = Option(
-        True,
-        _flag,
-        "On a SQLite file database: WAL journal, `synchronous=NORMAL`, a 15 s busy timeout, "
-        "and connections that hit a read-only or full file dropped from the pool.",
-    )
-    delivery = Option(
-        "thread",
-        _choice("sync", "thread", "worker", "celery"),
-        "`sync` (after the request's commit), `thread` (a background "
-        "sender in the app process), `worker` (`flask confirm-mail worker` processes) or "
-        '`celery` (tasks on the app\'s Celery, `app.extensions["celery"]`).',
-    )
-    max_attempts = Option(8, _integer(1), "Delivery attempts before a message is `dead`.")
-    retry_base = Option(
-        30, _number(0), "First retry delay in seconds; doubles each attempt, with jitter."
-    )
-    retry_max = Option(3600, _number(0), "Largest retry delay in seconds.")
-    batch_size = Option(
-        20,
-        _integer(1),
-        "Messages claimed per batch (raised to a multiple of `CONCURRENCY`, at least two "
-        "messages per connection).",
-    )
-    concurrency = Option(
-        8,
-        _integer(1, 256),
-        "Emails in flight at once per delivery process, each over its own reused "
-        "connection: at most this many SMTP connections are open. Providers cap "
-        "concurrent connections per account (often 10 to 20): stay below that across "
-        "all processes.",
-    )
-    max_rate = Option(
-        None,
-        _optional_rate,
-        "Messages per second per delivery process, for providers that cap the send "
-        "rate. Unset: no limit.",
-    )
-    lease = Option(
-        120,
-        _duration(),
-        "Seconds a claimed message is reserved for its worker; after that "
-        "another worker may take it.",
-    )
-    poll_interval = Option(
-        1.0, _number(0.001), "Seconds an idle sender or worker waits between polls."
-    )
-    smtp_timeout = Option(10.0, _number(0.001), "Seconds for each SMTP socket operation.")
-    mailer_url = Option(None, _optional_text, "The mailer service's base URL (`remote` transport).")
-    mailer_secret = Option(
-        None,
-        _optional_secret,
-        "Key that signs wrapping tokens for the mailer, at least 32 "
-        "bytes, different from `SECRET`.",
-    )
-    mailer_wire = Option(
-        "v1",
-        _choice("v1", "variance"),
-        "`v1` (POST /v1/messages, token in the Authorization header) "
-        "or `variance` (the original mailer's GET calls).",
-    )
-    mailer_blueprint = Option(
-        "emailservice-cat", _blueprint_path, "URL part of the original mailer (`variance` wire)."
-    )
-    mailer_connect_timeout = Option(5.0, _number(0.001), "Seconds to connect to the mailer.")
-    mailer_read_timeout = Option(15.0, _number(0.001), "Seconds to wait for the mailer's answer.")
-    change_email_endpoint = Option(
-        None,
-        _optional_text,
-        "Endpoint of the app's change-email page, linked from the notice that mail to the "
-        "user's address bounced (see Bounces). Unset: the notice only says so.",
-    )
-    postmark_webhook_auth = Option(
-        None,
-        _basic_auth,
-        "`user:password` that Postmark's bounce webhook sends (basic auth in its URL). "
-        "Unset: no Postmark webhook.",
-    )
-    mailgun_signing_key = Option(
-        None,
-        _optional_text,
-        "Mailgun's HTTP webhook signing key (HMAC of timestamp and token). "
-        "Unset: no Mailgun webhook.",
-    )
-    sendgrid_webhook_public_key = Option(
-        None,
-        _optional_text,
-        "SendGrid's signed event webhook verification key (base64 ECDSA public key). "
-        "Unset: no SendGrid webhook.",
-    )
-    ses_topic_arns = Option(
-        (),
-        _strings,
-        "ARNs of the SNS topics whose Amazon SES bounce and complaint notifications are "
-        "accepted. Empty: no SES webhook.",
-    )
-    webhook_max_age = Option(
-        300,
-        _duration(),
-        "Seconds a signed Mailgun or SendGrid webhook call stays acceptable (replay window).",
-    )
+    The core's :class:`Settings` is one; optional parts (bounces, the remote mailer's
+    transport) define their own, documented in their own tables.
+    """
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)
@@ -589,38 +306,169 @@ class Settings:
         raise AttributeError("Settings are read-only.")
 
     def __repr__(self) -> str:
-        return "<Settings>"  # secrets stay out of reprs and logs
+        return f"<{type(self).__name__}>"  # secrets stay out of reprs and logs
 
     @classmethod
-    def load(cls, app: Flask, overrides: Mapping[str, Any]) -> Settings:
-        """Read, check and freeze the settings of ``app``; ``overrides`` (by name) win."""
+    def options(cls) -> tuple[Option[Any], ...]:
+        """The class's options, in the order of its docs table."""
+        return tuple(value for value in vars(cls).values() if isinstance(value, Option))
+
+    @classmethod
+    def load(cls: type[S], app: Flask, overrides: Mapping[str, Any] | None = None) -> S:
+        """Read, check and freeze the settings of ``app``; ``overrides`` (by name) win.
+
+        Each default is put into ``app.config`` with ``setdefault``.
+
+        :raises ConfigurationError: a value is missing or unsafe; the message names the key.
+        """
+        overrides = overrides or {}
         values: dict[str, Any] = {}
-        for option in OPTIONS:
+        for option in cls.options():
             app.config.setdefault(option.key, option.default)
             raw = overrides.get(option.name, app.config[option.key])
             values[option.attribute] = option.parse(raw, option.key, app)
-        if values["app_name"] is None:
-            values["app_name"] = urlsplit(values["external_url"]).hostname
-        settings = cls(values)
-        settings._check()
-        return settings
+        return cls(values)
 
-    def _check(self) -> None:
-        """The rules that tie several settings together."""
-        if self.mailer_secret is not None and hmac.compare_digest(self.mailer_secret, self.secret):
-            raise ConfigurationError(
-                "CONFIRM_MAIL_MAILER_SECRET must differ from the link secret (CONFIRM_MAIL_SECRET)."
-            )
-        if len(self.code_alphabet) ** self.code_length < MIN_CODE_SPACE:
-            raise ConfigurationError(
-                "CONFIRM_MAIL_CODE_LENGTH and CONFIRM_MAIL_CODE_ALPHABET must allow at least "
-                f"{MIN_CODE_SPACE:,} different codes: use a longer code or more characters."
-            )
-        if self.transport == "remote" and (self.mailer_secret is None or not self.mailer_url):
-            raise ConfigurationError(
-                "CONFIRM_MAIL_TRANSPORT='remote' needs CONFIRM_MAIL_MAILER_URL and "
-                "CONFIRM_MAIL_MAILER_SECRET."
-            )
+
+class Settings(OptionSet):
+    """The checked settings of one app: each attribute is one ``CONFIRM_MAIL_*`` key.
+
+    The first options are the ones a newcomer meets; those marked ``advanced`` tune the
+    delivery processes and the emails' wording and are listed in a table of their own.
+    """
+
+    external_url = Option(
+        None,
+        _external_url,
+        "Base URL of the site for links in emails, e.g. "
+        "`https://catloader.example.com`. Unset: built from `SERVER_NAME`. Never taken "
+        "from the request's Host header.",
+    )
+    sender = Option(
+        None,
+        _sender,
+        'From address, `"Name <addr>"` or a `(name, addr)` pair. Unset: `MAIL_DEFAULT_SENDER`.',
+    )
+    secret = Option(
+        None,
+        _link_secret,
+        "Key that signs link tokens and codes, at least 32 bytes, or a list of keys, newest "
+        "last (the older ones still verify). Unset: derived from `SECRET_KEY` for this "
+        "purpose only (HMAC-SHA256), and from each of `SECRET_KEY_FALLBACKS` for rotation.",
+    )
+    lifetime = Option(
+        timedelta(hours=48),
+        duration(),
+        "How long a link works, counted from sending (a `timedelta` or seconds).",
+    )
+    url_prefix = Option("/confirm", _url_prefix, "Where the blueprint's routes live.")
+    delivery = Option(
+        "thread",
+        _choice("sync", "thread", "worker", "celery"),
+        "`sync` (after the request's commit), `thread` (a background "
+        "sender in the app process), `worker` (`flask confirm-mail worker` processes) or "
+        '`celery` (tasks on the app\'s Celery, `app.extensions["celery"]`).',
+    )
+    confirmed_endpoint = Option(
+        None,
+        _optional_text,
+        "Endpoint to redirect to after a confirmation. "
+        "Unset: a page of the extension says it is done.",
+    )
+    unconfirmed_endpoint = Option(
+        None,
+        _optional_text,
+        "Where `confirmed_required` sends unconfirmed users "
+        "(HTML). Unset: the extension's resend page.",
+    )
+    unconfirmed_access_for = Option(
+        0,
+        duration(allow_zero=True),
+        "How long after sign-up `confirmed_required` still lets an unconfirmed user through "
+        "(a `timedelta` or seconds; as Devise's `allow_unconfirmed_access_for`). 0: never.",
+    )
+    resend_cooldown = Option(
+        60,
+        duration(allow_zero=True),
+        "Seconds between two emails to one address from the resend route.",
+    )
+    resend_limit = Option(
+        None,
+        _rate_limits,
+        "Per-client limit on POSTs to the resend route, e.g. `5/minute;50/hour`, applied "
+        "with the app's Flask-Limiter `Limiter`.",
+    )
+    confirm_on_get = Option(
+        False,
+        _flag,
+        "Confirm on GET of the link, as the original did. Off: GET "
+        "shows a button that POSTs, so mail scanners that fetch links confirm nothing.",
+    )
+    change_notice = Option(
+        True,
+        _flag,
+        "After an email change, send the old address a short notice without a link, the "
+        "new address masked (`j***@e***.com`).",
+    )
+    reminders = Option(
+        (),
+        _reminders,
+        'Delays after sign-up at which a never-confirmed account is reminded, e.g. `"1d, '
+        '3d"` (d, h, m, s) or a list of seconds or timedeltas; each reminder is sent once. '
+        "Sent by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
+    )
+    max_attempts = Option(8, _integer(1), "Delivery attempts before a message is `dead`.")
+
+    # -- advanced --
+    app_name = Option(
+        None,
+        _app_name,
+        "Name of the site shown in emails and pages. Unset: the host of the external URL.",
+        advanced=True,
+    )
+    change_email_endpoint = Option(
+        None,
+        _optional_text,
+        "Endpoint of the app's change-email page, linked from the pages that say mail to "
+        "the user's address bounced. Unset: the pages only say so.",
+        advanced=True,
+    )
+    concurrency = Option(
+        8,
+        _integer(1, 256),
+        "Emails in flight at once per delivery process, each over its own reused "
+        "connection: at most this many SMTP connections are open. Providers cap "
+        "concurrent connections per account: stay below that across all processes.",
+        advanced=True,
+    )
+    max_rate = Option(
+        None,
+        _optional_rate,
+        "Messages per second per delivery process, for providers that cap the send "
+        "rate. Unset: no limit.",
+        advanced=True,
+    )
+    smtp_timeout = Option(
+        10.0, _number(0.001), "Seconds for each SMTP socket operation.", advanced=True
+    )
+
+    # Transitional: read by modules being rewritten; no longer settings.
+    subject = lazy_gettext("Confirm your email address")
+    change_subject = lazy_gettext("Confirm your new email address")
+    change_notice_subject = lazy_gettext("Your email address is being changed")
+    reminder_subject = lazy_gettext("Reminder: confirm your email address")
+    batch_size = 20
+    lease = timedelta(seconds=120)
+    retry_base = 30.0
+    retry_max = 3600.0
+    poll_interval = 1.0
+
+    @classmethod
+    def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:
+        settings = super().load(app, overrides)
+        if settings.app_name is None:
+            settings.__dict__["app_name"] = urlsplit(settings.external_url).hostname
+        return settings
 
     @cached_property
     def link_prefix(self) -> str:
@@ -634,7 +482,5 @@ class Settings:
 
 
 #: Every setting, in the order of the docs' configuration table.
-OPTIONS: tuple[Option[Any], ...] = tuple(
-    value for value in vars(Settings).values() if isinstance(value, Option)
-)
+OPTIONS = Settings.options()
 OPTION_NAMES = frozenset(option.name for option in OPTIONS)

@@ -21,7 +21,10 @@ from flask_confirm_mail import (
     redact_request_logs,
     signup_view,
 )
+from flask_confirm_mail.bounces import Bounces
 from flask_confirm_mail.i18n import LANGUAGES
+from flask_confirm_mail.sqlite import tune_sqlite
+from flask_confirm_mail.views import client_network
 
 db = SQLAlchemy()
 
@@ -89,17 +92,29 @@ def create_app(
     shape: str = "mixin",
     config: dict[str, Any] | None = None,
     redact_server_logs: bool = True,
+    bounces: bool = True,
     **options: Any,
 ) -> Flask:
     """An app with sign-up, login and a members-only page, using ``shape``'s user model.
 
     ``redact_server_logs``: call ``redact_request_logs(app)`` (gunicorn's loggers too).
+    ``bounces``: turn the bounces part on. ``TEST_SQLITE_TUNING`` in ``config``: call
+    ``tune_sqlite`` on the app's engine.
     """
     app = Flask(__name__)
     app.config.update(base_config(database_url, **(config or {})))
     db.init_app(app)
+    if app.config.get("CONFIRM_MAIL_RESEND_LIMIT"):  # the limit needs the app's Limiter
+        from flask_limiter import Limiter
+
+        Limiter(client_network, app=app, swallow_errors=True, in_memory_fallback_enabled=True)
     confirm_mail = ConfirmMail(db=db, **SHAPES[shape], **options)
     confirm_mail.init_app(app)
+    if bounces:
+        Bounces(confirm_mail, app)
+    if app.config.get("TEST_SQLITE_TUNING"):
+        with app.app_context():
+            tune_sqlite(db.engine)
     if app.config.get("TEST_BABEL"):  # Flask-Babel, the locale from Accept-Language
         from flask_babel import Babel
 

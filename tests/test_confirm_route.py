@@ -165,19 +165,14 @@ def test_confirm_on_get_option(make_app: Any, smtp_server: SMTPSink) -> None:
 
 
 def test_confirmed_endpoint_redirect_with_flash(make_app: Any, smtp_server: SMTPSink) -> None:
-    app = make_app(
-        config={
-            "CONFIRM_MAIL_CONFIRMED_ENDPOINT": "members",
-            "CONFIRM_MAIL_FLASH_CONFIRMED": "Your email is confirmed, have fun",
-        }
-    )
+    app = make_app(config={"CONFIRM_MAIL_CONFIRMED_ENDPOINT": "members"})
     _, path = signed_up(app, smtp_server)
     client = app.test_client()
     response = client.post(path)
     assert response.status_code == 303
     assert response.headers["Location"] == "/members"
     with client.session_transaction() as session:
-        assert session["_flashes"] == [("success", "Your email is confirmed, have fun")]
+        assert session["_flashes"] == [("success", "Your email address is confirmed.")]
 
 
 def test_second_use_is_already_confirmed_and_signal_fires_once(
@@ -203,14 +198,32 @@ def test_rotated_secret_still_verifies(make_app: Any, smtp_server: SMTPSink) -> 
     old_app = make_app()
     uid, path = signed_up(old_app, smtp_server)
     new_secret = "a-brand-new-link-secret-0123456789abcdef"
-    rotated = make_app(
-        config={"CONFIRM_MAIL_SECRET": new_secret, "CONFIRM_MAIL_PREVIOUS_SECRETS": [LINK_SECRET]}
-    )
+    rotated = make_app(config={"CONFIRM_MAIL_SECRET": [LINK_SECRET, new_secret]})
     answer = rotated.test_client().post(path, headers={"Accept": "application/json"})
     assert answer.json["status"] == "confirmed"
     dropped = make_app(config={"CONFIRM_MAIL_SECRET": new_secret})
     answer = dropped.test_client().post(path, headers={"Accept": "application/json"})
     assert answer.json["status"] == "invalid"
+
+
+def test_a_link_key_derived_from_secret_key_rotates_with_its_fallbacks(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    old_key, new_key = "an-old-secret-key-0123456789abcdef", "a-new-secret-key-0123456789abcdef"
+    old_app = make_app(config={"CONFIRM_MAIL_SECRET": None, "SECRET_KEY": old_key})
+    _, path = signed_up(old_app, smtp_server)
+    rotated = make_app(
+        config={
+            "CONFIRM_MAIL_SECRET": None,
+            "SECRET_KEY": new_key,
+            "SECRET_KEY_FALLBACKS": [old_key],
+        }
+    )
+    dropped = make_app(config={"CONFIRM_MAIL_SECRET": None, "SECRET_KEY": new_key})
+    refused = dropped.test_client().post(path, headers={"Accept": "application/json"})
+    assert refused.json["status"] == "invalid"
+    answer = rotated.test_client().post(path, headers={"Accept": "application/json"})
+    assert answer.json["status"] == "confirmed"
 
 
 def test_confirmed_and_already_confirmed_pages_lead_on(

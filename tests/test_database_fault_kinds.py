@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from flask_confirm_mail import signup_view
-from flask_confirm_mail.views import is_database_fault
+from flask_confirm_mail.errors import is_database_fault
 from tests.apps import db
 
 

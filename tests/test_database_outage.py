@@ -211,7 +211,10 @@ def phase_names() -> tuple[str, ...]:
 @pytest.fixture
 def full_disk_app(build_app: Callable[..., Flask], tmp_path: Path) -> tuple[Flask, list[bool]]:
     """An app on a SQLite file that cannot grow while ``full[0]`` is true."""
-    app = build_app(f"sqlite:///{tmp_path / 'app.db'}", config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    app = build_app(
+        f"sqlite:///{tmp_path / 'app.db'}",
+        config={"CONFIRM_MAIL_DELIVERY": "worker", "TEST_SQLITE_TUNING": True},
+    )
     full = [False]
 
     def limit_growth(dbapi_connection: Any, record: Any) -> None:
@@ -291,7 +294,10 @@ def test_an_apps_own_outage_handler_answers_for_signup_view(
 ) -> None:
     folder = tmp_path / "db"
     folder.mkdir()
-    app = build_app(f"sqlite:///{folder / 'app.db'}", config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    app = build_app(
+        f"sqlite:///{folder / 'app.db'}",
+        config={"CONFIRM_MAIL_DELIVERY": "worker", "TEST_SQLITE_TUNING": True},
+    )
 
     @app.errorhandler(sa.exc.OperationalError)
     def own_page(error: Exception) -> Any:

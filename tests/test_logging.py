@@ -33,11 +33,15 @@ APP = textwrap.dedent(
     )
     db.init_app(app)
     ConfirmMail(app, db=db, user_model=User)
+    from flask_confirm_mail import redact_request_logs
     from flask_confirm_mail.redaction import RedactingFilter
-    for name in ("probe", "flask_confirm_mail", "werkzeug"):
-        assert any(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters)
-    for name in ("gunicorn.access", "gunicorn.error"):
-        assert not logging.getLogger(name).filters, name
+    def redacted(name):
+        return any(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters)
+    assert redacted("flask_confirm_mail")
+    others = ("probe", "werkzeug", "gunicorn.access", "gunicorn.error")
+    assert not any(redacted(name) for name in others)  # the app's loggers stay the app's
+    redact_request_logs(app)
+    assert all(redacted(name) for name in others)
     @app.post("/signup")
     @signup_view
     def signup():
@@ -49,8 +53,9 @@ APP = textwrap.dedent(
 )
 
 
-def test_init_app_redacts_flask_and_werkzeug_logs_and_a_failed_delivery_is_printed() -> None:
-    """No logging set up by the app: the failure reaches stderr, as Flask's own log does."""
+def test_only_redact_request_logs_filters_the_apps_loggers_and_a_failure_is_printed() -> None:
+    """``init_app`` filters only the extension's logger; ``redact_request_logs`` the app's
+    and the server's. No logging set up by the app: a failure reaches stderr."""
     result = subprocess.run(
         [sys.executable, "-c", APP], capture_output=True, text=True, timeout=60, check=False
     )

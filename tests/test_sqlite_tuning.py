@@ -1,4 +1,4 @@
-"""``CONFIRM_MAIL_SQLITE_TUNING``: the settings each SQLite file connection gets, and
+"""``tune_sqlite``: the settings each SQLite file connection gets, and
 threads signing up at once on one file all succeeding.
 
 The latency under a threaded gunicorn is measured by ``benchmarks/sqlite_threaded.py``,
@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_confirm_mail.extension import SQLITE_BUSY_TIMEOUT
+from flask_confirm_mail.sqlite import BUSY_TIMEOUT as SQLITE_BUSY_TIMEOUT
 from tests.apps import User, db
 
 THREADS = 8
@@ -51,9 +51,7 @@ def _pragmas(app: Flask) -> tuple[str, int, int]:
 def test_a_sqlite_file_connection_gets_the_tuning_only_when_it_is_on(
     build_app: Callable[..., Flask], tmp_path: Path, tuning: bool, expected: tuple[str, int, int]
 ) -> None:
-    app = build_app(
-        f"sqlite:///{tmp_path / 'app.db'}", config={"CONFIRM_MAIL_SQLITE_TUNING": tuning}
-    )
+    app = build_app(f"sqlite:///{tmp_path / 'app.db'}", config={"TEST_SQLITE_TUNING": tuning})
 
     assert _pragmas(app) == expected
 
@@ -68,7 +66,10 @@ def test_an_in_memory_database_is_left_alone(build_app: Callable[..., Flask]) ->
 def test_threads_signing_up_at_once_on_one_file_all_get_their_user_and_email(
     build_app: Callable[..., Flask], tmp_path: Path
 ) -> None:
-    app = build_app(f"sqlite:///{tmp_path / 'app.db'}", config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    app = build_app(
+        f"sqlite:///{tmp_path / 'app.db'}",
+        config={"CONFIRM_MAIL_DELIVERY": "worker", "TEST_SQLITE_TUNING": True},
+    )
     outbox = app.extensions["confirm_mail"].outbox_table
 
     def sign_up(thread: int) -> list[int]:
@@ -95,7 +96,9 @@ def test_sign_ups_commit_while_another_connection_holds_a_read_open(
     # (there, each sign-up would wait out the busy timeout, then answer 503); with WAL
     # the writer goes on.
     path = tmp_path / "app.db"
-    app = build_app(f"sqlite:///{path}", config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    app = build_app(
+        f"sqlite:///{path}", config={"CONFIRM_MAIL_DELIVERY": "worker", "TEST_SQLITE_TUNING": True}
+    )
     client = app.test_client()
     reader = sqlite3.connect(path, isolation_level=None)
     try:
@@ -124,7 +127,9 @@ def test_opening_a_connection_keeps_the_locks_the_process_holds_on_the_file(
     # new connection) once opened and closed it, and that close dropped every lock of the
     # process: another process could then switch the file out of WAL under it.
     path = tmp_path / "app.db"
-    app = build_app(f"sqlite:///{path}", config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    app = build_app(
+        f"sqlite:///{path}", config={"CONFIRM_MAIL_DELIVERY": "worker", "TEST_SQLITE_TUNING": True}
+    )
     with app.app_context():
         db.engine.dispose()
         with db.engine.connect() as first:

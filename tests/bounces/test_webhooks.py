@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from flask_confirm_mail.errors import WebhookError
-from flask_confirm_mail.views import RETRY_AFTER_OUTAGE
+from flask_confirm_mail.responses import RETRY_AFTER_OUTAGE
 from tests.bounces.conftest import mark_of, outbox_rows
 from tests.bounces.providers import (
     CERT_URL,

@@ -16,7 +16,7 @@ Each provider's call is authenticated the way that provider documents it:
 A provider is off (404) until its setting is set. A bad credential or signature is a
 401, a body that is not the provider's documented shape a 400; nothing becomes a 500.
 Events are matched to the outbox row by Message-ID and applied once
-(:meth:`~flask_confirm_mail.bounces.BounceRecords.apply`).
+(:meth:`~flask_confirm_mail.bounces.records.BounceRecords.apply`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,16 @@ from flask import Blueprint, Flask, Request, current_app, jsonify, request
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
-from .bounces import BOUNCE, COMPLAINT, BounceRecords
-from .errors import ConfigurationError, WebhookAuthError, WebhookError, WebhookPayloadError
-from .settings import Settings
-from .views import RETRY_AFTER_OUTAGE, is_database_fault, load_json
+from ..errors import (
+    ConfigurationError,
+    WebhookAuthError,
+    WebhookError,
+    WebhookPayloadError,
+    is_database_fault,
+)
+from ..responses import RETRY_AFTER_OUTAGE, load_json
+from ..settings import Option, OptionSet, duration
+from .records import BOUNCE, COMPLAINT, BounceRecords
 
 EXTENSION_KEY = "confirm_mail_webhooks"
 PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
@@ -57,6 +63,70 @@ Fetch = Callable[[str], bytes]
 
 logger = logging.getLogger("flask_confirm_mail")
 webhooks_blueprint = Blueprint("confirm_mail_webhooks", __name__)
+
+
+def _basic_auth(value: Any, key: str, app: Flask) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or ":" not in value or not value.partition(":")[2]:
+        raise ConfigurationError(f"{key} must be 'user:password'.")
+    return value
+
+
+def _optional_text(value: Any, key: str, app: Flask) -> str | None:
+    return None if value is None else str(value)
+
+
+def _strings(value: Any, key: str, app: Flask) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not all(isinstance(item, str) and item for item in value or ()):
+        raise ConfigurationError(f"{key} must be a list of strings.")
+    return tuple(value or ())
+
+
+class WebhookSettings(OptionSet):
+    """The providers' webhook settings (``CONFIRM_MAIL_*`` keys of the bounces part)."""
+
+    postmark_webhook_auth = Option(
+        None,
+        _basic_auth,
+        "`user:password` that Postmark's bounce webhook sends (basic auth in its URL). "
+        "Unset: no Postmark webhook.",
+    )
+    mailgun_signing_key = Option(
+        None,
+        _optional_text,
+        "Mailgun's HTTP webhook signing key (HMAC of timestamp and token). "
+        "Unset: no Mailgun webhook.",
+    )
+    sendgrid_webhook_public_key = Option(
+        None,
+        _optional_text,
+        "SendGrid's signed event webhook verification key (base64 ECDSA public key). "
+        "Unset: no SendGrid webhook.",
+    )
+    ses_topic_arns = Option(
+        (),
+        _strings,
+        "ARNs of the SNS topics whose Amazon SES bounce and complaint notifications are "
+        "accepted. Empty: no SES webhook.",
+    )
+    webhook_max_age = Option(
+        300,
+        duration(),
+        "Seconds a signed Mailgun or SendGrid webhook call stays acceptable (replay window).",
+    )
+
+    @property
+    def any_provider(self) -> bool:
+        """Whether any provider's webhook is configured."""
+        return bool(
+            self.postmark_webhook_auth
+            or self.mailgun_signing_key
+            or self.sendgrid_webhook_public_key
+            or self.ses_topic_arns
+        )
 
 
 @dataclass(frozen=True)
@@ -98,7 +168,7 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _fresh(timestamp: str, settings: Settings) -> None:
+def _fresh(timestamp: str, settings: WebhookSettings) -> None:
     try:
         age = abs(time.time() - int(timestamp))
     except ValueError:
@@ -110,7 +180,7 @@ def _fresh(timestamp: str, settings: Settings) -> None:
 # --- Postmark ---------------------------------------------------------------------------------
 
 
-def postmark_events(req: Request, settings: Settings) -> list[BounceEvent]:
+def postmark_events(req: Request, settings: WebhookSettings) -> list[BounceEvent]:
     """Postmark's bounce and spam-complaint webhooks, behind HTTP basic auth.
 
     Postmark's ``MessageID`` is its own id: the message's own Message-ID is read from the
@@ -143,7 +213,7 @@ def postmark_events(req: Request, settings: Settings) -> list[BounceEvent]:
 # --- Mailgun ----------------------------------------------------------------------------------
 
 
-def mailgun_events(req: Request, settings: Settings) -> list[BounceEvent]:
+def mailgun_events(req: Request, settings: WebhookSettings) -> list[BounceEvent]:
     """Mailgun's event webhooks (``failed`` with ``severity: permanent``, ``complained``)."""
     key = settings.mailgun_signing_key
     assert key is not None
@@ -191,7 +261,7 @@ def _sendgrid_key(text: str) -> Any:
     return key
 
 
-def sendgrid_events(req: Request, settings: Settings, public_key: Any) -> list[BounceEvent]:
+def sendgrid_events(req: Request, settings: WebhookSettings, public_key: Any) -> list[BounceEvent]:
     """SendGrid's signed event webhook: ``bounce`` (not ``blocked``) and ``spamreport``."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
@@ -402,7 +472,7 @@ class WebhookReceiver:
         missing for SendGrid or SES: install the ``webhooks`` extra).
     """
 
-    def __init__(self, settings: Settings, records: BounceRecords) -> None:
+    def __init__(self, settings: WebhookSettings, records: BounceRecords) -> None:
         self.settings = settings
         self.records = records
         self.sendgrid_key: Any = None
@@ -450,10 +520,12 @@ class WebhookReceiver:
         return counts
 
 
-def install_webhooks(app: Flask, settings: Settings, records: BounceRecords) -> WebhookReceiver:
-    """Build ``app``'s receiver and mount the route at ``<prefix>/webhooks/<provider>``."""
+def install_webhooks(
+    app: Flask, url_prefix: str, settings: WebhookSettings, records: BounceRecords
+) -> WebhookReceiver:
+    """Build ``app``'s receiver and mount the route at ``<url_prefix>/webhooks/<provider>``."""
     receiver = app.extensions[EXTENSION_KEY] = WebhookReceiver(settings, records)
-    prefix = settings.url_prefix.rstrip("/") + "/webhooks"
+    prefix = url_prefix.rstrip("/") + "/webhooks"
     app.register_blueprint(webhooks_blueprint, url_prefix=prefix)
     return receiver
 

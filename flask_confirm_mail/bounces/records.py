@@ -6,7 +6,8 @@ it came from (``smtp`` or a provider's name) and when. Marks are made from two s
 
 - the SMTP transport: a permanent refusal (5xx at RCPT or DATA) of a confirmation email,
   seen on :data:`~flask_confirm_mail.signals.delivery_failed`;
-- a provider's webhook (:mod:`flask_confirm_mail.webhooks`), through :meth:`BounceRecords.apply`.
+- a provider's webhook (:mod:`flask_confirm_mail.bounces.webhooks`), through
+  :meth:`BounceRecords.apply`.
 
 Each event is applied once however often it arrives: ``confirm_mail_bounce_events`` keeps
 one row per (Message-ID, kind) applied. A later successful delivery to the address
@@ -29,10 +30,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import outbox, signals
-from .addresses import normalize_address
-from .delivery import Deliverer
-from .errors import AddressError
+from .. import outbox, signals
+from ..addresses import normalize_address
+from ..delivery import Deliverer
+from ..errors import AddressError
 
 MARKS_TABLE = "confirm_mail_bounces"
 EVENTS_TABLE = "confirm_mail_bounce_events"
@@ -282,8 +283,7 @@ def install_bounces(
     app: Flask, db: SQLAlchemy, outbox_table: sa.Table, deliverer: Deliverer
 ) -> BounceRecords:
     """Keep ``app``'s marks (``app.extensions["confirm_mail_bounces"]``) from its deliveries:
-    a refusal marks (``delivery_failed``), a delivery clears, in the transaction that
-    records it (:attr:`Deliverer.delivered_hooks <flask_confirm_mail.delivery.Deliverer>`)."""
+    a refusal marks (``delivery_failed``), a delivery clears."""
     records = app.extensions[EXTENSION_KEY] = BounceRecords(db, outbox_table)
     signals.delivery_failed.connect(_on_delivery_failed, sender=app)
     deliverer.delivered_hooks.append(records.clear_on_delivery)
