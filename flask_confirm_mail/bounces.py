@@ -246,15 +246,6 @@ class BounceRecords:
             )
         return "applied"
 
-    def clear_on_delivery(self, conn: Connection, recipients: list[str]) -> None:
-        """Messages reached ``recipients``: their marks, if any, are out of date."""
-        keys = [canonical_address(address) for address in recipients]
-        result = conn.execute(sa.delete(self.marks).where(self.marks.c.address.in_(keys)))
-        if result.rowcount:
-            logger.info(
-                "Deliveries succeeded to %s marked address(es); marks cleared", result.rowcount
-            )
-
 
 def records_of(app: Flask) -> BounceRecords | None:
     """The :class:`BounceRecords` of ``app``, or ``None`` before ``init_app``."""
@@ -278,13 +269,21 @@ def _on_delivery_failed(
         records.apply(app, message_id=message_id, kind=BOUNCE, reason=error, source=SMTP_SOURCE)
 
 
+def _on_message_delivered(app: Flask, *, recipient: str, **_: Any) -> None:
+    records = records_of(app)
+    if records is not None:
+        with records.db.engine.begin() as conn:
+            if records.clear(conn, recipient):
+                logger.info("A delivery succeeded to a marked address; its mark is cleared")
+
+
 def install_bounces(
     app: Flask, db: SQLAlchemy, outbox_table: sa.Table, deliverer: Deliverer
 ) -> BounceRecords:
     """Keep ``app``'s marks (``app.extensions["confirm_mail_bounces"]``) from its deliveries:
-    a refusal marks (``delivery_failed``), a delivery clears, in the transaction that
-    records it (:attr:`Deliverer.delivered_hooks <flask_confirm_mail.delivery.Deliverer>`)."""
+    a refusal marks (``delivery_failed``), a delivery clears (``message_delivered``).
+    ``deliverer`` is not used."""
     records = app.extensions[EXTENSION_KEY] = BounceRecords(db, outbox_table)
     signals.delivery_failed.connect(_on_delivery_failed, sender=app)
-    deliverer.delivered_hooks.append(records.clear_on_delivery)
+    signals.message_delivered.connect(_on_message_delivered, sender=app)
     return records
