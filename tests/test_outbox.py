@@ -25,7 +25,7 @@ from flask_confirm_mail import (
 )
 from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.delivery import DeliveryLoop
-from flask_confirm_mail.outbox import DEAD, NOTIFY_CHANNEL, PENDING, SENT
+from flask_confirm_mail.outbox import DEAD, PENDING, SENT
 from tests.apps import LINK_SECRET, db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
@@ -326,26 +326,6 @@ def test_signals_carry_the_recipient_and_whether_a_refusal_is_permanent(
     ]
 
 
-@pytest.mark.postgres
-def test_a_signup_notifies_idle_workers_on_postgresql(
-    build_app: Any, smtp_server: SMTPSink, postgres_url: str
-) -> None:
-    """The sign-up's row is written without the ORM's insert event: it sends the NOTIFY
-    itself, once, delivered at its commit."""
-    import psycopg
-
-    app = build_app(postgres_url, config={"CONFIRM_MAIL_DELIVERY": "worker"})
-    plain_url = sa.make_url(postgres_url).set(drivername="postgresql")
-    conninfo = plain_url.render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as listener:
-        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        client = app.test_client()
-        assert client.post("/signup", data={"email": "n1@example.org"}).status_code == 201
-        assert client.post("/signup", data={"email": "n2@example.org"}).status_code == 201
-        heard = [note.channel for note in listener.notifies(timeout=2, stop_after=3)]
-    assert heard == [NOTIFY_CHANNEL] * 2  # one per committing sign-up
-
-
 def test_the_mixin_indexes_pending_email_for_voiding_claims(
     build_app: Any, smtp_server: SMTPSink, tmp_path: Path
 ) -> None:
@@ -405,8 +385,8 @@ def test_the_expiry_check_of_each_claim_reads_the_due_index_on_sqlite(
 
 
 def test_each_claim_and_record_runs_with_its_own_values(make_app: Any) -> None:
-    """The delivery statements are built once per table: every value comes from the call
-    (limit, ids, worker, lease, attempt limit), none from an earlier one."""
+    """Every value of a claim or a record comes from its call (limit, ids, worker, lease,
+    attempt limit), none from an earlier one."""
     app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
     _enqueue_many(app, 5)
     table = get_flow(app).outbox_table
