@@ -3,7 +3,6 @@ prune, remind, bounces, canonicalize."""
 
 from __future__ import annotations
 
-import gc
 import signal
 from collections import defaultdict
 from datetime import timedelta
@@ -17,7 +16,7 @@ from flask.cli import AppGroup
 from . import outbox, signals
 from .addresses import normalize_address
 from .confirmation import get_flow
-from .delivery import DeliveryLoop
+from .delivery import POLL_INTERVAL, DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
 from .outbox import Purpose
 from .settings import parse_age
@@ -97,21 +96,25 @@ def status_command(email: str) -> None:
 
 @cli_group.command("worker")
 @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
-@click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
-def worker_command(once: bool, poll_interval: float | None) -> None:
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=POLL_INTERVAL,
+    show_default=True,
+    help="Seconds between looks at the outbox while idle.",
+)
+def worker_command(once: bool, poll_interval: float) -> None:
     """Deliver outbox messages until stopped.
 
     SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once.
-    On PostgreSQL the worker wakes up on each enqueuing commit (LISTEN/NOTIFY). With
-    CONFIRM_MAIL_REMINDERS set, it also queues the reminders due, every
+    With CONFIRM_MAIL_REMINDERS set, it also queues the reminders due, every
     CONFIRM_MAIL_REMINDER_INTERVAL.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     flow = get_flow()
     loop = DeliveryLoop(
-        app, flow.deliverer, poll_interval=poll_interval, listen=not once,
-        before_poll=flow.remind_when_due,
-    )  # fmt: skip
+        app, flow.deliverer, poll_interval=poll_interval, before_poll=flow.remind_when_due
+    )
 
     def stop(signum: int, frame: Any) -> None:
         loop.stop()
@@ -122,14 +125,6 @@ def worker_command(once: bool, poll_interval: float | None) -> None:
         load_email_templates(app)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
-    if not once:
-        # What the process holds once started (the app, its libraries, the templates)
-        # lives as long as it does: frozen, it is left out of the garbage collector's
-        # full passes, which otherwise stalled the loop for 75 ms every ~200 emails
-        # (commit -> SMTP accepted, 5 ms at the median: ``python -m benchmarks --only
-        # handoff_latency``).
-        gc.collect()
-        gc.freeze()
     click.echo(f"confirm-mail worker {loop.worker_id} started.", err=True)
     total = loop.run(until_idle=once)
     click.echo(

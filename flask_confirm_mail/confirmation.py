@@ -534,7 +534,8 @@ class ConfirmationFlow:
     def dispatch(self, ids: list[int]) -> None:
         """Hand messages just committed to the outbox to the delivery mode.
 
-        Outside a request (a CLI command, a script, the shell), ``thread`` mode delivers
+        In a request, ``thread`` mode wakes this process's sender (starting it if it does
+        not run). Outside a request (a CLI command, a script, the shell), it delivers
         at once, as ``sync`` does: no response waits, and the process may exit right after,
         ending a background sender mid-send. So does ``sync`` for a resend queued after its
         response was sent: no ``after_request`` is left to run in that request.
@@ -557,17 +558,6 @@ class ConfirmationFlow:
         if ids:
             self.deliverer.deliver_now(ids)
         return response
-
-    def before_request(self) -> None:
-        """``thread`` mode: make sure this process's sender runs (it drains older rows too);
-        it yields to the requests in flight (:class:`~.delivery.BackgroundSender`)."""
-        self.sender.request_started(_app())
-        g.setdefault(_SERVING, True)
-
-    def teardown_request(self, exc: BaseException | None = None) -> None:
-        """``thread`` mode: this request no longer holds the sender back."""
-        if g.pop(_SERVING, False):  # not when an earlier before_request answered
-            self.sender.request_ended()
 
 
 def _begin_immediate(connection: sa.Connection) -> None:
@@ -660,8 +650,6 @@ def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] | None 
 # --- session events ------------------------------------------------------------------------
 
 _SYNC_QUEUE = "_confirm_mail_sync_ids"
-#: Set on ``g`` from ``before_request`` to ``teardown_request`` in ``thread`` mode.
-_SERVING = "_confirm_mail_serving"
 #: Set on ``g`` while a resend runs after its response: ``thread`` mode still wakes the sender.
 _AFTER_RESPONSE = "_confirm_mail_after_response"
 _NEW_USERS = "confirm_mail_new_users"

@@ -126,9 +126,6 @@ class ConfirmMail:
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
             app.after_request(flow.after_request)
-        elif settings.delivery == "thread":
-            app.before_request(flow.before_request)
-            app.teardown_request(flow.teardown_request)
         # Like Flask's app.logger: a failed delivery shows in the console unless the app
         # configured logging itself.
         if not has_level_handler(logger):

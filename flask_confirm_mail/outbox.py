@@ -23,22 +23,13 @@ handed over, which may or may not have been delivered.
 A row also holds the confirmation code of its newest minted email, as an HMAC only
 (:func:`store_codes`), with the count of its tries (:func:`take_code_try`, one
 ``UPDATE``), until an address of the account is confirmed (:func:`void_codes`).
-
-On PostgreSQL the transaction that adds rows also sends a ``NOTIFY``; an idle worker's
-:class:`OutboxListener` ``LISTEN``\\ s for it and claims the new email a few milliseconds
-after the commit instead of at its next poll. Polling (``CONFIRM_MAIL_POLL_INTERVAL``)
-stays the safety net: retries coming due, a notification missed while the listener
-reconnected, other databases. On a SQLite file, a :class:`SQLiteWatcher` reads the file's
-commit counter instead (:func:`waker_for` picks one).
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
-import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
@@ -47,8 +38,6 @@ import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
-
-logger = logging.getLogger("flask_confirm_mail")
 
 TABLE_NAME = "confirm_mail_outbox"
 
@@ -70,9 +59,6 @@ class Purpose(str, Enum):
         """Whether the email carries a link (and a link token is minted for it)."""
         return self is not Purpose.CHANGE_NOTICE
 
-
-#: The PostgreSQL channel notified by each transaction that adds outbox rows.
-NOTIFY_CHANNEL = "confirm_mail_outbox"
 
 PENDING = "pending"
 SENDING = "sending"
@@ -178,75 +164,7 @@ def _define(db: SQLAlchemy) -> type[Any]:
         def __repr__(self) -> str:
             return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
 
-    sa.event.listen(OutboxMessage, "after_insert", _notify_on_insert)
     return OutboxMessage
-
-
-_NOTIFIED = "confirm_mail_notified"
-
-
-def _notify_on_insert(mapper: Any, connection: Connection, target: Any) -> None:
-    notify_workers(connection)
-
-
-def notify_workers(connection: Connection) -> None:
-    """On PostgreSQL, ``NOTIFY`` idle workers, once per transaction (delivered at commit)."""
-    if connection.dialect.name != "postgresql":
-        return
-    transaction = connection.get_transaction()
-    notified = connection.info.get(_NOTIFIED)
-    if transaction is None or (notified is not None and notified() is transaction):
-        return
-    connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
-    connection.info[_NOTIFIED] = weakref.ref(transaction)
-
-
-# --- the delivery path's statements, built once per table ---------------------------------
-#
-# Each statement a delivery runs (expire, claim, store the codes, record the outcome) is
-# built once per table and executed with new values: building an UPDATE with
-# SQLAlchemy's expression API and computing its cache key cost 0.3-1.0 ms of CPU a call
-# on SQLite, 0.1-0.2 ms prebuilt, and a lone email runs four of them (2.35 against
-# 0.68 ms in all, ``python -m benchmarks.send_paths``). The names of their bound values
-# start with the statement's, so none is taken for a column of the UPDATE's SET.
-
-
-def _prepared(table: sa.Table, name: str, build: Callable[[sa.Table], Any]) -> Any:
-    """The statement ``name`` on ``table``, built by ``build`` on first use (kept in the
-    table's ``info``; two threads building it at once both build the same statement)."""
-    statements: dict[str, Any] = table.info.setdefault("confirm_mail_statements", {})
-    statement = statements.get(name)
-    if statement is None:
-        statement = statements[name] = build(table)
-    return statement
-
-
-def _build_claim(table: sa.Table, *, by_ids: bool, attempts_limited: bool) -> Any:
-    c = table.c
-    due = sa.select(c.id).where(
-        c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= sa.bindparam("claim_now")
-    )
-    if attempts_limited:
-        due = due.where(c.attempts < sa.bindparam("claim_max_attempts"))
-    if by_ids:
-        due = due.where(c.id.in_(sa.bindparam("claim_ids", expanding=True)))
-    due = (
-        due.order_by(c.due_at)
-        .limit(sa.bindparam("claim_limit", type_=sa.Integer()))
-        .with_for_update(skip_locked=True)
-    )
-    columns = (c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id)
-    return (
-        sa.update(table)
-        .where(c.id.in_(due.scalar_subquery()))
-        .values(
-            status=SENDING,
-            due_at=sa.bindparam("claim_lease_end"),
-            claimed_by=sa.bindparam("claim_worker"),
-            attempts=c.attempts + 1,
-        )
-        .returning(*columns, c.locale)
-    )
 
 
 def claim(
@@ -266,60 +184,39 @@ def claim(
     Each row has ``id``, ``user_id``, ``recipient``, ``purpose``, ``context``, ``attempts``
     (counting this one), ``message_id`` and ``locale``.
     """
-    by_ids, attempts_limited = ids is not None, max_attempts is not None
-    stmt = _prepared(
-        table,
-        f"claim:{by_ids}:{attempts_limited}",
-        lambda t: _build_claim(t, by_ids=by_ids, attempts_limited=attempts_limited),
-    )
+    c = table.c
     now = utcnow()
-    values: dict[str, Any] = {
-        "claim_now": now,
-        "claim_lease_end": now + lease,
-        "claim_worker": worker_id,
-        "claim_limit": limit,
-    }
-    if ids is not None:
-        values["claim_ids"] = list(ids)
+    due = sa.select(c.id).where(c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= now)
     if max_attempts is not None:
-        values["claim_max_attempts"] = max_attempts
-    rows = conn.execute(stmt, values).all()
-    return sorted(rows, key=lambda r: r.id)
+        due = due.where(c.attempts < max_attempts)
+    if ids is not None:
+        due = due.where(c.id.in_(list(ids)))
+    due = due.order_by(c.due_at).limit(limit).with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(table)
+        .where(c.id.in_(due.scalar_subquery()))
+        .values(status=SENDING, due_at=now + lease, claimed_by=worker_id, attempts=c.attempts + 1)
+        .returning(
+            c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id, c.locale
+        )
+    )
+    return sorted(conn.execute(stmt).all(), key=lambda r: r.id)
 
 
 def store_codes(
     conn: Connection, table: sa.Table, digests: Mapping[int, str], expires_at: datetime
 ) -> None:
     """Record the digest of the code just minted for each row id: the row's earlier code
-    is void, and the new one has all its tries until ``expires_at``.
-
-    One ``executemany`` (pipelined by psycopg 3): for a batch of 20 it took 1.7 to 4.8 ms
-    on PostgreSQL and 0.5 ms on SQLite, against 2.8 to 5.3 and 0.8 to 1.0 ms for one
-    ``UPDATE ... CASE`` (in the same runs, on a loaded machine).
-    """
+    is void, and the new one has all its tries until ``expires_at``."""
     if not digests:
         return
-    stmt = _prepared(table, "store_codes", _build_store_codes)
-    conn.execute(
-        stmt,
-        [
-            {"codes_row_id": i, "codes_digest": d, "codes_expire_at": expires_at}
-            for i, d in digests.items()
-        ],
-    )
-
-
-def _build_store_codes(table: sa.Table) -> Any:
     c = table.c
-    return (
+    stmt = (
         sa.update(table)
-        .where(c.id == sa.bindparam("codes_row_id"))
-        .values(
-            code_digest=sa.bindparam("codes_digest"),
-            code_expires_at=sa.bindparam("codes_expire_at"),
-            code_tries=0,
-        )
+        .where(c.id == sa.bindparam("row_id"))
+        .values(code_digest=sa.bindparam("digest"), code_expires_at=expires_at, code_tries=0)
     )
+    conn.execute(stmt, [{"row_id": i, "digest": d} for i, d in digests.items()])
 
 
 def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: int) -> Any | None:
@@ -362,31 +259,24 @@ def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> in
     Their worker died or stalled while sending, so whether the message went out is
     unknown: they count as an unknown outcome. Returns how many.
     """
-    stmt = _prepared(table, "expire_exhausted", _build_expire_exhausted)
-    values = {"expire_now": utcnow(), "expire_max_attempts": max_attempts}
-    return int(conn.execute(stmt, values).rowcount)
-
-
-def _build_expire_exhausted(table: sa.Table) -> Any:
     c = table.c
-    return (
+    now = utcnow()
+    stmt = (
         sa.update(table)
         # The claimable statuses again, as literals: with them SQLite reads the partial
-        # index; without, it scanned the whole table on every claim (sent rows included).
+        # index; without, it scans the whole table on every claim (sent rows included).
         .where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
-        .where(
-            c.due_at <= sa.bindparam("expire_now"),
-            c.attempts >= sa.bindparam("expire_max_attempts"),
-        )
+        .where(c.due_at <= now, c.attempts >= max_attempts)
         .values(
             status=DEAD,
             due_at=None,
             last_error=LEASE_LOST_ERROR,
             last_failure=UNKNOWN,
-            failed_at=sa.bindparam("expire_now"),
+            failed_at=now,
             unknown_outcomes=c.unknown_outcomes + 1,
         )
     )
+    return int(conn.execute(stmt).rowcount)
 
 
 def extend_lease(
@@ -410,23 +300,11 @@ def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: 
     """
     if not ids:
         return
-    stmt = _prepared(table, "mark_sent", _build_mark_sent)
-    values = {"sent_ids": list(ids), "sent_at_now": utcnow(), "sent_worker": worker_id}
-    conn.execute(stmt, values)
-
-
-def _build_mark_sent(table: sa.Table) -> Any:
     c = table.c
-    return (
+    conn.execute(
         sa.update(table)
-        .where(c.id.in_(sa.bindparam("sent_ids", expanding=True)), c.status != SENT)
-        .values(
-            status=SENT,
-            sent_at=sa.bindparam("sent_at_now"),
-            due_at=None,
-            last_error=None,
-            claimed_by=sa.bindparam("sent_worker"),
-        )
+        .where(c.id.in_(list(ids)), c.status != SENT)
+        .values(status=SENT, sent_at=utcnow(), due_at=None, last_error=None, claimed_by=worker_id)
     )
 
 
@@ -442,37 +320,17 @@ def mark_failed(
 ) -> None:
     """Record a failed attempt of kind ``failure`` (one of :data:`FAILURES`): due again at
     ``retry_at``, or ``dead`` when it is ``None``. Only while this worker holds the row."""
-    stmt = _prepared(table, "mark_failed", _build_mark_failed)
-    values = {
-        "failed_id": message_id,
-        "failed_worker": worker_id,
-        "failed_status": PENDING if retry_at is not None else DEAD,
-        "failed_retry_at": retry_at,
-        "failed_error": error[:MAX_ERROR_LENGTH],
-        "failed_kind": failure,
-        "failed_now": utcnow(),
-        "failed_unknown": 1 if failure == UNKNOWN else 0,
-    }
-    conn.execute(stmt, values)
-
-
-def _build_mark_failed(table: sa.Table) -> Any:
     c = table.c
-    return (
+    conn.execute(
         sa.update(table)
-        .where(
-            c.id == sa.bindparam("failed_id"),
-            c.claimed_by == sa.bindparam("failed_worker"),
-            c.status == SENDING,
-        )
+        .where(c.id == message_id, c.claimed_by == worker_id, c.status == SENDING)
         .values(
-            status=sa.bindparam("failed_status"),
-            due_at=sa.bindparam("failed_retry_at"),
-            last_error=sa.bindparam("failed_error"),
-            last_failure=sa.bindparam("failed_kind"),
-            failed_at=sa.bindparam("failed_now"),
-            unknown_outcomes=c.unknown_outcomes
-            + sa.bindparam("failed_unknown", type_=sa.Integer()),
+            status=PENDING if retry_at is not None else DEAD,
+            due_at=retry_at,
+            last_error=error[:MAX_ERROR_LENGTH],
+            last_failure=failure,
+            failed_at=utcnow(),
+            unknown_outcomes=c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
         )
     )
 
@@ -604,136 +462,3 @@ def requeue_dead(conn: Connection, table: sa.Table, message_id: int | None = Non
         stmt = stmt.where(c.id == message_id)
     result = conn.execute(stmt.values(status=PENDING, attempts=0, due_at=utcnow(), claimed_by=None))
     return int(result.rowcount)
-
-
-# -- wake-up on PostgreSQL -------------------------------------------------------------
-
-#: Seconds between two waits for notifications (how fast the listener sees a stop).
-LISTEN_SLICE = 1.0
-RECONNECT_FIRST = 0.5
-RECONNECT_MAX = 10.0
-
-
-class OutboxListener:
-    """A daemon thread holding one connection of ``engine`` that ``LISTEN``\\ s on the
-    outbox channel and calls ``wake`` for each notification (and after each reconnect,
-    since a notification may have been missed meanwhile).
-
-    :param engine: a PostgreSQL engine with the psycopg (3) driver.
-    :param wake: called from the listener's thread; must be quick (set an event).
-    """
-
-    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
-        self.engine = engine
-        self.wake = wake
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="confirm-mail-listen", daemon=True)
-        #: Set once the first ``LISTEN`` is in place (tests wait for it).
-        self.listening = threading.Event()
-
-    def start(self) -> OutboxListener:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """End the thread within about a second."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        delay = RECONNECT_FIRST
-        while not self._stop.is_set():
-            try:
-                self._listen()
-                delay = RECONNECT_FIRST
-            except (sa.exc.DBAPIError, OSError) as exc:
-                logger.warning(
-                    "The outbox listener lost its database connection (%s); polling until "
-                    "it reconnects in %.1f s",
-                    type(exc).__name__,
-                    delay,
-                )
-                self._stop.wait(delay)
-                delay = min(RECONNECT_MAX, delay * 2)
-
-    def _listen(self) -> None:
-        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            conn.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
-            driver = conn.connection.driver_connection
-            self.listening.set()
-            self.wake()
-            while not self._stop.is_set():
-                try:
-                    for _ in driver.notifies(timeout=LISTEN_SLICE):  # type: ignore[union-attr]
-                        self.wake()
-                except Exception as exc:  # psycopg.Error; psycopg is an optional import
-                    raise sa.exc.DBAPIError(None, None, exc) from exc
-        finally:
-            # A connection that listened stays out of the pool: notifications would
-            # pile up on it.
-            conn.invalidate()
-            conn.close()
-
-
-#: Seconds between two looks of an idle worker at a SQLite file's commit counter.
-SQLITE_WATCH_INTERVAL = 0.05
-
-
-class SQLiteWatcher:
-    """Wakes an idle worker on SQLite soon after any commit to its database file.
-
-    A daemon thread reads ``PRAGMA data_version`` on its own connection every
-    :data:`SQLITE_WATCH_INTERVAL`: the number changes when another connection committed.
-    A read of the file header, no write lock and no claim: 20 reads a second at about
-    7 us of CPU each (``python -m benchmarks.send_paths``; an idle worker's whole CPU is
-    scenario 9's figure, ``benchmarks/handoff_latency.py``), where polling with a claim
-    every 50 ms would take a write lock 20 times a second. The poll
-    (``CONFIRM_MAIL_POLL_INTERVAL``) stays the safety net, for retries coming due.
-
-    :param engine: a SQLite engine on a file.
-    :param wake: called from the watcher's thread; must be quick (set an event).
-    """
-
-    def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
-        self.engine = engine
-        self.wake = wake
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="confirm-mail-watch", daemon=True)
-
-    def start(self) -> SQLiteWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        seen = None
-        while not self._stop.wait(SQLITE_WATCH_INTERVAL):
-            try:
-                with self.engine.connect() as conn:
-                    # The driver's own cursor: 6.5 us of CPU a read against 18 us through
-                    # SQLAlchemy's exec_driver_sql (python -m benchmarks.send_paths).
-                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                    while not self._stop.is_set():
-                        version = cursor.execute("PRAGMA data_version").fetchone()
-                        if seen is not None and version != seen:
-                            self.wake()
-                        seen = version
-                        self._stop.wait(SQLITE_WATCH_INTERVAL)
-            except sa.exc.DBAPIError as exc:
-                logger.warning("The SQLite watcher could not read the database (%s)", exc)
-                seen = None
-                self._stop.wait(1.0)
-
-
-def waker_for(engine: sa.Engine, wake: Callable[[], None]) -> OutboxListener | SQLiteWatcher | None:
-    """What wakes an idle worker soon after a commit adds outbox rows, started: an
-    :class:`OutboxListener` on PostgreSQL through psycopg 3, a :class:`SQLiteWatcher` on a
-    SQLite file; else ``None`` (the loop polls)."""
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return OutboxListener(engine, wake).start()
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        return SQLiteWatcher(engine, wake).start()
-    return None

@@ -457,11 +457,6 @@ class Settings(OptionSet):
     change_subject = lazy_gettext("Confirm your new email address")
     change_notice_subject = lazy_gettext("Your email address is being changed")
     reminder_subject = lazy_gettext("Reminder: confirm your email address")
-    batch_size = 20
-    lease = timedelta(seconds=120)
-    retry_base = 30.0
-    retry_max = 3600.0
-    poll_interval = 1.0
 
     @classmethod
     def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:

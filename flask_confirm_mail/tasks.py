@@ -71,7 +71,7 @@ def install_celery_delivery(app: Flask, flow: ConfirmationFlow) -> None:
     worker_process_init.connect(_forget_parent_connections, weak=False, dispatch_uid=DELIVER)
     deliver = celery_app.task(name=DELIVER, bind=True, ignore_result=True)(_deliver)
     celery_app.task(name=DELIVER_DUE, bind=True, ignore_result=True)(_deliver_due)
-    claim_size = flow.deliverer.claim_size
+    claim_size = flow.settings.concurrency  # what one task's claim takes
 
     def hand_off(ids: list[int]) -> None:
         for start in range(0, len(ids), claim_size):

@@ -79,11 +79,20 @@ def base_config(database_url: str, smtp: Any = None, **overrides: Any) -> dict[s
         "CONFIRM_MAIL_SECRET": LINK_SECRET,
         "CONFIRM_MAIL_EXTERNAL_URL": EXTERNAL_URL,
         "CONFIRM_MAIL_DELIVERY": "sync",
-        "CONFIRM_MAIL_RETRY_BASE": 10,
+        "TEST_RETRY_BASE": 10,
     }
     if smtp is not None:
         config.update(MAIL_SERVER=smtp.host, MAIL_PORT=smtp.port)
     return {**config, **overrides}
+
+
+def shorten_delivery(app: Flask) -> None:
+    """Apply the delivery timings a test sets as ``TEST_LEASE``, ``TEST_RETRY_BASE`` and
+    ``TEST_RETRY_MAX`` (seconds) to ``app``'s deliverer: they are constants, not settings."""
+    deliverer = app.extensions["confirm_mail"].deliverer
+    for name in ("lease", "retry_base", "retry_max"):
+        if f"TEST_{name.upper()}" in app.config:
+            setattr(deliverer, name, float(app.config[f"TEST_{name.upper()}"]))
 
 
 def create_app(
@@ -115,6 +124,7 @@ def create_app(
     if app.config.get("TEST_SQLITE_TUNING"):
         with app.app_context():
             tune_sqlite(db.engine)
+    shorten_delivery(app)
     if app.config.get("TEST_BABEL"):  # Flask-Babel, the locale from Accept-Language
         from flask_babel import Babel
 

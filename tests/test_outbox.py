@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -16,7 +15,7 @@ from typing import Any
 import jwt
 import pytest
 import sqlalchemy as sa
-from flask import Flask, request
+from flask import Flask
 
 from flask_confirm_mail import (
     delivery_failed,
@@ -25,8 +24,8 @@ from flask_confirm_mail import (
     send_confirmation,
 )
 from flask_confirm_mail.confirmation import get_flow
-from flask_confirm_mail.delivery import BackgroundSender, DeliveryLoop
-from flask_confirm_mail.outbox import DEAD, NOTIFY_CHANNEL, PENDING, SENT
+from flask_confirm_mail.delivery import DeliveryLoop
+from flask_confirm_mail.outbox import DEAD, PENDING, SENT
 from tests.apps import LINK_SECRET, db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
@@ -186,83 +185,6 @@ def test_thread_mode_delivers_in_the_background(make_app: Any, smtp_server: SMTP
     assert delivered == [_rows(app)[0].id]
 
 
-def _app_with_a_held_page(make_app: Any) -> tuple[Flask, threading.Event, threading.Event]:
-    """A ``thread`` mode app with ``/held``, a page answered only once ``release`` is set
-    (the sender's limit on waiting for requests, ``YIELD_AT_MOST``, is left to the test)."""
-    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "thread"})
-    entered, release = threading.Event(), threading.Event()
-
-    def held() -> str:
-        entered.set()
-        release.wait(10)
-        return "done"
-
-    app.add_url_rule("/held", "held", held)
-    return app, entered, release
-
-
-def _while_held(app: Flask, entered: threading.Event) -> threading.Thread:
-    visit = threading.Thread(target=lambda: app.test_client().get("/held"))
-    visit.start()
-    assert entered.wait(5)
-    return visit
-
-
-def test_thread_mode_sends_once_the_requests_in_flight_ended(
-    make_app: Any, smtp_server: SMTPSink, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(BackgroundSender, "YIELD_AT_MOST", 30.0)  # longer than the test
-    app, entered, release = _app_with_a_held_page(make_app)
-    visit = _while_held(app, entered)
-    response = app.test_client().post("/signup", data={"email": "later@example.org"})
-    assert response.status_code == 201
-    time.sleep(0.5)
-    assert smtp_server.messages == []  # a request of this process is still in flight
-    release.set()
-    visit.join(5)
-    assert smtp_server.wait_for(1, timeout=5)[0].rcpt_tos == ["later@example.org"]
-
-
-def test_thread_mode_waits_for_requests_in_flight_no_longer_than_its_limit(
-    make_app: Any, smtp_server: SMTPSink, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(BackgroundSender, "YIELD_AT_MOST", 0.3)
-    app, entered, release = _app_with_a_held_page(make_app)
-    visit = _while_held(app, entered)
-    try:
-        response = app.test_client().post("/signup", data={"email": "capped@example.org"})
-        assert response.status_code == 201
-        assert smtp_server.wait_for(1, timeout=5)[0].rcpt_tos == ["capped@example.org"]
-        assert visit.is_alive()  # sent while /held was still being answered
-    finally:
-        release.set()
-        visit.join(5)
-
-
-def test_a_request_answered_by_an_earlier_before_request_does_not_end_another(
-    make_app: Any, smtp_server: SMTPSink, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(BackgroundSender, "YIELD_AT_MOST", 30.0)  # longer than the test
-    app, entered, release = _app_with_a_held_page(make_app)
-
-    def closed() -> Any:
-        return ("closed", 503) if request.path == "/closed" else None
-
-    # Runs before the extension's before_request, whose count it so skips.
-    app.before_request_funcs.setdefault(None, []).insert(0, closed)
-    visit = _while_held(app, entered)
-    try:
-        assert app.test_client().get("/closed").status_code == 503
-        response = app.test_client().post("/signup", data={"email": "still@example.org"})
-        assert response.status_code == 201
-        time.sleep(0.5)
-        assert smtp_server.messages == []  # /held is still in flight
-    finally:
-        release.set()
-        visit.join(5)
-    assert smtp_server.wait_for(1, timeout=5)[0].rcpt_tos == ["still@example.org"]
-
-
 def _enqueue_many(app: Flask, count: int) -> list[str]:
     model = user_model("mixin")
     addresses = [f"bulk{i}@example.org" for i in range(count)]
@@ -303,9 +225,7 @@ def test_four_worker_processes_deliver_each_message_once(
     database_url = postgres_url
     app = build_app(database_url, config={"CONFIRM_MAIL_DELIVERY": "worker"})
     addresses = _enqueue_many(app, 2000)
-    workers = [
-        _worker(database_url, smtp_server, "--once", CONFIRM_MAIL_BATCH_SIZE="50") for _ in range(4)
-    ]
+    workers = [_worker(database_url, smtp_server, "--once") for _ in range(4)]
     outputs = [w.communicate(timeout=240)[0].decode() for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     sent_counts = [int(out.rsplit("stopped: ", 1)[1].split(" sent")[0]) for out in outputs]
@@ -323,11 +243,7 @@ def test_killed_worker_leaves_messages_for_the_next(
     app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
     addresses = _enqueue_many(app, 60)
     smtp_server.delay = 0.02
-    config = {
-        "CONFIRM_MAIL_BATCH_SIZE": "10",
-        "CONFIRM_MAIL_CONCURRENCY": "5",
-        "CONFIRM_MAIL_LEASE": "1",
-    }
+    config = {"CONFIRM_MAIL_CONCURRENCY": "5", "TEST_LEASE": "1"}
     victim = _worker(database_url, smtp_server, **config)
     deadline = time.monotonic() + 60
     while len(smtp_server.messages) < 15 and time.monotonic() < deadline:
@@ -351,9 +267,8 @@ def test_killed_worker_leaves_messages_for_the_next(
     assert set(counts) == set(addresses), "every message was delivered"
     duplicated = [address for address, n in counts.items() if n > 1]
     assert all(n <= 2 for n in counts.values())
-    # The stream claims a batch (10) once no more than CONCURRENCY (5) are unsent, and
-    # records what finished before each claim: at most 15 sent and unrecorded at the kill.
-    assert len(duplicated) <= 15, "only what was claimed and unrecorded at the kill is resent"
+    # A worker holds one batch (CONCURRENCY, 5) at a time: at most 5 sent and unrecorded.
+    assert len(duplicated) <= 5, "only what was claimed and unrecorded at the kill is resent"
     assert {row.status for row in _rows(app)} == {SENT}
 
 
@@ -361,8 +276,7 @@ def test_a_stopped_loop_holds_no_batch(make_app: Any, smtp_server: SMTPSink) -> 
     app = make_app(
         config={
             "CONFIRM_MAIL_DELIVERY": "worker",
-            "CONFIRM_MAIL_BATCH_SIZE": 10,
-            "CONFIRM_MAIL_CONCURRENCY": 5,
+            "CONFIRM_MAIL_CONCURRENCY": 10,
         }
     )
     _enqueue_many(app, 30)
@@ -412,26 +326,6 @@ def test_signals_carry_the_recipient_and_whether_a_refusal_is_permanent(
     ]
 
 
-@pytest.mark.postgres
-def test_a_signup_notifies_idle_workers_on_postgresql(
-    build_app: Any, smtp_server: SMTPSink, postgres_url: str
-) -> None:
-    """The sign-up's row is written without the ORM's insert event: it sends the NOTIFY
-    itself, once, delivered at its commit."""
-    import psycopg
-
-    app = build_app(postgres_url, config={"CONFIRM_MAIL_DELIVERY": "worker"})
-    plain_url = sa.make_url(postgres_url).set(drivername="postgresql")
-    conninfo = plain_url.render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as listener:
-        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        client = app.test_client()
-        assert client.post("/signup", data={"email": "n1@example.org"}).status_code == 201
-        assert client.post("/signup", data={"email": "n2@example.org"}).status_code == 201
-        heard = [note.channel for note in listener.notifies(timeout=2, stop_after=3)]
-    assert heard == [NOTIFY_CHANNEL] * 2  # one per committing sign-up
-
-
 def test_the_mixin_indexes_pending_email_for_voiding_claims(
     build_app: Any, smtp_server: SMTPSink, tmp_path: Path
 ) -> None:
@@ -452,31 +346,15 @@ def test_the_mixin_indexes_pending_email_for_voiding_claims(
     assert any("USING INDEX" in step and "pending_email" in step for step in plan), plan
 
 
-@pytest.mark.parametrize(
-    ("batch_size", "concurrency", "claimed"),
-    [(20, 8, 24), (20, 32, 64), (20, 2, 20), (100, 32, 128), (1, 1, 2)],
-)
-def test_a_claim_takes_the_batch_size_raised_to_two_messages_a_connection(
-    build_app: Any,
-    smtp_server: SMTPSink,
-    tmp_path: Path,
-    batch_size: int,
-    concurrency: int,
-    claimed: int,
+def test_a_claim_takes_concurrency_messages(
+    build_app: Any, smtp_server: SMTPSink, tmp_path: Path
 ) -> None:
-    """The claim's own cost is shared by at least two messages per connection; the
-    claim really takes that many of the due rows, no more."""
-    config = {
-        "CONFIRM_MAIL_DELIVERY": "worker",
-        "CONFIRM_MAIL_BATCH_SIZE": batch_size,
-        "CONFIRM_MAIL_CONCURRENCY": concurrency,
-    }
+    """One batch is what the senders can have in flight: no more of the due rows."""
+    config = {"CONFIRM_MAIL_DELIVERY": "worker", "CONFIRM_MAIL_CONCURRENCY": 4}
     app = build_app(f"sqlite:///{tmp_path / 'claim.db'}", config=config)
-    deliverer = get_flow(app).deliverer
-    assert deliverer.claim_size == claimed
-    _enqueue_many(app, claimed + 3)
+    _enqueue_many(app, 7)
     with app.app_context():
-        assert len(deliverer.claim("test-worker")) == claimed
+        assert len(get_flow(app).deliverer.claim("test-worker")) == 4
 
 
 def test_the_expiry_check_of_each_claim_reads_the_due_index_on_sqlite(
@@ -507,8 +385,8 @@ def test_the_expiry_check_of_each_claim_reads_the_due_index_on_sqlite(
 
 
 def test_each_claim_and_record_runs_with_its_own_values(make_app: Any) -> None:
-    """The delivery statements are built once per table: every value comes from the call
-    (limit, ids, worker, lease, attempt limit), none from an earlier one."""
+    """Every value of a claim or a record comes from its call (limit, ids, worker, lease,
+    attempt limit), none from an earlier one."""
     app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
     _enqueue_many(app, 5)
     table = get_flow(app).outbox_table

@@ -1,7 +1,7 @@
 """An app for worker subprocesses: ``flask --app tests.worker_app confirm-mail worker``.
 
 Configured from the environment: ``TEST_DATABASE_URL``, ``TEST_SMTP_PORT`` and any
-``FLASK_*`` key (``FLASK_CONFIRM_MAIL_LEASE=2``).
+``FLASK_*`` key (``FLASK_TEST_LEASE=2``: see ``tests.apps.shorten_delivery``).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class Bounces:
         """
         flow = get_flow(app)
         settings = WebhookSettings.load(app)
-        records = install_bounces(app, flow.db, flow.outbox_table, flow.deliverer)
+        records = install_bounces(app, flow.db, flow.outbox_table)
         flow.mail_blockers.append(records.find)
         if settings.any_provider:
             install_webhooks(app, flow.settings.url_prefix, settings, records)

@@ -32,7 +32,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .. import outbox, signals
 from ..addresses import normalize_address
-from ..delivery import Deliverer
 from ..errors import AddressError
 
 MARKS_TABLE = "confirm_mail_bounces"
@@ -247,15 +246,6 @@ class BounceRecords:
             )
         return "applied"
 
-    def clear_on_delivery(self, conn: Connection, recipients: list[str]) -> None:
-        """Messages reached ``recipients``: their marks, if any, are out of date."""
-        keys = [canonical_address(address) for address in recipients]
-        result = conn.execute(sa.delete(self.marks).where(self.marks.c.address.in_(keys)))
-        if result.rowcount:
-            logger.info(
-                "Deliveries succeeded to %s marked address(es); marks cleared", result.rowcount
-            )
-
 
 def records_of(app: Flask) -> BounceRecords | None:
     """The :class:`BounceRecords` of ``app``, or ``None`` before ``init_app``."""
@@ -279,12 +269,18 @@ def _on_delivery_failed(
         records.apply(app, message_id=message_id, kind=BOUNCE, reason=error, source=SMTP_SOURCE)
 
 
-def install_bounces(
-    app: Flask, db: SQLAlchemy, outbox_table: sa.Table, deliverer: Deliverer
-) -> BounceRecords:
+def _on_message_delivered(app: Flask, *, recipient: str, **_: Any) -> None:
+    records = records_of(app)
+    if records is not None:
+        with records.db.engine.begin() as conn:
+            if records.clear(conn, recipient):
+                logger.info("A delivery succeeded to a marked address; its mark is cleared")
+
+
+def install_bounces(app: Flask, db: SQLAlchemy, outbox_table: sa.Table) -> BounceRecords:
     """Keep ``app``'s marks (``app.extensions["confirm_mail_bounces"]``) from its deliveries:
-    a refusal marks (``delivery_failed``), a delivery clears."""
+    a refusal marks (``delivery_failed``), a delivery clears (``message_delivered``)."""
     records = app.extensions[EXTENSION_KEY] = BounceRecords(db, outbox_table)
     signals.delivery_failed.connect(_on_delivery_failed, sender=app)
-    deliverer.delivered_hooks.append(records.clear_on_delivery)
+    signals.message_delivered.connect(_on_message_delivered, sender=app)
     return records

@@ -16,7 +16,7 @@ from flask import Flask, jsonify, request
 
 from flask_confirm_mail import ConfirmMail, signup_view
 from flask_confirm_mail.tasks import schedule_delivery
-from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, User, db
+from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, User, db, shorten_delivery
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -71,6 +71,7 @@ def create_app(
     if sweep_every is not None:
         schedule_delivery(celery_app, every=sweep_every)
     ConfirmMail(db=db, user_model=User).init_app(app)
+    shorten_delivery(app)
 
     @app.post("/signup")
     @signup_view

@@ -231,7 +231,7 @@ def test_lost_tasks_and_due_retries_are_delivered_by_the_periodic_task(
     setup.sign_up(requested)
     redis.Redis.from_url(private_redis.url).flushall()  # every task is lost
     smtp_server.fail_next(2, code=451)  # two of them fail once, to be retried
-    setup.start_worker(sweep_every=0.5, CONFIRM_MAIL_RETRY_BASE="0.2")
+    setup.start_worker(sweep_every=0.5, TEST_RETRY_BASE="0.2")
     setup.wait_until_sent(10, 45)
     logs = setup.stop_workers()
     assert tally(smtp_server, requested) == {

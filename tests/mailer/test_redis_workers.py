@@ -163,7 +163,7 @@ def test_the_outbox_retries_through_an_outage_and_the_email_goes_out_once(
             "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
             "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
             "CONFIRM_MAIL_DELIVERY": "worker",
-            "CONFIRM_MAIL_RETRY_BASE": 0,
+            "TEST_RETRY_BASE": 0,
         },
     )
     address = unique_address("outbox")
