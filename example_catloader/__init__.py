@@ -14,11 +14,12 @@ from typing import Any
 from flask import Flask
 
 from flask_confirm_mail import redact_request_logs
+from flask_confirm_mail.sqlite import tune_sqlite
 
 from . import auth, backoffice, home, mailbox_views
 from .config import configure
 from .error_pages import register_error_pages
-from .extensions import babel, confirm_mail, csrf, db, login_manager, select_locale
+from .extensions import babel, bounces, confirm_mail, csrf, db, login_manager, select_locale
 from .mailbox import install_mailbox
 from .schema import create_tables, register_init_db
 from .security_headers import install_security_headers
@@ -46,12 +47,15 @@ def create_app(
     configure(app, test_config)
 
     db.init_app(app)
+    with app.app_context():
+        tune_sqlite(db.engine)  # WAL for a threaded server on the embedded SQLite file
     login_manager.init_app(app)
     csrf.init_app(app)
     install_mailbox(app)
     babel.init_app(app, locale_selector=select_locale)
     confirm_mail.init_app(app)
-    redact_request_logs(app)  # keep link tokens out of the server's request log
+    bounces.init_app(app)
+    redact_request_logs(app)  # keep link tokens out of the app's and the server's logs
 
     app.register_blueprint(home.bp)
     app.register_blueprint(auth.bp)

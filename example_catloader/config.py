@@ -25,16 +25,11 @@ SECRET_KEY_FILE = "secret_key"
 DEFAULTS: Mapping[str, Any] = {
     # The confirmation flow (flask-confirm-mail).
     "CONFIRM_MAIL_APP_NAME": "CatLoader",
-    "CONFIRM_MAIL_SUBJECT": "Confirm and access CatLoader",
-    "CONFIRM_MAIL_CHANGE_SUBJECT": "Confirm changed email/login",
     "CONFIRM_MAIL_EXTERNAL_URL": "http://127.0.0.1:5000",
     "CONFIRM_MAIL_DELIVERY": "thread",
     "CONFIRM_MAIL_CONFIRMED_ENDPOINT": "bl_backoffice.listuploads",
     "CONFIRM_MAIL_UNCONFIRMED_ENDPOINT": "bl_backoffice.listuploads",
     "CONFIRM_MAIL_CHANGE_EMAIL_ENDPOINT": "bl_auth.profile",
-    "CONFIRM_MAIL_FLASH_CONFIRMED": "Your email is confirmed, have fun",
-    "CONFIRM_MAIL_FLASH_INVALID": "Problems with your confirmation email",
-    "CONFIRM_MAIL_FLASH_UNCONFIRMED": "Confirm your email address before uploading pictures.",
     # Reminders to sign-ups that never confirm, at demo delays (a real site waits days):
     # a worker sends them, or `flask --app example_catloader confirm-mail remind --yes`.
     "CONFIRM_MAIL_REMINDERS": "2m, 10m",

@@ -8,11 +8,12 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
 from flask_confirm_mail import ConfirmMail
+from flask_confirm_mail.bounces import Bounces
 from flask_confirm_mail.i18n import LANGUAGES
 
 from .models import User, db
 
-__all__ = ["babel", "confirm_mail", "csrf", "db", "login_manager", "select_locale"]
+__all__ = ["babel", "bounces", "confirm_mail", "csrf", "db", "login_manager", "select_locale"]
 
 login_manager = LoginManager()
 login_manager.login_view = "bl_auth.login"
@@ -36,6 +37,9 @@ def select_locale() -> str | None:
 
 #: The email-confirmation flow; its settings come from ``CONFIRM_MAIL_*`` in app.config.
 confirm_mail = ConfirmMail(db=db, user_model=User)
+#: Bounces: addresses that cannot receive mail are marked and no longer mailed (the
+#: mailbox page can simulate a bounce).
+bounces = Bounces(confirm_mail)
 
 
 @login_manager.user_loader

@@ -19,6 +19,7 @@ from .confirmation import get_flow
 from .delivery import POLL_INTERVAL, DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
 from .outbox import Purpose
+from .reminders import queue_reminders, remind_when_due
 from .settings import parse_age
 from .transport import load_email_templates
 
@@ -113,7 +114,7 @@ def worker_command(once: bool, poll_interval: float) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     flow = get_flow()
     loop = DeliveryLoop(
-        app, flow.deliverer, poll_interval=poll_interval, before_poll=flow.remind_when_due
+        app, flow.deliverer, poll_interval=poll_interval, before_poll=lambda: remind_when_due(flow)
     )
 
     def stop(signum: int, frame: Any) -> None:
@@ -239,7 +240,7 @@ def remind_command(yes: bool) -> None:
     flow = get_flow()
     if not flow.settings.reminders:
         raise click.ClickException("No reminders are configured (CONFIRM_MAIL_REMINDERS).")
-    due = flow.queue_reminders(dry_run=not yes)  # with --yes, delivered before it returns
+    due = queue_reminders(flow, dry_run=not yes)  # with --yes, delivered before it returns
     for reminder in due:
         label = f"user {reminder.user_id} <{reminder.email}> (reminder {reminder.number})"
         click.echo(f"{'Reminded' if yes else 'Would remind'} {label}")

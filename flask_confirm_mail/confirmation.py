@@ -15,8 +15,6 @@ saved are handed to the app's delivery mode (``sync``, ``thread``, ``worker`` or
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -25,17 +23,10 @@ from typing import Any
 import sqlalchemy as sa
 from flask import (
     Flask,
-    Response,
-    after_this_request,
     current_app,
-    g,
-    has_app_context,
-    has_request_context,
 )
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
@@ -58,8 +49,6 @@ CODE_ALPHABET = "0123456789"
 CODE_MAX_TRIES = 5
 #: Seconds of clock skew allowed on a link token's ``iat`` and ``exp``.
 LINK_LEEWAY = 30
-#: Seconds between two looks for due reminders in each worker.
-REMINDER_SCAN_INTERVAL = 60
 #: Tries of a resend that fails after its response was sent, and the pause before the next.
 RESEND_ATTEMPTS = 3
 RESEND_RETRY_DELAY = 0.1
@@ -76,16 +65,6 @@ class Outcome(str, Enum):
     ALREADY_CONFIRMED = "already_confirmed"
     EXPIRED = "expired"
     INVALID = "invalid"
-
-
-@dataclass(frozen=True)
-class Reminder:
-    """One reminder email queued (or, in a dry run, due) for a never-confirmed sign-up."""
-
-    user_id: str
-    email: str
-    #: 1 for the first delay of ``CONFIRM_MAIL_REMINDERS``.
-    number: int
 
 
 @dataclass(frozen=True)
@@ -159,13 +138,13 @@ class ConfirmationFlow:
 
         :raises AddressError: the address to mail is not a single valid address.
         """
-        row = self._queue(user, purpose, context, recipient)
+        row = self.queue(user, purpose, context, recipient)
         signals.confirmation_requested.send(
             _app(), user=user, email=row.recipient, purpose=purpose, outbox=row
         )
         return row
 
-    def _queue(
+    def queue(
         self,
         user: Any,
         purpose: Purpose,
@@ -363,214 +342,6 @@ class ConfirmationFlow:
         signals.email_confirmed.send(_app(), user=user, email=address, purpose=purpose)
         return LinkResult(Outcome.CONFIRMED, user)
 
-    def request_resend(self, email: object, *, requester: str | None = None) -> None:
-        """Queue a new link for ``email`` when it is waiting for confirmation.
-
-        Says nothing about whether the address exists: unknown, confirmed and cooling-down
-        addresses return the same way. At most one email per ``RESEND_COOLDOWN`` per address,
-        and none to an address marked undeliverable (:mod:`~flask_confirm_mail.bounces`).
-        ``requester`` is the id (as a string) of the logged-in user, ``None`` for an
-        anonymous request. A logged-in user is sent their own link only, and an address
-        pending after an email change is mailed only when its account asks: a link never
-        goes out because another account asked, so a squatter's link cannot reach a
-        victim who asked for "their" link again. Anyone may ask for a sign-up's link.
-
-        In a request, only the address and the database's presence are checked before the
-        answer; the lookup and the queueing run once the response is sent
-        (``response.call_on_close``), so the answer takes the same work for every kind of
-        address. A failure there is logged and retried a few times. Outside a request, all
-        of it runs at once.
-
-        :raises AddressError: ``email`` is not a single valid address.
-        """
-        address = normalize_address(email)
-        if not has_request_context():
-            self.resend_now(address, requester=requester)
-            return
-        # The same round trip for every address: an outage is answered (503), not hidden.
-        self.db.session.execute(sa.text("SELECT 1"))
-        self.db.session.rollback()
-        app = _app()
-
-        @after_this_request
-        def _after_response(response: Response) -> Response:
-            response.call_on_close(lambda: self._resend_after_response(app, address, requester))
-            return response
-
-    def _resend_after_response(self, app: Flask, address: str, requester: str | None) -> None:
-        """Run :meth:`resend_now` in an app context of its own; log what fails."""
-        for attempt in range(1, RESEND_ATTEMPTS + 1):
-            with app.app_context():
-                g.setdefault(_AFTER_RESPONSE, True)
-                try:
-                    self.resend_now(address, requester=requester)
-                    return
-                except Exception as exc:  # after the response: no one else would see it
-                    final = attempt == RESEND_ATTEMPTS
-                    logger.log(
-                        logging.ERROR if final else logging.WARNING,
-                        "A resend could not be queued (attempt %d of %d): %s%s",
-                        attempt,
-                        RESEND_ATTEMPTS,
-                        type(exc).__name__,
-                        "; the user has to ask again" if final else "; retrying",
-                        exc_info=final,
-                    )
-            if attempt < RESEND_ATTEMPTS:
-                time.sleep(RESEND_RETRY_DELAY * attempt)
-
-    def resend_now(self, address: str, *, requester: str | None = None) -> None:
-        """The work of :meth:`request_resend` for a normalized ``address``, at once.
-
-        One small transaction, committed when a message is queued: on SQLite it holds the
-        write lock from the start, elsewhere the user rows are locked, so concurrent
-        resends for one address check the cooldown one after the other.
-        """
-        session = self.db.session
-        try:
-            connection = session.connection()
-            if connection.dialect.name == "sqlite":
-                _begin_immediate(connection)
-            user, purpose = self.columns.find(session, address, lock=True)
-            if user is None or purpose is None:
-                return
-            if purpose == Purpose.SIGNUP and self.columns.is_confirmed(user):
-                return
-            owner = self.columns.id_of(user)
-            if (purpose == Purpose.CHANGE or requester is not None) and requester != owner:
-                return  # a link goes only to the account that asked for it
-            last = outbox.last_queued_at(session.connection(), self.outbox_table, address)
-            if last is not None and outbox.utcnow() - last < self.settings.resend_cooldown:
-                return
-            if self.blocked(address) is not None:  # e.g. known to bounce
-                return
-            self.enqueue(user, purpose)
-            session.commit()
-        finally:
-            session.rollback()
-
-    # --- reminders -------------------------------------------------------------------------
-
-    def queue_reminders(self, *, dry_run: bool = False) -> list[Reminder]:
-        """Queue the ``CONFIRM_MAIL_REMINDERS`` due now, in one transaction; return them.
-
-        A never-confirmed sign-up (unconfirmed, no address change asked) whose address is
-        not marked undeliverable gets reminder *n* once ``REMINDERS[n-1]`` has passed since
-        it signed up. Each number is sent at most once per user (a unique index on the
-        outbox, so concurrent workers and reruns never send one twice), and only the
-        latest one due: a sign-up that is 4 days old with ``"1d, 3d"`` gets the second only.
-        Commits, or with ``dry_run`` rolls back and only reports.
-        """
-        delays = self.settings.reminders
-        columns = self.columns
-        session = self.db.session
-        now = outbox.utcnow()
-        due: list[Reminder] = []
-        seen: set[str] = set()
-        try:
-            dialect = session.connection().dialect.name
-            if dialect == "sqlite":
-                _begin_immediate(session.connection())  # one scanner at a time
-            for number in range(len(delays), 0, -1):
-                cutoff = now - delays[number - 1]
-                ids = outbox.signed_up_before(
-                    session.connection(), self.outbox_table, cutoff, reminded_from=number,
-                    among=columns.waiting_ids(dialect),  # confirmed users left out in SQL
-                )  # fmt: skip
-                for user_id in ids:
-                    if user_id in seen:
-                        continue
-                    seen.add(user_id)
-                    user = session.get(columns.model, columns.parse_id(user_id))
-                    address = None if user is None else columns.email_of(user)
-                    if (
-                        address is None
-                        or columns.is_confirmed(user)
-                        or columns.pending_of(user) is not None
-                        or self.blocked(address) is not None
-                    ):
-                        continue
-                    if not dry_run and not self._queue_reminder(user, address, number):
-                        continue  # another worker queued it first
-                    due.append(Reminder(user_id, address, number))
-            if not dry_run:
-                session.commit()
-        finally:
-            session.rollback()
-        return due
-
-    def _queue_reminder(self, user: Any, address: str, number: int) -> bool:
-        session = self.db.session
-        try:
-            with session.begin_nested():
-                # Written in the sign-up's language (the worker has no request of its own).
-                user_id = self.columns.id_of(user)
-                locale = outbox.signup_locale(session.connection(), self.outbox_table, user_id)
-                context = {"reminder": number}
-                row = self._queue(user, Purpose.REMINDER, context, address, number, locale)
-        except IntegrityError:
-            return False
-        signals.confirmation_requested.send(
-            _app(), user=user, email=address, purpose=Purpose.REMINDER, outbox=row
-        )
-        return True
-
-    def remind_when_due(self) -> None:
-        """The worker loop's hook: :meth:`queue_reminders` at most once per
-        :data:`REMINDER_SCAN_INTERVAL`; errors are logged, never raised."""
-        if not self.settings.reminders or time.monotonic() < self._next_reminder_scan:
-            return
-        self._next_reminder_scan = time.monotonic() + REMINDER_SCAN_INTERVAL
-        try:
-            queued = self.queue_reminders()
-        except Exception:
-            logger.exception("Could not queue the reminders due; trying again later")
-            return
-        if queued:
-            logger.info("Queued %s reminder email(s)", len(queued))
-
-    # --- handing committed messages to the delivery mode -----------------------------------
-
-    def dispatch(self, ids: list[int]) -> None:
-        """Hand messages just committed to the outbox to the delivery mode.
-
-        In a request, ``thread`` mode wakes this process's sender (starting it if it does
-        not run). Outside a request (a CLI command, a script, the shell), it delivers
-        at once, as ``sync`` does: no response waits, and the process may exit right after,
-        ending a background sender mid-send. So does ``sync`` for a resend queued after its
-        response was sent: no ``after_request`` is left to run in that request.
-        """
-        mode = self.settings.delivery
-        after_response = g.get(_AFTER_RESPONSE, False)  # a resend's work, once answered
-        if mode == "celery" and self.handoff is not None:
-            self.handoff(ids)
-        elif mode == "thread" and (has_request_context() or after_response):
-            self.sender.wake(_app())
-        elif mode in ("thread", "sync"):
-            if has_request_context() and not after_response:
-                g.setdefault(_SYNC_QUEUE, []).extend(ids)
-            else:
-                self.deliverer.deliver_now(ids)
-
-    def after_request(self, response: Response) -> Response:
-        """``sync`` mode: deliver what this request committed to the outbox."""
-        ids = g.pop(_SYNC_QUEUE, None)
-        if ids:
-            self.deliverer.deliver_now(ids)
-        return response
-
-
-def _begin_immediate(connection: sa.Connection) -> None:
-    """On SQLite, which has no row locks, start the transaction holding the write lock.
-
-    Concurrent resends for one address then check the cooldown one after the other (they
-    wait up to the driver's busy timeout); on other databases the rows that
-    :meth:`UserColumns.find` locks do this.
-    """
-    driver_connection = connection.connection.dbapi_connection
-    if not getattr(driver_connection, "in_transaction", True):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
 
 def get_flow(app: Flask | None = None) -> ConfirmationFlow:
     """The confirmation flow of ``app`` (default: the current app).
@@ -645,112 +416,3 @@ def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] | None 
     target = app if app is not None else current_app
     names = (target.logger.name, *SERVER_LOGGERS) if loggers is None else loggers
     install_log_redaction(names, [get_flow(app).settings.url_prefix])
-
-
-# --- session events ------------------------------------------------------------------------
-
-_SYNC_QUEUE = "_confirm_mail_sync_ids"
-#: Set on ``g`` while a resend runs after its response: ``thread`` mode still wakes the sender.
-_AFTER_RESPONSE = "_confirm_mail_after_response"
-_NEW_USERS = "confirm_mail_new_users"
-_QUEUED = "confirm_mail_queued_ids"
-_SIGNUP_DEPTH = "_confirm_mail_signup_depth"
-
-_listening: weakref.WeakSet[SQLAlchemy] = weakref.WeakSet()
-
-
-def listen_to_session(db: SQLAlchemy) -> None:
-    """Listen on ``db.session`` (once per ``db``)."""
-    if db in _listening:
-        return
-    _listening.add(db)
-    event.listen(db.session, "before_flush", _before_flush)
-    event.listen(db.session, "after_flush", _after_flush)
-    event.listen(db.session, "after_flush_postexec", _after_flush_postexec)
-    event.listen(db.session, "after_commit", _after_commit)
-    event.listen(db.session, "after_rollback", _after_rollback)
-
-
-def begin_signup() -> None:
-    """From now on in this request, new users get a confirmation email."""
-    setattr(g, _SIGNUP_DEPTH, g.get(_SIGNUP_DEPTH, 0) + 1)
-
-
-def end_signup() -> None:
-    setattr(g, _SIGNUP_DEPTH, max(g.get(_SIGNUP_DEPTH, 0) - 1, 0))
-
-
-def _in_signup() -> bool:
-    return bool(g.get(_SIGNUP_DEPTH, 0))
-
-
-def _flow_of(session: Session) -> ConfirmationFlow | None:
-    """The current app's flow, if ``session`` is the session of its ``db``."""
-    if not has_app_context():
-        return None
-    flow: ConfirmationFlow | None = current_app.extensions.get(EXTENSION_KEY)
-    if flow is None:
-        return None
-    registry = flow.db.session.registry
-    if not registry.has() or registry() is not session:
-        return None
-    return flow
-
-
-def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    """Store users' new addresses in canonical form; in a sign-up, refuse invalid ones.
-
-    Whatever spelling the app's view saved (the raw form value), the row holds the
-    canonical address, so one mailbox is one account and every lookup finds it.
-    """
-    flow = _flow_of(session)
-    if flow is None:
-        return
-    columns = flow.columns
-    signup = _in_signup()
-    for obj in session.new:
-        if isinstance(obj, columns.model):
-            columns.canonicalize(obj, strict=signup)
-    for obj in session.dirty:
-        if isinstance(obj, columns.model):
-            columns.canonicalize(obj, strict=False)
-
-
-def _after_flush(session: Session, flush_context: Any) -> None:
-    flow = _flow_of(session)
-    if flow is None:
-        return
-    columns = flow.columns
-    for obj in (*session.new, *session.dirty):
-        if isinstance(obj, columns.model):
-            columns.void_claims_of(session, obj)
-    signup = _in_signup()
-    for obj in session.new:
-        if isinstance(obj, flow.outbox_model):
-            session.info.setdefault(_QUEUED, []).append(obj.id)
-        elif signup and isinstance(obj, flow.columns.model):
-            session.info.setdefault(_NEW_USERS, []).append(obj)
-
-
-def _after_flush_postexec(session: Session, flush_context: Any) -> None:
-    users = session.info.pop(_NEW_USERS, None)
-    flow = _flow_of(session)
-    if users and flow is not None:
-        for user in users:
-            flow.enqueue(user, Purpose.SIGNUP)
-
-
-def _after_commit(session: Session) -> None:
-    if session.get_nested_transaction() is not None:
-        return  # a savepoint was released: the messages are saved only by the outer commit
-    ids = session.info.pop(_QUEUED, None)
-    flow = _flow_of(session)
-    if ids and flow is not None:
-        flow.dispatch(ids)
-
-
-def _after_rollback(session: Session) -> None:
-    if session.get_nested_transaction() is not None:
-        return  # only a savepoint: what the outer transaction queued stays queued
-    session.info.pop(_NEW_USERS, None)
-    session.info.pop(_QUEUED, None)

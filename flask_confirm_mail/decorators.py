@@ -15,12 +15,13 @@ from flask import abort, current_app, flash, jsonify, make_response, redirect, r
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import outbox
-from .confirmation import ConfirmationFlow, begin_signup, end_signup, get_flow
+from .confirmation import ConfirmationFlow, get_flow
 from .errors import AddressError, is_database_fault
 from .i18n import N_
 from .i18n import gettext as _
 from .outbox import Purpose
 from .responses import answer_database_fault, wants_json
+from .signup import begin_signup, end_signup
 
 #: Methods the decorators let through unchecked (CORS preflight), as flask-login does.
 EXEMPT_METHODS = frozenset({"OPTIONS"})

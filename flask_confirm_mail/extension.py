@@ -21,11 +21,12 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import SQLAlchemyError
 
 from .cli import cli_group
-from .confirmation import EXTENSION_KEY, ConfirmationFlow, listen_to_session
+from .confirmation import EXTENSION_KEY, ConfirmationFlow
 from .errors import ConfigurationError
 from .outbox import outbox_model_for
 from .redaction import install_log_redaction
 from .settings import OPTION_NAMES, Settings
+from .signup import deliver_after_request, listen_to_session
 from .tasks import install_celery_delivery
 from .transport import SMTPTransport, Transport
 from .users import UserColumns
@@ -125,7 +126,7 @@ class ConfirmMail:
             limit_resend(app, settings.resend_limit)
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
-            app.after_request(flow.after_request)
+            app.after_request(deliver_after_request)
         # Like Flask's app.logger: a failed delivery shows in the console unless the app
         # configured logging itself.
         if not has_level_handler(logger):

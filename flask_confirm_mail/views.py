@@ -44,6 +44,7 @@ from .decorators import INVALID_ADDRESS, bounce_notice, bounce_of_current_user, 
 from .errors import DATABASE_FAULTS, AddressError, ConfigurationError
 from .i18n import N_, lazy_gettext, ngettext, template_context
 from .i18n import gettext as _
+from .resend import request_resend
 from .responses import database_unavailable, request_json, wants_json
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
@@ -216,7 +217,7 @@ def resend() -> Any:
     user = current_user_or_none()
     requester = None if user is None else flow.columns.id_of(user)
     try:
-        flow.request_resend(email, requester=requester)
+        request_resend(flow, email, requester=requester)
     except AddressError:
         if wants_json():
             return jsonify(status="invalid_address", message=_(INVALID_ADDRESS)), 400

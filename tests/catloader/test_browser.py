@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "catloader"
 PASSWORD = "purr-purr-purr"
-CONFIRMED = "Your email is confirmed, have fun"
-INVALID = "Problems with your confirmation email"
+CONFIRMED = "Your email address is confirmed."
+INVALID = "This confirmation link is not valid."
 NOTICE_SUBJECT = "Your email address is being changed"
 
 
@@ -214,7 +214,7 @@ def test_unconfirmed_user_cannot_upload(
     page.set_input_files("#picture", str(cat))
     page.get_by_role("button", name="Upload").click()
     expect(page.locator(".flash--warning")).to_have_text(
-        "Confirm your email address before uploading pictures."
+        "Please confirm your email address first."
     )
     expect(page.locator("#gallery")).to_have_count(0)
     steps.shot("upload-refused")

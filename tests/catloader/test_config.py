@@ -26,10 +26,6 @@ def test_embedded_defaults(make_catloader: Callable[..., Flask], instance: Path)
     assert settings.delivery == "thread"
     assert settings.app_name == "CatLoader"
     assert settings.confirmed_endpoint == "bl_backoffice.listuploads"
-    assert settings.flash_confirmed == "Your email is confirmed, have fun"
-    assert settings.flash_invalid == "Problems with your confirmation email"
-    assert settings.subject == "Confirm and access CatLoader"
-    assert settings.change_subject == "Confirm changed email/login"
     assert isinstance(get_flow(app).transport, SMTPTransport)
     assert app.config["CATLOADER_MAILBOX"] is True
     assert app.config["MAIL_SUPPRESS_SEND"] is True

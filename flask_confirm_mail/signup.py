@@ -1,0 +1,156 @@
+"""The caller's transaction: in a sign-up view each new user gets an outbox row in the same
+flush, and the rows a commit saved are handed to the delivery mode.
+
+:func:`listen_to_session` puts these hooks on ``db.session`` once per ``db``. A rollback
+drops both the user and its row; only a commit hands rows to delivery (``sync``,
+``thread``, ``worker`` or ``celery``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from flask import Response, current_app, g, has_app_context, has_request_context
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from .confirmation import EXTENSION_KEY, ConfirmationFlow, get_flow
+from .outbox import Purpose
+
+_SYNC_QUEUE = "_confirm_mail_sync_ids"
+#: Set on ``g`` while a resend runs after its response: ``thread`` mode still wakes the sender.
+AFTER_RESPONSE = "_confirm_mail_after_response"
+_NEW_USERS = "confirm_mail_new_users"
+_QUEUED = "confirm_mail_queued_ids"
+_SIGNUP_DEPTH = "_confirm_mail_signup_depth"
+
+_listening: weakref.WeakSet[SQLAlchemy] = weakref.WeakSet()
+
+
+def listen_to_session(db: SQLAlchemy) -> None:
+    """Listen on ``db.session`` (once per ``db``)."""
+    if db in _listening:
+        return
+    _listening.add(db)
+    event.listen(db.session, "before_flush", _before_flush)
+    event.listen(db.session, "after_flush", _after_flush)
+    event.listen(db.session, "after_flush_postexec", _after_flush_postexec)
+    event.listen(db.session, "after_commit", _after_commit)
+    event.listen(db.session, "after_rollback", _after_rollback)
+
+
+def begin_signup() -> None:
+    """From now on in this request, new users get a confirmation email."""
+    setattr(g, _SIGNUP_DEPTH, g.get(_SIGNUP_DEPTH, 0) + 1)
+
+
+def end_signup() -> None:
+    setattr(g, _SIGNUP_DEPTH, max(g.get(_SIGNUP_DEPTH, 0) - 1, 0))
+
+
+def _in_signup() -> bool:
+    return bool(g.get(_SIGNUP_DEPTH, 0))
+
+
+def _flow_of(session: Session) -> ConfirmationFlow | None:
+    """The current app's flow, if ``session`` is the session of its ``db``."""
+    if not has_app_context():
+        return None
+    flow: ConfirmationFlow | None = current_app.extensions.get(EXTENSION_KEY)
+    if flow is None:
+        return None
+    registry = flow.db.session.registry
+    if not registry.has() or registry() is not session:
+        return None
+    return flow
+
+
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    """Store users' new addresses in canonical form; in a sign-up, refuse invalid ones.
+
+    Whatever spelling the app's view saved (the raw form value), the row holds the
+    canonical address, so one mailbox is one account and every lookup finds it.
+    """
+    flow = _flow_of(session)
+    if flow is None:
+        return
+    columns = flow.columns
+    signup = _in_signup()
+    for obj in session.new:
+        if isinstance(obj, columns.model):
+            columns.canonicalize(obj, strict=signup)
+    for obj in session.dirty:
+        if isinstance(obj, columns.model):
+            columns.canonicalize(obj, strict=False)
+
+
+def _after_flush(session: Session, flush_context: Any) -> None:
+    flow = _flow_of(session)
+    if flow is None:
+        return
+    columns = flow.columns
+    for obj in (*session.new, *session.dirty):
+        if isinstance(obj, columns.model):
+            columns.void_claims_of(session, obj)
+    signup = _in_signup()
+    for obj in session.new:
+        if isinstance(obj, flow.outbox_model):
+            session.info.setdefault(_QUEUED, []).append(obj.id)
+        elif signup and isinstance(obj, flow.columns.model):
+            session.info.setdefault(_NEW_USERS, []).append(obj)
+
+
+def _after_flush_postexec(session: Session, flush_context: Any) -> None:
+    users = session.info.pop(_NEW_USERS, None)
+    flow = _flow_of(session)
+    if users and flow is not None:
+        for user in users:
+            flow.enqueue(user, Purpose.SIGNUP)
+
+
+def _after_commit(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint was released: the messages are saved only by the outer commit
+    ids = session.info.pop(_QUEUED, None)
+    flow = _flow_of(session)
+    if ids and flow is not None:
+        dispatch(flow, ids)
+
+
+def _after_rollback(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # only a savepoint: what the outer transaction queued stays queued
+    session.info.pop(_NEW_USERS, None)
+    session.info.pop(_QUEUED, None)
+
+
+def dispatch(flow: ConfirmationFlow, ids: list[int]) -> None:
+    """Hand messages just committed to the outbox to the delivery mode.
+
+    In a request, ``thread`` mode wakes this process's sender (starting it if it does
+    not run). Outside a request (a CLI command, a script, the shell), it delivers
+    at once, as ``sync`` does: no response waits, and the process may exit right after,
+    ending a background sender mid-send. So does ``sync`` for a resend queued after its
+    response was sent: no ``after_request`` is left to run in that request.
+    """
+    mode = flow.settings.delivery
+    after_response = g.get(AFTER_RESPONSE, False)  # a resend's work, once answered
+    if mode == "celery" and flow.handoff is not None:
+        flow.handoff(ids)
+    elif mode == "thread" and (has_request_context() or after_response):
+        flow.sender.wake(current_app._get_current_object())  # type: ignore[attr-defined]
+    elif mode in ("thread", "sync"):
+        if has_request_context() and not after_response:
+            g.setdefault(_SYNC_QUEUE, []).extend(ids)
+        else:
+            flow.deliverer.deliver_now(ids)
+
+
+def deliver_after_request(response: Response) -> Response:
+    """``sync`` mode: deliver what this request committed to the outbox."""
+    ids = g.pop(_SYNC_QUEUE, None)
+    if ids:
+        get_flow().deliverer.deliver_now(ids)
+    return response
