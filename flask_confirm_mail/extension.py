@@ -85,9 +85,11 @@ class ConfirmMail:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(self, app: Flask, *, transport: Transport | None = None) -> None:
         """Check the settings, then register the blueprint, CLI, hooks and per-app state.
 
+        :param transport: this app's transport, over the constructor's (an app factory
+            that picks SMTP or the remote mailer by its configuration).
         :raises ConfigurationError: an unsafe or missing setting, or a second call for
             the same app.
         """
@@ -104,7 +106,7 @@ class ConfirmMail:
         )
         if "mail" not in app.extensions:
             Mail().init_app(app)
-        transport = self.transport or _smtp_transport(settings)
+        transport = transport or self.transport or _smtp_transport(settings)
         transport.init_app(app)  # checks its settings (MAIL_PORT=abc fails here)
         flow = ConfirmationFlow(
             db=self.db,

@@ -165,20 +165,46 @@ class _ListedNamesDirective(SphinxDirective):
         return container.children
 
 
-class ConfirmMailOptions(_ListedNamesDirective):
-    """Every ``CONFIRM_MAIL_*`` setting, as ``confval`` entries."""
+def option_set(dotted: str) -> Any:
+    """The :class:`~flask_confirm_mail.settings.OptionSet` class at ``module:Class``."""
+    import importlib
 
-    source_name = "flask_confirm_mail.settings.OPTIONS"
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def listed_options(dotted: str, table: str) -> list[Any]:
+    """The options of one docs table: ``first`` (a newcomer's), ``advanced`` or ``all``."""
+    options = option_set(dotted).options()
+    if table == "all":
+        return list(options)
+    return [o for o in options if o.advanced == (table == "advanced")]
+
+
+class ConfirmMailOptions(_ListedNamesDirective):
+    """The ``CONFIRM_MAIL_*`` settings of one table, as ``confval`` entries.
+
+    Options: ``:settings: module:Class`` (default the core's ``Settings``) and
+    ``:table: first|advanced|all`` (default ``all``).
+    """
+
+    option_spec = {"settings": str, "table": str}  # noqa: RUF012
+
+    @property
+    def source_name(self) -> str:  # type: ignore[override]
+        return f"{self._dotted()} ({self.options.get('table', 'all')} table)"
+
+    def _dotted(self) -> str:
+        return str(self.options.get("settings", "flask_confirm_mail.settings:Settings"))
+
+    def _options(self) -> list[Any]:
+        return listed_options(self._dotted(), str(self.options.get("table", "all")))
 
     def code_names(self) -> list[str]:
-        from flask_confirm_mail.settings import OPTIONS
-
-        return [option.name for option in OPTIONS]
+        return [option.name for option in self._options()]
 
     def render_entry(self, entry: Entry) -> list[str]:
-        from flask_confirm_mail.settings import OPTIONS
-
-        option = next(o for o in OPTIONS if o.name == entry.name)
+        option = next(o for o in self._options() if o.name == entry.name)
         default = "unset (``None``)" if option.default is None else format_default(option.default)
         if option.default is not None:
             default = f"``{default}``"
