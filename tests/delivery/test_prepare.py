@@ -1,5 +1,5 @@
-"""The delivery loop's own thread does the CPU work ahead of the senders: link tokens are
-signed by :class:`TokenEncoder` and messages written by :meth:`Transport.prepare`."""
+"""The delivery loop's own thread does the CPU work ahead of the senders: messages are
+written by :meth:`Transport.prepare`."""
 
 from __future__ import annotations
 
@@ -15,48 +15,10 @@ import flask_confirm_mail.transport as transport_module
 from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.delivery import DeliveryLoop, new_worker_id
 from flask_confirm_mail.outbox import DEAD
-from flask_confirm_mail.tokens import (
-    LINK_AUDIENCE,
-    LINK_TOKEN_TYPE,
-    TokenEncoder,
-    encode_token,
-)
+from flask_confirm_mail.tokens import LINK_AUDIENCE
 from tests.apps import LINK_SECRET
 from tests.conftest import link_from
 from tests.support.smtp_server import SMTPSink
-
-CLAIMS = {
-    "sub": "42",
-    "email": "ünïcode@example.org",
-    "aud": LINK_AUDIENCE,
-    "iat": 1_700_000_000,
-    "exp": 1_700_172_800,
-    "jti": "0123456789abcdef",
-}
-
-
-@pytest.mark.parametrize("typ", [LINK_TOKEN_TYPE, "JWT"])
-def test_token_encoder_writes_what_pyjwt_writes(typ: str) -> None:
-    key = b"k" * 32
-    token = TokenEncoder(key, typ=typ).encode(CLAIMS)
-    assert token == jwt.encode(dict(CLAIMS), key, algorithm="HS256", headers={"typ": typ})
-    assert encode_token(CLAIMS, key, typ=typ) == token
-    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": typ}
-    decoded = jwt.decode(
-        token, key, algorithms=["HS256"], audience=LINK_AUDIENCE, options={"verify_exp": False}
-    )
-    assert decoded == CLAIMS
-
-
-def test_token_encoder_signs_with_its_key_only() -> None:
-    token = TokenEncoder(b"k" * 32, typ=LINK_TOKEN_TYPE).encode(CLAIMS)
-    with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(token, b"x" * 32, algorithms=["HS256"], audience=LINK_AUDIENCE)
-
-
-def test_token_encoder_refuses_what_pyjwt_refuses_as_an_hmac_key() -> None:
-    with pytest.raises(jwt.InvalidKeyError):
-        TokenEncoder(b"-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n", typ="JWT")
 
 
 def _signed_up(make_app: Any, address: str, **config: Any) -> Flask:
