@@ -110,25 +110,20 @@ class Transport(ABC):
         self.close()
 
 
-#: Each purpose's template name (under ``confirm_mail/email/``) and subject setting.
-EMAIL_TEMPLATES = {
-    Purpose.SIGNUP: ("signup", "subject"),
-    Purpose.CHANGE: ("change", "change_subject"),
-    Purpose.CHANGE_NOTICE: ("change_notice", "change_notice_subject"),
-    Purpose.REMINDER: ("reminder", "reminder_subject"),
-}
+#: What each purpose's email is written from, under ``confirm_mail/email/``: ``<purpose>``
+#: followed by one of these (``signup_subject.txt``, ``signup.txt``, ``signup.html``).
+TEMPLATE_KINDS = ("_subject.txt", ".txt", ".html")
 
 
 def load_email_templates(app: Flask) -> None:
-    """Compile every purpose's templates (:data:`EMAIL_TEMPLATES`) now, the app's overrides
-    included, so that a broken override stops the worker at start-up, named, rather than
-    failing each email.
+    """Compile every purpose's templates now, the app's overrides included, so that a
+    broken override stops the worker at start-up, named, rather than failing each email.
 
     :raises ConfigurationError: a template does not compile, named.
     """
-    for template, _subject in EMAIL_TEMPLATES.values():
-        for kind in ("txt", "html"):
-            name = f"confirm_mail/email/{template}.{kind}"
+    for purpose in Purpose:
+        for kind in TEMPLATE_KINDS:
+            name = f"confirm_mail/email/{purpose.value}{kind}"
             try:
                 app.jinja_env.get_template(name)
             except TemplateSyntaxError as exc:
@@ -141,12 +136,13 @@ def load_email_templates(app: Flask) -> None:
 def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage:
     """Write ``email`` with the app's templates of its purpose.
 
-    Templates live under ``confirm_mail/email/``, one ``.txt`` and one ``.html`` per
-    purpose (:data:`EMAIL_TEMPLATES`): ``signup``, ``change``, ``change_notice``,
-    ``reminder``; an app overrides one by putting a file of the same
-    name in its own ``templates`` folder. HTML templates are autoescaped, so every value,
-    app-supplied ones included, is escaped there. Written in the email's locale (the
-    sign-up request's, from its outbox row) with the extension's catalog.
+    Templates live under ``confirm_mail/email/``, three per purpose (``signup``,
+    ``change``, ``change_notice``, ``reminder``): ``<purpose>_subject.txt``, rendered
+    and joined into one line, and the bodies ``<purpose>.txt`` and ``<purpose>.html``;
+    an app overrides one by putting a file of the same name in its own ``templates``
+    folder. HTML templates are autoescaped, so every value, app-supplied ones included,
+    is escaped there. Written in the email's locale (the sign-up request's, from its
+    outbox row) with the extension's catalog.
 
     :raises DeliveryError: (permanent) the recipient is not one plain address, or a header
         value would contain a line break.
@@ -170,13 +166,14 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage
             "context": dict(email.context),
             "code": email.code,
         }
-        template, subject = EMAIL_TEMPLATES[Purpose(email.purpose)]
+        name = f"confirm_mail/email/{Purpose(email.purpose).value}"
+        subject = render_template(f"{name}_subject.txt", **values)
         return build_message(
-            subject=str(getattr(settings, subject)),
+            subject=" ".join(subject.splitlines()).strip(),
             sender=settings.sender,
             recipient=email.recipient,
-            text=render_template(f"confirm_mail/email/{template}.txt", **values),
-            html=render_template(f"confirm_mail/email/{template}.html", **values),
+            text=render_template(f"{name}.txt", **values),
+            html=render_template(f"{name}.html", **values),
             message_id=email.message_id,
         )
 

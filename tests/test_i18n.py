@@ -163,22 +163,18 @@ def _by_locale(**words: str) -> str:
 
 
 def test_lazy_strings_in_settings_are_translated_where_used(
-    make_app: Callable[..., Flask], smtp_server: SMTPSink
+    make_app: Callable[..., Flask],
 ) -> None:
     app = make_app(
         config={
             "TEST_BABEL": True,
             "CONFIRM_MAIL_FLASH_INVALID": _by_locale(en="Bad <link>", de="Schlechter <Link>"),
-            "CONFIRM_MAIL_SUBJECT": _by_locale(en="Welcome", de="Willkommen"),
         }
     )
     client = app.test_client()
     german = client.get("/confirm/x", headers={"Accept-Language": "de"}).get_data(as_text=True)
     english = client.get("/confirm/x", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "Schlechter &lt;Link&gt;" in german and "Bad &lt;link&gt;" in english
-    client.post("/signup", data={"email": "mia@example.com"}, headers={"Accept-Language": "de"})
-    [mail] = smtp_server.wait_for(1)
-    assert mail.message["Subject"] == "Willkommen"
 
 
 def test_the_default_subject_follows_the_locale(babel_app: Flask, smtp_server: SMTPSink) -> None:

@@ -1,5 +1,5 @@
 """The confirmation email as the standard library writes it, read back through the stdlib
-parser, and what Flask-Mail's ``record_messages`` records."""
+parser; its subject templates; and what Flask-Mail's ``record_messages`` records."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from jinja2 import ChoiceLoader, DictLoader
 
 from flask_confirm_mail.errors import DeliveryError
 from flask_confirm_mail.smtp import build_message, message_texts
@@ -91,9 +92,26 @@ def test_more_or_less_than_one_address_is_refused(field: str, value: object) -> 
     assert info.value.permanent and not info.value.bounced
 
 
+# --- subjects are templates ---------------------------------------------------------------
+
+
 def _sign_up(app: Flask, address: str = "kitty@example.org") -> None:
     answer = app.test_client().post("/signup", data={"email": address})
     assert answer.status_code == 201, answer.data
+
+
+def test_an_app_overrides_a_subject_with_a_template_of_the_same_name(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink
+) -> None:
+    """Rendered like the bodies (same values, same ``_``), then joined into one line."""
+    app = make_app(config={"CONFIRM_MAIL_APP_NAME": "CatLoader"})
+    override = "{% if purpose %}\n  {{ _('Welcome to') }}\n  {{ app_name }}!\n{% endif %}\n"
+    app.jinja_env.loader = ChoiceLoader(
+        [DictLoader({"confirm_mail/email/signup_subject.txt": override}), app.jinja_env.loader]
+    )
+    _sign_up(app)
+    [mail] = smtp_server.wait_for(1)
+    assert mail.message["Subject"] == "Welcome to   CatLoader!"
 
 
 # --- Flask-Mail's record_messages ---------------------------------------------------------

@@ -45,7 +45,11 @@ def test_an_email_that_cannot_be_written_fails_its_attempt_and_is_recorded(
 
 
 @pytest.mark.parametrize(
-    ("name", "source"), [("confirm_mail/email/reminder.html", "<p>{{ _('Hello,') }</p>")]
+    ("name", "source"),
+    [
+        ("confirm_mail/email/reminder.html", "<p>{{ _('Hello,') }</p>"),
+        ("confirm_mail/email/change_subject.txt", "{% if %}"),
+    ],
 )
 def test_a_worker_with_a_broken_template_stops_at_start_naming_it(
     make_app: Any, smtp_server: SMTPSink, name: str, source: str
