@@ -241,6 +241,7 @@ class SMTPSession:
             except smtplib.SMTPResponseException as exc:
                 raise self._failed(exc) from None
             except OSError as exc:
+                # Lost from the DATA command on: the server may have taken the message.
                 self._drop()
                 raise DeliveryError(
                     f"SMTP connection to {self.address} lost after the message was sent "
@@ -254,8 +255,10 @@ class SMTPSession:
         if self._client is not None:
             try:
                 return _mail_and_rcpt(self._client, sender, recipient)
-            except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused) as exc:
-                if getattr(exc, "smtp_code", 421) != 421:
+            except smtplib.SMTPServerDisconnected:
+                self._drop()
+            except smtplib.SMTPSenderRefused as exc:
+                if exc.smtp_code != 421:
                     raise
                 self._drop()
         self._client = self._connect()
