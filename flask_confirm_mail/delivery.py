@@ -226,7 +226,7 @@ class Deliverer:
                     locale=row.locale,
                 )
             )
-        return [self.transport.prepare(email) for email in emails]
+        return emails
 
     def _mint_codes(self, conn: sa.Connection, rows: Sequence[Any]) -> dict[int, str]:
         """A new confirmation code for each claimed row, its digest stored in the claim's

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from flask import Flask
 
 from .errors import ConfigurationError, DeliveryError
-from .i18n import lazy_gettext
 from .smtp import format_sender, unsafe_header
 from .tokens import (
     MIN_SECRET_BYTES,
@@ -451,12 +450,6 @@ class Settings(OptionSet):
     smtp_timeout = Option(
         10.0, _number(0.001), "Seconds for each SMTP socket operation.", advanced=True
     )
-
-    # Transitional: read by modules being rewritten; no longer settings.
-    subject = lazy_gettext("Confirm your email address")
-    change_subject = lazy_gettext("Confirm your new email address")
-    change_notice_subject = lazy_gettext("Your email address is being changed")
-    reminder_subject = lazy_gettext("Reminder: confirm your email address")
 
     @classmethod
     def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
@@ -25,8 +24,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import jwt
-from jwt.algorithms import HMACAlgorithm
-from jwt.utils import base64url_encode
 
 from .errors import ExpiredToken, InvalidToken
 
@@ -60,33 +57,9 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class TokenEncoder:
-    """Signs tokens of one kind (``typ``) with HS256 and one key.
-
-    ``jwt.encode`` checks the key again for every token (whether it looks like a PEM,
-    SSH, DER or JWK key: a JSON parse among them) and writes the same header each time:
-    26 us a link token, against 9 us here, where the key goes through PyJWT's checks
-    once and PyJWT's HS256 signs (``python -m benchmarks.send_paths``). Its tokens are
-    byte for byte those of ``jwt.encode`` with the same claims and header.
-    """
-
-    def __init__(self, secret: bytes, *, typ: str) -> None:
-        self._algorithm = HMACAlgorithm(HMACAlgorithm.SHA256)
-        self._key = self._algorithm.prepare_key(secret)
-        header = json.dumps({"alg": ALGORITHM, "typ": typ}, separators=(",", ":"), sort_keys=True)
-        self._header = base64url_encode(header.encode())
-
-    def encode(self, claims: Mapping[str, Any]) -> str:
-        payload = base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = self._header + b"." + payload
-        signature = base64url_encode(self._algorithm.sign(signing_input, self._key))
-        return (signing_input + b"." + signature).decode("ascii")
-
-
 def encode_token(claims: Mapping[str, Any], secret: bytes, *, typ: str) -> str:
-    """Sign ``claims`` with HS256 and the ``typ`` header of one kind of token (one token;
-    hold a :class:`TokenEncoder` to sign many)."""
-    return TokenEncoder(secret, typ=typ).encode(claims)
+    """Sign ``claims`` with HS256 and the ``typ`` header of one kind of token."""
+    return jwt.encode(dict(claims), secret, algorithm=ALGORITHM, headers={"typ": typ})
 
 
 def read_header(token: object, allowed_types: Sequence[str | None]) -> None:
@@ -205,7 +178,6 @@ class LinkTokenSigner:
         leeway: int = 0,
     ) -> None:
         self._keys = (secret, *previous)
-        self._encoder = TokenEncoder(secret, typ=LINK_TOKEN_TYPE)
         self.lifetime = lifetime
         self.leeway = leeway
 
@@ -221,7 +193,7 @@ class LinkTokenSigner:
             "exp": exp,
             "jti": new_jti(),
         }
-        token = self._encoder.encode(claims)
+        token = encode_token(claims, self._keys[0], typ=LINK_TOKEN_TYPE)
         return token, datetime.fromtimestamp(exp, timezone.utc).replace(tzinfo=None)
 
     def verify(self, token: object) -> LinkClaims:
@@ -264,8 +236,8 @@ class CodeHasher:
 
     The key is derived from the link secret for this purpose alone, and each digest
     binds the code to its outbox row and recipient, so a leaked outbox table can
-    neither be brute-forced offline (10**6 codes would take a second) nor have a digest
-    copied onto another row.
+    neither be brute-forced offline (a six-digit code has only a million values) nor
+    have a digest copied onto another row.
 
     :param secret: the key that makes new digests (the link secret).
     :param previous: older keys whose digests still match (rotation).
@@ -289,18 +261,8 @@ class CodeHasher:
         )  # fmt: skip
 
     def new_code(self) -> str:
-        """A random code of ``length`` characters of ``alphabet``, every code as likely.
-
-        One draw from :func:`secrets.randbelow` written in base ``len(alphabet)``: a
-        ``secrets.choice`` per character costs a system call each (26 us for 6).
-        """
-        base = len(self.alphabet)
-        number = secrets.randbelow(base**self.length)
-        characters = []
-        for _ in range(self.length):
-            number, index = divmod(number, base)
-            characters.append(self.alphabet[index])
-        return "".join(characters)
+        """A random code of ``length`` characters of ``alphabet``, every code as likely."""
+        return "".join(secrets.choice(self.alphabet) for _ in range(self.length))
 
     def digest(self, code: str, outbox_id: int, recipient: str, *, key: int = 0) -> str:
         """The HMAC-SHA256 of ``code`` for one outbox row and recipient, in hex."""

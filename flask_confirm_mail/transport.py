@@ -2,11 +2,10 @@
 takes, and the in-process transport, :class:`SMTPTransport`.
 
 ``init_app`` (:meth:`Transport.init_app`) checks the transport's settings when the
-extension starts. The delivery loop hands each claimed email, its link just minted, to the
-app's transport: first to :meth:`Transport.prepare` in the loop's own thread, right after
-the claim (the SMTP transport writes the message there), then to :meth:`Transport.send`
-from up to ``CONFIRM_MAIL_CONCURRENCY`` threads at once; it calls :meth:`Transport.close`
-when it goes idle so no connection idles between bursts. ``send`` raises
+extension starts. The delivery loop hands each claimed email, its link just minted, to
+:meth:`Transport.send` of the app's transport from up to ``CONFIRM_MAIL_CONCURRENCY``
+threads at once; it calls :meth:`Transport.close` when it goes idle so no connection
+idles between bursts. ``send`` raises
 :class:`~flask_confirm_mail.errors.DeliveryError` when the email was not handed over.
 ``flask confirm-mail check`` calls :meth:`Transport.check`.
 All run in an application context of the app that owns the outbox.
@@ -16,9 +15,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import Message
+from email.message import EmailMessage
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -32,14 +31,12 @@ from .i18n import format_duration, locale_of, template_context
 from .outbox import Purpose
 from .settings import Settings
 from .smtp import (
+    SMTPSender,
     SMTPSession,
-    SMTPSessionPool,
     SMTPSettings,
-    envelope_sender_of,
+    build_message,
     format_lifetime,
     lifetime_in_units,
-    parse_message,
-    write_message,
 )
 
 
@@ -75,9 +72,6 @@ class ConfirmationEmail:
     code: str = field(default="", repr=False)
     #: The locale to write it in (the sign-up request's); ``None``: the app's default.
     locale: str | None = None
-    #: The message as SMTP sends it, once :meth:`Transport.prepare` wrote it; it holds the
-    #: link, so it stays out of ``repr``.
-    wire: bytes | None = field(default=None, repr=False)
 
     @property
     def link(self) -> str:
@@ -91,12 +85,6 @@ class Transport(ABC):
     @abstractmethod
     def send(self, email: ConfirmationEmail) -> None:
         """Hand ``email`` over, or raise :class:`~flask_confirm_mail.errors.DeliveryError`."""
-
-    def prepare(self, email: ConfirmationEmail) -> ConfirmationEmail:
-        """Do ahead what :meth:`send` would compute, in the delivery loop's thread right
-        after the claim: ``email`` as :meth:`send` will take it. Raises nothing: whatever
-        cannot be done ahead is left for :meth:`send` (and its error to it)."""
-        return email
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Close what the transport holds open; the next :meth:`send` opens it again."""
@@ -122,26 +110,20 @@ class Transport(ABC):
         self.close()
 
 
-#: Each purpose's template name (under ``confirm_mail/email/``) and subject setting.
-EMAIL_TEMPLATES = {
-    Purpose.SIGNUP: ("signup", "subject"),
-    Purpose.CHANGE: ("change", "change_subject"),
-    Purpose.CHANGE_NOTICE: ("change_notice", "change_notice_subject"),
-    Purpose.REMINDER: ("reminder", "reminder_subject"),
-}
+#: What each purpose's email is written from, under ``confirm_mail/email/``: ``<purpose>``
+#: followed by one of these (``signup_subject.txt``, ``signup.txt``, ``signup.html``).
+TEMPLATE_KINDS = ("_subject.txt", ".txt", ".html")
 
 
 def load_email_templates(app: Flask) -> None:
-    """Compile every purpose's templates (:data:`EMAIL_TEMPLATES`) now, the app's overrides
-    included, so the first email a process writes does not wait for Jinja's compiler (15-20
-    ms for the first sign-up email, the rest of its delivery 5 ms: ``python -m benchmarks
-    --only handoff_latency``).
+    """Compile every purpose's templates now, the app's overrides included, so that a
+    broken override stops the worker at start-up, named, rather than failing each email.
 
     :raises ConfigurationError: a template does not compile, named.
     """
-    for template, _subject in EMAIL_TEMPLATES.values():
-        for kind in ("txt", "html"):
-            name = f"confirm_mail/email/{template}.{kind}"
+    for purpose in Purpose:
+        for kind in TEMPLATE_KINDS:
+            name = f"confirm_mail/email/{purpose.value}{kind}"
             try:
                 app.jinja_env.get_template(name)
             except TemplateSyntaxError as exc:
@@ -151,20 +133,16 @@ def load_email_templates(app: Flask) -> None:
                 ) from None
 
 
-def render_message(email: ConfirmationEmail, settings: Settings) -> Message:
-    """:func:`render_wire`'s message, parsed (what ``email_dispatched`` receivers get)."""
-    return parse_message(render_wire(email, settings))
+def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage:
+    """Write ``email`` with the app's templates of its purpose.
 
-
-def render_wire(email: ConfirmationEmail, settings: Settings) -> bytes:
-    """Write ``email`` with the app's templates of its purpose, as SMTP sends it.
-
-    Templates live under ``confirm_mail/email/``, one ``.txt`` and one ``.html`` per
-    purpose (:data:`EMAIL_TEMPLATES`): ``signup``, ``change``, ``change_notice``,
-    ``reminder``; an app overrides one by putting a file of the same
-    name in its own ``templates`` folder. HTML templates are autoescaped, so every value,
-    app-supplied ones included, is escaped there. Written in the email's locale (the
-    sign-up request's, from its outbox row) with the extension's catalog.
+    Templates live under ``confirm_mail/email/``, three per purpose (``signup``,
+    ``change``, ``change_notice``, ``reminder``): ``<purpose>_subject.txt``, rendered
+    and joined into one line, and the bodies ``<purpose>.txt`` and ``<purpose>.html``;
+    an app overrides one by putting a file of the same name in its own ``templates``
+    folder. HTML templates are autoescaped, so every value, app-supplied ones included,
+    is escaped there. Written in the email's locale (the sign-up request's, from its
+    outbox row) with the extension's catalog.
 
     :raises DeliveryError: (permanent) the recipient is not one plain address, or a header
         value would contain a line break.
@@ -176,31 +154,28 @@ def render_wire(email: ConfirmationEmail, settings: Settings) -> bytes:
             "The recipient is not a single valid address.", permanent=True
         ) from None
     with locale_of(email.locale):
-        return _render(email, settings)
-
-
-def _render(email: ConfirmationEmail, settings: Settings) -> bytes:
-    values = {
-        **template_context(),
-        "link": email.link,
-        "recipient": email.recipient,
-        "purpose": email.purpose,
-        "app_name": settings.app_name,
-        "lifetime": format_duration(*lifetime_in_units(email.lifetime))
-        or format_lifetime(email.lifetime),
-        "expires_at": email.expires_at,
-        "context": dict(email.context),
-        "code": email.code,
-    }
-    template, subject = EMAIL_TEMPLATES[Purpose(email.purpose)]
-    return write_message(
-        subject=str(getattr(settings, subject)),
-        sender=settings.sender,
-        recipient=email.recipient,
-        text=render_template(f"confirm_mail/email/{template}.txt", **values),
-        html=render_template(f"confirm_mail/email/{template}.html", **values),
-        message_id=email.message_id,
-    )
+        values = {
+            **template_context(),
+            "link": email.link,
+            "recipient": email.recipient,
+            "purpose": email.purpose,
+            "app_name": settings.app_name,
+            "lifetime": format_duration(*lifetime_in_units(email.lifetime))
+            or format_lifetime(email.lifetime),
+            "expires_at": email.expires_at,
+            "context": dict(email.context),
+            "code": email.code,
+        }
+        name = f"confirm_mail/email/{Purpose(email.purpose).value}"
+        subject = render_template(f"{name}_subject.txt", **values)
+        return build_message(
+            subject=" ".join(subject.splitlines()).strip(),
+            sender=settings.sender,
+            recipient=email.recipient,
+            text=render_template(f"{name}.txt", **values),
+            html=render_template(f"{name}.html", **values),
+            message_id=email.message_id,
+        )
 
 
 def smtp_settings_of(app: Flask, timeout: float) -> SMTPSettings:
@@ -244,59 +219,36 @@ class SMTPTransport(Transport):
     Uses the app's Flask-Mail configuration (``MAIL_SERVER``, ``MAIL_PORT``,
     ``MAIL_USE_TLS``, ``MAIL_USE_SSL``, ``MAIL_USERNAME``, ``MAIL_PASSWORD``,
     ``MAIL_SUPPRESS_SEND``), checked at ``init_app``. Every message is announced on
-    ``flask_mail.email_dispatched`` (as an :class:`email.message.Message`), so
+    ``flask_mail.email_dispatched`` as an :class:`email.message.EmailMessage`, so
     ``mail.record_messages()`` collects them in an app's tests; with
-    ``MAIL_SUPPRESS_SEND`` nothing goes over the network. Up to
-    ``CONFIRM_MAIL_CONCURRENCY`` connections are open at once, reused across messages.
+    ``MAIL_SUPPRESS_SEND`` nothing goes over the network. Each sending thread keeps one
+    connection open between its messages, until :meth:`close`.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._pools: WeakKeyDictionary[Flask, SMTPSessionPool] = WeakKeyDictionary()
+        self._senders: WeakKeyDictionary[Flask, SMTPSender] = WeakKeyDictionary()
 
     def init_app(self, app: Flask) -> None:
-        self._pools[app] = self._new_pool(app)
+        self._senders[app] = SMTPSender(smtp_settings_of(app, self.settings.smtp_timeout))
 
-    def _new_pool(self, app: Flask) -> SMTPSessionPool:
-        concurrency = self.settings.concurrency
-        return SMTPSessionPool(
-            smtp_settings_of(app, self.settings.smtp_timeout),
-            max_open=concurrency,
-            max_idle=concurrency,
-        )
-
-    def _pool(self, app: Flask) -> SMTPSessionPool:
-        pool = self._pools.get(app)
-        if pool is None:
-            pool = self._pools[app] = self._new_pool(app)
-        return pool
-
-    def prepare(self, email: ConfirmationEmail) -> ConfirmationEmail:
-        """The message written here, the batch's one after another in the delivery loop's
-        thread, rather than each in its sender thread between waits on the server:
-        written in a row they took about 0.2 ms of CPU a message less (scenario 3's
-        loop, ``benchmarks/delivery_throughput.py``, 32 in flight, SMTP answering after
-        100 ms, run with and without it in turn: 1.17-1.48 against 0.98-1.21 ms a
-        message in all, 3 pairs of runs)."""
-        try:
-            return replace(email, wire=render_wire(email, self.settings))
-        except Exception:  # noqa: BLE001 - send() renders again and reports it
-            return email
+    def _sender(self, app: Flask) -> SMTPSender:
+        sender = self._senders.get(app)
+        if sender is None:
+            self.init_app(app)
+            sender = self._senders[app]
+        return sender
 
     def send(self, email: ConfirmationEmail) -> None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        mail = app.extensions["mail"]
-        data = email.wire if email.wire is not None else render_wire(email, self.settings)
-        if not mail.suppress:
-            sender = envelope_sender_of(self.settings.sender)
-            self._pool(app).send(sender, email.recipient, data)
-        if flask_mail.email_dispatched.has_receivers_for(app):
-            # Parsed only for a receiver (an app's tests, CatLoader's mailbox).
-            flask_mail.email_dispatched.send(app, message=parse_message(data))
+        message = render_message(email, self.settings)
+        if not app.extensions["mail"].suppress:
+            self._sender(app).send(message)
+        flask_mail.email_dispatched.send(app, message=message)
 
     def check(self) -> str:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        smtp = self._pool(app).settings
+        smtp = self._sender(app).settings
         if app.extensions["mail"].suppress:
             return "MAIL_SUPPRESS_SEND is on: nothing is sent, nothing to check"
         SMTPSession(smtp).check()
@@ -304,5 +256,5 @@ class SMTPTransport(Transport):
         return f"SMTP server {smtp.host}:{smtp.port} answered ({smtp.security}{login})"
 
     def close(self) -> None:
-        for pool in list(self._pools.values()):
-            pool.close()
+        for sender in list(self._senders.values()):
+            sender.close()

@@ -7,11 +7,12 @@ import smtplib
 import socket
 import time
 from collections.abc import Iterator
+from email.message import EmailMessage
 
 import pytest
 
 from benchmarks.smtp_sink import SinkProcess
-from flask_confirm_mail.smtp import SMTPSession, SMTPSettings, write_message
+from flask_confirm_mail.smtp import SMTPSession, SMTPSettings, build_message
 
 
 @pytest.fixture
@@ -23,9 +24,9 @@ def sink() -> Iterator[SinkProcess]:
         process.stop()
 
 
-def _message(recipient: str) -> bytes:
+def _message(recipient: str) -> EmailMessage:
     body = ".leading dot\n..two dots\n.\nlast line"
-    return write_message(
+    return build_message(
         subject="Confirm", sender=("Bench", "noreply@example.org"), recipient=recipient,
         text=body, html=f"<p>{body}</p>", message_id="<1@example.org>",
     )  # fmt: skip
@@ -36,7 +37,8 @@ def test_smtplib_sends_several_messages_on_one_connection(sink: SinkProcess) -> 
     with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
         assert client.ehlo()[0] == 250 and client.has_extn("size")
         for index in range(3):
-            refused = client.sendmail("a@example.org", [f"c{index}@example.org"], _message("x"))
+            message = _message(f"c{index}@example.org").as_bytes()
+            refused = client.sendmail("a@example.org", [f"c{index}@example.org"], message)
             assert refused == {}
         assert client.noop()[0] == 250 and client.rset()[0] == 250
         assert client.docmd("VRFY", "someone")[0] == 502
@@ -46,8 +48,8 @@ def test_smtplib_sends_several_messages_on_one_connection(sink: SinkProcess) -> 
 
 def test_our_session_sends_lines_that_start_with_a_dot(sink: SinkProcess) -> None:
     with SMTPSession(SMTPSettings(host=sink.host, port=sink.port, security="none")) as session:
-        session.send("a@example.org", "dots@example.org", _message("dots@example.org"))
-        session.send("a@example.org", "dots2@example.org", _message("dots2@example.org"))
+        session.send(_message("dots@example.org"))
+        session.send(_message("dots2@example.org"))
     assert sink.count() == 2
 
 
@@ -55,7 +57,8 @@ def test_data_is_answered_after_the_delay(sink: SinkProcess) -> None:
     sink.set_delay(0.3)
     with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
         started = time.monotonic()
-        client.sendmail("a@example.org", ["slow@example.org"], _message("slow@example.org"))
+        message = _message("slow@example.org").as_bytes()
+        client.sendmail("a@example.org", ["slow@example.org"], message)
         assert time.monotonic() - started >= 0.29
     assert sink.count() == 1
 

@@ -15,7 +15,6 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import Flask
-from flask_babel import LazyString, get_locale
 
 from flask_confirm_mail import send_confirmation
 from flask_confirm_mail.i18n import DOMAIN, LANGUAGES, TRANSLATIONS, locale_of
@@ -156,10 +155,6 @@ def test_an_app_without_flask_babel_speaks_english(app: Flask, smtp_server: SMTP
 
 # --- settings ------------------------------------------------------------------------------
 
-
-def _by_locale(**words: str) -> str:
-    """A lazy string whose text depends on the locale at the time it is used."""
-    return LazyString(lambda: words.get(str(get_locale()), words["en"]))  # type: ignore[no-any-return]
 
 
 def test_the_default_subject_follows_the_locale(babel_app: Flask, smtp_server: SMTPSink) -> None:

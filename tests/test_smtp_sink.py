@@ -51,7 +51,7 @@ def secure_settings(sink: SMTPSink, password: str = SECURE_SMTP_AUTH[1]) -> SMTP
 
 def send(settings: SMTPSettings, subject: str = "Confirm and access CatLoader") -> None:
     with SMTPSession(settings) as session:
-        session.send(SENDER, RECIPIENT, make_message(subject).as_bytes())
+        session.send(make_message(subject))
 
 
 def test_plain_delivery_is_received_and_parsed(smtp_server: SMTPSink) -> None:
@@ -73,7 +73,7 @@ def test_plain_delivery_is_received_and_parsed(smtp_server: SMTPSink) -> None:
 def test_one_session_sends_many_messages_in_order(smtp_server: SMTPSink) -> None:
     with SMTPSession(plain_settings(smtp_server)) as session:
         for n in range(5):
-            session.send(SENDER, RECIPIENT, make_message(f"message {n}").as_bytes())
+            session.send(make_message(f"message {n}"))
 
     received = smtp_server.wait_for(5)
     assert [mail.message["Subject"] for mail in received] == [f"message {n}" for n in range(5)]
@@ -89,7 +89,7 @@ def test_several_clients_at_once(smtp_server: SMTPSink) -> None:
         try:
             with SMTPSession(plain_settings(smtp_server)) as session:
                 for n in range(per_client):
-                    session.send(SENDER, RECIPIENT, make_message(f"{client}/{n}").as_bytes())
+                    session.send(make_message(f"{client}/{n}"))
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
@@ -173,8 +173,8 @@ def test_fail_next_then_the_next_send_works(
     smtp_server.fail_next(1, code=code)
     with SMTPSession(plain_settings(smtp_server)) as session:
         with pytest.raises(DeliveryError) as failed:
-            session.send(SENDER, RECIPIENT, make_message("refused").as_bytes())
-        session.send(SENDER, RECIPIENT, make_message("accepted").as_bytes())
+            session.send(make_message("refused"))
+        session.send(make_message("accepted"))
 
     assert failed.value.permanent is permanent
     assert str(code) in str(failed.value)
@@ -203,12 +203,12 @@ def test_fail_next_refuses_codes_that_are_not_failures(smtp_server: SMTPSink) ->
 def test_stop_and_start_make_an_outage_on_the_same_port(smtp_server: SMTPSink) -> None:
     port = smtp_server.port
     with SMTPSession(plain_settings(smtp_server)) as session:
-        session.send(SENDER, RECIPIENT, make_message("before").as_bytes())
+        session.send(make_message("before"))
         smtp_server.stop()
         with pytest.raises(DeliveryError) as during:
-            session.send(SENDER, RECIPIENT, make_message("during").as_bytes())
+            session.send(make_message("during"))
         smtp_server.start()
-        session.send(SENDER, RECIPIENT, make_message("after").as_bytes())
+        session.send(make_message("after"))
 
     assert during.value.permanent is False
     assert smtp_server.port == port

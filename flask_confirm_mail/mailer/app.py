@@ -18,7 +18,7 @@ from flask.logging import default_handler, has_level_handler
 from werkzeug.exceptions import HTTPException
 
 from ..redaction import SERVER_LOGGERS, install_log_redaction, redact
-from ..smtp import SMTPSessionPool
+from ..smtp import SMTPSender
 from ..wire import ErrorCode
 from .rate_limit import RateLimiter
 from .redis_replay import RedisReplayStore, connect
@@ -56,8 +56,8 @@ def create_app(
     if not has_level_handler(app.logger):
         app.logger.addHandler(default_handler)
     install_log_redaction((*SERVER_LOGGERS, app.logger.name), LEGACY_PATH_PREFIXES)
-    smtp_pool = SMTPSessionPool(settings.smtp)
-    atexit.register(smtp_pool.close)
+    smtp = SMTPSender(settings.smtp)
+    atexit.register(smtp.close)
     if settings.redis_url is not None:
         replay_store = replay_store or RedisReplayStore(connect(settings.redis_url))
         rate_limiter = rate_limiter or RateLimiter(
@@ -76,7 +76,7 @@ def create_app(
         settings,
         replay_store=replay_store or MemoryReplayStore(),
         rate_limiter=rate_limiter or RateLimiter(settings.rate_limit, settings.rate_window),
-        smtp_pool=smtp_pool,
+        smtp=smtp,
     )
     app.register_blueprint(v1)
     if settings.legacy_endpoints:

@@ -16,13 +16,13 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from email.message import Message
+from email.message import EmailMessage
 from urllib.parse import urlsplit
 
 from flask import Response, jsonify, render_template
 
 from ..errors import DeliveryError
-from ..smtp import SMTPSessionPool, build_message, format_lifetime
+from ..smtp import SMTPSender, build_message, format_lifetime
 from ..wire import ErrorCode, MailRequest, RecipientRefused, check_recipient, peek_link_token
 from .caller_text import TextRefused, check_extra
 from .link_policy import LinkRefused
@@ -78,12 +78,12 @@ class MailerService:
         *,
         replay_store: ReplayStore,
         rate_limiter: RateLimiter,
-        smtp_pool: SMTPSessionPool,
+        smtp: SMTPSender,
     ) -> None:
         self.settings = settings
         self.replay_store = replay_store
         self.rate_limiter = rate_limiter
-        self.smtp_pool = smtp_pool
+        self.smtp = smtp
 
     def handle(self, request: MailRequest, *, app_name: str | None = None) -> Answer:
         """Check ``request`` and send its email; call inside an app context.
@@ -159,7 +159,7 @@ class MailerService:
                 )
             counted = True
             try:
-                self.smtp_pool.send_message(self._render(request, recipient, message_id))
+                self.smtp.send(self._render(request, recipient, message_id))
             except DeliveryError as exc:
                 _log.warning("Delivery failed: %s", exc)
                 status = 502 if exc.permanent else 503
@@ -190,7 +190,7 @@ class MailerService:
         except StoreUnavailable as exc:
             _log.warning("Could not release a token id: %s", exc)
 
-    def _render(self, request: MailRequest, recipient: str, message_id: str) -> Message:
+    def _render(self, request: MailRequest, recipient: str, message_id: str) -> EmailMessage:
         """The ``request.template`` email for ``recipient``, text and HTML alternatives.
 
         :raises DeliveryError: (permanent) a header value could break its line.

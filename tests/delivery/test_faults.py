@@ -210,8 +210,7 @@ def test_check_tries_the_connection(make_app: Any, smtp_server: SMTPSink) -> Non
     assert "ConnectionRefusedError" in down.output
     app.config["MAIL_SERVER"] = "no-such-host.invalid"
     app.extensions["mail"].server = "no-such-host.invalid"
-    get_pools = app.extensions["confirm_mail"].transport._pools
-    get_pools.pop(app, None)
+    app.extensions["confirm_mail"].transport.init_app(app)  # reads the settings again
     unresolved = runner.invoke(args=["confirm-mail", "check"])
     assert unresolved.exit_code == 1 and "no-such-host.invalid" in unresolved.output
 

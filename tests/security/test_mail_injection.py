@@ -218,21 +218,48 @@ def test_sender_name_that_breaks_its_line_is_refused_at_start_up(
 
 
 @pytest.mark.parametrize("name", [*BAD_HEADER_TEXT, GLUED_ENCODED_WORD])
-@pytest.mark.parametrize("key", ["CONFIRM_MAIL_SENDER", "CONFIRM_MAIL_SUBJECT"])
-def test_no_header_value_adds_a_header_to_a_sent_email(
-    make_app: Callable[..., Flask], smtp_server: SMTPSink, key: str, name: str
+def test_no_sender_name_adds_a_header_to_a_sent_email(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, name: str
 ) -> None:
     """End to end: refused at start-up, or sent with no header added."""
-    value: Any = (name, "noreply@app.example.com") if key.endswith("SENDER") else name
     try:
-        app = make_app(config={key: value})
+        app = make_app(config={"CONFIRM_MAIL_SENDER": (name, "noreply@app.example.com")})
     except ConfigurationError:
         return
     sign_up(app, smtp_server)
     [mail] = smtp_server.messages
+    _assert_no_header_added(mail)
+
+
+def _assert_no_header_added(mail: Any) -> None:
     head = mail.raw.split(b"\r\n\r\n", 1)[0]
     assert mail.message["Bcc"] is None and b"\nBcc:" not in head
     assert mail.rcpt_tos == ["victim@example.org"]
+
+
+def _with_subject_template(app: Flask, source: str) -> Flask:
+    overrides = {"confirm_mail/email/signup_subject.txt": source}
+    app.jinja_env.loader = ChoiceLoader([DictLoader(overrides), app.jinja_env.loader])
+    return app
+
+
+@pytest.mark.parametrize("text", [*BAD_HEADER_TEXT, GLUED_ENCODED_WORD])
+def test_no_subject_template_adds_a_header_to_a_sent_email(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink, text: str
+) -> None:
+    """A subject template's line breaks are joined into one line; text that would decode
+    into a line break makes the email refused for good (dead, never sent)."""
+    app = _with_subject_template(make_app(), text)
+    answer = app.test_client().post("/signup", data={"email": "victim@example.org"})
+    assert answer.status_code == 201
+    state = app.extensions["confirm_mail"]
+    with app.app_context():
+        [status] = db.session.execute(sa.select(state.outbox_table.c.status)).scalars()
+    mails = smtp_server.messages
+    assert (status, len(mails)) in (("sent", 1), ("dead", 0))
+    for mail in mails:
+        _assert_no_header_added(mail)
+        assert mail.message["Subject"] == " ".join(text.splitlines())
 
 
 @sqlite_only
@@ -269,9 +296,9 @@ def test_rendering_refuses_what_start_up_would(app: Flask, text: str) -> None:
         return Settings({**vars(settings), **values})
 
     with app.test_request_context():
-        assert render_message(_email(), changed(sender=sender))["Subject"] == settings.subject
+        rendered = render_message(_email(), changed(sender=sender))
+        assert rendered["Subject"] == "Confirm your email address"
         attempts = [
-            lambda: render_message(_email(), changed(subject=text, sender=sender)),
             lambda: render_message(_email(), changed(sender=(text, sender))),
             lambda: render_message(_email(f"a@x.com{text}"), changed(sender=sender)),
         ]
@@ -286,7 +313,7 @@ def test_literal_percent_escapes_in_the_subject_stay_literal(
 ) -> None:
     """``%0d%0a`` is text, not a line break: it is sent as written, and adds no header."""
     subject = "Confirm%0d%0aBcc: b@y.com"
-    sign_up(make_app(config={"CONFIRM_MAIL_SUBJECT": subject}), smtp_server)
+    sign_up(_with_subject_template(make_app(), subject), smtp_server)
     [mail] = smtp_server.messages
     assert mail.message["Subject"] == subject
     assert mail.message["Bcc"] is None and mail.rcpt_tos == ["victim@example.org"]

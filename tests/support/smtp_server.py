@@ -5,8 +5,7 @@ paths: :attr:`SMTPSink.delay` (a slow server), :meth:`SMTPSink.fail_next` (4xx/5
 answers to DATA), :meth:`SMTPSink.refuse_recipient_next` (4xx/5xx answers to RCPT),
 :meth:`SMTPSink.drop_after_data_next` (a connection lost after DATA) and
 :meth:`SMTPSink.stop` / :meth:`SMTPSink.start` (an outage, on the same port).
-``pipelining=True`` offers PIPELINING (RFC 2920); :attr:`SMTPSink.reads` holds what
-each read from a client brought, in order.
+:attr:`SMTPSink.connections` counts the connections clients opened.
 ``tls=True`` adds STARTTLS with a throwaway certificate, required before any mail
 command; ``auth=(user, password)`` requires AUTH PLAIN or LOGIN.
 """
@@ -63,19 +62,6 @@ class _Handler:
 
     def __init__(self, sink: SMTPSink) -> None:
         self._sink = sink
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        if self._sink.pipelining:  # aiosmtpd reads commands one by one: grouped ones work
-            responses.insert(-1, "250-PIPELINING")
-        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -160,13 +146,10 @@ class _SinkSMTP(SMTP):
         if self.socket_transport is None:
             self.socket_transport = transport
             self.open_connections.add(self)
+            sink = self.event_handler._sink
+            with sink._lock:
+                sink.connections += 1
         super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        sink = self.event_handler._sink
-        with sink._lock:
-            sink.reads.append(data)
-        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.open_connections.discard(self)
@@ -292,9 +275,8 @@ class SMTPSink:
         before any mail command; clients trust it through :attr:`ssl_context` (or
         :attr:`cert_path`, a PEM file usable as a CA bundle).
     :param auth: ``(user, password)``: require AUTH PLAIN or LOGIN with that pair.
-    :param pipelining: offer PIPELINING in the EHLO answer.
 
-    :attr:`reads` holds the bytes of each read from a client, in order.
+    :attr:`connections` counts the connections clients opened.
     """
 
     #: The aiosmtpd handler class; a benchmark's sink swaps in one that keeps nothing.
@@ -308,11 +290,9 @@ class SMTPSink:
         delay: float = 0.0,
         tls: bool = False,
         auth: tuple[str, str] | None = None,
-        pipelining: bool = False,
     ) -> None:
         self.host = host
-        self.pipelining = pipelining
-        self.reads: list[bytes] = []
+        self.connections = 0
         self._refusals: list[int] = []
         self.port = port or _free_port(host)
         self.delay = delay

@@ -1,0 +1,136 @@
+"""The thin SMTP session: refusals and lost connections as delivery errors, a kept
+connection reused and replaced once when the server dropped it, one connection per
+sending thread, and a socket timeout."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from flask_confirm_mail.errors import DeliveryError
+from flask_confirm_mail.smtp import SMTPSender, SMTPSession, SMTPSettings
+from tests.support.smtp_server import SMTPSink
+from tests.test_smtp_sink import RECIPIENT, SENDER, make_message, plain_settings
+
+
+def _subjects(sink: SMTPSink, count: int) -> list[str]:
+    return [str(mail.message["Subject"]) for mail in sink.wait_for(count)]
+
+
+def _opened(sink: SMTPSink, action: Callable[[], object]) -> int:
+    """How many connections ``action`` opened to ``sink``."""
+    before = sink.connections
+    action()
+    return sink.connections - before
+
+
+def test_messages_go_on_one_kept_connection(smtp_server: SMTPSink) -> None:
+    def send_three() -> None:
+        with SMTPSession(plain_settings(smtp_server)) as session:
+            for subject in ("first", "second", "third"):
+                session.send(make_message(subject))
+
+    assert _opened(smtp_server, send_three) == 1
+    assert _subjects(smtp_server, 3) == ["first", "second", "third"]
+    envelopes = [(m.mail_from, m.rcpt_tos) for m in smtp_server.messages]
+    assert envelopes == [(SENDER, [RECIPIENT])] * 3
+
+
+@pytest.mark.parametrize(("code", "bounced"), [(550, True), (451, False)])
+def test_a_refused_recipient_and_the_connection_goes_on(
+    smtp_server: SMTPSink, code: int, bounced: bool
+) -> None:
+    smtp_server.refuse_recipient_next(1, code)
+    refusals: list[DeliveryError] = []
+
+    def send_two() -> None:
+        with SMTPSession(plain_settings(smtp_server)) as session:
+            with pytest.raises(DeliveryError) as refused:
+                session.send(make_message("refused"))
+            refusals.append(refused.value)
+            session.send(make_message("after"))
+
+    assert _opened(smtp_server, send_two) == 1
+    [refusal] = refusals
+    assert f"refused the recipient ({code})" in str(refusal)
+    assert refusal.bounced is bounced and refusal.permanent is bounced
+    assert _subjects(smtp_server, 1) == ["after"]
+
+
+def test_a_connection_lost_after_the_message_is_outcome_unknown(smtp_server: SMTPSink) -> None:
+    smtp_server.drop_after_data_next(1)
+    with SMTPSession(plain_settings(smtp_server)) as session:
+        with pytest.raises(DeliveryError) as lost:
+            session.send(make_message("maybe"))
+        session.send(make_message("reopened"))
+    assert lost.value.outcome_unknown and not lost.value.permanent
+    assert "outcome unknown" in str(lost.value)
+    assert _subjects(smtp_server, 2) == ["maybe", "reopened"]
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced_once(smtp_server: SMTPSink) -> None:
+    with SMTPSession(plain_settings(smtp_server)) as session:
+        session.send(make_message("before"))
+        smtp_server.stop()  # drops the kept connection
+        smtp_server.start()
+        # No error: sent on a new connection.
+        assert _opened(smtp_server, lambda: session.send(make_message("after"))) == 1
+    assert _subjects(smtp_server, 2) == ["before", "after"]
+
+
+def _open_connections(sink: SMTPSink, expected: int) -> int:
+    """The connections open on the sink's side, once they settle at ``expected`` (or 5 s)."""
+    controller = sink._controller
+    assert controller is not None
+    deadline = time.monotonic() + 5
+    while len(controller._open_connections) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(controller._open_connections)
+
+
+def test_each_thread_keeps_its_own_connection_and_close_closes_them_all(
+    smtp_server: SMTPSink,
+) -> None:
+    sender = SMTPSender(plain_settings(smtp_server))
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            for n in range(3):
+                sender.send(make_message(f"{name}/{n}"))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    def send_from_two_threads() -> None:
+        threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert _opened(smtp_server, send_from_two_threads) == 2
+    assert errors == [] and len(smtp_server.wait_for(6)) == 6
+    assert _open_connections(smtp_server, 2) == 2  # kept after the threads ended
+    # This thread's first message closes the connections of the threads that ended.
+    assert _opened(smtp_server, lambda: sender.send(make_message("main"))) == 1
+    assert _open_connections(smtp_server, 1) == 1
+    sender.close()
+    assert _open_connections(smtp_server, 0) == 0
+    # The thread connects anew at its next message.
+    assert _opened(smtp_server, lambda: sender.send(make_message("again"))) == 1
+    sender.close()
+
+
+def test_a_silent_server_times_out() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        settings = SMTPSettings(host="127.0.0.1", port=port, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as failed, SMTPSession(settings) as session:
+            session.send(make_message())
+        assert time.monotonic() - started < 5
+    assert not failed.value.permanent and f"127.0.0.1:{port} failed" in str(failed.value)
