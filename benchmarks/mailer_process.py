@@ -17,7 +17,7 @@ from benchmarks.processes import ChildProcess, free_port
 
 def available() -> str | None:
     """``None`` when the mailer service can run, else why not."""
-    for module in ("flask_confirm_mail.mailer", "flask_confirm_mail.remote"):
+    for module in ("flask_confirm_mail.mailer", "flask_confirm_mail.mailer.remote"):
         try:
             found = importlib.util.find_spec(module) is not None
         except ImportError:

@@ -27,7 +27,7 @@ from benchmarks.measure import interleaved, wait_until
 from benchmarks.report import Column, Row, ScenarioReport, Table, Target
 from benchmarks.smtp_sink import SinkProcess
 from flask_confirm_mail.errors import DeliveryError
-from flask_confirm_mail.remote import RemoteTransport
+from flask_confirm_mail.mailer.remote import RemoteTransport
 from flask_confirm_mail.transport import ConfirmationEmail
 from tests.mailer.tokens import link_token
 from tests.support.redis_server import RedisServer, redis_server_binary

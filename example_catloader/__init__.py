@@ -14,10 +14,11 @@ from typing import Any
 from flask import Flask
 
 from flask_confirm_mail import redact_request_logs
+from flask_confirm_mail.mailer import RemoteTransport
 from flask_confirm_mail.sqlite import tune_sqlite
 
 from . import auth, backoffice, home, mailbox_views
-from .config import configure
+from .config import configure, uses_mailer
 from .error_pages import register_error_pages
 from .extensions import babel, bounces, confirm_mail, csrf, db, login_manager, select_locale
 from .mailbox import install_mailbox
@@ -53,7 +54,8 @@ def create_app(
     csrf.init_app(app)
     install_mailbox(app)
     babel.init_app(app, locale_selector=select_locale)
-    confirm_mail.init_app(app)
+    # Through the remote mailer when its URL is set (FLASK_CONFIRM_MAIL_MAILER_URL), else SMTP.
+    confirm_mail.init_app(app, transport=RemoteTransport() if uses_mailer(app.config) else None)
     bounces.init_app(app)
     redact_request_logs(app)  # keep link tokens out of the app's and the server's logs
 

@@ -1,7 +1,7 @@
 """CatLoader's settings: embedded defaults, then ``FLASK_*`` environment variables.
 
 Every key can be set from the environment with Flask's prefix, e.g.
-``FLASK_SQLALCHEMY_DATABASE_URI``, ``FLASK_MAIL_SERVER``, ``FLASK_CONFIRM_MAIL_TRANSPORT``
+``FLASK_SQLALCHEMY_DATABASE_URI``, ``FLASK_MAIL_SERVER``, ``FLASK_CONFIRM_MAIL_MAILER_URL``
 (values are read as JSON when they parse, so ``FLASK_MAIL_PORT=2525`` is a number).
 What is still unset after that is derived here: the SQLite file, the upload and
 mailbox folders and the secret key all live in the instance folder.
@@ -40,8 +40,9 @@ DEFAULTS: Mapping[str, Any] = {
     # CatLoader's own settings.
     "CATLOADER_MAX_PICTURE_BYTES": 5 * 1024 * 1024,
     "CATLOADER_MAX_PICTURE_PIXELS": 40_000_000,
-    #: ``None``: keep mail in the local mailbox when no SMTP server (``MAIL_SERVER``) is
-    #: configured and the transport is Flask-Mail; ``True``/``False`` force it.
+    #: ``None``: keep mail in the local mailbox when neither an SMTP server
+    #: (``MAIL_SERVER``) nor the mailer (``CONFIRM_MAIL_MAILER_URL``) is configured;
+    #: ``True``/``False`` force it.
     "CATLOADER_MAILBOX": None,
     #: Serve the mailbox at /dev/mailbox outside debug mode (``scripts/demo`` turns it on).
     "CATLOADER_MAILBOX_PAGE": False,
@@ -72,9 +73,7 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
 
     mailbox = config["CATLOADER_MAILBOX"]
     if mailbox is None:
-        mailbox = not config.get("MAIL_SERVER") and config.get(
-            "CONFIRM_MAIL_TRANSPORT", "flask_mail"
-        ) in (None, "flask_mail")
+        mailbox = not config.get("MAIL_SERVER") and not uses_mailer(config)
     config["CATLOADER_MAILBOX"] = bool(mailbox)
     if config["CATLOADER_MAILBOX"]:
         # Flask-Mail builds every message and announces it, but sends nothing.
@@ -82,6 +81,11 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
     else:
         # Flask-Mail's own default suppresses sending whenever TESTING is on.
         config.setdefault("MAIL_SUPPRESS_SEND", False)
+
+
+def uses_mailer(config: Mapping[str, Any]) -> bool:
+    """Whether emails go through the remote mailer: its URL is configured."""
+    return bool(config.get("CONFIRM_MAIL_MAILER_URL"))
 
 
 def instance_secret_key(instance: Path) -> str:

@@ -109,7 +109,7 @@ def worker_command(once: bool, poll_interval: float) -> None:
 
     SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once.
     With CONFIRM_MAIL_REMINDERS set, it also queues the reminders due, every
-    CONFIRM_MAIL_REMINDER_INTERVAL.
+    :data:`~flask_confirm_mail.reminders.SCAN_INTERVAL`.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     flow = get_flow()

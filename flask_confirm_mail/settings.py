@@ -70,7 +70,7 @@ class Option(Generic[T]):
 # --- parsers -------------------------------------------------------------------------------
 
 
-def _number(minimum: float, *, integer: bool = False, maximum: float | None = None) -> Parser[Any]:
+def number(minimum: float, *, integer: bool = False, maximum: float | None = None) -> Parser[Any]:
     def parse(value: Any, key: str, app: Flask) -> float:
         try:
             number = int(str(value)) if integer else float(str(value))
@@ -86,7 +86,7 @@ def _number(minimum: float, *, integer: bool = False, maximum: float | None = No
 
 
 def _integer(minimum: int, maximum: int | None = None) -> Parser[int]:
-    parse = _number(minimum, integer=True, maximum=maximum)
+    parse = number(minimum, integer=True, maximum=maximum)
     return lambda value, key, app: int(parse(value, key, app))
 
 
@@ -95,7 +95,7 @@ def duration(*, allow_zero: bool = False) -> Parser[timedelta]:
         if isinstance(value, timedelta):
             duration = value
         else:
-            duration = timedelta(seconds=_number(float("-inf"))(value, key, app))
+            duration = timedelta(seconds=number(float("-inf"))(value, key, app))
         if duration < timedelta(0) or (duration == timedelta(0) and not allow_zero):
             raise ConfigurationError(f"{key} must be a positive duration.")
         return duration
@@ -155,16 +155,21 @@ def _one_line(value: Any, key: str, app: Flask) -> str:
     return str(value)
 
 
-def _optional_text(value: Any, key: str, app: Flask) -> str | None:
+def text(value: Any, key: str, app: Flask) -> str | None:
     return None if value is None else str(value)
 
 
 def _optional_rate(value: Any, key: str, app: Flask) -> float | None:
-    return None if value is None else float(_number(0.001)(value, key, app))
+    return None if value is None else float(number(0.001)(value, key, app))
 
 
 def _flag(value: Any, key: str, app: Flask) -> bool:
     return bool(value)
+
+
+def optional_secret(value: Any, key: str, app: Flask) -> bytes | None:
+    """A secret of at least :data:`~flask_confirm_mail.tokens.MIN_SECRET_BYTES`, or unset."""
+    return None if value is None else _secret(value, key, app)
 
 
 def _secret(value: Any, key: str, app: Flask) -> bytes:
@@ -370,13 +375,13 @@ class Settings(OptionSet):
     )
     confirmed_endpoint = Option(
         None,
-        _optional_text,
+        text,
         "Endpoint to redirect to after a confirmation. "
         "Unset: a page of the extension says it is done.",
     )
     unconfirmed_endpoint = Option(
         None,
-        _optional_text,
+        text,
         "Where `confirmed_required` sends unconfirmed users "
         "(HTML). Unset: the extension's resend page.",
     )
@@ -427,7 +432,7 @@ class Settings(OptionSet):
     )
     change_email_endpoint = Option(
         None,
-        _optional_text,
+        text,
         "Endpoint of the app's change-email page, linked from the pages that say mail to "
         "the user's address bounced. Unset: the pages only say so.",
         advanced=True,
@@ -448,7 +453,7 @@ class Settings(OptionSet):
         advanced=True,
     )
     smtp_timeout = Option(
-        10.0, _number(0.001), "Seconds for each SMTP socket operation.", advanced=True
+        10.0, number(0.001), "Seconds for each SMTP socket operation.", advanced=True
     )
 
     @classmethod

@@ -214,7 +214,7 @@ def smtp_settings_of(app: Flask, timeout: float) -> SMTPSettings:
 
 
 class SMTPTransport(Transport):
-    """``CONFIRM_MAIL_TRANSPORT = "flask_mail"``: SMTP from the app process.
+    """The default transport: SMTP from the app process.
 
     Uses the app's Flask-Mail configuration (``MAIL_SERVER``, ``MAIL_PORT``,
     ``MAIL_USE_TLS``, ``MAIL_USE_SSL``, ``MAIL_USERNAME``, ``MAIL_PASSWORD``,

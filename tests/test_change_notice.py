@@ -14,6 +14,7 @@ from flask import Flask, jsonify, request, session
 
 from flask_confirm_mail import change_email
 from flask_confirm_mail.addresses import mask_address
+from flask_confirm_mail.mailer import RemoteTransport
 from flask_confirm_mail.outbox import utcnow
 from tests.apps import db, user_model
 from tests.conftest import LINK_RE, link_from
@@ -205,10 +206,10 @@ def test_with_the_remote_mailer_the_notice_goes_out_in_process(
     # while the notice, which its wire cannot carry, goes out through Flask-Mail.
     app = make_app(
         config={
-            "CONFIRM_MAIL_TRANSPORT": "remote",
             "CONFIRM_MAIL_MAILER_URL": "http://127.0.0.1:9/",
             "CONFIRM_MAIL_MAILER_SECRET": "mailer-secret-for-tests-0123456789abcdef",
-        }
+        },
+        transport=RemoteTransport(),
     )
     uid = _sign_up(app)
     _change(app, uid)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from flask_confirm_mail import stop_delivery
+from flask_confirm_mail.bounces.webhooks import WebhookSettings
 from flask_confirm_mail.mailer.settings import ENV_DEFAULTS
 from flask_confirm_mail.settings import OPTIONS
 from tests.support.fixtures import require_ci_or_skip
@@ -58,15 +59,21 @@ def docs_extension() -> ModuleType:
 
 
 def directive_content(page: Path, directive: str) -> list[str]:
-    """The indented content lines of the first ``.. <directive>::`` in ``page``."""
+    """The indented content lines of every ``.. <directive>::`` in ``page``, without the
+    directive's options."""
     lines = page.read_text(encoding="utf-8").splitlines()
-    start = lines.index(f".. {directive}::") + 1
     content: list[str] = []
-    for line in lines[start:]:
-        if line and not line.startswith(" "):
-            break
-        content.append(line)
-    return textwrap.dedent("\n".join(content)).splitlines()
+    for start, heading in enumerate(lines):
+        if heading != f".. {directive}::":
+            continue
+        block: list[str] = []
+        for line in lines[start + 1 :]:
+            if line and not line.startswith(" "):
+                break
+            if not line.lstrip().startswith(":"):
+                block.append(line)
+        content += textwrap.dedent("\n".join(block)).splitlines()
+    return content
 
 
 def documented(directive: str) -> list[str]:
@@ -176,8 +183,19 @@ def test_quickstart_page_includes_the_tested_app() -> None:
 # --- every setting the code reads is documented -----------------------------------------
 
 
+#: Every ``CONFIRM_MAIL_*`` option: the core's, and those of its optional parts.
+ALL_OPTIONS = (*OPTIONS, *WebhookSettings.options())
+#: The most settings a newcomer meets, in the configuration page's first table.
+NEWCOMER_OPTIONS = 15
+
+
+def test_a_newcomer_meets_at_most_fifteen_settings() -> None:
+    first = [o.name for o in OPTIONS if not o.advanced]
+    assert len(first) <= NEWCOMER_OPTIONS, first
+
+
 def test_every_confirm_mail_key_in_the_code_is_an_option() -> None:
-    keys = {o.key for o in OPTIONS}
+    keys = {o.key for o in ALL_OPTIONS}
     found: dict[str, set[str]] = {}
     for path in package_sources():
         for key in re.findall(r"CONFIRM_MAIL_[A-Z0-9_]*[A-Z0-9]", path.read_text("utf-8")):
@@ -189,7 +207,7 @@ def test_every_confirm_mail_key_in_the_code_is_an_option() -> None:
 
 def test_the_configuration_page_lists_exactly_the_options() -> None:
     listed = documented("confirm-mail-options")
-    assert sorted(listed) == sorted(o.name for o in OPTIONS)
+    assert sorted(listed) == sorted(o.name for o in ALL_OPTIONS)
     assert len(listed) == len(set(listed)), "an option is listed twice"
 
 
@@ -339,7 +357,7 @@ def test_sphinx_build_has_no_warnings_and_shows_every_setting(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout + result.stderr
     configuration = (out / "configuration.html").read_text(encoding="utf-8")
-    for option in OPTIONS:
+    for option in ALL_OPTIONS:
         assert f'id="confval-{option.key}"' in configuration, option.key
     for name in ENV_DEFAULTS:
         assert f'id="envvar-{name}"' in configuration, name

@@ -27,10 +27,10 @@ from flask_confirm_mail import (
     send_confirmation,
 )
 from flask_confirm_mail.errors import ConfigurationError
-from flask_confirm_mail.remote import RemoteTransport
+from flask_confirm_mail.mailer.remote import RemoteTransport
+from flask_confirm_mail.mailer.wire import verify_wrapping_token
 from flask_confirm_mail.settings import Settings
 from flask_confirm_mail.transport import ConfirmationEmail
-from flask_confirm_mail.wire import verify_wrapping_token
 from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import ReceivedMail, SMTPSink

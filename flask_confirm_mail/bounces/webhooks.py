@@ -46,7 +46,7 @@ from ..errors import (
     is_database_fault,
 )
 from ..responses import RETRY_AFTER_OUTAGE, load_json
-from ..settings import Option, OptionSet, duration
+from ..settings import Option, OptionSet, duration, text
 from .records import BOUNCE, COMPLAINT, BounceRecords
 
 EXTENSION_KEY = "confirm_mail_webhooks"
@@ -73,10 +73,6 @@ def _basic_auth(value: Any, key: str, app: Flask) -> str | None:
     return value
 
 
-def _optional_text(value: Any, key: str, app: Flask) -> str | None:
-    return None if value is None else str(value)
-
-
 def _strings(value: Any, key: str, app: Flask) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -96,13 +92,13 @@ class WebhookSettings(OptionSet):
     )
     mailgun_signing_key = Option(
         None,
-        _optional_text,
+        text,
         "Mailgun's HTTP webhook signing key (HMAC of timestamp and token). "
         "Unset: no Mailgun webhook.",
     )
     sendgrid_webhook_public_key = Option(
         None,
-        _optional_text,
+        text,
         "SendGrid's signed event webhook verification key (base64 ECDSA public key). "
         "Unset: no SendGrid webhook.",
     )

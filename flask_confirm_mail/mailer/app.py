@@ -19,13 +19,13 @@ from werkzeug.exceptions import HTTPException
 
 from ..redaction import SERVER_LOGGERS, install_log_redaction, redact
 from ..smtp import SMTPSender
-from ..wire import ErrorCode
 from .rate_limit import RateLimiter
 from .redis_replay import RedisReplayStore, connect
 from .replay import MemoryReplayStore, ReplayStore
 from .service import Answer, MailerService
 from .settings import MailerSettings
 from .views import EXTENSION_KEY, LEGACY_PATH_PREFIXES, legacy, v1
+from .wire import ErrorCode
 
 __all__ = ["create_app"]
 

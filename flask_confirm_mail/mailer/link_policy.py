@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from ..errors import ConfigurationError
-from ..wire import is_loopback_host
+from .wire import is_loopback_host
 
 __all__ = ["AllowedPrefix", "LinkPolicy", "LinkRefused"]
 

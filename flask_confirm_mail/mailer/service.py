@@ -23,12 +23,12 @@ from flask import Response, jsonify, render_template
 
 from ..errors import DeliveryError
 from ..smtp import SMTPSender, build_message, format_lifetime
-from ..wire import ErrorCode, MailRequest, RecipientRefused, check_recipient, peek_link_token
 from .caller_text import TextRefused, check_extra
 from .link_policy import LinkRefused
 from .rate_limit import RateLimiter
 from .replay import ReplayStore, StoreUnavailable
 from .settings import MailerSettings
+from .wire import ErrorCode, MailRequest, RecipientRefused, check_recipient, peek_link_token
 
 __all__ = ["LEGACY_REPLAY_WINDOW", "STORE_RETRY_AFTER", "Answer", "MailerService"]
 

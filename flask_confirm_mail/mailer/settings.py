@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..smtp import CONTROL_CHARACTERS, SECURITY_MODES, SMTPSettings
-from ..wire import MAX_LEEWAY, MIN_SECRET_BYTES, is_loopback_host
 from .link_policy import LinkPolicy
+from .wire import MAX_LEEWAY, MIN_SECRET_BYTES, is_loopback_host
 
 __all__ = ["ENV_DEFAULTS", "OPTIONS", "Caller", "MailerSettings", "Option"]
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from flask import Blueprint, Response, current_app, request
 
 from ..errors import InvalidToken, TokenError
-from ..wire import ErrorCode, MailRequest, verify_legacy_token, verify_wrapping_token
 from .redis_replay import RedisReplayStore
 from .replay import MemoryReplayStore
 from .service import STORE_RETRY_AFTER, Answer, MailerService
+from .wire import ErrorCode, MailRequest, verify_legacy_token, verify_wrapping_token
 
 __all__ = ["EXTENSION_KEY", "LEGACY_PATH_PREFIXES", "legacy", "v1"]
 

@@ -12,7 +12,7 @@ from flask import Flask
 
 from example_catloader.config import instance_secret_key
 from flask_confirm_mail.confirmation import get_flow
-from flask_confirm_mail.remote import RemoteTransport
+from flask_confirm_mail.mailer.remote import RemoteTransport
 from flask_confirm_mail.transport import SMTPTransport
 
 
@@ -104,7 +104,6 @@ def test_settings_from_the_environment(
 def test_remote_transport_from_the_environment(
     make_catloader: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FLASK_CONFIRM_MAIL_TRANSPORT", "remote")
     monkeypatch.setenv("FLASK_CONFIRM_MAIL_MAILER_URL", "http://127.0.0.1:5001/")
     monkeypatch.setenv(
         "FLASK_CONFIRM_MAIL_MAILER_SECRET", "mailer-secret-for-tests-0123456789abcdef"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_confirm_mail.mailer import MailerSettings, create_app
+from flask_confirm_mail.mailer import RemoteTransport, create_app
+from flask_confirm_mail.mailer.settings import MailerSettings
 from tests.support.fixtures import SECURE_SMTP_AUTH
 from tests.support.smtp_server import ReceivedMail, SMTPSink
 
@@ -129,12 +130,12 @@ def remote_app(
             f"sqlite:///{tmp_path / 'remote.db'}",
             config={
                 "CONFIRM_MAIL_EXTERNAL_URL": LINK_PREFIX.removesuffix("/confirm/"),
-                "CONFIRM_MAIL_TRANSPORT": "remote",
                 "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
                 "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
                 "CONFIRM_MAIL_MAILER_WIRE": wire,
                 "CONFIRM_MAIL_APP_NAME": "CatLoader",
             },
+            transport=RemoteTransport(),
         )
 
     return make

@@ -12,7 +12,8 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_confirm_mail.mailer import MailerSettings, create_app
+from flask_confirm_mail.mailer import create_app
+from flask_confirm_mail.mailer.settings import MailerSettings
 from flask_confirm_mail.smtp import format_lifetime
 from tests.support.fixtures import SECURE_SMTP_AUTH
 from tests.support.smtp_server import SMTPSink

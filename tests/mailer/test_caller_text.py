@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_confirm_mail.mailer.caller_text import MAX_LENGTHS, TextRefused, check_extra
-from flask_confirm_mail.wire import ErrorCode
+from flask_confirm_mail.mailer.wire import ErrorCode
 from tests.support.smtp_server import SMTPSink
 
 from .tokens import LINK_PREFIX, link_token, sign, unique_address, v1_claims, v1_token

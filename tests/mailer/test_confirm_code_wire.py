@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from flask_confirm_mail.errors import InvalidToken
-from flask_confirm_mail.wire import (
+from flask_confirm_mail.mailer.wire import (
     issue_legacy_token,
     issue_wrapping_token,
     verify_legacy_token,

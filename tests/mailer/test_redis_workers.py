@@ -17,8 +17,9 @@ from flask import Flask
 
 from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.delivery import DeliveryLoop
+from flask_confirm_mail.mailer import RemoteTransport
+from flask_confirm_mail.mailer.wire import ErrorCode
 from flask_confirm_mail.outbox import PENDING, SENT
-from flask_confirm_mail.wire import ErrorCode
 from tests.apps import db
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_server import SMTPSink
@@ -159,12 +160,12 @@ def test_the_outbox_retries_through_an_outage_and_the_email_goes_out_once(
         f"sqlite:///{tmp_path / 'outage.db'}",
         config={
             "CONFIRM_MAIL_EXTERNAL_URL": LINK_PREFIX.removesuffix("/confirm/"),
-            "CONFIRM_MAIL_TRANSPORT": "remote",
             "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
             "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
             "CONFIRM_MAIL_DELIVERY": "worker",
             "TEST_RETRY_BASE": 0,
         },
+        transport=RemoteTransport(),
     )
     address = unique_address("outbox")
     private_redis.stop()

@@ -13,7 +13,7 @@ import pytest
 
 from flask_confirm_mail.confirmation import get_flow
 from flask_confirm_mail.errors import ConfigurationError, DeliveryError
-from flask_confirm_mail.remote import RemoteTransport
+from flask_confirm_mail.mailer.remote import RemoteTransport
 from flask_confirm_mail.transport import ConfirmationEmail
 from tests.support.smtp_server import SMTPSink
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from flask_confirm_mail.errors import ConfigurationError
-from flask_confirm_mail.mailer import MailerSettings, create_app
+from flask_confirm_mail.mailer import create_app
+from flask_confirm_mail.mailer.settings import MailerSettings
 
 from .tokens import MAILER_SECRET
 

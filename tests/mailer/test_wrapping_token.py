@@ -10,7 +10,7 @@ import pytest
 import time_machine
 
 from flask_confirm_mail.errors import ExpiredToken, InvalidToken
-from flask_confirm_mail.wire import (
+from flask_confirm_mail.mailer.wire import (
     MAX_WRAPPING_LIFETIME,
     WRAPPING_AUDIENCE,
     WRAPPING_TOKEN_TYPE,

@@ -21,8 +21,9 @@ from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flask_confirm_mail.mailer import MailerSettings, create_app
-from flask_confirm_mail.wire import ErrorCode
+from flask_confirm_mail.mailer import create_app
+from flask_confirm_mail.mailer.settings import MailerSettings
+from flask_confirm_mail.mailer.wire import ErrorCode
 from tests.mailer.conftest import mailer_env
 from tests.mailer.process import MailerProcess
 from tests.mailer.tokens import LINK_PREFIX, link_token, sign, unique_address, v1_claims, v1_token

@@ -27,16 +27,17 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from flask_confirm_mail.errors import ConfigurationError
-from flask_confirm_mail.mailer import MailerSettings, create_app
-from flask_confirm_mail.remote import RemoteTransport
-from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, LinkTokenSigner
-from flask_confirm_mail.wire import (
+from flask_confirm_mail.mailer import create_app
+from flask_confirm_mail.mailer.remote import RemoteTransport
+from flask_confirm_mail.mailer.settings import MailerSettings
+from flask_confirm_mail.mailer.wire import (
     WRAPPING_AUDIENCE,
     WRAPPING_TOKEN_TYPE,
     is_loopback_host,
     issue_legacy_token,
     issue_wrapping_token,
 )
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, LinkTokenSigner
 from tests.apps import EXTERNAL_URL, SECRET_KEY
 from tests.security.forgery import (
     LINK_KEY,

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 
 from flask_confirm_mail import ConfigurationError, ConfirmMail
-from flask_confirm_mail.mailer import MailerSettings
+from flask_confirm_mail.mailer.settings import MailerSettings
 from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, User, db
 
 SHORT = "short-secret-of-31-bytes-012345"

@@ -25,13 +25,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, MAX_TOKEN_LENGTH
-from flask_confirm_mail.wire import (
+from flask_confirm_mail.mailer.wire import (
     WRAPPING_AUDIENCE,
     WRAPPING_TOKEN_TYPE,
     issue_legacy_token,
     issue_wrapping_token,
 )
+from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE, MAX_TOKEN_LENGTH
 from tests.apps import EXTERNAL_URL, SECRET_KEY
 from tests.security.access_audit import AccessAudit
 from tests.security.forgery import (

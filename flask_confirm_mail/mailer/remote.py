@@ -1,4 +1,7 @@
-"""The ``remote`` transport: the app asks a mailer service over HTTP to send each email.
+"""The remote transport: the app asks a mailer service over HTTP to send each email.
+
+An app sends through it with ``ConfirmMail(..., transport=RemoteTransport())``; its
+settings are read from ``app.config`` (:class:`RemoteSettings`) unless given here.
 
 Wire ``v1`` (the default) talks to this package's mailer
 (:mod:`flask_confirm_mail.mailer`): ``POST <mailer_url>v1/messages`` with a v1 wrapping
@@ -20,6 +23,7 @@ otherwise, so the outbox retries.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import re
@@ -31,6 +35,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
+from flask import Flask, current_app
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -40,10 +45,12 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from .errors import ConfigurationError, DeliveryError, TokenError
-from .outbox import Purpose
-from .tokens import MIN_SECRET_BYTES
-from .transport import ConfirmationEmail, Transport
+from ..confirmation import get_flow
+from ..errors import ConfigurationError, DeliveryError, TokenError
+from ..outbox import Purpose
+from ..settings import Option, OptionSet, Settings, number, optional_secret, text
+from ..tokens import MIN_SECRET_BYTES
+from ..transport import ConfirmationEmail, SMTPTransport, Transport
 from .wire import (
     EXTRA_FIELDS,
     TEMPLATES,
@@ -67,6 +74,32 @@ _SAFE_MSG = re.compile(r"[^\w .,:;()'/-]")
 _RETRIES = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=False)
 
 
+class RemoteSettings(OptionSet):
+    """The remote transport's ``CONFIRM_MAIL_MAILER_*`` keys; arguments of
+    :class:`RemoteTransport` win over them."""
+
+    mailer_url = Option(
+        None, text, "The mailer service's base URL, https (http only for a loopback host)."
+    )
+    mailer_secret = Option(
+        None,
+        optional_secret,
+        "Key that signs wrapping tokens for the mailer (its `JWT_MAILER_SECRET`), at least "
+        "32 bytes, different from the link secret.",
+    )
+    mailer_wire = Option(
+        "v1",
+        text,
+        "`v1` (POST /v1/messages, token in the Authorization header) "
+        "or `variance` (the original mailer's GET calls).",
+    )
+    mailer_blueprint = Option(
+        "emailservice-cat", text, "URL part of the original mailer (`variance` wire)."
+    )
+    mailer_connect_timeout = Option(5.0, number(0.001), "Seconds to connect to the mailer.")
+    mailer_read_timeout = Option(15.0, number(0.001), "Seconds to wait for the mailer's answer.")
+
+
 class RemoteTransport(Transport):
     """Delivers through a mailer service.
 
@@ -83,27 +116,81 @@ class RemoteTransport(Transport):
     :param ssl_context: for https, e.g. to trust a private CA; default: the system's.
     :param allow_insecure_http: allow ``http://`` to a host that is not loopback (only on
         a network you trust: the token carries the link token).
-    :param pool_size: connections kept alive to the mailer, for as many parallel sends.
+    :param pool_size: connections kept alive to the mailer, for as many parallel sends;
+        default: the app's ``CONFIRM_MAIL_CONCURRENCY``.
     :param linkless: the transport of emails without a link (the change notice), which
-        the mailer's wire does not carry; ``init_app`` gives the in-process SMTP one.
-    :raises ConfigurationError: an option is missing or unsafe.
+        the mailer's wire does not carry; default: SMTP through the app's ``MAIL_*``
+        settings when ``CONFIRM_MAIL_CHANGE_NOTICE`` is on.
+    :raises ConfigurationError: an option is missing or unsafe (at ``init_app`` for
+        what the app's config gives).
     """
 
     def __init__(
         self,
         *,
-        mailer_url: str,
-        mailer_secret: bytes,
-        wire: str = "v1",
-        legacy_blueprint: str = "emailservice-cat",
-        connect_timeout: float = 5.0,
-        read_timeout: float = 15.0,
+        mailer_url: str | None = None,
+        mailer_secret: bytes | str | None = None,
+        wire: str | None = None,
+        legacy_blueprint: str | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
         extra: Mapping[str, Any] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         allow_insecure_http: bool = False,
-        pool_size: int = 4,
+        pool_size: int | None = None,
         linkless: Transport | None = None,
     ) -> None:
+        self._given: dict[str, Any] = {
+            "MAILER_URL": mailer_url,
+            "MAILER_SECRET": mailer_secret,
+            "MAILER_WIRE": wire,
+            "MAILER_BLUEPRINT": legacy_blueprint,
+            "MAILER_CONNECT_TIMEOUT": connect_timeout,
+            "MAILER_READ_TIMEOUT": read_timeout,
+        }
+        self.extra = dict(extra or {})
+        self.ssl_context = ssl_context
+        self.allow_insecure_http = allow_insecure_http
+        self.pool_size = pool_size
+        self.linkless = linkless
+        self._http: urllib3.PoolManager | None = None
+        self._http_pid = 0
+        self._lock = threading.Lock()
+        if mailer_url is not None and mailer_secret is not None:
+            self._configure(RemoteSettings({}), None)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the unset options from ``app.config`` and check them all."""
+        settings = RemoteSettings.load(app)
+        core = Settings.load(app)
+        self._configure(settings, core)
+        if any(hmac.compare_digest(self._secret, key) for key in core.secret):
+            raise ConfigurationError(
+                "CONFIRM_MAIL_MAILER_SECRET must differ from the link secret (CONFIRM_MAIL_SECRET)."
+            )
+        if self.linkless is None and core.change_notice:
+            self.linkless = SMTPTransport(core)
+            self.linkless.init_app(app)
+
+    def _configure(self, settings: RemoteSettings, core: Settings | None) -> None:
+        def given(key: str) -> Any:
+            value = self._given[key]
+            return getattr(settings, key.lower(), None) if value is None else value
+
+        mailer_url, mailer_secret = given("MAILER_URL"), given("MAILER_SECRET")
+        if not mailer_url or mailer_secret is None:
+            raise ConfigurationError(
+                "The remote transport needs CONFIRM_MAIL_MAILER_URL and "
+                "CONFIRM_MAIL_MAILER_SECRET (or its mailer_url and mailer_secret)."
+            )
+        if isinstance(mailer_secret, str):
+            mailer_secret = mailer_secret.encode()
+        wire = given("MAILER_WIRE") or "v1"
+        legacy_blueprint = given("MAILER_BLUEPRINT") or "emailservice-cat"
+        connect_timeout = given("MAILER_CONNECT_TIMEOUT") or 5.0
+        read_timeout = given("MAILER_READ_TIMEOUT") or 15.0
+        pool_size = self.pool_size or (core.concurrency if core is not None else 4)
+        allow_insecure_http = self.allow_insecure_http
         if wire not in WIRES:
             raise ConfigurationError(f"The mailer wire must be one of: {', '.join(WIRES)}.")
         if len(mailer_secret) < MIN_SECRET_BYTES:
@@ -142,15 +229,9 @@ class RemoteTransport(Transport):
         self.legacy_blueprint = blueprint
         self.connect_timeout = float(connect_timeout)
         self.read_timeout = float(read_timeout)
-        self.extra = dict(extra or {})
-        self.ssl_context = ssl_context
         self.pool_size = pool_size
         self._secret = bytes(mailer_secret)
-        self.linkless = linkless
         self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._http: urllib3.PoolManager | None = None
-        self._http_pid = 0
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<RemoteTransport {self.wire} {self.scheme}://{self.host}{self.base_path}>"
@@ -165,7 +246,8 @@ class RemoteTransport(Transport):
         if template not in TEMPLATES:
             raise DeliveryError("The mailer has no template for this purpose", permanent=True)
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        context = {**self.extra, **dict(email.context)}
+        app_name = get_flow(current_app).settings.app_name
+        context = {"app_name": app_name, **self.extra, **dict(email.context)}
         try:
             if self.wire == "v1":
                 token = issue_wrapping_token(

@@ -36,10 +36,10 @@ from typing import Any
 
 import jwt
 
-from .addresses import normalize_address
-from .errors import AddressError, InvalidToken
-from .smtp import CONTROL_CHARACTERS
-from .tokens import (
+from ..addresses import normalize_address
+from ..errors import AddressError, InvalidToken
+from ..smtp import CONTROL_CHARACTERS
+from ..tokens import (
     CODE_CHARACTERS,
     LINK_AUDIENCE,
     LINK_TOKEN_TYPE,
@@ -52,8 +52,8 @@ from .tokens import (
     read_header,
     verify_signature,
 )
-from .tokens import MAX_LEEWAY as MAX_LEEWAY
-from .tokens import MIN_SECRET_BYTES as MIN_SECRET_BYTES
+from ..tokens import MAX_LEEWAY as MAX_LEEWAY
+from ..tokens import MIN_SECRET_BYTES as MIN_SECRET_BYTES
 
 WRAPPING_TOKEN_TYPE = "cm-mailer+jwt"
 WRAPPING_AUDIENCE = "flask-confirm-mail:mailer"
