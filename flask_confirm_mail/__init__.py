@@ -10,6 +10,8 @@ from .addresses import is_valid_address, normalize_address
 from .confirmation import (
     Outcome,
     change_email,
+    deliver,
+    deliver_due,
     is_confirmed,
     link_base_url,
     redact_request_logs,
@@ -58,6 +60,8 @@ __all__ = [
     "TokenError",
     "Transport",
     "change_email",
+    "deliver",
+    "deliver_due",
     "confirmation_bounced",
     "confirmation_requested",
     "confirmation_sent",

@@ -15,7 +15,7 @@ saved are handed to the app's delivery mode (``sync``, ``thread``, ``worker`` or
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -31,7 +31,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
 from .addresses import mask_address, normalize_address
-from .delivery import BackgroundSender, Deliverer
+from .delivery import BackgroundSender, Deliverer, DeliveryLoop
 from .errors import ExpiredToken, NotInitializedError, TokenError
 from .i18n import current_locale
 from .outbox import Purpose
@@ -117,9 +117,9 @@ class ConfirmationFlow:
         )  # fmt: skip
         self.sender = BackgroundSender(self.deliverer)
         self._next_reminder_scan = 0.0
-        #: ``celery`` mode: sends committed outbox ids to the app's Celery (set by
-        #: :func:`~flask_confirm_mail.tasks.install_celery_delivery` at ``init_app``).
-        self.handoff: Callable[[list[int]], None] | None = None
+        #: ``queue`` mode: hands committed outbox ids to the app's job queue
+        #: (:meth:`ConfirmMail.handoff <flask_confirm_mail.ConfirmMail.handoff>`).
+        self.handoff: Callable[[list[int]], object] | None = None
 
     # --- queueing emails (in the caller's session) ----------------------------------------
 
@@ -360,6 +360,24 @@ def get_flow(app: Flask | None = None) -> ConfirmationFlow:
 
 
 # --- the public functions: they act on the current app -------------------------------------
+
+
+def deliver(ids: Sequence[int]) -> int:
+    """Deliver these committed outbox messages now, in this thread: what the app's queue
+    job calls (``CONFIRM_MAIL_DELIVERY = "queue"``).
+
+    Uses the claim and lease of every other mode: a message another worker holds, or
+    already sent, is skipped, so a job run twice sends once; one that fails stays due for
+    a retry. Returns how many were sent.
+    """
+    return get_flow().deliverer.deliver_now([int(i) for i in ids])
+
+
+def deliver_due() -> int:
+    """Deliver every due message until none is left (retries, and messages whose job was
+    lost): the periodic job of a queue. Returns how many were sent."""
+    flow = get_flow()
+    return DeliveryLoop(_app(), flow.deliverer).run(until_idle=True).sent
 
 
 def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> Any:

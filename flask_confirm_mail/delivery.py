@@ -428,17 +428,20 @@ class Deliverer:
                 message_id=email.message_id,
             )
 
-    def deliver_now(self, ids: Sequence[int]) -> None:
-        """Deliver these messages in this thread (``sync`` mode and the CLI); never raises."""
+    def deliver_now(self, ids: Sequence[int]) -> int:
+        """Deliver these messages in this thread; return how many were sent. Never raises:
+        what fails stays in the outbox, due for a retry."""
         worker_id = new_worker_id()
         size = self.settings.concurrency
+        sent = 0
         try:
             for start in range(0, len(ids), size):
-                self.deliver_batch(worker_id, ids[start : start + size])
+                sent += self.deliver_batch(worker_id, ids[start : start + size]).sent
         except Exception:
             logger.exception("Delivery after commit failed; the messages stay in the outbox")
         finally:
             self.transport.close()
+        return sent
 
 
 def _at_exit(stop: Callable[[], None]) -> None:

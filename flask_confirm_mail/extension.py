@@ -27,12 +27,12 @@ from .outbox import outbox_model_for
 from .redaction import install_log_redaction
 from .settings import OPTION_NAMES, Settings
 from .signup import deliver_after_request, listen_to_session
-from .tasks import install_celery_delivery
 from .transport import SMTPTransport, Transport
 from .users import UserColumns
 from .views import blueprint, limit_resend
 
 G = TypeVar("G", bound=Callable[[], Any])
+H = TypeVar("H", bound=Callable[[list[int]], object])
 
 logger = logging.getLogger("flask_confirm_mail")
 
@@ -81,6 +81,7 @@ class ConfirmMail:
         #: The outbox model, defined on ``db`` (table ``confirm_mail_outbox``).
         self.outbox_model = outbox_model_for(db)
         self._user_getter: Callable[[], Any] | None = None
+        self._handoff: Callable[[list[int]], object] | None = None
         self._flows: weakref.WeakSet[ConfirmationFlow] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
@@ -115,9 +116,8 @@ class ConfirmMail:
             columns=columns,
             transport=transport,
         )
-        if settings.delivery == "celery":
-            install_celery_delivery(app, flow)
         flow.user_getter = self._user_getter
+        flow.handoff = self._handoff
         self._flows.add(flow)
         app.extensions[EXTENSION_KEY] = flow
         listen_to_session(self.db)
@@ -134,6 +134,21 @@ class ConfirmMail:
         if not has_level_handler(logger):
             logger.addHandler(default_handler)
         install_log_redaction([logger.name], [settings.url_prefix])
+
+    def handoff(self, function: H) -> H:
+        """Register the function that hands the outbox ids each commit saved to the app's
+        own task queue (``CONFIRM_MAIL_DELIVERY = "queue"``). Its job calls
+        :func:`~flask_confirm_mail.deliver` with them; a periodic job calls
+        :func:`~flask_confirm_mail.deliver_due`, which also sends what a lost job left::
+
+            @confirm_mail.handoff
+            def enqueue(ids):
+                queue.enqueue(deliver_confirmation_emails, ids)  # RQ
+        """
+        self._handoff = function
+        for flow in self._flows:
+            flow.handoff = function
+        return function
 
     def user_getter(self, getter: G) -> G:
         """Register the function that returns the logged-in user (or ``None``).

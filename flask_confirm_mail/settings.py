@@ -368,10 +368,10 @@ class Settings(OptionSet):
     url_prefix = Option("/confirm", _url_prefix, "Where the blueprint's routes live.")
     delivery = Option(
         "thread",
-        _choice("sync", "thread", "worker", "celery"),
+        _choice("sync", "thread", "worker", "queue"),
         "`sync` (after the request's commit), `thread` (a background "
         "sender in the app process), `worker` (`flask confirm-mail worker` processes) or "
-        '`celery` (tasks on the app\'s Celery, `app.extensions["celery"]`).',
+        "`queue` (jobs of the app's own task queue: `ConfirmMail.handoff`).",
     )
     confirmed_endpoint = Option(
         None,

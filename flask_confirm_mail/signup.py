@@ -8,6 +8,7 @@ drops both the user and its row; only a commit hands rows to delivery (``sync``,
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from .confirmation import EXTENSION_KEY, ConfirmationFlow, get_flow
 from .outbox import Purpose
+
+logger = logging.getLogger("flask_confirm_mail")
 
 _SYNC_QUEUE = "_confirm_mail_sync_ids"
 #: Set on ``g`` while a resend runs after its response: ``thread`` mode still wakes the sender.
@@ -137,8 +140,14 @@ def dispatch(flow: ConfirmationFlow, ids: list[int]) -> None:
     """
     mode = flow.settings.delivery
     after_response = g.get(AFTER_RESPONSE, False)  # a resend's work, once answered
-    if mode == "celery" and flow.handoff is not None:
-        flow.handoff(ids)
+    if mode == "queue":
+        if flow.handoff is None:
+            logger.error(
+                "CONFIRM_MAIL_DELIVERY is 'queue' but no handoff is registered: the emails "
+                "wait for deliver_due()"
+            )
+        else:
+            flow.handoff(ids)
     elif mode == "thread" and (has_request_context() or after_response):
         flow.sender.wake(current_app._get_current_object())  # type: ignore[attr-defined]
     elif mode in ("thread", "sync"):

@@ -1,4 +1,5 @@
-"""A Flask app with ``CONFIRM_MAIL_DELIVERY = "celery"``, built as Flask's Celery pattern says.
+"""A Flask app delivering through Celery (``CONFIRM_MAIL_DELIVERY = "queue"``), built as
+Flask's Celery pattern says.
 
 The tests build it in-process (to sign users up) and the ``celery worker`` subprocesses
 build it from the environment: ``celery -A tests.delivery.celery_app worker``, with
@@ -15,7 +16,7 @@ from celery import Celery, Task
 from flask import Flask, jsonify, request
 
 from flask_confirm_mail import ConfirmMail, signup_view
-from flask_confirm_mail.tasks import schedule_delivery
+from flask_confirm_mail.queues.celery import install_celery_delivery, schedule_delivery
 from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, User, db, shorten_delivery
 
 
@@ -54,7 +55,7 @@ def create_app(
         MAIL_DEFAULT_SENDER=("CatLoader", "noreply@app.example.com"),
         CONFIRM_MAIL_SECRET=LINK_SECRET,
         CONFIRM_MAIL_EXTERNAL_URL=EXTERNAL_URL,
-        CONFIRM_MAIL_DELIVERY="celery",
+        CONFIRM_MAIL_DELIVERY="queue",
         CELERY={
             "broker_url": broker_url,
             "task_default_queue": queue,
@@ -71,6 +72,7 @@ def create_app(
     if sweep_every is not None:
         schedule_delivery(celery_app, every=sweep_every)
     ConfirmMail(db=db, user_model=User).init_app(app)
+    install_celery_delivery(app)
     shorten_delivery(app)
 
     @app.post("/signup")

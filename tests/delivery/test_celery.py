@@ -1,4 +1,4 @@
-"""``CONFIRM_MAIL_DELIVERY = "celery"`` with a real broker (redis-server) and real
+"""Celery delivery (``CONFIRM_MAIL_DELIVERY = "queue"``) with a real broker (redis-server) and real
 ``celery worker`` processes; each test counts emails requested, delivered, duplicated and
 lost (issue 12)."""
 
@@ -21,7 +21,7 @@ import redis
 
 from flask_confirm_mail.errors import ConfigurationError
 from flask_confirm_mail.outbox import SENT
-from flask_confirm_mail.tasks import DELIVER
+from flask_confirm_mail.queues.celery import DELIVER, install_celery_delivery
 from tests.apps import create_app as create_plain_app
 from tests.apps import db
 from tests.delivery import celery_app
@@ -165,9 +165,10 @@ def addresses(count: int, prefix: str = "cat") -> list[str]:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_init_app_without_a_celery_app_fails_clearly(database_url: str) -> None:
-    with pytest.raises(ConfigurationError, match=r'app\.extensions\["celery"\]'):
-        create_plain_app(database_url, config={"CONFIRM_MAIL_DELIVERY": "celery"})
+def test_celery_delivery_without_a_celery_app_fails_clearly(database_url: str) -> None:
+    app = create_plain_app(database_url, config={"CONFIRM_MAIL_DELIVERY": "queue"})
+    with pytest.raises(ConfigurationError, match=r"app\.extensions\['celery'\]"):
+        install_celery_delivery(app)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -1,13 +1,14 @@
-"""Celery delivery (``CONFIRM_MAIL_DELIVERY = "celery"``): the tasks, on the app's Celery.
+"""Celery delivery: the tasks, on the app's Celery.
 
-Flask's Celery pattern keeps the app's Celery instance in ``app.extensions["celery"]``;
-``init_app`` registers two tasks on it (so ``celery -A ... worker`` knows them as soon as
-it has built the Flask app):
+Flask's Celery pattern keeps the app's Celery instance in ``app.extensions["celery"]``.
+With ``CONFIRM_MAIL_DELIVERY = "queue"``, :func:`install_celery_delivery` registers two
+tasks on it (so ``celery -A ... worker`` knows them as soon as it has built the Flask
+app) and hands each commit's outbox ids to the first:
 
 - :data:`DELIVER` is sent after each commit that queued emails, with their outbox ids
   only (never an address or a token), and delivers them through
   :meth:`Deliverer.deliver_batch <flask_confirm_mail.delivery.Deliverer.deliver_batch>`,
-  the same claim and lease as every other mode;
+  the same claim and lease as every other mode (:func:`flask_confirm_mail.deliver`);
 - :data:`DELIVER_DUE` delivers everything due: retries, and emails whose task was lost
   (a broker restart, a failed publish, a killed worker). :func:`schedule_delivery` adds
   it to the beat schedule.
@@ -25,9 +26,8 @@ from typing import Any
 
 from flask import Flask
 
-from .confirmation import ConfirmationFlow, get_flow
-from .delivery import DeliveryLoop, new_worker_id
-from .errors import ConfigurationError
+from ..confirmation import deliver, deliver_due, get_flow
+from ..errors import ConfigurationError
 
 logger = logging.getLogger("flask_confirm_mail")
 
@@ -45,18 +45,22 @@ CELERY_EXTENSION_KEY = "celery"
 _flask_apps: weakref.WeakKeyDictionary[Any, Flask] = weakref.WeakKeyDictionary()
 
 
-def install_celery_delivery(app: Flask, flow: ConfirmationFlow) -> None:
-    """Register the tasks on ``app``'s Celery and send committed ids to it (``init_app``).
+def install_celery_delivery(app: Flask) -> None:
+    """Register the tasks on ``app``'s Celery and send committed ids to it; call it after
+    ``ConfirmMail.init_app(app)``.
 
-    :raises ConfigurationError: ``app.extensions["celery"]`` is missing, or that Celery
-        app already delivers for another Flask app.
+    :raises ConfigurationError: ``CONFIRM_MAIL_DELIVERY`` is not ``"queue"``,
+        ``app.extensions["celery"]`` is missing, or that Celery app already delivers for
+        another Flask app.
     """
+    flow = get_flow(app)
+    if flow.settings.delivery != "queue":
+        raise ConfigurationError("Celery delivery needs CONFIRM_MAIL_DELIVERY = 'queue'.")
     celery_app = app.extensions.get(CELERY_EXTENSION_KEY)
     if celery_app is None:
         raise ConfigurationError(
-            "CONFIRM_MAIL_DELIVERY='celery' needs the app's Celery instance in "
-            'app.extensions["celery"] (Flask\'s Celery pattern, celery_init_app(app)) '
-            "before ConfirmMail.init_app(app); install it with "
+            "Celery delivery needs the app's Celery instance in app.extensions['celery'] "
+            "(Flask's Celery pattern, celery_init_app(app)); install it with "
             "pip install 'flask-confirm-mail[celery]'."
         )
     known = _flask_apps.get(celery_app)
@@ -71,11 +75,11 @@ def install_celery_delivery(app: Flask, flow: ConfirmationFlow) -> None:
     worker_process_init.connect(_forget_parent_connections, weak=False, dispatch_uid=DELIVER)
     deliver = celery_app.task(name=DELIVER, bind=True, ignore_result=True)(_deliver)
     celery_app.task(name=DELIVER_DUE, bind=True, ignore_result=True)(_deliver_due)
-    claim_size = flow.settings.concurrency  # what one task's claim takes
+    chunk_size = flow.settings.concurrency  # what one task claims
 
     def hand_off(ids: list[int]) -> None:
-        for start in range(0, len(ids), claim_size):
-            chunk = ids[start : start + claim_size]
+        for start in range(0, len(ids), chunk_size):
+            chunk = ids[start : start + chunk_size]
             try:
                 deliver.apply_async((chunk,))
             except Exception as exc:  # noqa: BLE001 - the rows stay due for DELIVER_DUE
@@ -119,7 +123,7 @@ def _flask_app_of(celery_app: Any) -> Flask:
     app = _flask_apps.get(celery_app)
     if app is None:
         raise ConfigurationError(
-            "No Flask app with CONFIRM_MAIL_DELIVERY='celery' was initialized on this Celery "
+            "No Flask app installed Celery delivery on this Celery "
             "app in this process: the worker must import the module that builds the app."
         )
     return app
@@ -129,21 +133,12 @@ def _deliver(task: Any, ids: list[int]) -> int:
     """:data:`DELIVER`: claim and send these outbox messages; return how many were sent."""
     app = _flask_app_of(task.app)
     with app.app_context():
-        deliverer = get_flow(app).deliverer
-        try:
-            outbox_ids = [int(i) for i in ids]
-            return deliverer.deliver_batch(new_worker_id(), outbox_ids).sent
-        except Exception:
-            logger.exception(
-                "Celery delivery of %s outbox message(s) failed; they stay in the outbox "
-                "for the periodic task",
-                len(ids),
-            )
-            return 0
+        return deliver(ids)
 
 
 def _deliver_due(task: Any) -> int:
     """:data:`DELIVER_DUE`: deliver every due message until none is left; return how
     many were sent."""
     app = _flask_app_of(task.app)
-    return DeliveryLoop(app, get_flow(app).deliverer).run(until_idle=True).sent
+    with app.app_context():
+        return deliver_due()
