@@ -19,7 +19,7 @@ from .confirmation import get_flow
 from .delivery import POLL_INTERVAL, DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
 from .outbox import Purpose
-from .reminders import queue_reminders, remind_when_due
+from .reminders import SCAN_INTERVAL, queue_reminders, remind_when_due
 from .settings import parse_age
 from .transport import load_email_templates
 
@@ -104,17 +104,26 @@ def status_command(email: str) -> None:
     show_default=True,
     help="Seconds between looks at the outbox while idle.",
 )
-def worker_command(once: bool, poll_interval: float) -> None:
+@click.option(
+    "--remind-every",
+    type=float,
+    default=SCAN_INTERVAL,
+    show_default=True,
+    help="Seconds between looks for due reminders (with CONFIRM_MAIL_REMINDERS).",
+)
+def worker_command(once: bool, poll_interval: float, remind_every: float) -> None:
     """Deliver outbox messages until stopped.
 
     SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once.
-    With CONFIRM_MAIL_REMINDERS set, it also queues the reminders due, every
-    :data:`~flask_confirm_mail.reminders.SCAN_INTERVAL`.
+    With CONFIRM_MAIL_REMINDERS set, it also queues the reminders due.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     flow = get_flow()
     loop = DeliveryLoop(
-        app, flow.deliverer, poll_interval=poll_interval, before_poll=lambda: remind_when_due(flow)
+        app,
+        flow.deliverer,
+        poll_interval=poll_interval,
+        before_poll=lambda: remind_when_due(flow, remind_every),
     )
 
     def stop(signum: int, frame: Any) -> None:

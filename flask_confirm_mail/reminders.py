@@ -101,12 +101,12 @@ def _queue_reminder(flow: ConfirmationFlow, user: Any, address: str, number: int
     return True
 
 
-def remind_when_due(flow: ConfirmationFlow) -> None:
-    """The worker loop's hook: :meth:`queue_reminders` at most once per
-    :data:`SCAN_INTERVAL`; errors are logged, never raised."""
+def remind_when_due(flow: ConfirmationFlow, every: float = SCAN_INTERVAL) -> None:
+    """The worker loop's hook: :func:`queue_reminders` at most once per ``every``
+    seconds; errors are logged, never raised."""
     if not flow.settings.reminders or time.monotonic() < flow._next_reminder_scan:
         return
-    flow._next_reminder_scan = time.monotonic() + SCAN_INTERVAL
+    flow._next_reminder_scan = time.monotonic() + every
     try:
         queued = queue_reminders(flow)
     except Exception:

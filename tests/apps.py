@@ -116,6 +116,7 @@ def create_app(
     if app.config.get("CONFIRM_MAIL_RESEND_LIMIT"):  # the limit needs the app's Limiter
         from flask_limiter import Limiter
 
+        app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
         Limiter(client_network, app=app, swallow_errors=True, in_memory_fallback_enabled=True)
     confirm_mail = ConfirmMail(db=db, **SHAPES[shape], **options)
     confirm_mail.init_app(app)

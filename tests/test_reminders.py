@@ -207,7 +207,7 @@ def test_a_running_worker_sends_reminders_as_they_come_due(
 ) -> None:
     app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
     worker = _worker(database_url, smtp_server, "--poll-interval", "0.1",
-                     CONFIRM_MAIL_REMINDER_INTERVAL="0.2")  # fmt: skip
+                     "--remind-every", "0.2")  # fmt: skip
     try:
         _sign_up(app, "slow@example.org")
         [signup] = smtp_server.wait_for(1, timeout=30)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from ..cli import cli_group
 from ..confirmation import get_flow
@@ -79,6 +80,7 @@ class Bounces:
 
 
 @click.command("bounces")
+@with_appcontext
 @click.option("--clear", "address", metavar="ADDRESS", help="Forget the mark of ADDRESS.")
 def bounces_command(address: str | None) -> None:
     """List the addresses marked undeliverable, or clear one with --clear ADDRESS."""

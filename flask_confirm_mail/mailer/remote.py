@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
-from flask import Flask, current_app
+from flask import Flask
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -45,7 +45,6 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from ..confirmation import get_flow
 from ..errors import ConfigurationError, DeliveryError, TokenError
 from ..outbox import Purpose
 from ..settings import Option, OptionSet, Settings, number, optional_secret, text
@@ -72,6 +71,19 @@ _SAFE_MSG = re.compile(r"[^\w .,:;()'/-]")
 #: One new connection when a kept-alive one fails (the server closed it while idle);
 #: the mailer's replay store makes sending the same token twice safe. No redirects.
 _RETRIES = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=False)
+
+
+#: The mailer's template for each purpose it writes; a reminder is one more confirmation
+#: email, so the signup template writes it.
+_TEMPLATE_OF: dict[str, str] = {
+    Purpose.SIGNUP: "signup",
+    Purpose.CHANGE: "change",
+    Purpose.REMINDER: "signup",
+}
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 class RemoteSettings(OptionSet):
@@ -164,6 +176,7 @@ class RemoteTransport(Transport):
         settings = RemoteSettings.load(app)
         core = Settings.load(app)
         self._configure(settings, core)
+        self.extra.setdefault("app_name", core.app_name)
         if any(hmac.compare_digest(self._secret, key) for key in core.secret):
             raise ConfigurationError(
                 "CONFIRM_MAIL_MAILER_SECRET must differ from the link secret (CONFIRM_MAIL_SECRET)."
@@ -175,7 +188,7 @@ class RemoteTransport(Transport):
     def _configure(self, settings: RemoteSettings, core: Settings | None) -> None:
         def given(key: str) -> Any:
             value = self._given[key]
-            return getattr(settings, key.lower(), None) if value is None else value
+            return vars(settings).get(key.lower()) if value is None else value
 
         mailer_url, mailer_secret = given("MAILER_URL"), given("MAILER_SECRET")
         if not mailer_url or mailer_secret is None:
@@ -185,10 +198,10 @@ class RemoteTransport(Transport):
             )
         if isinstance(mailer_secret, str):
             mailer_secret = mailer_secret.encode()
-        wire = given("MAILER_WIRE") or "v1"
-        legacy_blueprint = given("MAILER_BLUEPRINT") or "emailservice-cat"
-        connect_timeout = given("MAILER_CONNECT_TIMEOUT") or 5.0
-        read_timeout = given("MAILER_READ_TIMEOUT") or 15.0
+        wire = _or(given("MAILER_WIRE"), "v1")
+        legacy_blueprint = _or(given("MAILER_BLUEPRINT"), "emailservice-cat")
+        connect_timeout = _or(given("MAILER_CONNECT_TIMEOUT"), 5.0)
+        read_timeout = _or(given("MAILER_READ_TIMEOUT"), 15.0)
         pool_size = self.pool_size or (core.concurrency if core is not None else 4)
         allow_insecure_http = self.allow_insecure_http
         if wire not in WIRES:
@@ -241,13 +254,11 @@ class RemoteTransport(Transport):
 
         :raises DeliveryError: (permanent) the message cannot be expressed on this wire.
         """
-        # A reminder is one more confirmation email: the mailer's signup template writes it.
-        template = "signup" if email.purpose == Purpose.REMINDER else Purpose(email.purpose).value
+        template = _TEMPLATE_OF.get(email.purpose)
         if template not in TEMPLATES:
             raise DeliveryError("The mailer has no template for this purpose", permanent=True)
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        app_name = get_flow(current_app).settings.app_name
-        context = {"app_name": app_name, **self.extra, **dict(email.context)}
+        context = {**self.extra, **dict(email.context)}
         try:
             if self.wire == "v1":
                 token = issue_wrapping_token(

@@ -361,11 +361,11 @@ def test_the_pool_holds_as_many_connections_as_the_delivery_concurrency(
     app = build_app(
         f"sqlite:///{tmp_path / 'pool.db'}",
         config={
-            "CONFIRM_MAIL_TRANSPORT": "remote",
             "CONFIRM_MAIL_MAILER_URL": mailer.base_url,
             "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
             "CONFIRM_MAIL_CONCURRENCY": 16,
         },
+        transport=RemoteTransport(),
     )
     remote = get_flow(app).transport
     assert isinstance(remote, RemoteTransport)
