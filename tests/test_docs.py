@@ -29,6 +29,7 @@ import pytest
 
 from flask_confirm_mail import stop_delivery
 from flask_confirm_mail.bounces.webhooks import WebhookSettings
+from flask_confirm_mail.mailer.remote import RemoteSettings
 from flask_confirm_mail.mailer.settings import ENV_DEFAULTS
 from flask_confirm_mail.settings import OPTIONS
 from tests.support.fixtures import require_ci_or_skip
@@ -184,7 +185,7 @@ def test_quickstart_page_includes_the_tested_app() -> None:
 
 
 #: Every ``CONFIRM_MAIL_*`` option: the core's, and those of its optional parts.
-ALL_OPTIONS = (*OPTIONS, *WebhookSettings.options())
+ALL_OPTIONS = (*OPTIONS, *WebhookSettings.options(), *RemoteSettings.options())
 #: The most settings a newcomer meets, in the configuration page's first table.
 NEWCOMER_OPTIONS = 15
 

@@ -87,8 +87,8 @@ def _or(value: Any, default: Any) -> Any:
 
 
 class RemoteSettings(OptionSet):
-    """The remote transport's ``CONFIRM_MAIL_MAILER_*`` keys; arguments of
-    :class:`RemoteTransport` win over them."""
+    """The remote transport's keys (``CONFIRM_MAIL_MAILER_URL`` and the others below);
+    arguments of :class:`RemoteTransport` win over them."""
 
     mailer_url = Option(
         None, text, "The mailer service's base URL, https (http only for a loopback host)."
@@ -153,12 +153,12 @@ class RemoteTransport(Transport):
         linkless: Transport | None = None,
     ) -> None:
         self._given: dict[str, Any] = {
-            "MAILER_URL": mailer_url,
-            "MAILER_SECRET": mailer_secret,
-            "MAILER_WIRE": wire,
-            "MAILER_BLUEPRINT": legacy_blueprint,
-            "MAILER_CONNECT_TIMEOUT": connect_timeout,
-            "MAILER_READ_TIMEOUT": read_timeout,
+            "mailer_url": mailer_url,
+            "mailer_secret": mailer_secret,
+            "mailer_wire": wire,
+            "mailer_blueprint": legacy_blueprint,
+            "mailer_connect_timeout": connect_timeout,
+            "mailer_read_timeout": read_timeout,
         }
         self.extra = dict(extra or {})
         self.ssl_context = ssl_context
@@ -188,9 +188,9 @@ class RemoteTransport(Transport):
     def _configure(self, settings: RemoteSettings, core: Settings | None) -> None:
         def given(key: str) -> Any:
             value = self._given[key]
-            return vars(settings).get(key.lower()) if value is None else value
+            return vars(settings).get(key) if value is None else value
 
-        mailer_url, mailer_secret = given("MAILER_URL"), given("MAILER_SECRET")
+        mailer_url, mailer_secret = given("mailer_url"), given("mailer_secret")
         if not mailer_url or mailer_secret is None:
             raise ConfigurationError(
                 "The remote transport needs CONFIRM_MAIL_MAILER_URL and "
@@ -198,10 +198,10 @@ class RemoteTransport(Transport):
             )
         if isinstance(mailer_secret, str):
             mailer_secret = mailer_secret.encode()
-        wire = _or(given("MAILER_WIRE"), "v1")
-        legacy_blueprint = _or(given("MAILER_BLUEPRINT"), "emailservice-cat")
-        connect_timeout = _or(given("MAILER_CONNECT_TIMEOUT"), 5.0)
-        read_timeout = _or(given("MAILER_READ_TIMEOUT"), 15.0)
+        wire = _or(given("mailer_wire"), "v1")
+        legacy_blueprint = _or(given("mailer_blueprint"), "emailservice-cat")
+        connect_timeout = _or(given("mailer_connect_timeout"), 5.0)
+        read_timeout = _or(given("mailer_read_timeout"), 15.0)
         pool_size = self.pool_size or (core.concurrency if core is not None else 4)
         allow_insecure_http = self.allow_insecure_http
         if wire not in WIRES:

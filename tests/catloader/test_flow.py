@@ -17,8 +17,8 @@ from tests.catloader.live_server import wait_for_mail
 from tests.catloader.pictures import picture_bytes
 from tests.catloader.web_client import CatLoaderClient, csrf_token_in, path_of
 
-CONFIRMED = "Your email is confirmed, have fun"
-INVALID = "Problems with your confirmation email"
+CONFIRMED = "Your email address is confirmed."
+INVALID = "This confirmation link is not valid."
 
 
 def user_row(app: Flask, email: str) -> User:
@@ -97,7 +97,7 @@ def test_unconfirmed_user_cannot_upload(cat_client: CatLoaderClient, catloader: 
     refused = cat_client.upload("tom.png", picture_bytes("PNG"))
     assert refused.status_code == 302
     assert refused.headers["Location"] == "/backoffice/uploads"
-    assert "Confirm your email address before uploading pictures." in cat_client.page(
+    assert "Please confirm your email address first." in cat_client.page(
         "/backoffice/uploads"
     )
     assert picture_count(catloader) == 0

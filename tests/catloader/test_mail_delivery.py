@@ -18,7 +18,7 @@ from tests.catloader.web_client import CatLoaderClient, csrf_token_in, path_of
 from tests.support.smtp_server import SMTPSink
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIRMED = "Your email is confirmed, have fun"
+CONFIRMED = "Your email address is confirmed."
 
 
 def test_mailbox_page_only_in_debug_or_when_enabled(make_catloader: Callable[..., Flask]) -> None:
