@@ -1,30 +1,20 @@
-"""The confirmation flow of one app, on its database: queue an email, check a link, confirm.
+"""The confirmation flow of one app: queue an email, change an address, confirm by link
+or code; and the public functions that act on the current app.
 
-``init_app`` builds one :class:`ConfirmationFlow` per app (``app.extensions["confirm_mail"]``);
-the views, decorators and CLI act through it. Its methods work in the caller's
-Flask-SQLAlchemy session and transaction, except :meth:`~ConfirmationFlow.confirm_link`
-and :meth:`~ConfirmationFlow.request_resend`, which commit their own small transaction.
-
-The session events at the end tie the outbox to the caller's transaction: in a
-:func:`~flask_confirm_mail.signup_view`, every new user that is flushed gets an outbox
-message in the same session (so a rollback drops both); after a commit, the messages it
-saved are handed to the app's delivery mode (``sync``, ``thread``, ``worker`` or
-``celery``).
+``init_app`` builds one :class:`ConfirmationFlow` per app (``app.extensions["confirm_mail"]``).
+Its methods work in the caller's session and transaction, except the confirmations, which
+commit their own small transaction.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
-from flask import (
-    Flask,
-    current_app,
-)
+from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import flag_modified
@@ -49,11 +39,6 @@ CODE_ALPHABET = "0123456789"
 CODE_MAX_TRIES = 5
 #: Seconds of clock skew allowed on a link token's ``iat`` and ``exp``.
 LINK_LEEWAY = 30
-#: Tries of a resend that fails after its response was sent, and the pause before the next.
-RESEND_ATTEMPTS = 3
-RESEND_RETRY_DELAY = 0.1
-
-logger = logging.getLogger("flask_confirm_mail")
 
 
 class Outcome(str, Enum):
@@ -120,8 +105,6 @@ class ConfirmationFlow:
         #: ``queue`` mode: hands committed outbox ids to the app's job queue
         #: (:meth:`ConfirmMail.handoff <flask_confirm_mail.ConfirmMail.handoff>`).
         self.handoff: Callable[[list[int]], object] | None = None
-
-    # --- queueing emails (in the caller's session) ----------------------------------------
 
     def enqueue(
         self,
@@ -230,8 +213,6 @@ class ConfirmationFlow:
             return False
         setattr(user, columns.confirmed_attribute, columns.confirmed_value(outbox.utcnow()))
         return True
-
-    # --- links ----------------------------------------------------------------------------
 
     def _verified(self, token: str) -> tuple[LinkClaims, Any] | LinkResult:
         """The token's claims and the user id they name, or the outcome of a bad token."""
@@ -357,9 +338,6 @@ def get_flow(app: Flask | None = None) -> ConfirmationFlow:
             "Did you forget to call ConfirmMail.init_app(app)?"
         ) from None
     return flow
-
-
-# --- the public functions: they act on the current app -------------------------------------
 
 
 def deliver(ids: Sequence[int]) -> int:

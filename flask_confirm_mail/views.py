@@ -35,7 +35,6 @@ from .addresses import is_valid_address, normalize_address
 from .confirmation import (
     CODE_ALPHABET,
     CODE_MAX_TRIES,
-    ConfirmationFlow,
     LinkResult,
     Outcome,
     get_flow,
@@ -84,9 +83,6 @@ for _fault in DATABASE_FAULTS:
     blueprint.register_error_handler(_fault, database_unavailable)
 
 
-# --- the blueprint -------------------------------------------------------------------------
-
-
 @blueprint.after_request
 def _private_headers(response: Response) -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -99,7 +95,10 @@ def _private_headers(response: Response) -> Response:
 @blueprint.before_request
 def _bound_body() -> None:
     """Refuse a body over ``MAX_BODY_BYTES`` (413), whether it says its length or streams."""
-    request.max_content_length = MAX_BODY_BYTES
+    try:
+        request.max_content_length = MAX_BODY_BYTES
+    except AttributeError:  # Werkzeug 3.0: no setter; the app's MAX_CONTENT_LENGTH bounds it
+        pass
     if (request.content_length or 0) > MAX_BODY_BYTES:
         abort(413)
     if request.content_length is None:
@@ -231,7 +230,6 @@ def resend() -> Any:
 
 
 def _invalid_code_message() -> str:
-    tries = CODE_MAX_TRIES
     return ngettext(
         "That code does not confirm that address. A code works for the newest email only, "
         "until its link expires, and stops after %(tries)d wrong try. If you already "
@@ -239,14 +237,13 @@ def _invalid_code_message() -> str:
         "That code does not confirm that address. A code works for the newest email only, "
         "until its link expires, and stops after %(tries)d wrong tries. If you already "
         "confirmed with the link, there is nothing else to do; otherwise ask for a new email.",
-        tries,
-        tries=tries,
+        CODE_MAX_TRIES,
+        tries=CODE_MAX_TRIES,
     )
 
 
-def _code_page(flow: ConfirmationFlow) -> dict[str, Any]:
-    """The code field's keyboard: digits for an all-digit alphabet."""
-    return {"code_inputmode": "numeric" if CODE_ALPHABET.isdigit() else "text"}
+#: The code field's keyboard: digits for an all-digit alphabet.
+CODE_PAGE = {"code_inputmode": "numeric" if CODE_ALPHABET.isdigit() else "text"}
 
 
 @blueprint.route("/code", methods=["GET", "POST"])
@@ -255,7 +252,7 @@ def code() -> Any:
     flow = get_flow()
     app_name = flow.settings.app_name
     if request.method == "GET":
-        return render_template("confirm_mail/code.html", app_name=app_name, **_code_page(flow))
+        return render_template("confirm_mail/code.html", app_name=app_name, **CODE_PAGE)
     fields = request_json() if request.is_json else request.form
     email = fields.get("email")
     try:
@@ -270,7 +267,7 @@ def code() -> Any:
         return jsonify(status=status, message=error, resend_url=url_for(".resend")), 400
     typed = email if isinstance(email, str) and len(email) <= 254 else ""
     page = render_template(
-        "confirm_mail/code.html", app_name=app_name, error=error, email=typed, **_code_page(flow)
+        "confirm_mail/code.html", app_name=app_name, error=error, email=typed, **CODE_PAGE
     )
     return page, 400
 

@@ -224,12 +224,15 @@ def test_signed_webhook_calls_with_any_body_are_answered_without_a_5xx(
         pytest.param(b'{"email":' * 1500 + b"1" + b"}" * 1500, 400, id="nested-objects"),
         pytest.param(b'{"email": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, id="nested-value"),
         pytest.param(json.dumps({"email": "a" * 20_000}).encode(), 413, id="overlong"),
+        pytest.param(b"[" * 8000 + b"]" * 8000, 400, id="nested-array-under-the-cap"),
+        pytest.param(b'{"email": "a@b.c", ', 400, id="malformed"),
     ],
 )
-def test_deep_or_big_json_on_resend_is_a_clear_4xx(
-    target: Target, caplog: pytest.LogCaptureFixture, body: bytes, status: int
+@pytest.mark.parametrize("route", ["/confirm/resend", "/confirm/code"])
+def test_deep_big_or_malformed_json_on_every_json_route_is_a_clear_4xx(
+    target: Target, caplog: pytest.LogCaptureFixture, body: bytes, status: int, route: str
 ) -> None:
-    response = target.app.test_client().post("/confirm/resend", data=body, headers=JSON)
+    response = target.app.test_client().post(route, data=body, headers=JSON)
     assert response.status_code == status
     assert response.json["status"] == "error"
 
