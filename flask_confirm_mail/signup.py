@@ -3,7 +3,7 @@ flush, and the rows a commit saved are handed to the delivery mode.
 
 :func:`listen_to_session` puts these hooks on ``db.session`` once per ``db``. A rollback
 drops both the user and its row; only a commit hands rows to delivery (``sync``,
-``thread``, ``worker`` or ``celery``).
+``thread``, ``worker`` or ``queue``).
 """
 
 from __future__ import annotations

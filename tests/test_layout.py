@@ -10,6 +10,9 @@ the docs extension's ``module_imports``, which also draws the architecture page.
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
 from typing import Any
 
 import pytest
@@ -89,3 +92,36 @@ def test_the_mailer_service_shares_only_leaf_modules(docs: Any) -> None:
             assert core <= MAILER_MAY_IMPORT, f"{name} imports {sorted(core - MAILER_MAY_IMPORT)}"
     for leaf in ("errors", "smtp", "redaction"):
         assert graph[leaf] <= {"errors"}, f"{leaf} is not a leaf: {graph[leaf]}"
+
+
+#: How a run's figures read in text: a duration, a percentile, a rate, a benchmark run.
+MEASUREMENT = re.compile(
+    r"\b\d+(?:\.\d+)?\s?(?:ms|us|µs|msg/s)\b|\bp9\d\b|\bbenchmarks?\b|\bmeasured\b|\bA/B\b",
+    re.IGNORECASE,
+)
+
+
+def _comments_and_docstrings(source: str) -> list[tuple[int, str]]:
+    """Each comment and docstring of ``source`` with its line number."""
+    found = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found.append((body[0].lineno, value.value))
+    return found
+
+
+def test_no_comment_or_docstring_quotes_a_measurement(docs: Any) -> None:
+    quoting = [
+        f"{name}:{line}: {MEASUREMENT.search(text).group()}"  # type: ignore[union-attr]
+        for name, path in docs.package_modules().items()
+        for line, text in _comments_and_docstrings(path.read_text())
+        if MEASUREMENT.search(text)
+    ]
+    assert not quoting, quoting

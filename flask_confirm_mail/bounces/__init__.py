@@ -31,7 +31,6 @@ from .records import (
     BounceMark,
     BounceRecords,
     bounce_models_for,
-    canonical_address,
     install_bounces,
     records_of,
 )
@@ -44,7 +43,6 @@ __all__ = [
     "BounceRecords",
     "Bounces",
     "WebhookSettings",
-    "canonical_address",
     "records_of",
 ]
 

@@ -46,17 +46,6 @@ MAX_REASON_LENGTH = 300
 logger = logging.getLogger("flask_confirm_mail")
 
 
-def canonical_address(value: str) -> str:
-    """The key of ``value`` in the marks table: the one canonical form of an address.
-
-    Delegates to :func:`~flask_confirm_mail.addresses.normalize_address` (domain
-    lower-cased) and compares the local part case-insensitively.
-
-    :raises AddressError: ``value`` is not a single plain address.
-    """
-    return normalize_address(value).lower()
-
-
 @dataclass(frozen=True)
 class BounceMark:
     """One address known to be undeliverable."""
@@ -142,7 +131,7 @@ class BounceRecords:
     def find(self, conn: Connection, address: str) -> BounceMark | None:
         """The mark of ``address``, or ``None`` (also for anything not an address)."""
         try:
-            key = canonical_address(address)
+            key = normalize_address(address)
         except AddressError:
             return None
         row = conn.execute(sa.select(self.marks).where(self.marks.c.address == key)).first()
@@ -157,7 +146,7 @@ class BounceRecords:
 
     def clear(self, conn: Connection, address: str) -> bool:
         """Forget the mark of ``address``; whether there was one."""
-        key = canonical_address(address)
+        key = normalize_address(address)
         result = conn.execute(sa.delete(self.marks).where(self.marks.c.address == key))
         return bool(result.rowcount)
 
@@ -172,7 +161,7 @@ class BounceRecords:
         message_id: str | None,
     ) -> bool:
         """Mark ``address`` (or renew its mark); whether it was not marked before."""
-        key = canonical_address(address)
+        key = normalize_address(address)
         values = {
             "kind": kind,
             "reason": reason[:MAX_REASON_LENGTH],
@@ -238,7 +227,7 @@ class BounceRecords:
             signals.confirmation_bounced.send(
                 app,
                 user_id=row.user_id,
-                email=canonical_address(row.recipient),
+                email=normalize_address(row.recipient),
                 kind=kind,
                 reason=reason[:MAX_REASON_LENGTH],
                 source=source,
