@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).absolute().parent.parent
 #: A link token as the emails carry it: ``/confirm/<header>.<payload>.<signature>``.
 LINK = re.compile(r"/confirm/([\w-]+\.[\w-]+\.[\w-]+)")
 
@@ -248,7 +248,7 @@ def steady_rate(times: Sequence[float], in_flight: int) -> float:
 
 
 def child_env(**extra: object) -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     env.update({key: str(value) for key, value in extra.items()})
     return env
