@@ -125,7 +125,7 @@ def _cell(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
-    return str(value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 # --- the SMTP sink --------------------------------------------------------------------------
