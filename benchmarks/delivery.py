@@ -25,9 +25,16 @@ DELAYS = (0.1, 0.3)
 
 
 def deliver(
-    run: Run, sink: Sink, url: str, concurrency: int, workers: int = 1, count: int = 0
+    run: Run,
+    sink: Sink,
+    url: str,
+    concurrency: int,
+    workers: int = 1,
+    count: int = 0,
+    queued: int = 0,
 ) -> float:
-    """Queue a batch (by default a few seconds' worth) for ``workers`` to deliver: msg/s."""
+    """Queue a batch (by default a few seconds' worth) for ``workers`` to deliver, with the
+    ``queued`` messages already waiting: messages per second."""
     seconds = run.size(4.0, 1.0)
     count = count or max(10, round(seconds * workers * concurrency / sink.delay))
     app = create_ours(url, delivery="worker")
@@ -36,7 +43,7 @@ def deliver(
         for _ in range(workers):
             stack.enter_context(worker_process(run, url, sink.port, concurrency))
         enqueue(app, [f"d{before + i}@example.org" for i in range(count)])
-        sink.wait_for(before + count, 60 + 20 * seconds)
+        sink.wait_for(before + queued + count, 60 + 20 * seconds)
     dispose(app)
     times = [at for at, _, _ in sink.records()[before:]]
     return steady_rate(times, workers * concurrency)
