@@ -269,13 +269,18 @@ class Child:
             self.process = subprocess.Popen(
                 self.command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_until(self._is_ready, 60, f"{self.command[2:6]} to start (see {self.log_path})")
+        try:
+            wait_until(self._is_ready, 60, f"{' '.join(self.command[1:6])} to start")
+        except Exception as error:
+            self.__exit__()
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{error}; its output ended with:\n{tail}") from None
         return self
 
     def _is_ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"{' '.join(self.command)} exited: see {self.log_path}")
+            raise RuntimeError(f"{' '.join(self.command[1:6])} exited")
         return self.ready in self.log_path.read_text(errors="replace")
 
     def rss_mib(self) -> float:
