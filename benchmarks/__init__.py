@@ -1,8 +1,4 @@
-"""Runnable measurements of flask-confirm-mail against its peers: ``python -m benchmarks``.
+"""Measurements a user of flask-confirm-mail would ask for: ``python -m benchmarks``.
 
-Each scenario has its own module (``signup_latency``, ``confirm_throughput``,
-``delivery_throughput``, ``scale_out``, ``growth``, ``served``, ``memory``) with a
-``run(context)`` function returning a :class:`~benchmarks.report.ScenarioReport`;
-:mod:`benchmarks.run` runs them, prints a table per scenario and a summary of the
-targets, and writes ``benchmarks/results/latest.json``.
+See ``benchmarks/README.md`` for what each scenario measures and what each guard means.
 """
