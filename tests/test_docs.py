@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import re
 import subprocess
 import sys
@@ -22,7 +21,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -264,69 +262,6 @@ def test_python_examples_are_valid_python(page: Path) -> None:
             compile(code, f"{page.name}:{line}", "exec")
         except SyntaxError as exc:
             pytest.fail(f"{page.relative_to(ROOT)} line {line}: {exc}")
-
-
-def benchmark_results() -> dict[str, Any]:
-    """A results file written by the benchmarks' own code, with one table and target."""
-    from benchmarks.report import Column, Row, ScenarioReport, Table, Target, results_json
-
-    table = Table("Messages per second", [Column("rate", "msg/s", 0)], baseline="raw")
-    table.rows += [
-        Row("raw", "raw smtplib", rounds={"rate": [700.0, 710.0]}),
-        Row("ours", "ours, one worker", rounds={"rate": [300.0, 310.0]}, note="SQLite"),
-        Row.not_measured("peer", "a peer", "not installed"),
-    ]
-    report = ScenarioReport(
-        "delivery_throughput",
-        "3. Delivery throughput",
-        tables=[table],
-        targets=[Target("delivery_throughput", "ours / raw", "0.43", ">= 0.8", False)],
-        notes=["a note"],
-        settings={"rounds": 2},
-    )
-    data: dict[str, Any] = results_json([report], quick=True, version="0", seconds=1.0)
-    return data
-
-
-def test_benchmark_results_render_as_valid_restructured_text() -> None:
-    from docutils.core import publish_doctree
-
-    extension = docs_extension()
-    candidates = [benchmark_results()]
-    latest = extension.BENCHMARK_RESULTS
-    if latest.exists():
-        candidates.append(json.loads(latest.read_text(encoding="utf-8")))
-    for data in candidates:
-        source = "\n".join(extension.benchmark_rst(data))
-        doctree = publish_doctree(source, settings_overrides={"report_level": 5, "halt_level": 2})
-        text = doctree.astext()
-        for scenario in data["scenarios"].values():
-            for table in scenario["tables"]:
-                for row in table["rows"]:
-                    assert row["label"] in text
-
-
-def scenario_modules_run_by_benchmarks() -> list[str]:
-    """The module names in ``SCENARIOS`` of benchmarks/run.py, in order, read without importing
-    it (it imports what the ``bench`` extra installs)."""
-    tree = ast.parse((ROOT / "benchmarks" / "run.py").read_text("utf-8"))
-    for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else None
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-        if isinstance(target, ast.Name) and target.id == "SCENARIOS" and node.value:
-            tuples = [n for n in ast.walk(node.value) if isinstance(n, ast.Tuple)]
-            return [e.id for t in tuples for e in t.elts if isinstance(e, ast.Name)]
-    raise AssertionError("benchmarks/run.py has no SCENARIOS")
-
-
-def test_every_benchmark_scenario_is_described() -> None:
-    scenarios = docs_extension().benchmark_scenarios(ROOT / "benchmarks")
-    modules = scenario_modules_run_by_benchmarks()
-    assert modules, "no scenario found in benchmarks/run.py"
-    assert [key for key, _, _ in scenarios] == modules
-    for key, title, _ in scenarios:
-        assert title, key
 
 
 # --- the build ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@
   :data:`flask_confirm_mail.mailer.settings.ENV_DEFAULTS` (default from the code; type
   and meaning from the directive's content).
 - ``confirm-mail-cli``: the ``flask confirm-mail`` commands, from the click group.
-- ``benchmark-results``: the figures of ``benchmarks/results/latest.json``.
 - ``confirm-mail-modules``: every module of the package, one line each, with the package
   modules it imports (read from the code), checked against the import rule of
   ``docs/architecture.rst``.
@@ -39,7 +38,6 @@ from sphinx.util.docutils import SphinxDirective
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHMARK_RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 
 _ENTRY = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*)\s*:\s*(?P<type>.+?)\s*$")
 _GROUP = re.compile(r"^\[(?P<title>[^\]]+)\]\s*$")
@@ -93,10 +91,6 @@ def documented_names(groups: Iterable[Group]) -> list[str]:
 
 def format_default(value: Any) -> str:
     """A setting's default as Python source a reader would write."""
-    from flask_confirm_mail.i18n import is_lazy
-
-    if is_lazy(value):  # a translatable default: its English text
-        value = str(value)
     if isinstance(value, timedelta):
         seconds = int(value.total_seconds())
         for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
@@ -290,170 +284,6 @@ class ConfirmMailCli(SphinxDirective):
         return container.children
 
 
-def format_figure(value: Any, digits: int = 2) -> str:
-    """A figure as the benchmarks print it: thousands separated, ``-`` when missing."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "-"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    if abs(value) >= 100:
-        return f"{value:.1f}" if digits else f"{value:.0f}"
-    return f"{value:.{digits}f}"
-
-
-def _csv_row(values: Iterable[Any]) -> str:
-    return ", ".join('"' + str(v).replace('"', '""') + '"' for v in values)
-
-
-def _csv_table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
-    rst = [f".. csv-table:: {title}".rstrip(), f"   :header: {_csv_row(header)}", ""]
-    rst += [f"   {_csv_row(row)}" for row in rows]
-    return [*rst, ""]
-
-
-def _results_table(table: Mapping[str, Any]) -> list[str]:
-    columns = table.get("columns") or []
-    header = ["candidate"]
-    for column in columns:
-        header += [str(column.get("header", column.get("key", ""))), "ratio"]
-    rows: list[list[str]] = []
-    notes: list[str] = []
-    for row in table.get("rows") or []:
-        label = str(row.get("label", row.get("name", "")))
-        if row.get("name") == table.get("baseline"):
-            label += " (baseline)"
-        cells = [label]
-        for column in columns:
-            key = column.get("key")
-            figure = (row.get("figures") or {}).get(key)
-            ratio = (row.get("ratios_to_baseline") or {}).get(key)
-            cells.append(format_figure(figure, int(column.get("digits", 2))))
-            cells.append("-" if not isinstance(ratio, (int, float)) else f"{ratio:.2f}x")
-        rows.append(cells)
-        if row.get("note"):
-            notes.append(f"- {row.get('label', row.get('name'))}: {row['note']}")
-    rst = _csv_table(str(table.get("title", "")), header, rows)
-    return rst + (notes + [""] if notes else [])
-
-
-def benchmark_rst(data: Any) -> list[str]:
-    """reST for ``benchmarks/results/latest.json`` (``"format": 1``, see benchmarks.report)."""
-    if not isinstance(data, dict) or data.get("format") != 1:
-        raise ValueError("not a results file of format 1")
-    machine = data.get("machine") or {}
-    rst = [
-        f":Version measured: {data.get('package_version', '?')}",
-        f":Run: {data.get('mode', '?')}, {data.get('generated_at', '?')}, "
-        f"{data.get('seconds', '?')} s",
-        f":Machine: {machine.get('cpus', '?')} CPUs, {machine.get('implementation', '')} "
-        f"{machine.get('python', '?')}, {machine.get('platform', '?')}",
-        "",
-    ]
-    for key, scenario in (data.get("scenarios") or {}).items():
-        rst += [f".. rubric:: {scenario.get('title', key)}", ""]
-        if scenario.get("skipped"):
-            rst += [f"Skipped: {scenario['skipped']}", ""]
-        settings = scenario.get("settings") or {}
-        if settings:
-            listed = ", ".join(f"{name} = {value}" for name, value in settings.items())
-            rst += [f"Settings: {listed}.", ""]
-        for table in scenario.get("tables") or []:
-            rst += _results_table(table)
-        rst += [f"- {note}" for note in scenario.get("notes") or []]
-        rst.append("")
-    targets = data.get("targets") or []
-    if targets:
-        verdicts = {True: "met", False: "missed", None: "not measured"}
-        rows = [
-            [
-                str(t.get("scenario", "")),
-                str(t.get("name", "")),
-                str(t.get("figure", "")),
-                str(t.get("target", "")),
-                verdicts.get(t.get("met"), "?"),
-            ]
-            for t in targets
-        ]
-        rst += [".. rubric:: Targets", ""]
-        rst += _csv_table("", ["scenario", "target", "figure", "wanted", "verdict"], rows)
-        notes = [f"- {t['scenario']} {t['name']}: {t['note']}" for t in targets if t.get("note")]
-        rst += notes + ([""] if notes else [])
-    return rst
-
-
-def benchmark_scenarios(directory: Path) -> list[tuple[str, str, str]]:
-    """``(key, title, description)`` of each scenario module, read without importing it.
-
-    A scenario module defines ``KEY`` and ``TITLE`` (``"<n>. <title>"``); its doc string's
-    first line repeats the title, the rest describes the measurement.
-    """
-    found: list[tuple[int, str, str, str]] = []
-    for path in sorted(directory.glob("*.py")):
-        module = ast.parse(path.read_text(encoding="utf-8"))
-        names: dict[str, str] = {}
-        for node in module.body:
-            if (
-                isinstance(node, ast.Assign)
-                and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, ast.Constant)
-                and isinstance(node.value.value, str)
-            ):
-                names[node.targets[0].id] = node.value.value
-        if "KEY" not in names or "TITLE" not in names:
-            continue
-        number = re.match(r"\s*(\d+)", names["TITLE"])
-        doc = ast.get_docstring(module) or ""
-        description = doc.partition("\n")[2].strip()
-        order = int(number.group(1)) if number else 1000
-        found.append((order, names["KEY"], names["TITLE"], description))
-    return [(key, title, description) for _, key, title, description in sorted(found)]
-
-
-class BenchmarkScenarios(SphinxDirective):
-    """What each scenario of ``benchmarks/`` measures, from the modules' doc strings."""
-
-    def run(self) -> list[nodes.Node]:
-        directory = ROOT / "benchmarks"
-        rst: list[str] = []
-        for key, title, description in benchmark_scenarios(directory):
-            self.env.note_dependency(str(directory / f"{key}.py"))
-            rst += [f".. rubric:: {title}", "", f"``--only {key}``", ""]
-            rst += (description or "(Not written yet.)").splitlines() + [""]
-        container = nodes.container()
-        self.state.nested_parse(StringList(rst, source=self.env.docname), 0, container)
-        return container.children
-
-
-class BenchmarkResults(SphinxDirective):
-    """The latest figures, or a marked placeholder when no results file exists."""
-
-    def run(self) -> list[nodes.Node]:
-        self.env.note_dependency(str(BENCHMARK_RESULTS))
-        if not BENCHMARK_RESULTS.exists():
-            rst = [
-                ".. admonition:: No results yet",
-                "",
-                "   ``benchmarks/results/latest.json`` does not exist in this checkout: run",
-                "   ``python -m benchmarks`` (see below) and rebuild the docs.",
-                "",
-            ]
-        else:
-            try:
-                data = json.loads(BENCHMARK_RESULTS.read_text(encoding="utf-8"))
-                rst = benchmark_rst(data)
-            except ValueError as exc:
-                logger.warning(
-                    "benchmarks/results/latest.json cannot be shown: %s",
-                    exc,
-                    location=(self.env.docname, self.lineno),
-                )
-                return []
-        container = nodes.container()
-        self.state.nested_parse(StringList(rst, source=self.env.docname), 0, container)
-        return container.children
-
-
 PACKAGE = ROOT / "flask_confirm_mail"
 _MODULE_ENTRY = re.compile(r"^(?P<name>[a-z_][a-z0-9_.]*)\s*:\s*(?P<text>.+?)\s*$")
 
@@ -612,7 +442,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("confirm-mail-options", ConfirmMailOptions)
     app.add_directive("mailer-env", MailerEnvironment)
     app.add_directive("confirm-mail-cli", ConfirmMailCli)
-    app.add_directive("benchmark-results", BenchmarkResults)
-    app.add_directive("benchmark-scenarios", BenchmarkScenarios)
     app.add_directive("confirm-mail-modules", ConfirmMailModules)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

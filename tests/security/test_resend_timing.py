@@ -1,6 +1,6 @@
 """Round 2, family 4: a resend answers before it looks anything up, the same for every address.
 
-The timing itself is measured by ``benchmarks/resend_timing.py``, not asserted here; these
+The timing itself is not asserted here; these
 tests check what makes it equal: the answer is the same bytes for waiting, unknown and
 confirmed addresses, nothing is looked up or queued until the response is closed (sent), the
 email still goes out in every delivery mode, and a failure after the answer is logged.
@@ -125,31 +125,3 @@ def test_a_failure_after_the_answer_is_retried_and_logged(
     ]
     assert "the user has to ask again" in messages[-1]
     assert caplog.records[-1].levelno == logging.ERROR
-
-
-# --- the benchmark's classifier and a smallest run of it -------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("first", "second", "expected"),
-    [
-        ([1.0, 2.0], [3.0, 4.0], 1.0),  # apart: a cut tells them apart always
-        ([3.0, 4.0], [1.0, 2.0], 1.0),  # either direction
-        ([1.0, 3.0], [2.0, 4.0], 0.75),
-        ([1.0, 1.0], [1.0, 1.0], 0.5),  # equal values cannot be cut apart
-    ],
-)
-def test_best_threshold_accuracy(first: list[float], second: list[float], expected: float) -> None:
-    from benchmarks.resend_timing import best_threshold_accuracy
-
-    assert best_threshold_accuracy(first, second) == expected
-
-
-def test_the_resend_timing_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """Figures are not asserted; the script still starts gunicorn, probes and reports."""
-    from benchmarks import resend_timing
-
-    resend_timing.main(["--probes", "3", "--modes", "worker"])
-    out = capsys.readouterr().out
-    assert "== delivery = worker" in out
-    assert out.count("%") >= 6
