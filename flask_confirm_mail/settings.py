@@ -33,25 +33,39 @@ PREFIX = "CONFIRM_MAIL_"
 EXAMPLE_SECRETS = frozenset({"dev only: set FLASK_SECRET_KEY in production"})
 _MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 T = TypeVar("T")
-#: A parser turns a configured value into a setting: ``parse(value, key, app)``.
-Parser = Callable[[Any, str, Flask], T]
+#: A parser turns a configured value into a setting: ``parse(value, key, app)``. ``app`` is
+#: ``None`` when the set is read from a mapping (:meth:`OptionSet.load_from`): only parsers
+#: that never use it belong to such a set. It is typed ``Any`` so that the app's own
+#: parsers may declare ``app: Flask``.
+Parser = Callable[[Any, str, Any], T]
 
 
 class Option(Generic[T]):
-    """One setting, ``CONFIRM_MAIL_<NAME>``: read as an attribute of :class:`Settings`."""
+    """One setting, ``CONFIRM_MAIL_<NAME>`` unless ``key`` names it otherwise (then its
+    name is ``key`` too): read as an attribute of its :class:`OptionSet`."""
 
-    def __init__(self, default: Any, parse: Parser[T], doc: str, *, advanced: bool = False) -> None:
+    def __init__(
+        self,
+        default: Any,
+        parse: Parser[T],
+        doc: str,
+        *,
+        advanced: bool = False,
+        key: str | None = None,
+    ) -> None:
         self.default = default
         self.parse = parse
         self.doc = doc
         #: Listed in the docs' advanced table rather than the first one.
         self.advanced = advanced
-        self.attribute = self.name = self.key = ""
+        self.attribute = ""
+        self.name = self.key = key or ""
 
     def __set_name__(self, owner: type, attribute: str) -> None:
         self.attribute = attribute
-        self.name = attribute.upper()
-        self.key = PREFIX + self.name
+        if not self.key:
+            self.name = attribute.upper()
+            self.key = PREFIX + self.name
 
     @overload
     def __get__(self, obj: None, owner: type) -> Option[T]: ...
@@ -300,7 +314,8 @@ class OptionSet:
     """A frozen set of checked settings, one attribute per :class:`Option` of the class.
 
     The core's :class:`Settings` is one; optional parts (bounces, the remote mailer's
-    transport) define their own, documented in their own tables.
+    transport) define their own, documented in their own tables, and so does the mailer
+    service, read from its environment with :meth:`load_from`.
     """
 
     def __init__(self, values: Mapping[str, Any]) -> None:
@@ -331,6 +346,20 @@ class OptionSet:
             app.config.setdefault(option.key, option.default)
             raw = overrides.get(option.name, app.config[option.key])
             values[option.attribute] = option.parse(raw, option.key, app)
+        return cls(values)
+
+    @classmethod
+    def load_from(cls: type[S], mapping: Mapping[str, Any]) -> S:
+        """Read, check and freeze the settings from ``mapping`` (``os.environ``, say) by
+        key, without an app: parsers get ``app=None``. An empty value counts as unset.
+
+        :raises ConfigurationError: a value is missing or unsafe; the message names the key.
+        """
+        values: dict[str, Any] = {}
+        for option in cls.options():
+            raw = mapping.get(option.key)
+            raw = option.default if raw is None or raw == "" else raw
+            values[option.attribute] = option.parse(raw, option.key, None)
         return cls(values)
 
 

@@ -75,12 +75,19 @@ def test_new_variables() -> None:
     assert s.secrets == (MAILER_SECRET.encode(), b"p" * 32)
 
 
+def test_blank_variables_are_unset_and_only_secrets_keep_white_space() -> None:
+    s = settings(MAILERTOGO_SMTP_PORT=" ", SENDER_NAME="", MAILER_LOG_LEVEL=" debug ")
+    assert (s.smtp.port, s.sender_name, s.log_level) == (587, "", "DEBUG")
+    assert settings(JWT_MAILER_SECRET_PREVIOUS="").secrets == (MAILER_SECRET.encode(),)
+    assert settings(JWT_MAILER_SECRET=" " + "k" * 31).secrets == (b" " + b"k" * 31,)
+
+
 @pytest.mark.parametrize(
     ("changes", "names"),
     [
         ({"JWT_MAILER_SECRET": None}, "JWT_MAILER_SECRET"),
         ({"JWT_MAILER_SECRET": "short"}, "JWT_MAILER_SECRET"),
-        ({"JWT_MAILER_SECRET": "x" * 31}, "32 bytes"),
+        ({"JWT_MAILER_SECRET": "x" * 31}, "32 random bytes"),
         ({"JWT_MAILER_SECRET_PREVIOUS": "short"}, "JWT_MAILER_SECRET_PREVIOUS"),
         ({"MAILER_ALLOWED_LINK_PREFIXES": None}, "MAILER_ALLOWED_LINK_PREFIXES"),
         ({"MAILER_ALLOWED_LINK_PREFIXES": " , "}, "MAILER_ALLOWED_LINK_PREFIXES"),
@@ -140,5 +147,5 @@ def test_the_server_refuses_to_start_with_a_clear_message() -> None:
         timeout=60,
     )
     assert result.returncode != 0
-    assert "JWT_MAILER_SECRET must be at least 32 bytes long" in result.stderr
+    assert "JWT_MAILER_SECRET is too short: use at least 32 random bytes" in result.stderr
     assert "too-short" not in result.stderr
