@@ -13,7 +13,7 @@ from flask.cli import AppGroup
 
 from . import outbox, signals
 from .addresses import normalize_address
-from .confirmation import get_flow
+from .confirmation import ConfirmationFlow, get_flow
 from .delivery import POLL_INTERVAL, DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
 from .outbox import Purpose
@@ -24,7 +24,7 @@ from .transport import load_email_templates
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
 
 
-def _user_by_address(email: str) -> tuple[Any, Purpose]:
+def _user_by_address(email: str) -> tuple[ConfirmationFlow, Any, Purpose]:
     try:
         address = normalize_address(email)
     except AddressError as exc:
@@ -33,15 +33,14 @@ def _user_by_address(email: str) -> tuple[Any, Purpose]:
     user, which = flow.columns.find(flow.db.session, address)
     if user is None or which is None:
         raise click.ClickException("No user has that address.")
-    return user, which
+    return flow, user, which
 
 
 @cli_group.command("send")
 @click.argument("email")
 def send_command(email: str) -> None:
     """Send (or send again) the confirmation email for EMAIL."""
-    flow = get_flow()
-    user, which = _user_by_address(email)
+    flow, user, which = _user_by_address(email)
     if which == Purpose.SIGNUP and flow.columns.is_confirmed(user):
         raise click.ClickException("That address is already confirmed.")
     row = flow.enqueue(user, which)
@@ -54,8 +53,7 @@ def send_command(email: str) -> None:
 @click.argument("email")
 def confirm_command(email: str) -> None:
     """Mark EMAIL confirmed by hand."""
-    flow = get_flow()
-    user, _ = _user_by_address(email)
+    flow, user, _ = _user_by_address(email)
     changed = flow.confirm_user(user)
     flow.db.session.commit()
     click.echo("Confirmed." if changed else "Already confirmed.")
@@ -65,8 +63,7 @@ def confirm_command(email: str) -> None:
 @click.argument("email")
 def status_command(email: str) -> None:
     """Show whether EMAIL is confirmed and its latest emails."""
-    flow = get_flow()
-    user, which = _user_by_address(email)
+    flow, user, which = _user_by_address(email)
     columns = flow.columns
     if which == Purpose.CHANGE:
         click.echo(f"Pending change to this address for user {columns.id_of(user)}: unconfirmed.")
@@ -252,7 +249,7 @@ def _canonical_or_none(value: Any) -> str | None:
 @cli_group.command("canonicalize")
 @click.option("--yes", is_flag=True, help="Rewrite them; without it, only list them.")
 def canonicalize_command(yes: bool) -> None:
-    """Rewrite addresses stored as typed (by earlier versions) in their canonical form.
+    """Rewrite addresses stored as typed (before the app used this extension) canonically.
 
     Lookups compare the canonical form only (``Cat@Example.ORG`` is ``cat@example.org``),
     so a row stored otherwise is not found until rewritten. When several accounts share

@@ -23,7 +23,8 @@ PREFIX = "CONFIRM_MAIL_"
 EXAMPLE_SECRETS = frozenset({"dev only: set FLASK_SECRET_KEY in production"})
 _MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 T = TypeVar("T")
-#: A parser turns a configured value into a setting: ``parse(value, key, app)``.
+#: A parser turns a configured value into a setting, ``parse(value, key, app)``, or raises
+#: a ConfigurationError that names ``key``.
 Parser = Callable[[Any, str, Flask], T]
 
 
@@ -49,9 +50,6 @@ class Option(Generic[T]):
             return self
         value: T = obj.__dict__[self.attribute]
         return value
-
-
-# --- parsers: parse(value, key, app) -> the setting, or ConfigurationError naming key ------
 
 
 def optional(parse: Parser[T]) -> Parser[T | None]:
@@ -261,10 +259,8 @@ S = TypeVar("S", bound="OptionSet")
 
 
 class OptionSet:
-    """A frozen set of checked settings, one attribute per :class:`Option` of the class.
-
-    Optional parts (bounces, the remote transport) define their own, in their own tables.
-    """
+    """A frozen set of checked settings, one attribute per :class:`Option` of the class;
+    optional parts (bounces, the remote transport) define their own."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)
