@@ -1,11 +1,9 @@
-"""``flask confirm-mail ...``: send, confirm, status, worker, check, outbox, retry,
-prune, remind, bounces, canonicalize."""
+"""The ``flask confirm-mail`` commands."""
 
 from __future__ import annotations
 
 import signal
 from collections import defaultdict
-from datetime import timedelta
 from typing import Any
 
 import click
@@ -15,7 +13,7 @@ from flask.cli import AppGroup
 
 from . import outbox, signals
 from .addresses import normalize_address
-from .confirmation import get_flow
+from .confirmation import ConfirmationFlow, get_flow
 from .delivery import POLL_INTERVAL, DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
 from .outbox import Purpose
@@ -26,7 +24,7 @@ from .transport import load_email_templates
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
 
 
-def _user_by_address(email: str) -> tuple[Any, Purpose]:
+def _user_by_address(email: str) -> tuple[ConfirmationFlow, Any, Purpose]:
     try:
         address = normalize_address(email)
     except AddressError as exc:
@@ -35,15 +33,14 @@ def _user_by_address(email: str) -> tuple[Any, Purpose]:
     user, which = flow.columns.find(flow.db.session, address)
     if user is None or which is None:
         raise click.ClickException("No user has that address.")
-    return user, which
+    return flow, user, which
 
 
 @cli_group.command("send")
 @click.argument("email")
 def send_command(email: str) -> None:
     """Send (or send again) the confirmation email for EMAIL."""
-    flow = get_flow()
-    user, which = _user_by_address(email)
+    flow, user, which = _user_by_address(email)
     if which == Purpose.SIGNUP and flow.columns.is_confirmed(user):
         raise click.ClickException("That address is already confirmed.")
     row = flow.enqueue(user, which)
@@ -56,8 +53,7 @@ def send_command(email: str) -> None:
 @click.argument("email")
 def confirm_command(email: str) -> None:
     """Mark EMAIL confirmed by hand."""
-    flow = get_flow()
-    user, _ = _user_by_address(email)
+    flow, user, _ = _user_by_address(email)
     changed = flow.confirm_user(user)
     flow.db.session.commit()
     click.echo("Confirmed." if changed else "Already confirmed.")
@@ -67,8 +63,7 @@ def confirm_command(email: str) -> None:
 @click.argument("email")
 def status_command(email: str) -> None:
     """Show whether EMAIL is confirmed and its latest emails."""
-    flow = get_flow()
-    user, which = _user_by_address(email)
+    flow, user, which = _user_by_address(email)
     columns = flow.columns
     if which == Purpose.CHANGE:
         click.echo(f"Pending change to this address for user {columns.id_of(user)}: unconfirmed.")
@@ -79,14 +74,8 @@ def status_command(email: str) -> None:
         if pending:
             click.echo(f"Pending change to {pending}: unconfirmed.")
     model = flow.outbox_model
-    rows = (
-        flow.db.session.query(model)
-        .filter(model.user_id == columns.id_of(user))
-        .order_by(model.id.desc())
-        .limit(5)
-        .all()
-    )
-    for row in rows:
+    latest = sa.select(model).where(model.user_id == columns.id_of(user))
+    for row in flow.db.session.scalars(latest.order_by(model.id.desc()).limit(5)):
         sent = f", sent {row.sent_at:%Y-%m-%d %H:%M:%S}" if row.sent_at else ""
         error = f", last error: {row.last_error}" if row.last_error else ""
         click.echo(
@@ -125,12 +114,8 @@ def worker_command(once: bool, poll_interval: float, remind_every: float) -> Non
         poll_interval=poll_interval,
         before_poll=lambda: remind_when_due(flow, remind_every),
     )
-
-    def stop(signum: int, frame: Any) -> None:
-        loop.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: loop.stop())
     try:
         load_email_templates(app)
     except ConfigurationError as exc:
@@ -198,13 +183,6 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
     click.echo(f"Requeued {count} message(s).")
 
 
-def _age(value: str) -> timedelta:
-    try:
-        return parse_age(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--older-than") from None
-
-
 @cli_group.command("prune")
 @click.option("--older-than", "older_than", required=True, help="Age of the sign-up, e.g. 14d.")
 @click.option("--yes", is_flag=True, help="Delete them; without it, only list them.")
@@ -215,10 +193,12 @@ def prune_command(older_than: str, yes: bool) -> None:
     unconfirmed and it never asked to change address. Apps delete what hangs off each user
     on the ``unconfirmed_account_pruned`` signal, sent before the user is deleted.
     """
-    cutoff = outbox.utcnow() - _age(older_than)
+    try:
+        cutoff = outbox.utcnow() - parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
     flow = get_flow()
-    columns = flow.columns
-    session = flow.db.session
+    columns, session = flow.columns, flow.db.session
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     candidates = outbox.signed_up_before(session.connection(), flow.outbox_table, cutoff)
     users = [session.get(columns.model, columns.parse_id(uid)) for uid in candidates]
@@ -269,7 +249,7 @@ def _canonical_or_none(value: Any) -> str | None:
 @cli_group.command("canonicalize")
 @click.option("--yes", is_flag=True, help="Rewrite them; without it, only list them.")
 def canonicalize_command(yes: bool) -> None:
-    """Rewrite addresses stored as typed (by earlier versions) in their canonical form.
+    """Rewrite addresses stored as typed (before the app used this extension) canonically.
 
     Lookups compare the canonical form only (``Cat@Example.ORG`` is ``cat@example.org``),
     so a row stored otherwise is not found until rewritten. When several accounts share
@@ -277,39 +257,33 @@ def canonicalize_command(yes: bool) -> None:
     decide which account keeps the mailbox. A dry run unless --yes.
     """
     flow = get_flow()
-    columns = flow.columns
-    table = columns.model.__table__
-    pending = columns.pending_column
-    selected = [columns.id_column, columns.email_column] + (
-        [pending] if pending is not None else []
-    )
-    session = flow.db.session
-    rows = session.connection().execute(sa.select(*selected)).all()
+    columns, session = flow.columns, flow.db.session
+    addresses = [c for c in (columns.email_column, columns.pending_column) if c is not None]
+    rows = session.connection().execute(sa.select(columns.id_column, *addresses)).all()
     holders: defaultdict[tuple[int, str], list[Any]] = defaultdict(list)
     for row in rows:
         for slot, value in enumerate(row[1:]):
-            canonical = _canonical_or_none(value)
-            if canonical is not None:
+            if (canonical := _canonical_or_none(value)) is not None:
                 holders[slot, canonical].append(row[0])
     changed = shared = 0
-    for row in rows:
+    for user_id, *values in rows:
         updates: dict[Any, str] = {}
-        for slot, (column, value) in enumerate(zip(selected[1:], row[1:], strict=True)):
+        for slot, (column, value) in enumerate(zip(addresses, values, strict=True)):
             canonical = _canonical_or_none(value)
             if canonical is None or canonical == value:
                 continue
             if len(holders[slot, canonical]) > 1:
                 shared += 1
-                others = ", ".join(str(i) for i in holders[slot, canonical] if i != row[0])
-                click.echo(f"Left as is: user {row[0]} {column.key}, shared with user(s) {others}")
+                others = ", ".join(str(i) for i in holders[slot, canonical] if i != user_id)
+                click.echo(f"Left as is: user {user_id} {column.key}, shared with user(s) {others}")
                 continue
             updates[column] = canonical
         if updates:
             changed += 1
-            click.echo(f"{'Rewriting' if yes else 'Would rewrite'} user {row[0]}")
+            click.echo(f"{'Rewriting' if yes else 'Would rewrite'} user {user_id}")
             if yes:
-                statement = sa.update(table).where(columns.id_column == row[0]).values(updates)
-                session.connection().execute(statement)
+                rewrite = sa.update(columns.model.__table__).values(updates)
+                session.connection().execute(rewrite.where(columns.id_column == user_id))
     if yes:
         session.commit()
         click.echo(f"Rewrote {changed} account(s); {shared} address(es) left as is.")

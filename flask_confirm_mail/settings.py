@@ -1,15 +1,8 @@
-"""Every ``CONFIRM_MAIL_*`` setting, defined once: name, default, parser and doc line.
-
-Each setting is one :class:`Option` on :class:`Settings`; :data:`OPTIONS` (the docs'
-configuration table) and :meth:`Settings.load` are derived from them. ``load`` puts each
-default into ``app.config`` with ``setdefault``, lets a constructor argument win over
-config, parses every value and refuses unsafe ones with a
-:class:`~flask_confirm_mail.errors.ConfigurationError` that says what to change.
-"""
+"""Every ``CONFIRM_MAIL_*`` setting, defined once as an :class:`Option` of :class:`Settings`,
+from which :data:`OPTIONS` (the docs' table) and :meth:`Settings.load` are derived."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
@@ -22,10 +15,7 @@ from flask import Flask
 
 from .errors import ConfigurationError, DeliveryError
 from .smtp import format_sender, unsafe_header
-from .tokens import (
-    MIN_SECRET_BYTES,
-    secret_bytes,
-)
+from .tokens import MIN_SECRET_BYTES, secret_bytes
 
 PREFIX = "CONFIRM_MAIL_"
 #: Keys that the README and docs print: an app deployed from a snippet unchanged would let
@@ -33,16 +23,15 @@ PREFIX = "CONFIRM_MAIL_"
 EXAMPLE_SECRETS = frozenset({"dev only: set FLASK_SECRET_KEY in production"})
 _MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 T = TypeVar("T")
-#: A parser turns a configured value into a setting: ``parse(value, key, app)``. ``app`` is
-#: ``None`` when the set is read from a mapping (:meth:`OptionSet.load_from`): only parsers
-#: that never use it belong to such a set. It is typed ``Any`` so that the app's own
-#: parsers may declare ``app: Flask``.
+#: A parser turns a configured value into a setting, ``parse(value, key, app)``, or raises
+#: a ConfigurationError that names ``key``. ``app`` is ``None`` for a set read from a
+#: mapping (:meth:`OptionSet.load_from`), typed ``Any`` so app parsers may say ``Flask``.
 Parser = Callable[[Any, str, Any], T]
 
 
 class Option(Generic[T]):
-    """One setting, ``CONFIRM_MAIL_<NAME>`` unless ``key`` names it otherwise (then its
-    name is ``key`` too): read as an attribute of its :class:`OptionSet`."""
+    """One setting, ``CONFIRM_MAIL_<NAME>`` unless ``key`` names it (then ``key`` is its name
+    too): read as an attribute of its :class:`OptionSet`."""
 
     def __init__(
         self,
@@ -53,11 +42,8 @@ class Option(Generic[T]):
         advanced: bool = False,
         key: str | None = None,
     ) -> None:
-        self.default = default
-        self.parse = parse
-        self.doc = doc
-        #: Listed in the docs' advanced table rather than the first one.
-        self.advanced = advanced
+        self.default, self.parse, self.doc = default, parse, doc
+        self.advanced = advanced  # listed in the docs' advanced table, not the first one
         self.attribute = ""
         self.name = self.key = key or ""
 
@@ -77,11 +63,10 @@ class Option(Generic[T]):
         value: T = obj.__dict__[self.attribute]
         return value
 
-    def __repr__(self) -> str:
-        return f"<Option {self.key}>"
 
-
-# --- parsers -------------------------------------------------------------------------------
+def optional(parse: Parser[T]) -> Parser[T | None]:
+    """``parse``, except that an unset value (``None``) stays ``None``."""
+    return lambda value, key, app: None if value is None else parse(value, key, app)
 
 
 def number(minimum: float, *, integer: bool = False, maximum: float | None = None) -> Parser[Any]:
@@ -99,59 +84,20 @@ def number(minimum: float, *, integer: bool = False, maximum: float | None = Non
     return parse
 
 
-def _integer(minimum: int, maximum: int | None = None) -> Parser[int]:
-    parse = number(minimum, integer=True, maximum=maximum)
-    return lambda value, key, app: int(parse(value, key, app))
-
-
 def duration(*, allow_zero: bool = False) -> Parser[timedelta]:
     def parse(value: Any, key: str, app: Flask) -> timedelta:
         if isinstance(value, timedelta):
             duration = value
         else:
             duration = timedelta(seconds=number(float("-inf"))(value, key, app))
-        if duration < timedelta(0) or (duration == timedelta(0) and not allow_zero):
+        if duration < timedelta(0) or (not duration and not allow_zero):
             raise ConfigurationError(f"{key} must be a positive duration.")
         return duration
 
     return parse
 
 
-_AGE = re.compile(r"(?P<number>[1-9][0-9]{0,4})(?P<unit>[dhms])")
-_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def parse_age(text: str) -> timedelta:
-    """A duration written as a number and a unit, ``14d``, ``12h``, ``30m`` or ``90s``.
-
-    :raises ValueError: ``text`` is not written that way.
-    """
-    match = _AGE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError("give a number and d, h, m or s, e.g. 14d")
-    return timedelta(**{_AGE_UNITS[match["unit"]]: int(match["number"])})
-
-
-def _reminders(value: Any, key: str, app: Flask) -> tuple[timedelta, ...]:
-    items = [i for i in value.split(",") if i.strip()] if isinstance(value, str) else value or ()
-    delays: list[timedelta] = []
-    for item in items:
-        try:
-            if isinstance(item, timedelta):
-                delays.append(item)
-            elif isinstance(item, str):
-                delays.append(parse_age(item))
-            elif isinstance(item, (int, float)) and not isinstance(item, bool):
-                delays.append(timedelta(seconds=item))
-            else:
-                raise ValueError
-        except ValueError:
-            raise ConfigurationError(
-                f'{key} must list delays after sign-up: "1d, 3d", or seconds or timedeltas.'
-            ) from None
-    if any(d <= timedelta(0) for d in delays) or delays != sorted(set(delays)):
-        raise ConfigurationError(f"{key} must list positive delays, each longer than the last.")
-    return tuple(delays)
+text = optional(lambda value, key, app: str(value))
 
 
 def _choice(*allowed: str) -> Parser[str]:
@@ -163,27 +109,39 @@ def _choice(*allowed: str) -> Parser[str]:
     return parse
 
 
-def _one_line(value: Any, key: str, app: Flask) -> str:
-    if unsafe_header("Subject", str(value)):
-        raise ConfigurationError(f"{key} must be one line of plain text.")
-    return str(value)
+_AGE = re.compile(r"(?P<number>[1-9][0-9]{0,4})(?P<unit>[dhms])")
+_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
-def text(value: Any, key: str, app: Flask) -> str | None:
-    return None if value is None else str(value)
+def parse_age(text: str) -> timedelta:
+    """A number and a unit, ``14d``, ``12h``, ``30m`` or ``90s``, else :class:`ValueError`."""
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("give a number and d, h, m or s, e.g. 14d")
+    return timedelta(**{_AGE_UNITS[match["unit"]]: int(match["number"])})
 
 
-def _optional_rate(value: Any, key: str, app: Flask) -> float | None:
-    return None if value is None else float(number(0.001)(value, key, app))
+def _delay(item: Any) -> timedelta:
+    if isinstance(item, str):
+        return parse_age(item)
+    if isinstance(item, (int, float)) and not isinstance(item, bool):
+        return timedelta(seconds=item)
+    if isinstance(item, timedelta):
+        return item
+    raise ValueError(item)
 
 
-def _flag(value: Any, key: str, app: Flask) -> bool:
-    return bool(value)
-
-
-def optional_secret(value: Any, key: str, app: Flask) -> bytes | None:
-    """A secret of at least :data:`~flask_confirm_mail.tokens.MIN_SECRET_BYTES`, or unset."""
-    return None if value is None else _secret(value, key, app)
+def _reminders(value: Any, key: str, app: Flask) -> tuple[timedelta, ...]:
+    items = [i for i in value.split(",") if i.strip()] if isinstance(value, str) else value or ()
+    try:
+        delays = [_delay(item) for item in items]
+    except ValueError:
+        raise ConfigurationError(
+            f'{key} must list delays after sign-up: "1d, 3d", or seconds or timedeltas.'
+        ) from None
+    if any(d <= timedelta(0) for d in delays) or delays != sorted(set(delays)):
+        raise ConfigurationError(f"{key} must list positive delays, each longer than the last.")
+    return tuple(delays)
 
 
 def _secret(value: Any, key: str, app: Flask) -> bytes:
@@ -197,31 +155,13 @@ def _secret(value: Any, key: str, app: Flask) -> bytes:
     return secret
 
 
-def _rate_limits(value: Any, key: str, app: Flask) -> str | None:
-    """A Flask-Limiter limit string (``5/minute;50/hour``), checked with ``limits``."""
-    if value is None or value == "":
-        return None
-    try:
-        import flask_limiter  # noqa: F401  # the limit is applied through it
-        from limits import parse_many
-    except ImportError:
-        raise ConfigurationError(
-            f"{key} needs Flask-Limiter: pip install 'flask-confirm-mail[limiter]'."
-        ) from None
-    try:
-        parse_many(str(value))
-    except ValueError:
-        raise ConfigurationError(
-            f"{key} must be a rate limit such as '5/minute;50/hour'."
-        ) from None
-    return str(value)
+#: A secret of at least :data:`~flask_confirm_mail.tokens.MIN_SECRET_BYTES`, or unset.
+optional_secret = optional(_secret)
 
 
 def derive_link_secret(secret_key: str | bytes) -> bytes:
     """A link-token key derived from ``SECRET_KEY``, useless for anything else."""
-    return hmac.new(
-        secret_bytes(secret_key), b"flask-confirm-mail link token v1", hashlib.sha256
-    ).digest()
+    return hmac.digest(secret_bytes(secret_key), b"flask-confirm-mail link token v1", "sha256")
 
 
 def _refuse_example(name: str, secret: object, app: Flask) -> None:
@@ -251,11 +191,11 @@ def _link_secret(value: Any, key: str, app: Flask) -> tuple[bytes, ...]:
                 f"SECRET_KEY is too short to derive the link-token key from: set {key} "
                 f"(at least {MIN_SECRET_BYTES} random bytes) or a longer SECRET_KEY."
             )
-        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
-        keys = [secret_key, *reversed(fallbacks)]
+        keys = [secret_key, *reversed(app.config.get("SECRET_KEY_FALLBACKS") or ())]
         # A fallback too short to derive from never signed a link: nothing to verify.
-        usable = [k for k in keys if len(secret_bytes(k)) >= MIN_SECRET_BYTES]
-        return tuple(derive_link_secret(k) for k in usable)
+        return tuple(
+            derive_link_secret(k) for k in keys if len(secret_bytes(k)) >= MIN_SECRET_BYTES
+        )
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise ConfigurationError(f"{key} must name at least one key.")
@@ -290,33 +230,49 @@ def _url_prefix(value: Any, key: str, app: Flask) -> str:
 
 def _sender(value: Any, key: str, app: Flask) -> str | tuple[str, str] | None:
     sender = value or app.config.get("MAIL_DEFAULT_SENDER")
-    if sender is not None:
-        try:
-            format_sender(sender)
-        except DeliveryError:
-            raise ConfigurationError(
-                f"{key} (or MAIL_DEFAULT_SENDER) must be one address on one line."
-            ) from None
-    result: str | tuple[str, str] | None = tuple(sender) if isinstance(sender, list) else sender
-    return result
+    if sender is None:
+        return None
+    try:
+        format_sender(sender)
+    except DeliveryError:
+        raise ConfigurationError(
+            f"{key} (or MAIL_DEFAULT_SENDER) must be one address on one line."
+        ) from None
+    return tuple(sender) if isinstance(sender, list) else sender
 
 
 def _app_name(value: Any, key: str, app: Flask) -> str | None:
-    # Unset: the site's host, filled in by Settings.load once the external URL is known
-    # (the Flask app's import name, "app" more often than not, means nothing to a reader).
-    return _one_line(value, key, app) if value else None
+    if value and unsafe_header("Subject", str(value)):
+        raise ConfigurationError(f"{key} must be one line of plain text.")
+    return str(value) if value else None
+
+
+def _rate_limits(value: Any, key: str, app: Flask) -> str | None:
+    """A Flask-Limiter limit string (``5/minute;50/hour``), checked with ``limits``."""
+    if value is None or value == "":
+        return None
+    try:
+        import flask_limiter  # noqa: F401  # the limit is applied through it
+        from limits import parse_many
+    except ImportError:
+        raise ConfigurationError(
+            f"{key} needs Flask-Limiter: pip install 'flask-confirm-mail[limiter]'."
+        ) from None
+    try:
+        parse_many(str(value))
+    except ValueError:
+        raise ConfigurationError(
+            f"{key} must be a rate limit such as '5/minute;50/hour'."
+        ) from None
+    return str(value)
 
 
 S = TypeVar("S", bound="OptionSet")
 
 
 class OptionSet:
-    """A frozen set of checked settings, one attribute per :class:`Option` of the class.
-
-    The core's :class:`Settings` is one; optional parts (bounces, the remote mailer's
-    transport) define their own, documented in their own tables, and so does the mailer
-    service, read from its environment with :meth:`load_from`.
-    """
+    """A frozen set of checked settings, one attribute per :class:`Option` of the class;
+    optional parts and the mailer service (:meth:`load_from`) define their own."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)
@@ -334,9 +290,8 @@ class OptionSet:
 
     @classmethod
     def load(cls: type[S], app: Flask, overrides: Mapping[str, Any] | None = None) -> S:
-        """Read, check and freeze the settings of ``app``; ``overrides`` (by name) win.
-
-        Each default is put into ``app.config`` with ``setdefault``.
+        """Read, check and freeze the settings of ``app``; ``overrides`` (by name) win over
+        ``app.config``, where each default is set with ``setdefault``.
 
         :raises ConfigurationError: a value is missing or unsafe; the message names the key.
         """
@@ -364,18 +319,14 @@ class OptionSet:
 
 
 class Settings(OptionSet):
-    """The checked settings of one app: each attribute is one ``CONFIRM_MAIL_*`` key.
-
-    The first options are the ones a newcomer meets; those marked ``advanced`` tune the
-    delivery processes and the emails' wording and are listed in a table of their own.
-    """
+    """The checked settings of one app. The options marked ``advanced`` tune delivery and
+    the emails' wording, and are listed in a table of their own."""
 
     external_url = Option(
         None,
         _external_url,
-        "Base URL of the site for links in emails, e.g. "
-        "`https://catloader.example.com`. Unset: built from `SERVER_NAME`. Never taken "
-        "from the request's Host header.",
+        "Base URL of the site for links in emails, e.g. `https://catloader.example.com`. "
+        "Unset: built from `SERVER_NAME`. Never taken from the request's Host header.",
     )
     sender = Option(
         None,
@@ -386,8 +337,8 @@ class Settings(OptionSet):
         None,
         _link_secret,
         "Key that signs link tokens and codes, at least 32 bytes, or a list of keys, newest "
-        "last (the older ones still verify). Unset: derived from `SECRET_KEY` for this "
-        "purpose only (HMAC-SHA256), and from each of `SECRET_KEY_FALLBACKS` for rotation.",
+        "last (the older ones still verify). Unset: derived, for this purpose only "
+        "(HMAC-SHA256), from `SECRET_KEY` and from each of `SECRET_KEY_FALLBACKS`.",
     )
     lifetime = Option(
         timedelta(hours=48),
@@ -398,21 +349,19 @@ class Settings(OptionSet):
     delivery = Option(
         "thread",
         _choice("sync", "thread", "worker", "queue"),
-        "`sync` (after the request's commit), `thread` (a background "
-        "sender in the app process), `worker` (`flask confirm-mail worker` processes) or "
-        "`queue` (jobs of the app's own task queue: `ConfirmMail.handoff`).",
+        "`sync` (after the request's commit), `thread` (a sender thread in the app process), "
+        "`worker` (`flask confirm-mail worker`) or `queue` (the app's task queue: "
+        "`ConfirmMail.handoff`).",
     )
     confirmed_endpoint = Option(
         None,
         text,
-        "Endpoint to redirect to after a confirmation. "
-        "Unset: a page of the extension says it is done.",
+        "Endpoint to redirect to after a confirmation. Unset: a page of the extension says so.",
     )
     unconfirmed_endpoint = Option(
         None,
         text,
-        "Where `confirmed_required` sends unconfirmed users "
-        "(HTML). Unset: the extension's resend page.",
+        "Where `confirmed_required` sends unconfirmed users (HTML). Unset: the resend page.",
     )
     unconfirmed_access_for = Option(
         0,
@@ -433,24 +382,26 @@ class Settings(OptionSet):
     )
     confirm_on_get = Option(
         False,
-        _flag,
-        "Confirm on GET of the link, as the original did. Off: GET "
-        "shows a button that POSTs, so mail scanners that fetch links confirm nothing.",
+        lambda value, key, app: bool(value),
+        "Confirm on GET of the link, as the original did. Off: GET shows a button that "
+        "POSTs, so mail scanners that fetch links confirm nothing.",
     )
     change_notice = Option(
         True,
-        _flag,
+        lambda value, key, app: bool(value),
         "After an email change, send the old address a short notice without a link, the "
         "new address masked (`j***@e***.com`).",
     )
     reminders = Option(
         (),
         _reminders,
-        'Delays after sign-up at which a never-confirmed account is reminded, e.g. `"1d, '
-        '3d"` (d, h, m, s) or a list of seconds or timedeltas; each reminder is sent once. '
-        "Sent by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
+        'Delays after sign-up at which a never-confirmed account is reminded, once each: `"1d, '
+        '3d"` (d, h, m, s), or seconds or timedeltas. Sent by `flask confirm-mail worker` and '
+        "`flask confirm-mail remind --yes`. Empty: none.",
     )
-    max_attempts = Option(8, _integer(1), "Delivery attempts before a message is `dead`.")
+    max_attempts = Option(
+        8, number(1, integer=True), "Delivery attempts before a message is `dead`."
+    )
 
     # -- advanced --
     app_name = Option(
@@ -468,17 +419,15 @@ class Settings(OptionSet):
     )
     concurrency = Option(
         8,
-        _integer(1, 256),
-        "Emails in flight at once per delivery process, each over its own reused "
-        "connection: at most this many SMTP connections are open. Providers cap "
-        "concurrent connections per account: stay below that across all processes.",
+        number(1, integer=True, maximum=256),
+        "Emails in flight at once per delivery process, each over its own reused SMTP "
+        "connection. Providers cap connections per account: stay below that in all processes.",
         advanced=True,
     )
     max_rate = Option(
         None,
-        _optional_rate,
-        "Messages per second per delivery process, for providers that cap the send "
-        "rate. Unset: no limit.",
+        optional(number(0.001)),
+        "Messages per second per delivery process, for providers that cap it. Unset: no limit.",
         advanced=True,
     )
     smtp_timeout = Option(
@@ -488,8 +437,8 @@ class Settings(OptionSet):
     @classmethod
     def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:
         settings = super().load(app, overrides)
-        if settings.app_name is None:
-            settings.__dict__["app_name"] = urlsplit(settings.external_url).hostname
+        if settings.app_name is None:  # the Flask app's import name means nothing to a reader
+            settings.__dict__["app_name"] = settings.host
         return settings
 
     @cached_property

@@ -1,21 +1,12 @@
-"""The user side: a mixin for new models, and the mapping of an existing table's columns.
-
-A new model inherits :class:`ConfirmableMixin`. An existing table keeps its column names
-and tells :class:`~flask_confirm_mail.ConfirmMail` which attribute holds the address and
-which records confirmation, a timestamp or a plain boolean (like the original's
-``aut_confirmed``)::
-
-    confirm_mail = ConfirmMail(
-        db=db, user_model=Auth,
-        email_attribute="aut_email", confirmed_attribute="aut_confirmed",
-        pending_email_attribute=None,
-    )
-"""
+"""The user side: :class:`ConfirmableMixin` for a new model, and :class:`UserColumns`, which
+reads and writes the address and confirmation columns of any mapped model, an existing
+table's included (``ConfirmMail(email_attribute=..., confirmed_attribute=...)``)."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +18,7 @@ from .errors import AddressError, ConfigurationError, InvalidToken
 from .outbox import Purpose
 
 _INT_ID = re.compile(r"[1-9][0-9]{0,17}|0")
+AnySession = Session | scoped_session[Any]
 
 
 class ConfirmableMixin:
@@ -49,8 +41,8 @@ class ConfirmableMixin:
 
     @declared_attr
     def pending_email(cls) -> Mapped[str | None]:
-        # Without the index that UPDATE reads the whole table inside the write transaction:
-        # 5 ms a sign-up at 100,000 users on SQLite, which holds the file's write lock.
+        # Without the index, that clearing UPDATE reads the whole table while it holds the
+        # write lock.
         return mapped_column(sa.String(254), nullable=True, default=None, index=True)
 
     @property
@@ -87,51 +79,30 @@ class UserColumns:
         self.email_column = self._column(mapper, email)
         self.confirmed_column = self._column(mapper, confirmed)
         self.pending_column = None if pending_email is None else self._column(mapper, pending_email)
-        lengths = [
-            getattr(column.type, "length", None)
-            for column in (self.email_column, self.pending_column)
-            if column is not None
-        ]
+        columns = [c for c in (self.email_column, self.pending_column) if c is not None]
         #: The longest address the columns hold (a 254-character address is valid).
-        self.max_address_length = min((n for n in lengths if n), default=None)
+        self.max_address_length = min(
+            filter(None, (getattr(c.type, "length", None) for c in columns)), default=None
+        )
         self.confirmed_is_boolean = isinstance(self.confirmed_column.type, sa.Boolean)
-        if not self.confirmed_is_boolean and not isinstance(
-            self.confirmed_column.type, sa.DateTime
-        ):
+        if not isinstance(self.confirmed_column.type, (sa.Boolean, sa.DateTime)):
             raise ConfigurationError(
                 f"user_model.{confirmed} must be a Boolean or DateTime column."
             )
-        #: Built once: building and cache-keying this UPDATE on each sign-up was 11 % of
-        #: the in-process CPU of a sign-up under cProfile (benchmarks/sqlite_threaded.py).
-        self._void_claims = (
-            None
-            if self.pending_column is None
-            else sa.update(model.__table__)
-            .where(
-                self.pending_column == sa.bindparam("address"),
-                self.id_column != sa.bindparam("user_id"),
-            )
-            .values({self.pending_column: None})
-        )
-        id_type = self.id_column.type
-        self._id_kind = (
-            "int"
-            if isinstance(id_type, sa.Integer)
-            else "uuid"
-            if isinstance(id_type, sa.Uuid)
-            else "str"
+        kinds = ((sa.Integer, int), (sa.Uuid, uuid.UUID))
+        self._id_type: Callable[[str], Any] = next(
+            (kind for sql_type, kind in kinds if isinstance(self.id_column.type, sql_type)), str
         )
 
     @staticmethod
     def _column(mapper: Any, attribute: str) -> sa.Column[Any]:
-        prop = mapper.attrs.get(attribute)
-        columns = getattr(prop, "columns", None)
+        columns = getattr(mapper.attrs.get(attribute), "columns", None)
         if not columns:
             raise ConfigurationError(f"user_model has no column attribute {attribute!r}.")
         column: sa.Column[Any] = columns[0]
         return column
 
-    # --- reading an instance -------------------------------------------------------------
+    # --- an instance, in the caller's session --------------------------------------------
 
     def id_of(self, user: Any) -> str:
         return str(getattr(user, self.id_attribute))
@@ -141,16 +112,12 @@ class UserColumns:
         return None if value is None else str(value)
 
     def pending_of(self, user: Any) -> str | None:
-        if self.pending_attribute is None:
-            return None
-        value = getattr(user, self.pending_attribute)
+        value = None if self.pending_attribute is None else getattr(user, self.pending_attribute)
         return None if value is None else str(value)
 
     def is_confirmed(self, user: Any) -> bool:
         value = getattr(user, self.confirmed_attribute)
         return value is True if self.confirmed_is_boolean else value is not None
-
-    # --- writing an instance (in the caller's session) -----------------------------------
 
     def confirmed_value(self, now: datetime) -> Any:
         return True if self.confirmed_is_boolean else now
@@ -163,13 +130,17 @@ class UserColumns:
             setattr(user, self.pending_attribute, address)
 
     def check_fits(self, address: str) -> str:
-        """``address``, if the address columns can hold it.
-
-        :raises AddressError: it is longer than the columns (a database error otherwise).
-        """
+        """``address``, or :class:`~flask_confirm_mail.errors.AddressError` if it is longer
+        than the columns hold (a database error otherwise)."""
         if self.max_address_length is not None and len(address) > self.max_address_length:
             raise AddressError("The email address is too long.")
         return address
+
+    def _changed_addresses(self, user: Any) -> Iterator[tuple[str, Any]]:
+        state = sa.inspect(user)
+        for attribute in (self.email_attribute, self.pending_attribute):
+            if attribute is not None and state.attrs[attribute].history.has_changes():
+                yield attribute, getattr(user, attribute)
 
     def canonicalize(self, user: Any, *, strict: bool) -> None:
         """Rewrite ``user``'s changed address attributes in canonical form.
@@ -177,11 +148,7 @@ class UserColumns:
         With ``strict``, an address attribute that is not one valid address raises
         :class:`~flask_confirm_mail.errors.AddressError`; otherwise it is left as it is.
         """
-        state = sa.inspect(user)
-        for attribute in (self.email_attribute, self.pending_attribute):
-            if attribute is None or not state.attrs[attribute].history.has_changes():
-                continue
-            value = getattr(user, attribute)
+        for attribute, value in self._changed_addresses(user):
             if value is None and attribute == self.pending_attribute:
                 continue
             try:
@@ -193,128 +160,105 @@ class UserColumns:
             if canonical != value:
                 setattr(user, attribute, canonical)
 
+    def void_claims_of(self, session: AnySession, user: Any) -> None:
+        """After a flush wrote ``user``'s new address or pending address, void the claims
+        other accounts hold to it (see :meth:`void_pending_claims`)."""
+        for _, value in self._changed_addresses(user):
+            if value is not None:
+                self.void_pending_claims(session, value, getattr(user, self.id_attribute))
+
+    def void_pending_claims(self, session: AnySession, address: str, user_id: Any) -> None:
+        """Clear ``address`` as the pending address of every account but ``user_id``: run
+        when an account asks for ``address`` (sign-up, change) and when it confirms it, so a
+        pending address identifies one account and links mailed to others for it stop working."""
+        statement = self._void_claims(address, user_id)
+        if statement is not None:
+            session.connection().execute(statement)
+
+    def _void_claims(self, address: str, user_id: Any) -> sa.Update | None:
+        pending = self.pending_column
+        if pending is None:
+            return None
+        return (
+            sa.update(self.model.__table__)
+            .where(pending == address, self.id_column != user_id)
+            .values({pending: None})
+        )
+
     # --- queries ---------------------------------------------------------------------------
 
     def parse_id(self, subject: str) -> Any:
         """Turn a token's ``sub`` into a primary key value without touching the database."""
-        if self._id_kind == "int":
-            if _INT_ID.fullmatch(subject) is None:
-                raise InvalidToken("The token's subject is not valid.", reason="bad_claims")
-            return int(subject)
-        if self._id_kind == "uuid":
-            try:
-                return uuid.UUID(subject)
-            except ValueError:
-                raise InvalidToken(
-                    "The token's subject is not valid.", reason="bad_claims"
-                ) from None
-        return subject
+        try:
+            if self._id_type is int and _INT_ID.fullmatch(subject) is None:
+                raise ValueError(subject)
+            return self._id_type(subject)
+        except ValueError:
+            raise InvalidToken("The token's subject is not valid.", reason="bad_claims") from None
 
     def find(
-        self, session: Session | scoped_session[Any], address: str, *, lock: bool = False
+        self, session: AnySession, address: str, *, lock: bool = False
     ) -> tuple[Any, Purpose | None]:
-        """The user whose address (``signup``) or pending address (``change``) is ``address``.
-
-        ``address`` is in canonical form. Returns ``(None, None)`` when there is none, and
-        also when several accounts hold it as their pending address (rows written before
-        a pending address identified one account): a link then goes to nobody rather
-        than to an account that did not ask for it.
-        """
+        """The user whose address (``signup``) or pending address (``change``) is ``address``
+        (canonical), else ``(None, None)``; also when several accounts hold it as their
+        pending address (rows written before a pending address identified one account), so
+        a link goes to nobody rather than to an account that did not ask for it."""
         pairs = ((self.email_column, Purpose.SIGNUP), (self.pending_column, Purpose.CHANGE))
         for column, purpose in pairs:
             if column is None:
                 continue
             query = sa.select(self.model).where(column == address).limit(2)
-            if lock:
-                query = query.with_for_update()
-            users = session.execute(query).scalars().all()
-            if len(users) == 1:
-                return users[0], purpose
+            users = session.execute(query.with_for_update() if lock else query).scalars().all()
             if users:
-                return None, None
+                return (users[0], purpose) if len(users) == 1 else (None, None)
         return None, None
 
     def _unconfirmed(self) -> sa.ColumnElement[bool]:
-        if self.confirmed_is_boolean:
-            return self.confirmed_column.is_not(True)
-        return self.confirmed_column.is_(None)
+        column = self.confirmed_column
+        return column.is_not(True) if self.confirmed_is_boolean else column.is_(None)
 
     def waiting_ids(self, dialect: str) -> sa.Select[Any] | None:
         """The ids, as strings (the outbox's ``user_id``), of users whose own address is
-        unconfirmed and who have no pending address: those a reminder may go to.
-
-        ``None`` for UUID keys outside PostgreSQL: their text in SQL differs from
-        ``str(uuid)`` there (SQLite stores 32 hex digits).
-        """
-        if self._id_kind == "uuid" and dialect != "postgresql":
+        unconfirmed and who have no pending address: those a reminder may go to. ``None`` for
+        UUID keys outside PostgreSQL, whose text in SQL is not ``str(uuid)`` (SQLite stores
+        32 hex digits)."""
+        if self._id_type is uuid.UUID and dialect != "postgresql":
             return None
         query = sa.select(sa.cast(self.id_column, sa.String(64))).where(self._unconfirmed())
         if self.pending_column is not None:
             query = query.where(self.pending_column.is_(None))
         return query
 
-    def void_claims_of(self, session: Session | scoped_session[Any], user: Any) -> None:
-        """After a flush wrote ``user``'s new address or pending address, void the claims
-        other accounts hold to it (see :meth:`void_pending_claims`)."""
-        state = sa.inspect(user)
-        user_id = getattr(user, self.id_attribute)
-        for attribute in (self.email_attribute, self.pending_attribute):
-            if attribute is None or not state.attrs[attribute].history.has_changes():
-                continue
-            value = getattr(user, attribute)
-            if value is not None:
-                self.void_pending_claims(session, value, user_id)
-
-    def void_pending_claims(
-        self, session: Session | scoped_session[Any], address: str, user_id: Any
-    ) -> None:
-        """Clear ``address`` as the pending address of every account but ``user_id``.
-
-        Called when an account asks for ``address`` (sign-up, change) and when it
-        confirms it, so a pending address identifies one account and links mailed to
-        another account for it stop working.
-        """
-        if self._void_claims is not None:
-            session.connection().execute(
-                self._void_claims, {"address": address, "user_id": user_id}
-            )
-
     def confirm(
-        self, session: Session | scoped_session[Any], user_id: Any, address: str, now: datetime
+        self, session: AnySession, user_id: Any, address: str, now: datetime
     ) -> Purpose | None:
         """Confirm ``address`` for ``user_id`` with one conditional UPDATE.
 
         Confirms the user's address while it is ``address`` and unconfirmed (``signup``),
         else the pending address when it is ``address`` (``change``, which makes it the
         user's address), and voids every other account's pending claim to it. Returns
-        which, or ``None`` when the row matched neither. Concurrent
-        calls confirm once. Raises what the database raises (a unique address taken since).
+        which, or ``None`` when the row matched neither. Concurrent calls confirm once.
+        Raises what the database raises (a unique address taken since).
         """
         table = self.model.__table__
-        confirmed = self.confirmed_value(now)
-        unconfirmed = self._unconfirmed()
-        statement = (
+        confirmed = {self.confirmed_column: self.confirmed_value(now)}
+        signup = (
             sa.update(table)
-            .where(self.id_column == user_id, self.email_column == address, unconfirmed)
-            .values({self.confirmed_column: confirmed})
+            .where(self.id_column == user_id, self.email_column == address, self._unconfirmed())
+            .values(confirmed)
         )
-        if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
-            self.void_pending_claims(session, address, user_id)
-            return Purpose.SIGNUP
-        if self.pending_column is None:
+        if session.execute(signup).rowcount == 1:  # type: ignore[attr-defined]
+            purpose = Purpose.SIGNUP
+        elif self.pending_column is None:
             return None
-        statement = (
-            sa.update(table)
-            .where(self.id_column == user_id, self.pending_column == address)
-            .values(
-                {
-                    self.email_column: address,
-                    self.pending_column: None,
-                    self.confirmed_column: confirmed,
-                }
+        else:
+            change = (
+                sa.update(table)
+                .where(self.id_column == user_id, self.pending_column == address)
+                .values({self.email_column: address, self.pending_column: None, **confirmed})
             )
-        )
-        if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
-            self.void_pending_claims(session, address, user_id)
-            return Purpose.CHANGE
-        return None
+            if session.execute(change).rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            purpose = Purpose.CHANGE
+        self.void_pending_claims(session, address, user_id)
+        return purpose

@@ -334,8 +334,8 @@ def test_the_mixin_indexes_pending_email_for_voiding_claims(
     app = build_app(f"sqlite:///{tmp_path / 'plan.db'}")
     columns = get_flow(app).columns
     with app.app_context():
-        statement = columns._void_claims.compile(db.engine)
-        parameters = statement.construct_params({"address": "a@example.org", "user_id": 1})
+        statement = columns._void_claims("a@example.org", 1).compile(db.engine)
+        parameters = statement.construct_params()
         values = tuple(parameters[name] for name in statement.positiontup)
         plan = [
             str(step[-1])
