@@ -16,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from threading import Event
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -46,7 +46,6 @@ RETRY_BASE = 30.0
 RETRY_MAX = 3600.0
 #: Seconds an idle loop waits between two looks at the outbox.
 POLL_INTERVAL = 1.0
-
 
 #: What became of one email of a batch: ``True`` sent, ``False`` given back unsent (the loop
 #: was stopping), or the error of its failed attempt.
@@ -75,8 +74,8 @@ class BatchReport:
     given_back: int = 0  # claimed, then given back unsent: the loop was stopping
 
     def add(self, other: BatchReport) -> None:
-        for field in fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class SendRate:
@@ -99,31 +98,23 @@ class SendRate:
         return True
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Deliverer:
     """Delivers the outbox of one app, in its app context, on its own connections (never the
     request's session). A test may shorten :attr:`lease` and the retry delays on an instance."""
 
-    lease: float = LEASE
-    retry_base: float = RETRY_BASE
-    retry_max: float = RETRY_MAX
+    db: SQLAlchemy
+    table: sa.Table
+    settings: Settings
+    transport: Transport
+    signer: LinkTokenSigner
+    codes: CodeHasher | None = None
+    lease: float = field(default=LEASE, init=False)
+    retry_base: float = field(default=RETRY_BASE, init=False)
+    retry_max: float = field(default=RETRY_MAX, init=False)
 
-    def __init__(
-        self,
-        *,
-        db: SQLAlchemy,
-        table: sa.Table,
-        settings: Settings,
-        transport: Transport,
-        signer: LinkTokenSigner,
-        codes: CodeHasher | None = None,
-    ) -> None:
-        self.db = db
-        self.codes = codes
-        self.table = table
-        self.settings = settings
-        self.transport = transport
-        self.signer = signer
-        self.rate = None if settings.max_rate is None else SendRate(settings.max_rate)
+    def __post_init__(self) -> None:
+        self.rate = None if self.settings.max_rate is None else SendRate(self.settings.max_rate)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
@@ -161,11 +152,8 @@ class Deliverer:
                 outbox.store_codes(conn, self.table, digests, outbox.utcnow() + settings.lifetime)
         emails = []
         for row in rows:
-            token, expires_at = (
-                self.signer.issue(row.user_id, row.recipient)
-                if row.purpose != Purpose.CHANGE_NOTICE
-                else ("", None)  # no link, so no token
-            )
+            link = row.purpose != Purpose.CHANGE_NOTICE  # the change notice has no link
+            token, expires = self.signer.issue(row.user_id, row.recipient) if link else ("", None)
             emails.append(
                 ConfirmationEmail(
                     outbox_id=row.id,
@@ -175,7 +163,7 @@ class Deliverer:
                     message_id=row.message_id,
                     link_prefix=settings.link_prefix,
                     link_token=token,
-                    expires_at=expires_at,
+                    expires_at=expires,
                     lifetime=settings.lifetime,
                     attempt=row.attempts,
                     context=row.context or {},
@@ -198,10 +186,7 @@ class Deliverer:
         sent = [email for email, outcome in results if outcome is True]
         given_back = [email.outbox_id for email, outcome in results if outcome is False]
         failures = [(email, error) for email, error in results if isinstance(error, DeliveryError)]
-        retry_at = self._until_done(
-            "record the results of a batch",
-            lambda conn: self._record(conn, worker_id, sent, failures, given_back),
-        )
+        retry_at = self._until_done(self._record, worker_id, sent, failures, given_back)
         self._announce(sent, failures, retry_at)
         dead = sum(1 for when in retry_at.values() if when is None)
         report = BatchReport(len(emails), len(sent), len(failures) - dead, dead, len(given_back))
@@ -254,18 +239,18 @@ class Deliverer:
                 type(exc).__name__,
             )
 
-    def _until_done(self, what: str, write: Callable[[sa.Connection], R]) -> R:
-        """Run ``write`` in a transaction until the database answers: the emails have
-        left, so giving up would send them again once their lease ends."""
+    def _until_done(self, write: Callable[..., R], *args: Any) -> R:
+        """Run ``write(conn, *args)`` in a transaction until the database answers: the emails
+        have left, so giving up would send them again once their lease ends."""
         delay = 0.2
         while True:
             try:
                 with self.db.engine.begin() as conn:
-                    return write(conn)
+                    return write(conn, *args)
             except TRANSIENT_DB_ERRORS as exc:
                 logger.warning(
-                    "Could not %s: the database did not answer (%s); trying again in %.1f s",
-                    what,
+                    "Could not record the results of a batch: the database did not answer (%s);"
+                    " trying again in %.1f s",
                     type(exc).__name__,
                     delay,
                 )
@@ -349,9 +334,7 @@ class Deliverer:
     def deliver_now(self, ids: Sequence[int]) -> int:
         """Deliver these messages in this thread; return how many were sent. Never raises:
         what fails stays in the outbox, due for a retry."""
-        worker_id = new_worker_id()
-        size = self.settings.concurrency
-        sent = 0
+        worker_id, size, sent = new_worker_id(), self.settings.concurrency, 0
         try:
             for start in range(0, len(ids), size):
                 sent += self.deliver_batch(worker_id, ids[start : start + size]).sent
@@ -381,8 +364,7 @@ class DeliveryLoop:
         self.before_poll = before_poll
         self.worker_id = new_worker_id()
         self.total = BatchReport()
-        self._wake = Event()
-        self._stop = Event()
+        self._wake, self._stop = Event(), Event()
 
     def wake(self) -> None:
         """Look at the outbox now instead of at the next poll."""
@@ -425,9 +407,8 @@ class DeliveryLoop:
 
 
 class BackgroundSender:
-    """``CONFIRM_MAIL_DELIVERY = "thread"``: a daemon thread running a :class:`DeliveryLoop`,
-    started by the first :meth:`wake` in each process (a forked child starts its own, as
-    threads do not survive a fork) and stopped at that process's exit."""
+    """``thread`` mode: a daemon thread running a :class:`DeliveryLoop`, started by the first
+    :meth:`wake` in each process (a fork copies no thread) and stopped at that process's exit."""
 
     def __init__(self, deliverer: Deliverer) -> None:
         self.deliverer = deliverer

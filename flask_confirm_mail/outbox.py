@@ -1,12 +1,10 @@
 """The outbox: the table of confirmation emails, and every query on it.
 
-A row is written in the same transaction as the sign-up, change or resend that asks for
-it, and never holds a link token (minted at send time, so no live token is stored). It is
-*claimable* while ``pending`` or ``sending`` with ``due_at`` passed. A claim (one ``UPDATE
-... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so concurrent workers skip
-each other's rows) sets ``sending`` and moves ``due_at`` to the end of a lease: a row whose
-worker died is taken again once the lease is over. The partial index on ``due_at`` covers
-only claimable rows, so claims do not slow down as ``sent`` rows pile up.
+A row is written in the same transaction as the sign-up, change or resend that asks for it,
+and holds no link token (minted at send time). It is *claimable* while ``pending`` or
+``sending`` with ``due_at`` passed. A claim (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
+SKIP LOCKED)``: concurrent workers skip each other's rows) sets ``sending`` and moves ``due_at``
+to the end of a lease, so a row whose worker died is taken again once the lease is over.
 """
 
 from __future__ import annotations
@@ -36,21 +34,15 @@ class Purpose(str, Enum):
     REMINDER = "reminder"
 
 
-PENDING = "pending"
-SENDING = "sending"
-SENT = "sent"
-DEAD = "dead"
+PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
 CLAIMABLE = (PENDING, SENDING)
 
 #: Kinds of failed attempt: refused for good (5xx), temporary (4xx, no connection), or
 #: unknown (the connection was lost after the message was handed over: maybe delivered).
-REFUSED = "refused"
-TEMPORARY = "temporary"
-UNKNOWN = "unknown"
+REFUSED, TEMPORARY, UNKNOWN = "refused", "temporary", "unknown"
 
-#: The claimable statuses written into the SQL as literals, not bound parameters: only
-#: then can the database see that a ``WHERE`` implies the partial index's (SQLite otherwise
-#: scans the whole table, sent rows included).
+#: The claimable statuses as SQL literals, not bound parameters: only then can the database
+#: see that a ``WHERE`` implies the partial index's (SQLite would scan the whole table).
 _CLAIMABLE_LITERALS: sa.BindParameter[list[str]] = sa.bindparam(
     "claimable_statuses", list(CLAIMABLE), expanding=True, literal_execute=True
 )
@@ -80,6 +72,7 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
 
         __tablename__ = TABLE_NAME
         __table_args__ = (
+            # Partial: only claimable rows, so claims do not slow down as sent rows pile up.
             sa.Index(
                 "ix_confirm_mail_outbox_due",
                 "due_at",
@@ -104,7 +97,6 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
         due_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), default=utcnow)
         claimed_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
         last_error: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
-        #: The kind of the last failed attempt (:data:`REFUSED`, ...).
         last_failure: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
         failed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
         #: Attempts that may have delivered the message (outcome unknown).
@@ -135,8 +127,7 @@ def claim(
     ids: Sequence[int] | None = None,
     max_attempts: int | None = None,
 ) -> list[Any]:
-    """Reserve up to ``limit`` due messages, oldest first: only among ``ids`` and only with
-    an attempt left under ``max_attempts``, when given. Rows hold what an email needs."""
+    """Reserve up to ``limit`` due rows, oldest first; ``ids`` and ``max_attempts`` narrow it."""
     c = table.c
     now = utcnow()
     due = sa.select(c.id).where(c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= now)
@@ -164,27 +155,19 @@ def store_codes(
     if not digests:
         return
     c = table.c
-    stmt = (
-        sa.update(table)
-        .where(c.id == sa.bindparam("row_id"))
-        .values(code_digest=sa.bindparam("digest"), code_expires_at=expires_at, code_tries=0)
-    )
+    stmt = sa.update(table).where(c.id == sa.bindparam("row_id"))
+    stmt = stmt.values(code_digest=sa.bindparam("digest"), code_expires_at=expires_at, code_tries=0)
     conn.execute(stmt, [{"row_id": i, "digest": d} for i, d in digests.items()])
 
 
 def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: int) -> Any | None:
-    """Count one try of the code in the newest email minted to ``recipient`` and return
-    its row; ``None`` when there is none or its tries are used up. The count and its limit
-    are one ``UPDATE``, so concurrent tries never exceed it."""
+    """Count a try of the newest code mailed to ``recipient``; its row, or ``None`` when none is
+    left. The count and its limit are one ``UPDATE``, so concurrent tries never exceed it."""
     c = table.c
-    newest = (
-        sa.select(sa.func.max(c.id))
-        .where(c.recipient == recipient, c.code_digest.is_not(None))
-        .scalar_subquery()
-    )
+    last = sa.select(sa.func.max(c.id)).where(c.recipient == recipient, c.code_digest.is_not(None))
     stmt = (
         sa.update(table)
-        .where(c.id == newest, c.code_tries < max_tries)
+        .where(c.id == last.scalar_subquery(), c.code_tries < max_tries)
         .values(code_tries=c.code_tries + 1)
         .returning(c.id, c.user_id, c.recipient, c.code_digest, c.code_expires_at)
     )
@@ -240,8 +223,7 @@ def extend_lease(
 
 
 def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
-    """Record ``ids`` as delivered, whoever holds them now: a worker whose lease ran out
-    still records, since leaving the row claimable would send it again."""
+    """Record ``ids`` as delivered, whoever holds them now: a lost lease must not resend them."""
     if not ids:
         return
     c = table.c
@@ -302,15 +284,10 @@ def first_queued_at(
 
 
 def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None:
-    """The locale of ``user_id``'s newest sign-up email, for the reminders a worker queues
-    outside any request."""
+    """The locale of ``user_id``'s newest sign-up email, for reminders queued outside requests."""
     c = table.c
-    stmt = (
-        sa.select(c.locale)
-        .where(c.user_id == user_id, c.purpose == Purpose.SIGNUP.value)
-        .order_by(c.created_at.desc(), c.id.desc())
-        .limit(1)
-    )
+    stmt = sa.select(c.locale).where(c.user_id == user_id, c.purpose == Purpose.SIGNUP.value)
+    stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(1)
     return cast("str | None", conn.execute(stmt).scalar())
 
 
