@@ -323,10 +323,9 @@ def status_counts(conn: Connection, table: sa.Table) -> dict[str, int]:
     """How many messages are in each status, zeros included."""
     c = table.c
     rows = conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status)).all()
-    return {
-        **dict.fromkeys((PENDING, SENDING, SENT, DEAD), 0),
-        **{status: int(n) for status, n in rows},
-    }
+    counts = dict.fromkeys((PENDING, SENDING, SENT, DEAD), 0)
+    counts.update({status: int(n) for status, n in rows})
+    return counts
 
 
 def last_failure(conn: Connection, table: sa.Table) -> Any | None:
