@@ -1,28 +1,10 @@
 """The outbox: the table of confirmation emails, and every query on it.
 
-A confirmation email is first a row here, written in the same transaction as the
-sign-up, email change or resend that asks for it. The row holds what is needed to
-write the message at send time, never a link token: the token is minted when the
-message is sent, so its lifetime counts from delivery and no live token is stored.
-
-A row is *claimable* while its status is ``pending`` or ``sending`` and ``due_at`` has
-passed: a claim sets ``sending`` and moves ``due_at`` to the end of a lease, so a
-message whose worker died is taken again once the lease is over. Claiming is one
-``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``: on PostgreSQL
-concurrent workers skip each other's rows; on SQLite it runs under the database's single
-writer lock. The partial index on ``due_at`` covers only claimable rows, so claiming
-costs the same however many ``sent`` rows the table holds.
-
-A worker extends the lease of the rows it is still sending (:func:`extend_lease`), gives
-back the rows it will not send (:func:`release`), and records each outcome. A delivery is
-recorded even by a worker whose lease ran out (:func:`mark_sent`), so a slow batch is not
-sent again for ever. Each failed attempt records its kind (:data:`FAILURES`): a refusal is
-the server's answer; an *unknown* outcome is a connection lost after the message was
-handed over, which may or may not have been delivered.
-
-A row also holds the confirmation code of its newest minted email, as an HMAC only
-(:func:`store_codes`), with the count of its tries (:func:`take_code_try`, one
-``UPDATE``), until an address of the account is confirmed (:func:`void_codes`).
+A row is written in the same transaction as the sign-up, change or resend that asks for it,
+and holds no link token (minted at send time). It is *claimable* while ``pending`` or
+``sending`` with ``due_at`` passed. A claim (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
+SKIP LOCKED)``: concurrent workers skip each other's rows) sets ``sending`` and moves ``due_at``
+to the end of a lease, so a row whose worker died is taken again once the lease is over.
 """
 
 from __future__ import annotations
@@ -32,7 +14,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
@@ -45,41 +27,22 @@ TABLE_NAME = "confirm_mail_outbox"
 class Purpose(str, Enum):
     """Why an outbox message is sent: the one place the purposes are named."""
 
-    #: Confirm the address of a new account.
     SIGNUP = "signup"
-    #: Confirm a new address after an email change.
     CHANGE = "change"
-    #: Tell the old address of an email change: no link.
+    #: Tells the old address of an email change; the one purpose without a link.
     CHANGE_NOTICE = "change_notice"
-    #: Remind a sign-up that has not confirmed yet, with a fresh link.
     REMINDER = "reminder"
 
-    @property
-    def has_link(self) -> bool:
-        """Whether the email carries a link (and a link token is minted for it)."""
-        return self is not Purpose.CHANGE_NOTICE
 
-
-PENDING = "pending"
-SENDING = "sending"
-SENT = "sent"
-DEAD = "dead"
-STATUSES = (PENDING, SENDING, SENT, DEAD)
+PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
 CLAIMABLE = (PENDING, SENDING)
-MAX_ERROR_LENGTH = 500
 
-#: Kinds of failed attempt: the server refused for good (5xx), a temporary failure (4xx,
-#: no connection), or the connection was lost after the message was sent (outcome unknown).
-REFUSED = "refused"
-TEMPORARY = "temporary"
-UNKNOWN = "unknown"
-FAILURES = (REFUSED, TEMPORARY, UNKNOWN)
-#: The error recorded when a lease ends on a message's last allowed attempt.
-LEASE_LOST_ERROR = "The worker's lease ended during the last attempt: outcome unknown"
+#: Kinds of failed attempt: refused for good (5xx), temporary (4xx, no connection), or
+#: unknown (the connection was lost after the message was handed over: maybe delivered).
+REFUSED, TEMPORARY, UNKNOWN = "refused", "temporary", "unknown"
 
-#: The claimable statuses written into the SQL as literals, not bound parameters: only
-#: then can the database see that the claim's ``WHERE`` implies the partial index's
-#: (SQLite otherwise scans the whole table, sent rows included).
+#: The claimable statuses as SQL literals, not bound parameters: only then can the database
+#: see that a ``WHERE`` implies the partial index's (SQLite would scan the whole table).
 _CLAIMABLE_LITERALS: sa.BindParameter[list[str]] = sa.bindparam(
     "claimable_statuses", list(CLAIMABLE), expanding=True, literal_execute=True
 )
@@ -100,13 +63,8 @@ _models: weakref.WeakKeyDictionary[SQLAlchemy, type[Any]] = weakref.WeakKeyDicti
 
 def outbox_model_for(db: SQLAlchemy) -> type[Any]:
     """The outbox model of ``db``, defined on first use (one per ``db``)."""
-    model = _models.get(db)
-    if model is None:
-        model = _models[db] = _define(db)
-    return model
-
-
-def _define(db: SQLAlchemy) -> type[Any]:
+    if db in _models:
+        return _models[db]
     claimable = sa.column("status").in_(CLAIMABLE)
 
     class OutboxMessage(db.Model):  # type: ignore[name-defined,misc]
@@ -114,6 +72,7 @@ def _define(db: SQLAlchemy) -> type[Any]:
 
         __tablename__ = TABLE_NAME
         __table_args__ = (
+            # Partial: only claimable rows, so claims do not slow down as sent rows pile up.
             sa.Index(
                 "ix_confirm_mail_outbox_due",
                 "due_at",
@@ -138,32 +97,23 @@ def _define(db: SQLAlchemy) -> type[Any]:
         due_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), default=utcnow)
         claimed_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
         last_error: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
-        #: The kind of the last failed attempt, one of :data:`FAILURES`.
         last_failure: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
-        #: When the last attempt failed (naive UTC).
         failed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
-        #: Attempts that lost the connection after handing the message over: any of them
-        #: may have delivered it.
+        #: Attempts that may have delivered the message (outcome unknown).
         unknown_outcomes: Mapped[int] = mapped_column(sa.Integer(), default=0)
         message_id: Mapped[str] = mapped_column(sa.String(255))
-        #: The HMAC-SHA256 (:class:`~flask_confirm_mail.tokens.CodeHasher`) of the code in
-        #: the last email minted from this row; ``None`` before, and once used or voided.
+        #: The HMAC of the code in the last email minted from this row; ``None`` once voided.
         code_digest: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-        #: Tries of that code so far.
         code_tries: Mapped[int] = mapped_column(sa.Integer(), default=0, server_default="0")
-        #: When that code stops working, with the link minted with it (naive UTC).
         code_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
         created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
         sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
-        #: Which reminder (1 for the first of ``CONFIRM_MAIL_REMINDERS``) a ``reminder``
-        #: message is; ``None`` for every other purpose.
+        #: Which reminder (1 for the first) a ``reminder`` message is; ``None`` otherwise.
         reminder: Mapped[int | None] = mapped_column(sa.Integer(), nullable=True)
-        #: The locale of the request that queued it (Flask-Babel's), for the email's words.
+        #: The locale of the request that queued it, for the email's words.
         locale: Mapped[str | None] = mapped_column(sa.String(35), nullable=True)
 
-        def __repr__(self) -> str:
-            return f"<OutboxMessage {self.id} {self.purpose} {self.status}>"
-
+    _models[db] = OutboxMessage
     return OutboxMessage
 
 
@@ -177,13 +127,7 @@ def claim(
     ids: Sequence[int] | None = None,
     max_attempts: int | None = None,
 ) -> list[Any]:
-    """Reserve up to ``limit`` due messages (only among ``ids`` when given), oldest first.
-
-    With ``max_attempts``, only messages with an attempt left are taken.
-
-    Each row has ``id``, ``user_id``, ``recipient``, ``purpose``, ``context``, ``attempts``
-    (counting this one), ``message_id`` and ``locale``.
-    """
+    """Reserve up to ``limit`` due rows, oldest first; ``ids`` and ``max_attempts`` narrow it."""
     c = table.c
     now = utcnow()
     due = sa.select(c.id).where(c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= now)
@@ -206,35 +150,24 @@ def claim(
 def store_codes(
     conn: Connection, table: sa.Table, digests: Mapping[int, str], expires_at: datetime
 ) -> None:
-    """Record the digest of the code just minted for each row id: the row's earlier code
-    is void, and the new one has all its tries until ``expires_at``."""
+    """Store the digest of each row's new code, voiding its earlier one, with all its tries
+    until ``expires_at``."""
     if not digests:
         return
     c = table.c
-    stmt = (
-        sa.update(table)
-        .where(c.id == sa.bindparam("row_id"))
-        .values(code_digest=sa.bindparam("digest"), code_expires_at=expires_at, code_tries=0)
-    )
+    stmt = sa.update(table).where(c.id == sa.bindparam("row_id"))
+    stmt = stmt.values(code_digest=sa.bindparam("digest"), code_expires_at=expires_at, code_tries=0)
     conn.execute(stmt, [{"row_id": i, "digest": d} for i, d in digests.items()])
 
 
 def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: int) -> Any | None:
-    """Count one try of the code in the newest email minted to ``recipient`` and return
-    that row's ``id``, ``user_id``, ``recipient``, ``code_digest`` and ``code_expires_at``;
-    ``None`` when there is no such code or its tries are used up.
-
-    The count and its limit are one ``UPDATE``, so concurrent tries never exceed it.
-    """
+    """Count a try of the newest code mailed to ``recipient``; its row, or ``None`` when none is
+    left. The count and its limit are one ``UPDATE``, so concurrent tries never exceed it."""
     c = table.c
-    newest = (
-        sa.select(sa.func.max(c.id))
-        .where(c.recipient == recipient, c.code_digest.is_not(None))
-        .scalar_subquery()
-    )
+    last = sa.select(sa.func.max(c.id)).where(c.recipient == recipient, c.code_digest.is_not(None))
     stmt = (
         sa.update(table)
-        .where(c.id == newest, c.code_tries < max_tries)
+        .where(c.id == last.scalar_subquery(), c.code_tries < max_tries)
         .values(code_tries=c.code_tries + 1)
         .returning(c.id, c.user_id, c.recipient, c.code_digest, c.code_expires_at)
     )
@@ -244,8 +177,7 @@ def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: 
 def void_codes(
     conn: Connection, table: sa.Table, user_id: str, recipient: str | None = None
 ) -> None:
-    """Void every code mailed to ``user_id`` (an address of it was just confirmed), or
-    only those mailed to ``recipient``."""
+    """Void every code mailed to ``user_id``, or only those mailed to ``recipient``."""
     c = table.c
     stmt = sa.update(table).where(c.user_id == user_id, c.code_digest.is_not(None))
     if recipient is not None:
@@ -254,23 +186,19 @@ def void_codes(
 
 
 def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> int:
-    """Make ``dead`` the messages whose lease ended on their last allowed attempt.
-
-    Their worker died or stalled while sending, so whether the message went out is
-    unknown: they count as an unknown outcome. Returns how many.
-    """
+    """Make ``dead`` the messages whose lease ended on their last allowed attempt; return
+    how many. Their worker died or stalled while sending, so the outcome is unknown."""
     c = table.c
     now = utcnow()
     stmt = (
         sa.update(table)
-        # The claimable statuses again, as literals: with them SQLite reads the partial
-        # index; without, it scans the whole table on every claim (sent rows included).
+        # The literals again, so that SQLite reads the partial index.
         .where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
         .where(c.due_at <= now, c.attempts >= max_attempts)
         .values(
             status=DEAD,
             due_at=None,
-            last_error=LEASE_LOST_ERROR,
+            last_error="The worker's lease ended during the last attempt: outcome unknown",
             last_failure=UNKNOWN,
             failed_at=now,
             unknown_outcomes=c.unknown_outcomes + 1,
@@ -279,25 +207,23 @@ def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> in
     return int(conn.execute(stmt).rowcount)
 
 
+def _held(table: sa.Table, ids: Sequence[int], worker_id: str) -> sa.Update:
+    """An ``UPDATE`` of the rows among ``ids`` that ``worker_id`` still holds."""
+    c = table.c
+    return sa.update(table).where(
+        c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING
+    )
+
+
 def extend_lease(
     conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str, lease: timedelta
-) -> int:
+) -> None:
     """Move the lease of the messages this worker still holds to ``lease`` from now."""
-    c = table.c
-    result = conn.execute(
-        sa.update(table)
-        .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
-        .values(due_at=utcnow() + lease)
-    )
-    return int(result.rowcount)
+    conn.execute(_held(table, ids, worker_id).values(due_at=utcnow() + lease))
 
 
 def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
-    """Record ``ids`` as delivered, whoever holds them now.
-
-    A worker whose lease ran out while it sent still records the delivery: the email
-    went out, and leaving the row claimable would send it again.
-    """
+    """Record ``ids`` as delivered, whoever holds them now: a lost lease must not resend them."""
     if not ids:
         return
     c = table.c
@@ -318,30 +244,26 @@ def mark_failed(
     retry_at: datetime | None,
     failure: str = TEMPORARY,
 ) -> None:
-    """Record a failed attempt of kind ``failure`` (one of :data:`FAILURES`): due again at
-    ``retry_at``, or ``dead`` when it is ``None``. Only while this worker holds the row."""
-    c = table.c
+    """Record a failed attempt of kind ``failure``: due again at ``retry_at``, or ``dead``
+    when it is ``None``. Only while this worker holds the row."""
     conn.execute(
-        sa.update(table)
-        .where(c.id == message_id, c.claimed_by == worker_id, c.status == SENDING)
-        .values(
+        _held(table, [message_id], worker_id).values(
             status=PENDING if retry_at is not None else DEAD,
             due_at=retry_at,
-            last_error=error[:MAX_ERROR_LENGTH],
+            last_error=error[:500],
             last_failure=failure,
             failed_at=utcnow(),
-            unknown_outcomes=c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
+            unknown_outcomes=table.c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
         )
     )
 
 
 def release(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
     """Make claimed, unsent messages due again at once, their claim not counted."""
-    c = table.c
     conn.execute(
-        sa.update(table)
-        .where(c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING)
-        .values(status=PENDING, due_at=utcnow(), claimed_by=None, attempts=c.attempts - 1)
+        _held(table, ids, worker_id).values(
+            status=PENDING, due_at=utcnow(), claimed_by=None, attempts=table.c.attempts - 1
+        )
     )
 
 
@@ -349,33 +271,24 @@ def last_queued_at(conn: Connection, table: sa.Table, recipient: str) -> datetim
     """When the newest message to ``recipient`` was queued."""
     c = table.c
     stmt = sa.select(sa.func.max(c.created_at)).where(c.recipient == recipient)
-    result: datetime | None = conn.execute(stmt).scalar()
-    return result
-
-
-def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None:
-    """The locale of ``user_id``'s newest sign-up email (its sign-up's or last resend's
-    request), for the reminders a worker queues outside any request."""
-    c = table.c
-    stmt = (
-        sa.select(c.locale)
-        .where(c.user_id == user_id, c.purpose == Purpose.SIGNUP.value)
-        .order_by(c.created_at.desc(), c.id.desc())
-        .limit(1)
-    )
-    result: str | None = conn.execute(stmt).scalar()
-    return result
+    return cast("datetime | None", conn.execute(stmt).scalar())
 
 
 def first_queued_at(
     conn: Connection, table: sa.Table, user_id: str, purpose: str
 ) -> datetime | None:
-    """When the first ``purpose`` message of ``user_id`` was queued (for ``signup``: when
-    the account signed up)."""
+    """When the first ``purpose`` message of ``user_id`` was queued."""
     c = table.c
     stmt = sa.select(sa.func.min(c.created_at)).where(c.user_id == user_id, c.purpose == purpose)
-    result: datetime | None = conn.execute(stmt).scalar()
-    return result
+    return cast("datetime | None", conn.execute(stmt).scalar())
+
+
+def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None:
+    """The locale of ``user_id``'s newest sign-up email, for reminders queued outside requests."""
+    c = table.c
+    stmt = sa.select(c.locale).where(c.user_id == user_id, c.purpose == Purpose.SIGNUP.value)
+    stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(1)
+    return cast("str | None", conn.execute(stmt).scalar())
 
 
 def signed_up_before(
@@ -387,17 +300,14 @@ def signed_up_before(
     among: sa.Select[Any] | None = None,
 ) -> list[str]:
     """Users whose first sign-up email was queued before ``cutoff`` and who never asked
-    for an address change (so never used a confirmed account); with ``reminded_from``,
-    only those who got no reminder numbered that or higher; with ``among`` (a query of
-    user ids as strings), only those it returns."""
+    for an address change; with ``reminded_from``, only those without a reminder numbered
+    that or higher; with ``among`` (a query of user ids as strings), only those it returns."""
     c = table.c
     changed = sa.select(c.user_id).where(c.purpose == Purpose.CHANGE.value)
     stmt = sa.select(c.user_id).where(c.purpose == Purpose.SIGNUP.value, c.user_id.not_in(changed))
     if reminded_from is not None:
-        reminded = sa.select(c.user_id).where(
-            c.purpose == Purpose.REMINDER.value, c.reminder >= reminded_from
-        )
-        stmt = stmt.where(c.user_id.not_in(reminded))
+        reminded = sa.select(c.user_id).where(c.purpose == Purpose.REMINDER.value)
+        stmt = stmt.where(c.user_id.not_in(reminded.where(c.reminder >= reminded_from)))
     if among is not None:
         stmt = stmt.where(c.user_id.in_(among))
     stmt = stmt.group_by(c.user_id).having(sa.func.min(c.created_at) < cutoff)
@@ -410,47 +320,31 @@ def delete_for_user(conn: Connection, table: sa.Table, user_id: str) -> None:
 
 
 def status_counts(conn: Connection, table: sa.Table) -> dict[str, int]:
-    """How many messages are in each status (every status listed, zeros included)."""
+    """How many messages are in each status, zeros included."""
     c = table.c
     rows = conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status)).all()
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = dict.fromkeys((PENDING, SENDING, SENT, DEAD), 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
 
 
 def last_failure(conn: Connection, table: sa.Table) -> Any | None:
-    """The most recent failed attempt of a message not delivered (yet): ``id``,
-    ``recipient``, ``status``, ``last_error``, ``failed_at``; ``None`` when there is none."""
+    """The newest failed attempt of a message not (yet) delivered, or ``None``."""
     c = table.c
-    stmt = (
-        sa.select(c.id, c.recipient, c.status, c.last_error, c.failed_at)
-        .where(c.status != SENT, c.failed_at.is_not(None))
-        .order_by(c.failed_at.desc())
-        .limit(1)
-    )
-    return conn.execute(stmt).first()
+    stmt = sa.select(table).where(c.status != SENT, c.failed_at.is_not(None))
+    return conn.execute(stmt.order_by(c.failed_at.desc()).limit(1)).first()
 
 
 def dead_verdict(row: Any) -> str:
-    """What a dead row's history says: ``refused`` (the server said no for good),
-    ``outcome unknown`` (an attempt may have delivered it) or ``undelivered``."""
+    """What a dead row's history says: ``refused``, ``outcome unknown`` or ``undelivered``."""
     if row.last_failure == REFUSED:
         return "refused"
-    if row.unknown_outcomes:
-        return "outcome unknown"
-    return "undelivered"
+    return "outcome unknown" if row.unknown_outcomes else "undelivered"
 
 
 def dead_messages(conn: Connection, table: sa.Table, limit: int = 100) -> list[Any]:
     """The newest dead messages, with their last error and the kinds of failure seen."""
-    c = table.c
-    columns = (c.id, c.recipient, c.purpose, c.attempts, c.last_error, c.created_at)
-    stmt = (
-        sa.select(*columns, c.last_failure, c.unknown_outcomes)
-        .where(c.status == DEAD)
-        .order_by(c.id.desc())
-        .limit(limit)
-    )
+    stmt = sa.select(table).where(table.c.status == DEAD).order_by(table.c.id.desc()).limit(limit)
     return list(conn.execute(stmt).all())
 
 
