@@ -80,6 +80,7 @@ def served(database_url: str, log: Path, *, prefix: list[str] | None = None) -> 
         TEST_DATABASE_URL=database_url,
         TEST_SMTP_PORT="9",  # delivery is left to workers: nothing is sent
         FLASK_SECRET_KEY=SECRET_KEY,
+        FLASK_TEST_SQLITE_TUNING="true",  # tune_sqlite: read-only connections are dropped
     )
     with log.open("wb") as output:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
