@@ -1,9 +1,6 @@
-"""Confirmation emails built with :mod:`email`, their header checks, and a thin SMTP session.
-
-:class:`SMTPSession` is written on :mod:`smtplib` rather than taken from Flask-Mail's
-``Connection``: that one sets no socket timeout (a silent server hangs the worker for
-ever) and runs STARTTLS without verifying the server's certificate.
-"""
+"""Confirmation emails built with :mod:`email`, their header checks, and a thin SMTP session
+on :mod:`smtplib`: Flask-Mail's ``Connection`` sets no socket timeout (a silent server hangs
+the worker for ever) and runs STARTTLS without verifying the server's certificate."""
 
 from __future__ import annotations
 
@@ -29,17 +26,13 @@ _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
 
 
 def unsafe_header(name: str, value: str) -> bool:
-    """Whether ``value`` could break out of header ``name``: a line break, raw or hidden.
-
-    The email package decodes RFC 2047 words (``=?utf-8?q?=0D=0ABcc:...?=``) when it parses
-    a header, and Python before the fix of gh-121650 writes a decoded line break out as is.
-    """
+    """Whether ``value`` could break out of header ``name``: a line break, raw or hidden in
+    an RFC 2047 word (``=?utf-8?q?=0D=0ABcc:...?=``), which the email package decodes when
+    it parses a header and Python before the fix of gh-121650 writes out as is."""
     if _LINE_BREAKS.search(value):
         return True
-    if "=?" not in value:
-        return False
     try:
-        parsed = str(SMTP_POLICY.header_factory(name, value))
+        parsed = str(SMTP_POLICY.header_factory(name, value)) if "=?" in value else value
     except (ValueError, TypeError, LookupError):
         return True
     return _LINE_BREAKS.search(parsed) is not None
@@ -104,8 +97,7 @@ def message_texts(message: EmailMessage) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class SMTPSettings:
-    """Where and how to reach the SMTP server; TLS verifies with the system's CAs unless
-    ``ssl_context`` says otherwise."""
+    """Where and how to reach the SMTP server; TLS verifies with the system's CAs by default."""
 
     host: str
     port: int
@@ -117,11 +109,9 @@ class SMTPSettings:
 
 
 class SMTPSession:
-    """One SMTP connection, opened on first use and kept for the next message.
-
-    Every socket operation times out after ``settings.timeout`` seconds. A lock keeps
-    :meth:`close` (from another thread) from closing the connection under a message.
-    """
+    """One SMTP connection, opened on first use and kept for the next message; every socket
+    operation times out after ``settings.timeout`` seconds. A lock keeps :meth:`close`
+    (from another thread) from closing the connection under a message."""
 
     def __init__(self, settings: SMTPSettings) -> None:
         self.settings = settings
@@ -138,10 +128,9 @@ class SMTPSession:
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         context = None if s.security == "none" else s.ssl_context or ssl.create_default_context()
+        client: smtplib.SMTP
         if s.security == "ssl":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(
-                s.host, s.port, timeout=s.timeout, context=context
-            )
+            client = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
         else:
             client = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
         try:
@@ -193,11 +182,9 @@ class SMTPSession:
             except OSError as exc:
                 # Lost from the DATA command on: the server may have taken the message.
                 self._drop()
-                raise DeliveryError(
-                    f"SMTP connection to {self.address} lost after the message was sent "
-                    f"({type(exc).__name__}): outcome unknown",
-                    outcome_unknown=True,
-                ) from None
+                name = type(exc).__name__
+                msg = f"SMTP connection to {self.address} lost after the message was sent ({name})"
+                raise DeliveryError(f"{msg}: outcome unknown", outcome_unknown=True) from None
 
     def _envelope(self, sender: str, recipient: str) -> smtplib.SMTP:
         """``MAIL`` and ``RCPT``, as ``sendmail`` does. A kept connection that the server
@@ -224,8 +211,6 @@ class SMTPSession:
             retry = False
 
     def _failed(self, exc: OSError) -> DeliveryError:
-        """``exc`` (before the message went out, or refusing it) as a :class:`DeliveryError`;
-        the connection reset for the next message, or dropped."""
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             [(code, _)] = exc.recipients.values()
             self._reset()
@@ -272,7 +257,7 @@ class SMTPSession:
 
 class SMTPSender:
     """Sends from any number of threads, each on an :class:`SMTPSession` of its own (an SMTP
-    transaction is one conversation); sessions of ended threads are closed at the next send."""
+    transaction is one conversation); a new thread's first send closes those of ended threads."""
 
     def __init__(self, settings: SMTPSettings) -> None:
         self.settings = settings
@@ -281,18 +266,17 @@ class SMTPSender:
 
     def send(self, message: EmailMessage) -> None:
         """Send ``message`` on this thread's session; raises as :meth:`SMTPSession.send`."""
-        thread = threading.current_thread()
+        thread, ended = threading.current_thread(), []
         with self._lock:
-            ended = [self._sessions.pop(t) for t in list(self._sessions) if not t.is_alive()]
-            if thread not in self._sessions:
-                self._sessions[thread] = SMTPSession(self.settings)
-            session = self._sessions[thread]
+            session = self._sessions.get(thread)
+            if session is None:
+                ended = [self._sessions.pop(t) for t in list(self._sessions) if not t.is_alive()]
+                session = self._sessions[thread] = SMTPSession(self.settings)
         for old in ended:
             old.close()
         session.send(message)
 
     def close(self) -> None:
-        """Close every thread's connection (``QUIT``); each opens a new one at its next send."""
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:

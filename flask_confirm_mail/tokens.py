@@ -1,9 +1,6 @@
-"""Signed tokens: strict HS256 JWTs on PyJWT, the link token, and the confirmation code.
-
-RFC 8725 in practice: the algorithm is pinned, each kind of token has its own ``typ``
-header and audience, required claims are enforced with their types, the lifetime is
-bounded, and oversized input is refused before any decoding.
-"""
+"""Signed tokens: strict HS256 JWTs on PyJWT (RFC 8725: the algorithm pinned, a ``typ`` and
+an audience per kind, required claims typed, the lifetime bounded, oversized input refused
+before any decoding), the link token, and the confirmation code."""
 
 from __future__ import annotations
 
@@ -56,9 +53,9 @@ def read_header(token: object, allowed_types: Sequence[str | None]) -> None:
     """Refuse ``token`` unless it is a compact HS256 JWT of one of ``allowed_types``."""
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
         raise InvalidToken("The token is malformed.", reason="malformed")
+    if _TOKEN_SHAPE.fullmatch(token) is None:
+        raise InvalidToken("The token is malformed.", reason="malformed")
     try:
-        if _TOKEN_SHAPE.fullmatch(token) is None:
-            raise jwt.DecodeError
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise InvalidToken("The token is malformed.", reason="malformed") from None
@@ -94,14 +91,9 @@ def decode_token(
     token: object, keys: Sequence[bytes], *, typ: str, audience: str, required: Sequence[str],
     max_lifetime: int, leeway: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
-    """Verify ``token`` against ``keys`` (the current one first) and return its claims.
-
-    :param required: claims besides ``aud``, ``iat``, ``exp`` and ``jti`` that must be there.
-    :param max_lifetime: the largest allowed ``exp - iat``, in seconds.
-    :param leeway: seconds of clock skew allowed on ``exp`` and ``iat``.
-    :raises ExpiredToken: a genuine token past its ``exp``.
-    :raises InvalidToken: anything else wrong with it.
-    """
+    """The claims of ``token``, verified with ``keys`` (the current one first): ``required``
+    besides ``aud``, ``iat``, ``exp`` and ``jti``, ``exp - iat`` at most ``max_lifetime``.
+    Raises :class:`ExpiredToken` for a genuine token past ``exp``, else :class:`InvalidToken`."""
     read_header(token, (typ,))
     assert isinstance(token, str)
     claims = verify_signature(
@@ -120,8 +112,6 @@ def decode_token(
 
 @dataclass(frozen=True)
 class LinkClaims:
-    """What a verified link token says."""
-
     user_id: str
     email: str
 
@@ -143,17 +133,12 @@ class LinkTokenSigner:
         """A new token for ``user_id`` and ``email``, and when it expires (naive UTC)."""
         now = int(time.time())
         exp = now + int(self.lifetime.total_seconds())
-        claims = {"sub": user_id, "email": email, "aud": LINK_AUDIENCE, "iat": now, "exp": exp,
-                  "jti": new_jti()}  # fmt: skip
-        token = encode_token(claims, self._keys[0], typ=LINK_TOKEN_TYPE)
+        claims = {"sub": user_id, "email": email, "aud": LINK_AUDIENCE, "iat": now, "exp": exp}
+        token = encode_token({**claims, "jti": new_jti()}, self._keys[0], typ=LINK_TOKEN_TYPE)
         return token, datetime.fromtimestamp(exp, timezone.utc).replace(tzinfo=None)
 
     def verify(self, token: object) -> LinkClaims:
-        """Check ``token`` and return its claims.
-
-        :raises ~flask_confirm_mail.errors.ExpiredToken: genuine but too old.
-        :raises ~flask_confirm_mail.errors.InvalidToken: anything else.
-        """
+        """The claims of ``token``; raises as :func:`decode_token`."""
         claims = decode_token(
             token, self._keys, typ=LINK_TOKEN_TYPE, audience=LINK_AUDIENCE,
             required=("sub", "email"), max_lifetime=int(self.lifetime.total_seconds()),
@@ -177,10 +162,9 @@ _CODE_SEPARATORS = re.compile(r"[\s-]+")
 class CodeHasher:
     """Short confirmation codes: minted with :mod:`secrets`, stored only as HMAC-SHA256.
 
-    The key is derived from the link secret for this purpose alone, and each digest binds
-    the code to its outbox row and recipient, so a leaked outbox table can neither be
-    brute-forced offline (a six-digit code has a million values) nor have a digest copied
-    onto another row. ``previous`` keys still match (rotation).
+    The key is derived from the link secret for this purpose alone and each digest binds the
+    code to its outbox row and recipient, so a leaked outbox table can neither be brute-forced
+    offline nor have a digest copied onto another row. ``previous`` keys still match.
     """
 
     def __init__(
@@ -193,10 +177,7 @@ class CodeHasher:
         self.length = length
         self.alphabet = alphabet
         # An alphabet of one letter case accepts the code typed in the other case.
-        self._fold = (
-            str.upper if alphabet == alphabet.upper() else
-            str.lower if alphabet == alphabet.lower() else str
-        )  # fmt: skip
+        self._fold = str.upper if alphabet.isupper() else str.lower if alphabet.islower() else str
 
     def new_code(self) -> str:
         """A random code of ``length`` characters of ``alphabet``, every code as likely."""

@@ -31,8 +31,7 @@ class ConfirmationEmail:
     #: The user's primary key as a string (the link token's ``sub``).
     user_id: str
     recipient: str
-    #: A :class:`~flask_confirm_mail.outbox.Purpose` value: ``"signup"``, ``"change"``,
-    #: ``"change_notice"`` (to the old address, no link) or ``"reminder"``.
+    #: A :class:`~flask_confirm_mail.outbox.Purpose` value (``"signup"``, ``"change"``, ...).
     purpose: str
     #: The Message-ID header, kept across retries.
     message_id: str
@@ -100,12 +99,8 @@ def load_email_templates(app: Flask) -> None:
 
 
 def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage:
-    """Write ``email`` in its locale from ``confirm_mail/email/<purpose>_subject.txt``
-    (joined into one line), ``<purpose>.txt`` and ``<purpose>.html`` (autoescaped).
-
-    :raises DeliveryError: (permanent) the recipient is not one plain address, or a header
-        value would contain a line break.
-    """
+    """Write ``email`` in its locale from ``confirm_mail/email/<purpose>_subject.txt``,
+    ``<purpose>.txt`` and ``<purpose>.html``; raises a permanent :class:`DeliveryError`."""
     try:
         normalize_address(email.recipient)
     except AddressError:
@@ -137,11 +132,9 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage
 
 
 class SMTPTransport(Transport):
-    """The default transport: SMTP from the app process, with Flask-Mail's ``MAIL_*``
-    settings. Each message is announced on ``flask_mail.email_dispatched``, so
-    ``mail.record_messages()`` sees it; with ``MAIL_SUPPRESS_SEND`` nothing is sent.
-    Each sending thread keeps one connection open until :meth:`close`.
-    """
+    """The default transport: SMTP from the app process with Flask-Mail's ``MAIL_*`` settings,
+    one kept connection per sending thread. Each message is announced on
+    ``flask_mail.email_dispatched``; with ``MAIL_SUPPRESS_SEND`` nothing is sent."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -161,17 +154,15 @@ class SMTPTransport(Transport):
             if value not in (True, False):  # 0 and 1 pass too
                 raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
         if mail.use_tls and mail.use_ssl:
-            raise ConfigurationError(
-                "Set one of MAIL_USE_TLS (STARTTLS, port 587) and MAIL_USE_SSL (TLS, port 465)."
-            )
+            msg = "Set one of MAIL_USE_TLS (STARTTLS, port 587) and MAIL_USE_SSL (TLS, port 465)."
+            raise ConfigurationError(msg)
         for key, value in (("MAIL_USERNAME", mail.username), ("MAIL_PASSWORD", mail.password)):
             if value is not None and not isinstance(value, str):
                 raise ConfigurationError(f"{key} must be a string.")
         security = "ssl" if mail.use_ssl else "starttls" if mail.use_tls else "none"
-        self._senders[app] = smtp.SMTPSender(
-            smtp.SMTPSettings(server, port, security, mail.username or None, mail.password or None,
-                         timeout=self.settings.smtp_timeout)
-        )  # fmt: skip
+        login = (mail.username or None, mail.password or None)
+        settings = smtp.SMTPSettings(server, port, security, *login, self.settings.smtp_timeout)
+        self._senders[app] = smtp.SMTPSender(settings)
 
     def send(self, email: ConfirmationEmail) -> None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
