@@ -1,15 +1,6 @@
-"""Signed tokens: a strict HS256 JWT codec, the link token in confirmation emails, and the
-short confirmation code that comes with it (:class:`CodeHasher`).
-
-RFC 8725 in practice: the algorithm is pinned in code, each kind of token has its own
-``typ`` header and audience, every required claim is enforced with its type, the
-lifetime is bounded, and oversized input is refused before any decoding.
-
-The link token's claims: ``sub`` (the user's id), ``email`` (the address the link was
-mailed to), ``aud`` (``flask-confirm-mail:link``, so no other token of the app is
-accepted), ``iat``, ``exp`` and a random ``jti``; its ``typ`` header is ``cm-link+jwt``.
-The mailer's wrapping token (:mod:`flask_confirm_mail.wire`) uses the same codec.
-"""
+"""Signed tokens: strict HS256 JWTs on PyJWT (RFC 8725: the algorithm pinned, a ``typ`` and
+an audience per kind, required claims typed, the lifetime bounded, oversized input refused
+before any decoding), the link token, and the confirmation code."""
 
 from __future__ import annotations
 
@@ -18,7 +9,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,14 +19,14 @@ import jwt
 from .errors import ExpiredToken, InvalidToken
 
 ALGORITHM = "HS256"
-#: Secrets shorter than this are refused at start-up (RFC 7518 3.2: at least the hash size).
+#: Shorter secrets are refused at start-up (RFC 7518 3.2: at least the hash size).
 MIN_SECRET_BYTES = 32
-#: Tokens longer than this are refused before any decoding.
 MAX_TOKEN_LENGTH = 4096
-#: The largest clock leeway a deployment may configure, in seconds.
+#: The largest clock leeway, in seconds.
 MAX_LEEWAY = 300
 
 LINK_TOKEN_TYPE = "cm-link+jwt"
+#: The link token's ``aud``, so that no other token of the app is accepted as one.
 LINK_AUDIENCE = "flask-confirm-mail:link"
 
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -43,30 +34,23 @@ _MAX_STRING_CLAIM = 2048
 
 
 def new_jti() -> str:
-    """A random token id: 128 bits, URL-safe."""
     return secrets.token_urlsafe(16)
 
 
 def secret_bytes(secret: str | bytes) -> bytes:
-    """A configured secret as bytes (strings are UTF-8 encoded)."""
     return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
 
 
 def is_int(value: object) -> bool:
-    """An integer claim: ``bool`` and ``float`` are not."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def encode_token(claims: Mapping[str, Any], secret: bytes, *, typ: str) -> str:
-    """Sign ``claims`` with HS256 and the ``typ`` header of one kind of token."""
     return jwt.encode(dict(claims), secret, algorithm=ALGORITHM, headers={"typ": typ})
 
 
 def read_header(token: object, allowed_types: Sequence[str | None]) -> None:
-    """Refuse ``token`` unless it is a compact HS256 JWT with one of ``allowed_types``.
-
-    :raises InvalidToken: ``malformed`` or ``wrong_kind``.
-    """
+    """Refuse ``token`` unless it is a compact HS256 JWT of one of ``allowed_types``."""
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
         raise InvalidToken("The token is malformed.", reason="malformed")
     if _TOKEN_SHAPE.fullmatch(token) is None:
@@ -80,24 +64,17 @@ def read_header(token: object, allowed_types: Sequence[str | None]) -> None:
 
 
 def verify_signature(
-    token: str,
-    keys: Sequence[bytes],
-    *,
-    audience: str | None,
-    require: Sequence[str],
+    token: str, keys: Sequence[bytes], *, audience: str | None, require: Sequence[str],
     leeway: int,
-) -> dict[str, Any]:
-    """PyJWT's HS256 check with each of ``keys`` in turn; its errors as ours.
-
-    With ``audience=None`` a token that carries any ``aud`` is refused.
-    """
-    options: Any = {"require": list(require)}
+) -> dict[str, Any]:  # fmt: skip
+    """``jwt.decode`` with each of ``keys`` in turn, its errors as ours. With
+    ``audience=None`` a token that carries an ``aud`` is refused."""
     leeway = min(max(leeway, 0), MAX_LEEWAY)
     for key in keys:
         try:
-            claims: dict[str, Any] = jwt.decode(
+            return jwt.decode(
                 token, key, algorithms=[ALGORITHM], audience=audience, leeway=leeway,
-                options=options,
+                options={"require": list(require)},
             )  # fmt: skip
         except jwt.InvalidSignatureError:
             continue
@@ -107,30 +84,16 @@ def verify_signature(
             raise InvalidToken("The token is not of this kind.", reason="wrong_kind") from None
         except jwt.PyJWTError:
             raise InvalidToken("The token's claims are not valid.", reason="bad_claims") from None
-        return claims
     raise InvalidToken("The token's signature is not valid.", reason="bad_signature")
 
 
 def decode_token(
-    token: object,
-    keys: Sequence[bytes],
-    *,
-    typ: str,
-    audience: str,
-    required: Sequence[str],
-    max_lifetime: int,
-    leeway: int = 0,
-) -> dict[str, Any]:
-    """Verify ``token`` against ``keys`` (the current one first) and return its claims.
-
-    :param typ: the ``typ`` header this kind of token carries.
-    :param audience: the ``aud`` claim this kind of token carries.
-    :param required: claims besides ``aud``, ``iat``, ``exp`` and ``jti`` that must be present.
-    :param max_lifetime: the largest allowed ``exp - iat``, in seconds.
-    :param leeway: seconds of clock skew allowed on ``exp`` and ``iat``, at most ``MAX_LEEWAY``.
-    :raises ExpiredToken: a genuine token past its ``exp``.
-    :raises InvalidToken: anything else wrong with it.
-    """
+    token: object, keys: Sequence[bytes], *, typ: str, audience: str, required: Sequence[str],
+    max_lifetime: int, leeway: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """The claims of ``token``, verified with ``keys`` (the current one first): ``required``
+    besides ``aud``, ``iat``, ``exp`` and ``jti``, ``exp - iat`` at most ``max_lifetime``.
+    Raises :class:`ExpiredToken` for a genuine token past ``exp``, else :class:`InvalidToken`."""
     read_header(token, (typ,))
     assert isinstance(token, str)
     claims = verify_signature(
@@ -142,90 +105,55 @@ def decode_token(
         raise InvalidToken("The token's lifetime is not valid.", reason="bad_claims")
     if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
         raise InvalidToken("The token's id is not valid.", reason="bad_claims")
-    for name in required:
-        value = claims[name]
-        if isinstance(value, str) and len(value) > _MAX_STRING_CLAIM:
-            raise InvalidToken("The token's claims are not valid.", reason="bad_claims")
+    if any(isinstance(claims[n], str) and len(claims[n]) > _MAX_STRING_CLAIM for n in required):
+        raise InvalidToken("The token's claims are not valid.", reason="bad_claims")
     return claims
 
 
 @dataclass(frozen=True)
 class LinkClaims:
-    """What a verified link token says."""
-
     user_id: str
     email: str
-    issued_at: int
-    expires_at: int
-    jti: str
 
 
 class LinkTokenSigner:
-    """Issues and verifies link tokens with the current key and any previous ones.
-
-    :param secret: the key that signs new tokens.
-    :param previous: keys that still verify (rotation), tried after ``secret``.
-    :param lifetime: how long a new token works.
-    :param leeway: clock skew allowed when verifying, in seconds.
-    """
+    """Issues link tokens with ``secret`` and verifies them with it or any of ``previous``
+    (key rotation). Claims: ``sub`` (the user's id), ``email`` (the address the link was
+    mailed to), ``aud``, ``iat``, ``exp`` and ``jti``."""
 
     def __init__(
-        self,
-        secret: bytes,
-        previous: Sequence[bytes] = (),
-        *,
-        lifetime: timedelta,
+        self, secret: bytes, previous: Sequence[bytes] = (), *, lifetime: timedelta,
         leeway: int = 0,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self._keys = (secret, *previous)
         self.lifetime = lifetime
         self.leeway = leeway
 
     def issue(self, user_id: str, email: str) -> tuple[str, datetime]:
-        """Return a new token for ``user_id`` and ``email`` and when it expires (naive UTC)."""
+        """A new token for ``user_id`` and ``email``, and when it expires (naive UTC)."""
         now = int(time.time())
         exp = now + int(self.lifetime.total_seconds())
-        claims = {
-            "sub": user_id,
-            "email": email,
-            "aud": LINK_AUDIENCE,
-            "iat": now,
-            "exp": exp,
-            "jti": new_jti(),
-        }
-        token = encode_token(claims, self._keys[0], typ=LINK_TOKEN_TYPE)
+        claims = {"sub": user_id, "email": email, "aud": LINK_AUDIENCE, "iat": now, "exp": exp}
+        token = encode_token({**claims, "jti": new_jti()}, self._keys[0], typ=LINK_TOKEN_TYPE)
         return token, datetime.fromtimestamp(exp, timezone.utc).replace(tzinfo=None)
 
     def verify(self, token: object) -> LinkClaims:
-        """Check ``token`` and return its claims.
-
-        :raises ~flask_confirm_mail.errors.ExpiredToken: genuine but too old.
-        :raises ~flask_confirm_mail.errors.InvalidToken: anything else.
-        """
+        """The claims of ``token``; raises as :func:`decode_token`."""
         claims = decode_token(
-            token,
-            self._keys,
-            typ=LINK_TOKEN_TYPE,
-            audience=LINK_AUDIENCE,
-            required=("sub", "email"),
-            max_lifetime=int(self.lifetime.total_seconds()),
+            token, self._keys, typ=LINK_TOKEN_TYPE, audience=LINK_AUDIENCE,
+            required=("sub", "email"), max_lifetime=int(self.lifetime.total_seconds()),
             leeway=self.leeway,
-        )
+        )  # fmt: skip
         user_id, email = claims["sub"], claims["email"]
         if not isinstance(user_id, str) or not 0 < len(user_id) <= 64:
             raise InvalidToken("The token's subject is not valid.", reason="bad_claims")
         if not isinstance(email, str) or not 0 < len(email) <= 254:
             raise InvalidToken("The token's address is not valid.", reason="bad_claims")
-        return LinkClaims(user_id, email, claims["iat"], claims["exp"], claims["jti"])
+        return LinkClaims(user_id, email)
 
 
-# --- confirmation codes --------------------------------------------------------------------
-
-#: Codes shorter or longer than this are refused at start-up.
-MIN_CODE_LENGTH = 4
 MAX_CODE_LENGTH = 32
-#: What a code may consist of: ASCII letters and digits, so it reads aloud, types on any
-#: keyboard and needs no escaping in a header, a URL or HTML.
+#: ASCII letters and digits: a code reads aloud, types on any keyboard and needs no escaping.
 CODE_CHARACTERS = re.compile(r"[A-Za-z0-9]+")
 #: Separators a reader may type inside a code ("123 456", "ABC-DEF"); they are dropped.
 _CODE_SEPARATORS = re.compile(r"[\s-]+")
@@ -234,15 +162,9 @@ _CODE_SEPARATORS = re.compile(r"[\s-]+")
 class CodeHasher:
     """Short confirmation codes: minted with :mod:`secrets`, stored only as HMAC-SHA256.
 
-    The key is derived from the link secret for this purpose alone, and each digest
-    binds the code to its outbox row and recipient, so a leaked outbox table can
-    neither be brute-forced offline (a six-digit code has only a million values) nor
-    have a digest copied onto another row.
-
-    :param secret: the key that makes new digests (the link secret).
-    :param previous: older keys whose digests still match (rotation).
-    :param length: characters per code.
-    :param alphabet: the characters a code is drawn from.
+    The key is derived from the link secret for this purpose alone and each digest binds the
+    code to its outbox row and recipient, so a leaked outbox table can neither be brute-forced
+    offline nor have a digest copied onto another row. ``previous`` keys still match.
     """
 
     def __init__(
@@ -254,11 +176,8 @@ class CodeHasher:
         )
         self.length = length
         self.alphabet = alphabet
-        #: An alphabet of one letter case accepts the code typed in the other case.
-        self._fold: Callable[[str], str] | None = (
-            str.upper if alphabet == alphabet.upper() else
-            str.lower if alphabet == alphabet.lower() else None
-        )  # fmt: skip
+        # An alphabet of one letter case accepts the code typed in the other case.
+        self._fold = str.upper if alphabet.isupper() else str.lower if alphabet.islower() else str
 
     def new_code(self) -> str:
         """A random code of ``length`` characters of ``alphabet``, every code as likely."""
@@ -270,22 +189,18 @@ class CodeHasher:
         return hmac.new(self._keys[key], message, hashlib.sha256).hexdigest()
 
     def normalize(self, typed: object) -> str | None:
-        """What a reader typed as a code: separators dropped, case folded where the
-        alphabet has one case; ``None`` when it cannot be a code of this shape."""
+        """``typed`` without separators, its case folded if ``alphabet`` has one case;
+        ``None`` when it cannot be a code."""
         if not isinstance(typed, str) or len(typed) > 4 * MAX_CODE_LENGTH:
             return None
-        code = _CODE_SEPARATORS.sub("", typed)
-        if self._fold is not None:
-            code = self._fold(code)
+        code = self._fold(_CODE_SEPARATORS.sub("", typed))
         if len(code) != self.length or any(c not in self.alphabet for c in code):
             return None
         return code
 
     def matches(self, typed: object, outbox_id: int, recipient: str, stored: str | None) -> bool:
-        """Whether ``typed`` is the code whose digest is ``stored``, in constant time.
-
-        A malformed code or a missing digest costs the same HMAC as a real comparison.
-        """
+        """Whether ``typed`` is the code whose digest is ``stored``, in constant time: a
+        malformed code or a missing digest costs the same HMAC as a real comparison."""
         code = self.normalize(typed)
         found = False
         for key in range(len(self._keys)):
