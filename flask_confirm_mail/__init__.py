@@ -1,8 +1,4 @@
-"""flask-confirm-mail: the whole email-confirmation flow for Flask.
-
-Sign-up hook, link tokens, a transactional outbox with in-process or remote delivery,
-and the ``/confirm/<token>`` route that marks the user confirmed.
-"""
+"""flask-confirm-mail: the whole email-confirmation flow for Flask (its public API)."""
 
 from __future__ import annotations
 

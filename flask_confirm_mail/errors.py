@@ -1,8 +1,5 @@
 """The exceptions flask-confirm-mail raises, rooted in :class:`ConfirmMailError`.
 
-Token failures follow itsdangerous' ``BadData`` -> ``BadSignature`` -> ``SignatureExpired``:
-catch :class:`TokenError` for every refused token, :class:`InvalidToken` for one that
-cannot be used, or :class:`ExpiredToken` for a genuine one whose lifetime is over.
 Messages never contain a token, a secret or the value that was expected.
 """
 
@@ -36,8 +33,7 @@ class TokenError(ConfirmMailError):
 
     def __init__(self, message: str = "The token is not valid.", *, reason: str | None = None):
         super().__init__(message)
-        if reason is not None:
-            self.reason = reason
+        self.reason = reason or self.reason
 
 
 class InvalidToken(TokenError):
@@ -50,20 +46,14 @@ class ExpiredToken(InvalidToken):
     reason = "expired"
 
     def __init__(self, message: str = "The token has expired.") -> None:
-        super().__init__(message, reason="expired")
+        super().__init__(message)
 
 
 class DeliveryError(ConfirmMailError):
-    """A message could not be handed over; ``permanent`` ones are not retried.
-
-    ``bounced``: the receiving server refused the recipient or the message for good (a
-    5xx to ``RCPT`` or after ``DATA``), so the address cannot receive mail. Implies
-    ``permanent``; a refused sender or a bad header is permanent but not a bounce.
-
-    ``outcome_unknown``: the message was handed over but its answer was lost (the SMTP
-    connection dropped after the message's final dot), so it may have been delivered;
-    it is retried with the same Message-ID.
-    """
+    """A message could not be handed over; ``permanent`` ones are not retried. ``bounced``:
+    the server refused the recipient or the message for good (5xx to ``RCPT`` or after
+    ``DATA``); implies ``permanent``. ``outcome_unknown``: the answer to the message was lost,
+    so it may have been delivered; it is retried with the same Message-ID."""
 
     def __init__(
         self,
@@ -79,28 +69,15 @@ class DeliveryError(ConfirmMailError):
         self.outcome_unknown = outcome_unknown
 
 
-class WebhookError(ConfirmMailError):
-    """A provider's webhook call was refused; the message is public (no secret in it)."""
-
-
-class WebhookAuthError(WebhookError):
-    """The call's credentials or signature are missing or wrong (answered 401)."""
-
-
-class WebhookPayloadError(WebhookError):
-    """The call's body is not an event of the provider's documented shape (answered 400)."""
-
-
-#: What a database outage raises: a connection refused, lost or gone stale, a full or
-#: read-only file, a lock not granted within the busy timeout, no free connection in the
-#: pool in time. Errors in the data or the SQL (``IntegrityError``, ``ProgrammingError``)
-#: are not outages. Pages answer these 503; delivery retries them.
+#: A database outage (pages answer 503, delivery retries): a connection refused, lost or
+#: stale, a full or read-only file, a lock or a pool connection not granted in time. Errors
+#: in the data or the SQL are not outages.
 DATABASE_FAULTS: tuple[type[SQLAlchemyError], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def is_database_fault(error: BaseException) -> bool:
-    """Whether ``error`` is an outage (:data:`DATABASE_FAULTS`), or any driver error that
-    SQLAlchemy took for a lost connection (a cut mid-query can surface as another class)."""
+    """Whether ``error`` is in :data:`DATABASE_FAULTS`, or any driver error that SQLAlchemy
+    took for a lost connection (a cut mid-query can surface as another class)."""
     if isinstance(error, DATABASE_FAULTS):
         return True
     return isinstance(error, DBAPIError) and bool(error.connection_invalidated)

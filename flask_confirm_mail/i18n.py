@@ -1,19 +1,7 @@
-"""Translations: the extension's strings through Flask-Babel when the app uses it, as
-written when it does not.
+"""Translations: through Flask-Babel when the app uses it, as written when it does not.
 
-Every string a reader sees (pages, emails, flashes, JSON messages) goes through
-:func:`gettext` (``_`` in templates) or, for values fixed at import or in settings,
-:func:`lazy_gettext`.
-
-The extension's catalogs are its own: the ``flask_confirm_mail`` domain in
-``flask_confirm_mail/translations/<lang>/LC_MESSAGES/``, read through a
-:class:`flask_babel.Domain`, so they work beside the app's own ``messages`` catalogs
-and whatever ``BABEL_TRANSLATION_DIRECTORIES`` says. The locale is the app's: its
-Flask-Babel locale selector. The app's ``_`` in Jinja belongs to the app's domain, so the
-extension's templates get theirs from the render context instead
-(:func:`template_context`: the blueprint's context processor, and the email rendering);
-a string missing from the extension's catalog is looked up in the app's, so an app that
-overrides one of the templates with its own wording translates it in its own catalog.
+Its own ``flask_confirm_mail`` domain sits beside the app's catalogs, in the app's locale;
+the app's Jinja ``_`` is the app's, so its templates get theirs from :func:`template_context`.
 """
 
 from __future__ import annotations
@@ -32,21 +20,20 @@ try:
     import flask_babel  # type: ignore[import-untyped]
     from flask_babel.speaklater import LazyString  # type: ignore[import-untyped]
 except ImportError:  # the ``babel`` extra is not installed
-    flask_babel = None
-    LazyString = None
+    flask_babel = LazyString = None
 
-#: The gettext domain of the extension's catalogs (``flask_confirm_mail.po``/``.mo``).
 DOMAIN = "flask_confirm_mail"
-#: Where the catalogs live, one folder per language.
 TRANSLATIONS = Path(__file__).with_name("translations")
-#: The languages the extension ships catalogs for (English is the source language).
+#: The languages the extension ships catalogs for (English is the source).
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt")
 
-_domain: Any = (
-    None
-    if flask_babel is None
-    else flask_babel.Domain(translation_directories=str(TRANSLATIONS), domain=DOMAIN)
-)
+if flask_babel is not None:
+    _domain = flask_babel.Domain(translation_directories=str(TRANSLATIONS), domain=DOMAIN)
+
+    # Flask-Babel's lazy strings read as markup in Jinja; this one is escaped.
+    class _LazyText(LazyString):  # type: ignore[misc]
+        def __html__(self) -> str:
+            return str(escape(str(self)))
 
 
 def _babel_active() -> bool:
@@ -64,45 +51,29 @@ def ngettext(singular: str, plural: str, num: int, **variables: Any) -> str:
     """The singular or plural form for ``num`` (available as ``%(num)d``)."""
     if _babel_active():
         return str(_domain.ngettext(singular, plural, num, **variables))
-    variables.setdefault("num", num)
-    return (singular if num == 1 else plural) % variables
-
-
-if LazyString is not None:
-
-    class _LazyText(LazyString):  # type: ignore[misc]
-        """A lazy string that Jinja and markupsafe escape (Flask-Babel's reads as markup)."""
-
-        def __html__(self) -> str:
-            return str(escape(str(self)))
+    return (singular if num == 1 else plural) % {"num": num, **variables}
 
 
 def N_(string: str) -> str:
-    """Mark ``string`` for the catalog only (``N_`` is one of ``pybabel extract``'s default
-    keywords): a plain ``str`` constant, comparable and usable with ``in``, that the code
-    translates with :func:`gettext` where it is used."""
+    """Mark ``string`` for ``pybabel extract`` only; the code translates it where it is used."""
     return string
 
 
 def lazy_gettext(string: str, **variables: Any) -> str:
     """Like :func:`gettext`, translated each time it is used (for settings and constants)."""
     if flask_babel is None:
-        return string % variables if variables else string
+        return gettext(string, **variables)
     return cast(str, _LazyText(gettext, string, **variables))
 
 
 def current_locale() -> str | None:
-    """The locale Flask-Babel chose for this request (``"de"``, ``"pt_BR"``), or ``None``
-    without Flask-Babel or outside a request: stored on outbox rows."""
-    if not _babel_active() or not has_request_context():
-        return None
-    return str(flask_babel.get_locale())
+    """The locale Flask-Babel chose for this request (``"pt_BR"``), else ``None``."""
+    return str(flask_babel.get_locale()) if _babel_active() and has_request_context() else None
 
 
 @contextmanager
 def locale_of(locale: str | None) -> Iterator[None]:
-    """Translate into ``locale`` inside the block (an email's, stored on its outbox row);
-    the app's default locale when it is ``None`` or unknown. Nothing without Flask-Babel."""
+    """Translate into ``locale`` (or the app's default if it is ``None`` or unknown) inside."""
     if not _babel_active():
         yield
         return
@@ -118,60 +89,45 @@ def locale_of(locale: str | None) -> Iterator[None]:
 
 
 def format_duration(count: int, unit: str) -> str | None:
-    """``count`` of ``unit`` (``"day"``, ``"hour"``, ``"minute"``, ``"second"``) in words of
-    the current locale through Babel ("48 hours", "48 Stunden"), or ``None`` without
+    """``count`` of ``unit`` (``"hour"``) in words of the current locale, or ``None`` without
     Flask-Babel. Exact, unlike ``format_timedelta``, which rounds to its largest unit."""
     if not _babel_active():
         return None
-    return _duration_words(count, unit, str(flask_babel.get_locale()))
-
-
-def _duration_words(count: int, unit: str, locale: str) -> str:
     from babel.units import format_unit
 
+    locale = str(flask_babel.get_locale())
     return str(format_unit(count, f"duration-{unit}", length="long", locale=locale))
 
 
 def _format(eval_ctx: EvalContext, translated: str, variables: dict[str, Any]) -> str:
-    # As Jinja's "newstyle" gettext: in HTML the translation is markup and the variables
-    # are escaped into it; in text templates both are plain.
+    # As Jinja's "newstyle" gettext: in HTML the translation is markup, the variables escaped.
     if eval_ctx.autoescape:
-        return Markup(translated) % variables if variables else Markup(translated)
+        translated = Markup(translated)
     return translated % variables if variables else translated
 
 
 def template_context() -> dict[str, Any]:
-    """What the extension's templates get to translate with: ``_``, ``gettext`` and
-    ``ngettext`` of the extension's domain, and ``html_lang`` (``"de"``, ``"pt-BR"``)."""
+    """The extension's ``_``, ``gettext``, ``ngettext`` and ``html_lang`` for its templates."""
     active = _babel_active()
     locale = flask_babel.get_locale() if active else None
 
-    def translate(string: str) -> str:
-        if not active:
-            return string
-        translated = str(_domain.gettext(string))
-        # Not in the extension's catalog: the app's, for an override's own wording.
-        return translated if translated != string else str(flask_babel.gettext(string))
+    @pass_eval_context
+    def translate(eval_ctx: EvalContext, string: str, **variables: Any) -> str:
+        if active:
+            found = str(_domain.gettext(string))
+            # Not in the extension's catalog: the app's, for an override's own wording.
+            string = found if found != string else str(flask_babel.gettext(string))
+        return _format(eval_ctx, string, variables)
 
     @pass_eval_context
-    def template_gettext(eval_ctx: EvalContext, string: str, **variables: Any) -> str:
-        return _format(eval_ctx, translate(string), variables)
-
-    @pass_eval_context
-    def template_ngettext(
+    def translate_plural(
         eval_ctx: EvalContext, singular: str, plural: str, num: int, **variables: Any
     ) -> str:
-        variables.setdefault("num", num)
         if active:
-            translations = _domain.get_translations()
-            translated = str(translations.ungettext(singular, plural, num))
+            translated = str(_domain.get_translations().ungettext(singular, plural, num))
         else:
             translated = singular if num == 1 else plural
-        return _format(eval_ctx, translated, variables)
+        return _format(eval_ctx, translated, {"num": num, **variables})
 
-    return {
-        "_": template_gettext,
-        "gettext": template_gettext,
-        "ngettext": template_ngettext,
-        "html_lang": str(locale).replace("_", "-") if locale else "en",
-    }
+    lang = str(locale).replace("_", "-") if locale else "en"
+    return {"_": translate, "gettext": translate, "ngettext": translate_plural, "html_lang": lang}

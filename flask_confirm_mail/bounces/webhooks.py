@@ -38,16 +38,23 @@ from flask import Blueprint, Flask, Request, current_app, jsonify, request
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import (
-    ConfigurationError,
-    WebhookAuthError,
-    WebhookError,
-    WebhookPayloadError,
-    is_database_fault,
-)
+from ..errors import ConfigurationError, ConfirmMailError, is_database_fault
 from ..responses import RETRY_AFTER_OUTAGE, load_json
 from ..settings import Option, OptionSet, duration, text
 from .records import BOUNCE, COMPLAINT, BounceRecords
+
+
+class WebhookError(ConfirmMailError):
+    """A provider's webhook call was refused; the message is public (no secret in it)."""
+
+
+class WebhookAuthError(WebhookError):
+    """The call's credentials or signature are missing or wrong (answered 401)."""
+
+
+class WebhookPayloadError(WebhookError):
+    """The call's body is not an event of the provider's documented shape (answered 400)."""
+
 
 EXTENSION_KEY = "confirm_mail_webhooks"
 PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
@@ -392,7 +399,7 @@ class SNSVerifier:
         return key
 
     def verify(self, message: dict[str, Any]) -> None:
-        """Raise :class:`~flask_confirm_mail.errors.WebhookAuthError` unless SNS signed it."""
+        """Raise :class:`WebhookAuthError` unless SNS signed it."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -495,7 +502,7 @@ class WebhookReceiver:
         }.get(provider, False)
 
     def events(self, provider: str, req: Request) -> list[BounceEvent]:
-        """The events of one call; raises a :class:`~flask_confirm_mail.errors.WebhookError`."""
+        """The events of one call; raises a :class:`WebhookError`."""
         if provider == "postmark":
             return postmark_events(req, self.settings)
         if provider == "mailgun":

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_confirm_mail.errors import WebhookError
+from flask_confirm_mail.bounces.webhooks import WebhookError
 from flask_confirm_mail.responses import RETRY_AFTER_OUTAGE
 from tests.bounces.conftest import mark_of, outbox_rows
 from tests.bounces.providers import (
