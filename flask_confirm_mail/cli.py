@@ -76,7 +76,8 @@ def status_command(email: str) -> None:
     if which == Purpose.CHANGE:
         click.echo(f"Pending change to this address for user {user_id}: unconfirmed.")
     else:
-        click.echo(f"User {user_id}: {'' if columns.is_confirmed(user) else 'un'}confirmed.")
+        state = "confirmed" if columns.is_confirmed(user) else "unconfirmed"
+        click.echo(f"User {user_id}: {state}.")
         if pending := columns.pending_of(user):
             click.echo(f"Pending change to {pending}: unconfirmed.")
     model = flow.outbox_model
@@ -104,9 +105,7 @@ def status_command(email: str) -> None:
 )
 def worker_command(once: bool, poll_interval: float, remind_every: float) -> None:
     """Deliver outbox messages, and queue the CONFIRM_MAIL_REMINDERS due, until stopped.
-
-    SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once.
-    """
+    SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     flow = get_flow()
     remind = partial(remind_when_due, flow, remind_every)
@@ -139,11 +138,9 @@ def check_command() -> None:
 
 @cli_group.command("outbox")
 def outbox_command() -> None:
-    """Count messages per status, show the last delivery error, list the dead ones.
-
-    Each dead message says ``refused`` (the server said no for good), ``outcome unknown``
-    (the connection broke after sending: it may have arrived) or ``undelivered``.
-    """
+    """Count messages per status, show the last delivery error, and list the dead ones:
+    ``refused`` (the server said no for good), ``outcome unknown`` (the connection broke after
+    sending: it may have arrived) or ``undelivered``."""
     flow = get_flow()
     with flow.db.engine.connect() as conn:
         counts = outbox.status_counts(conn, flow.outbox_table)
@@ -184,11 +181,8 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
 @click.option("--yes", is_flag=True, help="Delete them; without it, only list them.")
 def prune_command(older_than: str, yes: bool) -> None:
     """Delete accounts that signed up more than --older-than ago and never confirmed (address
-    unconfirmed, no change asked). A dry run unless --yes.
-
-    Apps delete what hangs off each user on the ``unconfirmed_account_pruned`` signal,
-    sent before the user is deleted.
-    """
+    unconfirmed, no change asked), each after the ``unconfirmed_account_pruned`` signal, on
+    which apps delete what hangs off the user. A dry run unless --yes."""
     try:
         cutoff = outbox.utcnow() - parse_age(older_than)
     except ValueError as exc:
@@ -215,10 +209,9 @@ def prune_command(older_than: str, yes: bool) -> None:
 @cli_group.command("remind")
 @click.option("--yes", is_flag=True, help="Queue and send them; without it, only list them.")
 def remind_command(yes: bool) -> None:
-    """Send the CONFIRM_MAIL_REMINDERS due now to sign-ups that never confirmed. A dry run
-    unless --yes. Each reminder goes out once per account, however often this runs (from
-    cron, for thread and sync deployments) and beside any worker.
-    """
+    """Send the CONFIRM_MAIL_REMINDERS due now to sign-ups that never confirmed, each once per
+    account however often this runs (from cron, say) and beside any worker. A dry run unless
+    --yes."""
     flow = get_flow()
     if not flow.settings.reminders:
         raise click.ClickException("No reminders are configured (CONFIRM_MAIL_REMINDERS).")
@@ -239,11 +232,9 @@ def _canonical_or_none(value: Any) -> str | None:
 @cli_group.command("canonicalize")
 @click.option("--yes", is_flag=True, help="Rewrite them; without it, only list them.")
 def canonicalize_command(yes: bool) -> None:
-    """Rewrite addresses stored as typed (before the app used this extension) in the canonical
-    form that lookups compare (``Cat@Example.ORG`` is ``cat@example.org``). A dry run unless
-    --yes. Accounts that share one canonical address are listed and left as they are, for a
-    person to decide which keeps the mailbox.
-    """
+    """Rewrite addresses stored as typed in the canonical form that lookups compare
+    (``Cat@Example.ORG`` is ``cat@example.org``). Accounts that share one canonical address
+    are listed and left as they are, for a person to decide. A dry run unless --yes."""
     flow = get_flow()
     columns, session = flow.columns, flow.db.session
     addresses = [c for c in (columns.email_column, columns.pending_column) if c is not None]

@@ -29,9 +29,8 @@ Parser = Callable[[Any, str, Any], T]
 
 
 class Option(Generic[T]):
-    """One setting, ``CONFIRM_MAIL_<NAME>`` unless ``key`` names it (then ``key`` is its name
-    too): read as an attribute of its :class:`OptionSet`; ``advanced`` ones get a docs table
-    of their own."""
+    """One setting, ``CONFIRM_MAIL_<NAME>`` unless ``key`` names it (and is its name), read as an
+    attribute of its :class:`OptionSet`; ``advanced`` ones get a docs table of their own."""
 
     def __init__(
         self, default: Any, parse: Parser[T], doc: str, *, advanced: bool = False, key: str = ""
@@ -282,9 +281,9 @@ class OptionSet:
 class Settings(OptionSet):
     """The checked settings of one app."""
 
+    # fmt: off
     external_url = Option(
-        None,
-        _external_url,
+        None, _external_url,
         "Base URL of the site for links in emails, e.g. `https://catloader.example.com`. "
         "Unset: built from `SERVER_NAME`, never from the request's Host header.",
     )
@@ -292,8 +291,7 @@ class Settings(OptionSet):
         None, _sender, "The From address or `(name, address)` pair. Unset: `MAIL_DEFAULT_SENDER`."
     )
     secret = Option(
-        None,
-        _link_secret,
+        None, _link_secret,
         "Key that signs link tokens and codes, or a list of keys, newest last (the older ones "
         "still verify). Unset: derived from `SECRET_KEY` and each of `SECRET_KEY_FALLBACKS`.",
     )
@@ -302,8 +300,7 @@ class Settings(OptionSet):
         "/confirm", lambda value, key, app: "/" + str(value).strip("/"), "URL prefix of the routes."
     )
     delivery = Option(
-        "thread",
-        _delivery,
+        "thread", _delivery,
         "`sync` (after the request's commit), `thread` (a sender thread in the app process), "
         "`worker` (`flask confirm-mail worker`) or `queue` (`ConfirmMail.handoff`).",
     )
@@ -311,68 +308,58 @@ class Settings(OptionSet):
         None, text, "Endpoint to redirect to after a confirmation. Unset: a page says so."
     )
     unconfirmed_endpoint = Option(
-        None,
-        text,
-        "Where `confirmed_required` redirects unconfirmed users. Unset: the resend page.",
+        None, text,
+        "Where `confirmed_required` sends unconfirmed users (HTML). Unset: the resend page.",
     )
     unconfirmed_access_for = Option(
-        0,
-        duration(allow_zero=True),
+        0, duration(allow_zero=True),
         "How long after sign-up `confirmed_required` still lets an unconfirmed user in. 0: never.",
     )
     resend_cooldown = Option(
         60, duration(allow_zero=True), "Shortest time between two resend emails to one address."
     )
     resend_limit = Option(
-        None,
-        _rate_limits,
-        "Per-client Flask-Limiter limit on resend POSTs, e.g. `5/minute;50/hour`.",
+        None, _rate_limits,
+        "Per-client limit on resend POSTs, e.g. `5/minute;50/hour`, applied with Flask-Limiter.",
     )
     confirm_on_get = Option(
-        False,
-        lambda value, key, app: bool(value),
-        "Confirm on GET. Off: GET shows a button that POSTs, so mail scanners confirm nothing.",
+        False, lambda value, key, app: bool(value),
+        "Confirm on GET of the link. Off: GET shows a button that POSTs, so mail scanners that "
+        "fetch links confirm nothing.",
     )
     change_notice = Option(
-        True,
-        lambda value, key, app: bool(value),
-        "After an email change, notify the old address (no link, the new one masked).",
+        True, lambda value, key, app: bool(value),
+        "After an email change, send the old address a notice without a link, the new address "
+        "masked (`j***@e***.com`).",
     )
     reminders = Option(
-        (),
-        _reminders,
+        (), _reminders,
         "Delays after sign-up at which a never-confirmed account is reminded, once each; sent "
         "by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
     )
-    max_attempts = Option(
-        8, number(1, integer=True), "Delivery attempts before a message is `dead`."
-    )
+    max_attempts = Option(8, number(1, integer=True), "Delivery attempts before a message is dead.")
 
     app_name = Option(
-        None,
-        _app_name,
-        "Name of the site in emails and pages. Unset: the external URL's host.",
-        advanced=True,
+        None, _app_name,
+        "Name of the site in emails and pages. Unset: the host of the external URL.", advanced=True,
     )
     change_email_endpoint = Option(
-        None,
-        text,
-        "The app's change-email page, linked from pages about a bounced address.",
-        advanced=True,
+        None, text,
+        "Endpoint of the app's change-email page, linked from the pages that say mail to the "
+        "user's address bounced. Unset: the pages only say so.", advanced=True,
     )
     concurrency = Option(
-        8,
-        number(1, integer=True, maximum=256),
-        "Emails in flight at once per delivery process, each on its own reused SMTP connection.",
-        advanced=True,
+        8, number(1, integer=True, maximum=256),
+        "Emails in flight at once per delivery process, each over its own reused SMTP connection. "
+        "Providers cap connections per account: stay below that in all processes.", advanced=True,
     )
     max_rate = Option(
-        None,
-        optional(number(0.001)),
+        None, optional(number(0.001)),
         "Messages per second per delivery process, for providers that cap it. Unset: no limit.",
         advanced=True,
     )
     smtp_timeout = Option(10.0, number(0.001), "Seconds per SMTP socket operation.", advanced=True)
+    # fmt: on
 
     @classmethod
     def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:

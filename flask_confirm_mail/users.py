@@ -22,15 +22,12 @@ AnySession = Session | scoped_session[Any]
 
 
 class ConfirmableMixin:
-    """Columns for a new Flask-SQLAlchemy user model.
-
-    - ``email``: the address the user logs in with (unique).
-    - ``email_confirmed_at``: when ``email`` was confirmed (naive UTC), ``None`` before.
-    - ``pending_email``: a new address waiting for confirmation after an email change;
-      ``email`` stays the login until it is confirmed. Indexed: each sign-up, change and
-      confirmation clears the address from other accounts' ``pending_email``, and without
-      the index that UPDATE reads the whole table while it holds the write lock.
-    """
+    """Columns for a new Flask-SQLAlchemy user model: ``email``, the unique login;
+    ``email_confirmed_at``, when it was confirmed (naive UTC), else ``None``; ``pending_email``,
+    a new address waiting for confirmation after a change (``email`` stays the login until
+    then). Indexed: each sign-up, change and confirmation clears the address from other
+    accounts' ``pending_email``, and without the index that UPDATE reads the whole table while
+    it holds the write lock."""
 
     @declared_attr
     def email(cls) -> Mapped[str]:
@@ -213,12 +210,10 @@ class UserColumns:
     def confirm(
         self, session: AnySession, user_id: Any, address: str, now: datetime
     ) -> Purpose | None:
-        """Confirm ``address`` for ``user_id`` with one conditional UPDATE, so concurrent
-        calls confirm once: the user's address while it is ``address`` and unconfirmed
-        (``signup``), else the pending address when it is ``address`` (``change``: it becomes
-        the address). Voids other accounts' pending claims to it. Returns which, or ``None``
-        when the row matched neither; raises what the database raises (a unique address
-        taken since)."""
+        """Confirm ``address`` for ``user_id`` with one conditional UPDATE, so concurrent calls
+        confirm once: the user's address if it is ``address`` and unconfirmed (``signup``), else
+        the pending address if it is ``address`` (``change``: it becomes the address); void other
+        accounts' claims to it. ``None`` if neither matched; database errors propagate."""
         row = sa.update(self.model.__table__).where(self.id_column == user_id)
         confirmed = {self.confirmed_column: self.confirmed_value(now)}
         signup = row.where(self.email_column == address, self._unconfirmed()).values(confirmed)
