@@ -94,7 +94,7 @@ def status_command(email: str) -> None:
 @cli_group.command("worker")
 @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
 @click.option(
-    "--poll-interval", default=POLL_INTERVAL, show_default=True, help="Idle seconds between polls."
+    "--poll-interval", default=POLL_INTERVAL, show_default=True, help="Seconds between idle polls."
 )
 @click.option(
     "--remind-every",
@@ -104,7 +104,7 @@ def status_command(email: str) -> None:
     help="Seconds between looks for due reminders (with CONFIRM_MAIL_REMINDERS).",
 )
 def worker_command(once: bool, poll_interval: float, remind_every: float) -> None:
-    """Deliver outbox messages, and queue the CONFIRM_MAIL_REMINDERS due, until stopped.
+    """Deliver outbox messages until stopped, and queue the CONFIRM_MAIL_REMINDERS due.
     SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     flow = get_flow()
