@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from .settings import parse_age
 from .transport import load_email_templates
 
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
+_TIME = "%Y-%m-%d %H:%M:%S"
 
 
 def _user_by_address(email: str) -> tuple[ConfirmationFlow, Any, Purpose]:
@@ -34,6 +36,12 @@ def _user_by_address(email: str) -> tuple[ConfirmationFlow, Any, Purpose]:
     if user is None or which is None:
         raise click.ClickException("No user has that address.")
     return flow, user, which
+
+
+def _settle(yes: bool, session: Any, done: str, would: str) -> None:
+    """With --yes, commit and say ``done``; else roll back and say ``would``."""
+    (session.commit if yes else session.rollback)()
+    click.echo(done if yes else f"{would}; run again with --yes.")
 
 
 @cli_group.command("send")
@@ -64,19 +72,18 @@ def confirm_command(email: str) -> None:
 def status_command(email: str) -> None:
     """Show whether EMAIL is confirmed and its latest emails."""
     flow, user, which = _user_by_address(email)
-    columns = flow.columns
+    columns, user_id = flow.columns, flow.columns.id_of(user)
     if which == Purpose.CHANGE:
-        click.echo(f"Pending change to this address for user {columns.id_of(user)}: unconfirmed.")
+        click.echo(f"Pending change to this address for user {user_id}: unconfirmed.")
     else:
-        confirmed = "confirmed" if columns.is_confirmed(user) else "unconfirmed"
-        click.echo(f"User {columns.id_of(user)}: {confirmed}.")
-        pending = columns.pending_of(user)
-        if pending:
+        state = "confirmed" if columns.is_confirmed(user) else "unconfirmed"
+        click.echo(f"User {user_id}: {state}.")
+        if pending := columns.pending_of(user):
             click.echo(f"Pending change to {pending}: unconfirmed.")
     model = flow.outbox_model
-    latest = sa.select(model).where(model.user_id == columns.id_of(user))
-    for row in flow.db.session.scalars(latest.order_by(model.id.desc()).limit(5)):
-        sent = f", sent {row.sent_at:%Y-%m-%d %H:%M:%S}" if row.sent_at else ""
+    latest = sa.select(model).where(model.user_id == user_id).order_by(model.id.desc()).limit(5)
+    for row in flow.db.session.scalars(latest):
+        sent = f", sent {row.sent_at:{_TIME}}" if row.sent_at else ""
         error = f", last error: {row.last_error}" if row.last_error else ""
         click.echo(
             f"  email {row.id} to {row.recipient} ({row.purpose}): {row.status}, "
@@ -87,11 +94,7 @@ def status_command(email: str) -> None:
 @cli_group.command("worker")
 @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
 @click.option(
-    "--poll-interval",
-    type=float,
-    default=POLL_INTERVAL,
-    show_default=True,
-    help="Seconds between looks at the outbox while idle.",
+    "--poll-interval", default=POLL_INTERVAL, show_default=True, help="Seconds between idle polls."
 )
 @click.option(
     "--remind-every",
@@ -101,19 +104,12 @@ def status_command(email: str) -> None:
     help="Seconds between looks for due reminders (with CONFIRM_MAIL_REMINDERS).",
 )
 def worker_command(once: bool, poll_interval: float, remind_every: float) -> None:
-    """Deliver outbox messages until stopped.
-
-    SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once.
-    With CONFIRM_MAIL_REMINDERS set, it also queues the reminders due.
-    """
+    """Deliver outbox messages until stopped, and queue the CONFIRM_MAIL_REMINDERS due.
+    SIGTERM or Ctrl-C let the emails on the wire finish and give the rest back at once."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     flow = get_flow()
-    loop = DeliveryLoop(
-        app,
-        flow.deliverer,
-        poll_interval=poll_interval,
-        before_poll=lambda: remind_when_due(flow, remind_every),
-    )
+    remind = partial(remind_when_due, flow, remind_every)
+    loop = DeliveryLoop(app, flow.deliverer, poll_interval=poll_interval, before_poll=remind)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())
     try:
@@ -142,12 +138,9 @@ def check_command() -> None:
 
 @cli_group.command("outbox")
 def outbox_command() -> None:
-    """Count messages per status, show the last delivery error, list the dead ones.
-
-    Each dead message says ``refused`` (the server said no for good), ``outcome unknown``
-    (an attempt lost its connection after sending: it may have been delivered) or
-    ``undelivered``.
-    """
+    """Count messages per status, show the last delivery error, and list the dead ones:
+    ``refused`` (the server said no for good), ``outcome unknown`` (the connection broke after
+    sending: it may have arrived) or ``undelivered``."""
     flow = get_flow()
     with flow.db.engine.connect() as conn:
         counts = outbox.status_counts(conn, flow.outbox_table)
@@ -158,7 +151,7 @@ def outbox_command() -> None:
     if last is not None:
         click.echo(
             f"last error: {last.last_error} (email {last.id} to {last.recipient}, "
-            f"{last.failed_at:%Y-%m-%d %H:%M:%S} UTC, now {last.status})"
+            f"{last.failed_at:{_TIME}} UTC, now {last.status})"
         )
     for row in dead:
         unknown = f", {row.unknown_outcomes} with outcome unknown" if row.unknown_outcomes else ""
@@ -184,15 +177,12 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
 
 
 @cli_group.command("prune")
-@click.option("--older-than", "older_than", required=True, help="Age of the sign-up, e.g. 14d.")
+@click.option("--older-than", required=True, help="Age of the sign-up, e.g. 14d.")
 @click.option("--yes", is_flag=True, help="Delete them; without it, only list them.")
 def prune_command(older_than: str, yes: bool) -> None:
-    """Delete accounts that signed up more than --older-than ago and never confirmed.
-
-    A dry run unless --yes. An account counts as never confirmed when its address is
-    unconfirmed and it never asked to change address. Apps delete what hangs off each user
-    on the ``unconfirmed_account_pruned`` signal, sent before the user is deleted.
-    """
+    """Delete accounts that signed up more than --older-than ago and never confirmed (address
+    unconfirmed, no change asked), each after the ``unconfirmed_account_pruned`` signal, on
+    which apps delete what hangs off the user. A dry run unless --yes."""
     try:
         cutoff = outbox.utcnow() - parse_age(older_than)
     except ValueError as exc:
@@ -204,28 +194,24 @@ def prune_command(older_than: str, yes: bool) -> None:
     users = [session.get(columns.model, columns.parse_id(uid)) for uid in candidates]
     doomed = [user for user in users if user is not None and not columns.is_confirmed(user)]
     for user in doomed:
-        label = f"user {columns.id_of(user)} <{columns.email_of(user)}>"
-        click.echo(f"{'Deleting' if yes else 'Would delete'} {label}")
+        user_id, email = columns.id_of(user), columns.email_of(user)
+        click.echo(f"{'Deleting' if yes else 'Would delete'} user {user_id} <{email}>")
         if yes:
-            signals.unconfirmed_account_pruned.send(app, user=user, email=columns.email_of(user))
-            outbox.delete_for_user(session.connection(), flow.outbox_table, columns.id_of(user))
+            signals.unconfirmed_account_pruned.send(app, user=user, email=email)
+            outbox.delete_for_user(session.connection(), flow.outbox_table, user_id)
             session.delete(user)
-    if yes:
-        session.commit()
-        click.echo(f"Deleted {len(doomed)} never-confirmed account(s).")
-    else:
-        session.rollback()
-        click.echo(f"{len(doomed)} account(s) would be deleted; run again with --yes to delete.")
+    n = len(doomed)
+    _settle(
+        yes, session, f"Deleted {n} never-confirmed account(s).", f"{n} account(s) would be deleted"
+    )
 
 
 @cli_group.command("remind")
 @click.option("--yes", is_flag=True, help="Queue and send them; without it, only list them.")
 def remind_command(yes: bool) -> None:
-    """Send the CONFIRM_MAIL_REMINDERS due now to sign-ups that never confirmed.
-
-    A dry run unless --yes. Each reminder goes out once per account, however often this
-    runs (from cron, for thread and sync deployments) and beside any worker.
-    """
+    """Send the CONFIRM_MAIL_REMINDERS due now to sign-ups that never confirmed, each once per
+    account however often this runs (from cron, say) and beside any worker. A dry run unless
+    --yes."""
     flow = get_flow()
     if not flow.settings.reminders:
         raise click.ClickException("No reminders are configured (CONFIRM_MAIL_REMINDERS).")
@@ -233,10 +219,7 @@ def remind_command(yes: bool) -> None:
     for reminder in due:
         label = f"user {reminder.user_id} <{reminder.email}> (reminder {reminder.number})"
         click.echo(f"{'Reminded' if yes else 'Would remind'} {label}")
-    if yes:
-        click.echo(f"Queued {len(due)} reminder(s).")
-    else:
-        click.echo(f"{len(due)} reminder(s) due; run again with --yes to send them.")
+    _settle(yes, flow.db.session, f"Queued {len(due)} reminder(s).", f"{len(due)} reminder(s) due")
 
 
 def _canonical_or_none(value: Any) -> str | None:
@@ -249,22 +232,17 @@ def _canonical_or_none(value: Any) -> str | None:
 @cli_group.command("canonicalize")
 @click.option("--yes", is_flag=True, help="Rewrite them; without it, only list them.")
 def canonicalize_command(yes: bool) -> None:
-    """Rewrite addresses stored as typed (before the app used this extension) canonically.
-
-    Lookups compare the canonical form only (``Cat@Example.ORG`` is ``cat@example.org``),
-    so a row stored otherwise is not found until rewritten. When several accounts share
-    one canonical address, none of them is changed: they are listed, for a person to
-    decide which account keeps the mailbox. A dry run unless --yes.
-    """
+    """Rewrite addresses stored as typed in the canonical form that lookups compare
+    (``Cat@Example.ORG`` is ``cat@example.org``). Accounts that share one canonical address
+    are listed and left as they are, for a person to decide. A dry run unless --yes."""
     flow = get_flow()
     columns, session = flow.columns, flow.db.session
     addresses = [c for c in (columns.email_column, columns.pending_column) if c is not None]
     rows = session.connection().execute(sa.select(columns.id_column, *addresses)).all()
-    holders: defaultdict[tuple[int, str], list[Any]] = defaultdict(list)
+    holders: defaultdict[tuple[int, str | None], list[Any]] = defaultdict(list)
     for row in rows:
         for slot, value in enumerate(row[1:]):
-            if (canonical := _canonical_or_none(value)) is not None:
-                holders[slot, canonical].append(row[0])
+            holders[slot, _canonical_or_none(value)].append(row[0])
     changed = shared = 0
     for user_id, *values in rows:
         updates: dict[Any, str] = {}
@@ -272,9 +250,8 @@ def canonicalize_command(yes: bool) -> None:
             canonical = _canonical_or_none(value)
             if canonical is None or canonical == value:
                 continue
-            if len(holders[slot, canonical]) > 1:
+            if others := ", ".join(str(i) for i in holders[slot, canonical] if i != user_id):
                 shared += 1
-                others = ", ".join(str(i) for i in holders[slot, canonical] if i != user_id)
                 click.echo(f"Left as is: user {user_id} {column.key}, shared with user(s) {others}")
                 continue
             updates[column] = canonical
@@ -284,12 +261,6 @@ def canonicalize_command(yes: bool) -> None:
             if yes:
                 rewrite = sa.update(columns.model.__table__).values(updates)
                 session.connection().execute(rewrite.where(columns.id_column == user_id))
-    if yes:
-        session.commit()
-        click.echo(f"Rewrote {changed} account(s); {shared} address(es) left as is.")
-    else:
-        session.rollback()
-        click.echo(
-            f"{changed} account(s) would be rewritten; {shared} address(es) left as is; run "
-            "again with --yes to write."
-        )
+    left = f"{shared} address(es) left as is"
+    would = f"{changed} account(s) would be rewritten; {left}"
+    _settle(yes, session, f"Rewrote {changed} account(s); {left}.", would)

@@ -23,35 +23,26 @@ PREFIX = "CONFIRM_MAIL_"
 EXAMPLE_SECRETS = frozenset({"dev only: set FLASK_SECRET_KEY in production"})
 _MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 T = TypeVar("T")
-#: A parser turns a configured value into a setting, ``parse(value, key, app)``, or raises
-#: a ConfigurationError that names ``key``. ``app`` is ``None`` for a set read from a
-#: mapping (:meth:`OptionSet.load_from`), typed ``Any`` so app parsers may say ``Flask``.
+#: ``parse(value, key, app)`` returns the setting or raises a ConfigurationError naming
+#: ``key``; ``app`` is ``None`` in :meth:`OptionSet.load_from`.
 Parser = Callable[[Any, str, Any], T]
 
 
 class Option(Generic[T]):
-    """One setting, ``CONFIRM_MAIL_<NAME>`` unless ``key`` names it (then ``key`` is its name
-    too): read as an attribute of its :class:`OptionSet`."""
+    """One setting, ``CONFIRM_MAIL_<NAME>`` unless ``key`` names it (and is its name), read as an
+    attribute of its :class:`OptionSet`; ``advanced`` ones get a docs table of their own."""
 
     def __init__(
-        self,
-        default: Any,
-        parse: Parser[T],
-        doc: str,
-        *,
-        advanced: bool = False,
-        key: str | None = None,
+        self, default: Any, parse: Parser[T], doc: str, *, advanced: bool = False, key: str = ""
     ) -> None:
-        self.default, self.parse, self.doc = default, parse, doc
-        self.advanced = advanced  # listed in the docs' advanced table, not the first one
+        self.default, self.parse, self.doc, self.advanced = default, parse, doc, advanced
         self.attribute = ""
-        self.name = self.key = key or ""
+        self.name = self.key = key
 
     def __set_name__(self, owner: type, attribute: str) -> None:
         self.attribute = attribute
         if not self.key:
-            self.name = attribute.upper()
-            self.key = PREFIX + self.name
+            self.name, self.key = attribute.upper(), PREFIX + attribute.upper()
 
     @overload
     def __get__(self, obj: None, owner: type) -> Option[T]: ...
@@ -86,13 +77,11 @@ def number(minimum: float, *, integer: bool = False, maximum: float | None = Non
 
 def duration(*, allow_zero: bool = False) -> Parser[timedelta]:
     def parse(value: Any, key: str, app: Flask) -> timedelta:
-        if isinstance(value, timedelta):
-            duration = value
-        else:
-            duration = timedelta(seconds=number(float("-inf"))(value, key, app))
-        if duration < timedelta(0) or (not duration and not allow_zero):
+        if not isinstance(length := value, timedelta):
+            length = timedelta(seconds=number(float("-inf"))(value, key, app))
+        if length < timedelta(0) or (not length and not allow_zero):
             raise ConfigurationError(f"{key} must be a positive duration.")
-        return duration
+        return length
 
     return parse
 
@@ -100,46 +89,32 @@ def duration(*, allow_zero: bool = False) -> Parser[timedelta]:
 text = optional(lambda value, key, app: str(value))
 
 
-def _choice(*allowed: str) -> Parser[str]:
-    def parse(value: Any, key: str, app: Flask) -> str:
-        if value not in allowed:
-            raise ConfigurationError(f"{key} must be one of {', '.join(allowed)}.")
-        return str(value)
-
-    return parse
+def _delivery(value: Any, key: str, app: Flask) -> str:
+    if value not in (modes := ("sync", "thread", "worker", "queue")):
+        raise ConfigurationError(f"{key} must be one of {', '.join(modes)}.")
+    return str(value)
 
 
-_AGE = re.compile(r"(?P<number>[1-9][0-9]{0,4})(?P<unit>[dhms])")
-_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_AGE = re.compile(r"([1-9][0-9]{0,4})([dhms])")
 
 
 def parse_age(text: str) -> timedelta:
     """A number and a unit, ``14d``, ``12h``, ``30m`` or ``90s``, else :class:`ValueError`."""
-    match = _AGE.fullmatch(text.strip())
-    if match is None:
+    if (match := _AGE.fullmatch(text.strip())) is None:
         raise ValueError("give a number and d, h, m or s, e.g. 14d")
-    return timedelta(**{_AGE_UNITS[match["unit"]]: int(match["number"])})
-
-
-def _delay(item: Any) -> timedelta:
-    if isinstance(item, str):
-        return parse_age(item)
-    if isinstance(item, (int, float)) and not isinstance(item, bool):
-        return timedelta(seconds=item)
-    if isinstance(item, timedelta):
-        return item
-    raise ValueError(item)
+    unit = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[match[2]]
+    return timedelta(**{unit: int(match[1])})
 
 
 def _reminders(value: Any, key: str, app: Flask) -> tuple[timedelta, ...]:
     items = [i for i in value.split(",") if i.strip()] if isinstance(value, str) else value or ()
     try:
-        delays = [_delay(item) for item in items]
-    except ValueError:
+        delays = [parse_age(i) if isinstance(i, str) else duration()(i, key, app) for i in items]
+    except (ValueError, ConfigurationError):
         raise ConfigurationError(
             f'{key} must list delays after sign-up: "1d, 3d", or seconds or timedeltas.'
         ) from None
-    if any(d <= timedelta(0) for d in delays) or delays != sorted(set(delays)):
+    if delays != sorted(set(delays)):
         raise ConfigurationError(f"{key} must list positive delays, each longer than the last.")
     return tuple(delays)
 
@@ -147,8 +122,7 @@ def _reminders(value: Any, key: str, app: Flask) -> tuple[timedelta, ...]:
 def _secret(value: Any, key: str, app: Flask) -> bytes:
     if not isinstance(value, (str, bytes)):
         raise ConfigurationError(f"{key} must be a string or bytes.")
-    secret = secret_bytes(value)
-    if len(secret) < MIN_SECRET_BYTES:
+    if len(secret := secret_bytes(value)) < MIN_SECRET_BYTES:
         raise ConfigurationError(
             f"{key} is too short: use at least {MIN_SECRET_BYTES} random bytes ({_MAKE_ONE})."
         )
@@ -224,13 +198,8 @@ def _external_url(value: Any, key: str, app: Flask) -> str:
     return base
 
 
-def _url_prefix(value: Any, key: str, app: Flask) -> str:
-    return "/" + str(value).strip("/")
-
-
 def _sender(value: Any, key: str, app: Flask) -> str | tuple[str, str] | None:
-    sender = value or app.config.get("MAIL_DEFAULT_SENDER")
-    if sender is None:
+    if (sender := value or app.config.get("MAIL_DEFAULT_SENDER")) is None:
         return None
     try:
         format_sender(sender)
@@ -248,18 +217,17 @@ def _app_name(value: Any, key: str, app: Flask) -> str | None:
 
 
 def _rate_limits(value: Any, key: str, app: Flask) -> str | None:
-    """A Flask-Limiter limit string (``5/minute;50/hour``), checked with ``limits``."""
     if value is None or value == "":
         return None
     try:
         import flask_limiter  # noqa: F401  # the limit is applied through it
         from limits import parse_many
+
+        parse_many(str(value))
     except ImportError:
         raise ConfigurationError(
             f"{key} needs Flask-Limiter: pip install 'flask-confirm-mail[limiter]'."
         ) from None
-    try:
-        parse_many(str(value))
     except ValueError:
         raise ConfigurationError(
             f"{key} must be a rate limit such as '5/minute;50/hour'."
@@ -291,26 +259,18 @@ class OptionSet:
     @classmethod
     def load(cls: type[S], app: Flask, overrides: Mapping[str, Any] | None = None) -> S:
         """Read, check and freeze the settings of ``app``; ``overrides`` (by name) win over
-        ``app.config``, where each default is set with ``setdefault``.
-
-        :raises ConfigurationError: a value is missing or unsafe; the message names the key.
-        """
-        overrides = overrides or {}
-        values: dict[str, Any] = {}
+        ``app.config``, where each default is set. A bad value raises ConfigurationError."""
+        overrides, values = overrides or {}, {}
         for option in cls.options():
-            app.config.setdefault(option.key, option.default)
-            raw = overrides.get(option.name, app.config[option.key])
+            raw = overrides.get(option.name, app.config.setdefault(option.key, option.default))
             values[option.attribute] = option.parse(raw, option.key, app)
         return cls(values)
 
     @classmethod
     def load_from(cls: type[S], mapping: Mapping[str, Any]) -> S:
-        """Read, check and freeze the settings from ``mapping`` (``os.environ``, say) by
-        key, without an app: parsers get ``app=None``. An empty value counts as unset.
-
-        :raises ConfigurationError: a value is missing or unsafe; the message names the key.
-        """
-        values: dict[str, Any] = {}
+        """As :meth:`load`, from ``mapping`` (``os.environ``, say) by key, without an app
+        (parsers get ``app=None``). An empty value counts as unset."""
+        values = {}
         for option in cls.options():
             raw = mapping.get(option.key)
             raw = option.default if raw is None or raw == "" else raw
@@ -319,120 +279,87 @@ class OptionSet:
 
 
 class Settings(OptionSet):
-    """The checked settings of one app. The options marked ``advanced`` tune delivery and
-    the emails' wording, and are listed in a table of their own."""
+    """The checked settings of one app."""
 
+    # fmt: off
     external_url = Option(
-        None,
-        _external_url,
+        None, _external_url,
         "Base URL of the site for links in emails, e.g. `https://catloader.example.com`. "
-        "Unset: built from `SERVER_NAME`. Never taken from the request's Host header.",
+        "Unset: built from `SERVER_NAME`, never from the request's Host header.",
     )
     sender = Option(
-        None,
-        _sender,
-        'From address, `"Name <addr>"` or a `(name, addr)` pair. Unset: `MAIL_DEFAULT_SENDER`.',
+        None, _sender, "The From address or `(name, address)` pair. Unset: `MAIL_DEFAULT_SENDER`."
     )
     secret = Option(
-        None,
-        _link_secret,
-        "Key that signs link tokens and codes, at least 32 bytes, or a list of keys, newest "
-        "last (the older ones still verify). Unset: derived, for this purpose only "
-        "(HMAC-SHA256), from `SECRET_KEY` and from each of `SECRET_KEY_FALLBACKS`.",
+        None, _link_secret,
+        "Key that signs link tokens and codes, or a list of keys, newest last (the older ones "
+        "still verify). Unset: derived from `SECRET_KEY` and each of `SECRET_KEY_FALLBACKS`.",
     )
-    lifetime = Option(
-        timedelta(hours=48),
-        duration(),
-        "How long a link works, counted from sending (a `timedelta` or seconds).",
+    lifetime = Option(timedelta(hours=48), duration(), "How long a link works after sending.")
+    url_prefix = Option(
+        "/confirm", lambda value, key, app: "/" + str(value).strip("/"), "URL prefix of the routes."
     )
-    url_prefix = Option("/confirm", _url_prefix, "Where the blueprint's routes live.")
     delivery = Option(
-        "thread",
-        _choice("sync", "thread", "worker", "queue"),
+        "thread", _delivery,
         "`sync` (after the request's commit), `thread` (a sender thread in the app process), "
-        "`worker` (`flask confirm-mail worker`) or `queue` (the app's task queue: "
-        "`ConfirmMail.handoff`).",
+        "`worker` (`flask confirm-mail worker`) or `queue` (`ConfirmMail.handoff`).",
     )
     confirmed_endpoint = Option(
-        None,
-        text,
-        "Endpoint to redirect to after a confirmation. Unset: a page of the extension says so.",
+        None, text, "Endpoint to redirect to after a confirmation. Unset: a page says so."
     )
     unconfirmed_endpoint = Option(
-        None,
-        text,
+        None, text,
         "Where `confirmed_required` sends unconfirmed users (HTML). Unset: the resend page.",
     )
     unconfirmed_access_for = Option(
-        0,
-        duration(allow_zero=True),
-        "How long after sign-up `confirmed_required` still lets an unconfirmed user through "
-        "(a `timedelta` or seconds; as Devise's `allow_unconfirmed_access_for`). 0: never.",
+        0, duration(allow_zero=True),
+        "How long after sign-up `confirmed_required` still lets an unconfirmed user in. 0: never.",
     )
     resend_cooldown = Option(
-        60,
-        duration(allow_zero=True),
-        "Seconds between two emails to one address from the resend route.",
+        60, duration(allow_zero=True), "Shortest time between two resend emails to one address."
     )
     resend_limit = Option(
-        None,
-        _rate_limits,
-        "Per-client limit on POSTs to the resend route, e.g. `5/minute;50/hour`, applied "
-        "with the app's Flask-Limiter `Limiter`.",
+        None, _rate_limits,
+        "Per-client limit on resend POSTs, e.g. `5/minute;50/hour`, applied with Flask-Limiter.",
     )
     confirm_on_get = Option(
-        False,
-        lambda value, key, app: bool(value),
-        "Confirm on GET of the link, as the original did. Off: GET shows a button that "
-        "POSTs, so mail scanners that fetch links confirm nothing.",
+        False, lambda value, key, app: bool(value),
+        "Confirm on GET of the link. Off: GET shows a button that POSTs, so mail scanners that "
+        "fetch links confirm nothing.",
     )
     change_notice = Option(
-        True,
-        lambda value, key, app: bool(value),
-        "After an email change, send the old address a short notice without a link, the "
-        "new address masked (`j***@e***.com`).",
+        True, lambda value, key, app: bool(value),
+        "After an email change, send the old address a notice without a link, the new address "
+        "masked (`j***@e***.com`).",
     )
     reminders = Option(
-        (),
-        _reminders,
-        'Delays after sign-up at which a never-confirmed account is reminded, once each: `"1d, '
-        '3d"` (d, h, m, s), or seconds or timedeltas. Sent by `flask confirm-mail worker` and '
-        "`flask confirm-mail remind --yes`. Empty: none.",
+        (), _reminders,
+        "Delays after sign-up at which a never-confirmed account is reminded, once each; sent "
+        "by `flask confirm-mail worker` and `flask confirm-mail remind --yes`. Empty: none.",
     )
-    max_attempts = Option(
-        8, number(1, integer=True), "Delivery attempts before a message is `dead`."
-    )
+    max_attempts = Option(8, number(1, integer=True), "Delivery attempts before a message is dead.")
 
-    # -- advanced --
     app_name = Option(
-        None,
-        _app_name,
-        "Name of the site shown in emails and pages. Unset: the host of the external URL.",
-        advanced=True,
+        None, _app_name,
+        "Name of the site in emails and pages. Unset: the host of the external URL.", advanced=True,
     )
     change_email_endpoint = Option(
-        None,
-        text,
-        "Endpoint of the app's change-email page, linked from the pages that say mail to "
-        "the user's address bounced. Unset: the pages only say so.",
-        advanced=True,
+        None, text,
+        "Endpoint of the app's change-email page, linked from the pages that say mail to the "
+        "user's address bounced. Unset: the pages only say so.", advanced=True,
     )
     concurrency = Option(
-        8,
-        number(1, integer=True, maximum=256),
-        "Emails in flight at once per delivery process, each over its own reused SMTP "
-        "connection. Providers cap connections per account: stay below that in all processes.",
-        advanced=True,
+        8, number(1, integer=True, maximum=256),
+        "Emails in flight at once per delivery process, each over its own reused SMTP connection. "
+        "Providers cap connections per account: stay below that in all processes.", advanced=True,
     )
     max_rate = Option(
-        None,
-        optional(number(0.001)),
+        None, optional(number(0.001)),
         "Messages per second per delivery process, for providers that cap it. Unset: no limit.",
         advanced=True,
     )
-    smtp_timeout = Option(
-        10.0, number(0.001), "Seconds for each SMTP socket operation.", advanced=True
-    )
+    smtp_timeout = Option(10.0, number(0.001), "Seconds per SMTP socket operation.", advanced=True)
+    # fmt: on
 
     @classmethod
     def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:

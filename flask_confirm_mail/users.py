@@ -22,14 +22,12 @@ AnySession = Session | scoped_session[Any]
 
 
 class ConfirmableMixin:
-    """Columns for a new Flask-SQLAlchemy user model.
-
-    - ``email``: the address the user logs in with (unique).
-    - ``email_confirmed_at``: when ``email`` was confirmed (naive UTC), ``None`` before.
-    - ``pending_email``: a new address waiting for confirmation after an email change;
-      ``email`` stays the login until it is confirmed. Indexed: each sign-up, change and
-      confirmation clears the address from other accounts' ``pending_email``.
-    """
+    """Columns for a new Flask-SQLAlchemy user model: ``email``, the unique login;
+    ``email_confirmed_at``, when it was confirmed (naive UTC), else ``None``; ``pending_email``,
+    a new address waiting for confirmation after a change (``email`` stays the login until
+    then). Indexed: each sign-up, change and confirmation clears the address from other
+    accounts' ``pending_email``, and without the index that UPDATE reads the whole table while
+    it holds the write lock."""
 
     @declared_attr
     def email(cls) -> Mapped[str]:
@@ -41,8 +39,6 @@ class ConfirmableMixin:
 
     @declared_attr
     def pending_email(cls) -> Mapped[str | None]:
-        # Without the index, that clearing UPDATE reads the whole table while it holds the
-        # write lock.
         return mapped_column(sa.String(254), nullable=True, default=None, index=True)
 
     @property
@@ -70,11 +66,9 @@ class UserColumns:
             raise ConfigurationError("user_model must be a mapped (Flask-SQLAlchemy) model class.")
         if len(mapper.primary_key) != 1:
             raise ConfigurationError("user_model must have a single-column primary key.")
-        self.model = model
-        self.id_column = mapper.primary_key[0]
+        self.model, self.id_column = model, mapper.primary_key[0]
         self.id_attribute = mapper.get_property_by_column(self.id_column).key
-        self.email_attribute = email
-        self.confirmed_attribute = confirmed
+        self.email_attribute, self.confirmed_attribute = email, confirmed
         self.pending_attribute = pending_email
         self.email_column = self._column(mapper, email)
         self.confirmed_column = self._column(mapper, confirmed)
@@ -102,8 +96,6 @@ class UserColumns:
         column: sa.Column[Any] = columns[0]
         return column
 
-    # --- an instance, in the caller's session --------------------------------------------
-
     def id_of(self, user: Any) -> str:
         return str(getattr(user, self.id_attribute))
 
@@ -130,8 +122,7 @@ class UserColumns:
             setattr(user, self.pending_attribute, address)
 
     def check_fits(self, address: str) -> str:
-        """``address``, or :class:`~flask_confirm_mail.errors.AddressError` if it is longer
-        than the columns hold (a database error otherwise)."""
+        """``address``, or AddressError if it is longer than the columns hold."""
         if self.max_address_length is not None and len(address) > self.max_address_length:
             raise AddressError("The email address is too long.")
         return address
@@ -143,11 +134,8 @@ class UserColumns:
                 yield attribute, getattr(user, attribute)
 
     def canonicalize(self, user: Any, *, strict: bool) -> None:
-        """Rewrite ``user``'s changed address attributes in canonical form.
-
-        With ``strict``, an address attribute that is not one valid address raises
-        :class:`~flask_confirm_mail.errors.AddressError`; otherwise it is left as it is.
-        """
+        """Rewrite ``user``'s changed addresses in canonical form; an invalid one raises
+        :class:`~flask_confirm_mail.errors.AddressError` with ``strict``, else stays as it is."""
         for attribute, value in self._changed_addresses(user):
             if value is None and attribute == self.pending_attribute:
                 continue
@@ -161,8 +149,7 @@ class UserColumns:
                 setattr(user, attribute, canonical)
 
     def void_claims_of(self, session: AnySession, user: Any) -> None:
-        """After a flush wrote ``user``'s new address or pending address, void the claims
-        other accounts hold to it (see :meth:`void_pending_claims`)."""
+        """After a flush wrote ``user``'s changed addresses, void other accounts' claims."""
         for _, value in self._changed_addresses(user):
             if value is not None:
                 self.void_pending_claims(session, value, getattr(user, self.id_attribute))
@@ -171,21 +158,14 @@ class UserColumns:
         """Clear ``address`` as the pending address of every account but ``user_id``: run
         when an account asks for ``address`` (sign-up, change) and when it confirms it, so a
         pending address identifies one account and links mailed to others for it stop working."""
-        statement = self._void_claims(address, user_id)
-        if statement is not None:
+        if (statement := self._void_claims(address, user_id)) is not None:
             session.connection().execute(statement)
 
     def _void_claims(self, address: str, user_id: Any) -> sa.Update | None:
-        pending = self.pending_column
-        if pending is None:
+        if (pending := self.pending_column) is None:
             return None
-        return (
-            sa.update(self.model.__table__)
-            .where(pending == address, self.id_column != user_id)
-            .values({pending: None})
-        )
-
-    # --- queries ---------------------------------------------------------------------------
+        claimed = sa.and_(pending == address, self.id_column != user_id)
+        return sa.update(self.model.__table__).where(claimed).values({pending: None})
 
     def parse_id(self, subject: str) -> Any:
         """Turn a token's ``sub`` into a primary key value without touching the database."""
@@ -200,9 +180,8 @@ class UserColumns:
         self, session: AnySession, address: str, *, lock: bool = False
     ) -> tuple[Any, Purpose | None]:
         """The user whose address (``signup``) or pending address (``change``) is ``address``
-        (canonical), else ``(None, None)``; also when several accounts hold it as their
-        pending address (rows written before a pending address identified one account), so
-        a link goes to nobody rather than to an account that did not ask for it."""
+        (canonical), else ``(None, None)``, also when several accounts hold it as pending
+        (rows from before it identified one account): a link then goes to nobody."""
         pairs = ((self.email_column, Purpose.SIGNUP), (self.pending_column, Purpose.CHANGE))
         for column, purpose in pairs:
             if column is None:
@@ -218,10 +197,9 @@ class UserColumns:
         return column.is_not(True) if self.confirmed_is_boolean else column.is_(None)
 
     def waiting_ids(self, dialect: str) -> sa.Select[Any] | None:
-        """The ids, as strings (the outbox's ``user_id``), of users whose own address is
-        unconfirmed and who have no pending address: those a reminder may go to. ``None`` for
-        UUID keys outside PostgreSQL, whose text in SQL is not ``str(uuid)`` (SQLite stores
-        32 hex digits)."""
+        """The ids, as the outbox's ``user_id`` strings, of unconfirmed users with no pending
+        address (those a reminder may go to); ``None`` for UUID keys outside PostgreSQL, whose
+        SQL text is not ``str(uuid)``."""
         if self._id_type is uuid.UUID and dialect != "postgresql":
             return None
         query = sa.select(sa.cast(self.id_column, sa.String(64))).where(self._unconfirmed())
@@ -232,30 +210,20 @@ class UserColumns:
     def confirm(
         self, session: AnySession, user_id: Any, address: str, now: datetime
     ) -> Purpose | None:
-        """Confirm ``address`` for ``user_id`` with one conditional UPDATE.
-
-        Confirms the user's address while it is ``address`` and unconfirmed (``signup``),
-        else the pending address when it is ``address`` (``change``, which makes it the
-        user's address), and voids every other account's pending claim to it. Returns
-        which, or ``None`` when the row matched neither. Concurrent calls confirm once.
-        Raises what the database raises (a unique address taken since).
-        """
-        table = self.model.__table__
+        """Confirm ``address`` for ``user_id`` with one conditional UPDATE, so concurrent calls
+        confirm once: the user's address if it is ``address`` and unconfirmed (``signup``), else
+        the pending address if it is ``address`` (``change``: it becomes the address); void other
+        accounts' claims to it. ``None`` if neither matched; database errors propagate."""
+        row = sa.update(self.model.__table__).where(self.id_column == user_id)
         confirmed = {self.confirmed_column: self.confirmed_value(now)}
-        signup = (
-            sa.update(table)
-            .where(self.id_column == user_id, self.email_column == address, self._unconfirmed())
-            .values(confirmed)
-        )
+        signup = row.where(self.email_column == address, self._unconfirmed()).values(confirmed)
         if session.execute(signup).rowcount == 1:  # type: ignore[attr-defined]
             purpose = Purpose.SIGNUP
         elif self.pending_column is None:
             return None
         else:
-            change = (
-                sa.update(table)
-                .where(self.id_column == user_id, self.pending_column == address)
-                .values({self.email_column: address, self.pending_column: None, **confirmed})
+            change = row.where(self.pending_column == address).values(
+                {self.email_column: address, self.pending_column: None, **confirmed}
             )
             if session.execute(change).rowcount != 1:  # type: ignore[attr-defined]
                 return None
