@@ -1,9 +1,7 @@
 """The caller's transaction: in a sign-up view each new user gets an outbox row in the same
 flush, and the rows a commit saved are handed to the delivery mode.
 
-:func:`listen_to_session` puts these hooks on ``db.session`` once per ``db``. A rollback
-drops both the user and its row; only a commit hands rows to delivery (``sync``,
-``thread``, ``worker`` or ``queue``).
+A rollback drops both the user and its row; only a commit hands rows to delivery.
 """
 
 from __future__ import annotations
@@ -33,15 +31,12 @@ _listening: weakref.WeakSet[SQLAlchemy] = weakref.WeakSet()
 
 
 def listen_to_session(db: SQLAlchemy) -> None:
-    """Listen on ``db.session`` (once per ``db``)."""
-    if db in _listening:
-        return
-    _listening.add(db)
-    event.listen(db.session, "before_flush", _before_flush)
-    event.listen(db.session, "after_flush", _after_flush)
-    event.listen(db.session, "after_flush_postexec", _after_flush_postexec)
-    event.listen(db.session, "after_commit", _after_commit)
-    event.listen(db.session, "after_rollback", _after_rollback)
+    """Put this module's hooks on ``db.session`` (once per ``db``)."""
+    if db not in _listening:
+        _listening.add(db)
+        hooks = _before_flush, _after_flush, _after_flush_postexec, _after_commit, _after_rollback
+        for hook in hooks:
+            event.listen(db.session, hook.__name__[1:], hook)  # e.g. "after_commit"
 
 
 def begin_signup() -> None:
@@ -53,40 +48,25 @@ def end_signup() -> None:
     setattr(g, _SIGNUP_DEPTH, max(g.get(_SIGNUP_DEPTH, 0) - 1, 0))
 
 
-def _in_signup() -> bool:
-    return bool(g.get(_SIGNUP_DEPTH, 0))
-
-
 def _flow_of(session: Session) -> ConfirmationFlow | None:
     """The current app's flow, if ``session`` is the session of its ``db``."""
-    if not has_app_context():
+    flow: ConfirmationFlow | None = (
+        current_app.extensions.get(EXTENSION_KEY) if has_app_context() else None
+    )
+    if flow is None or not flow.db.session.registry.has():
         return None
-    flow: ConfirmationFlow | None = current_app.extensions.get(EXTENSION_KEY)
-    if flow is None:
-        return None
-    registry = flow.db.session.registry
-    if not registry.has() or registry() is not session:
-        return None
-    return flow
+    return flow if flow.db.session.registry() is session else None
 
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    """Store users' new addresses in canonical form; in a sign-up, refuse invalid ones.
-
-    Whatever spelling the app's view saved (the raw form value), the row holds the
-    canonical address, so one mailbox is one account and every lookup finds it.
-    """
+    """Store users' new addresses in canonical form (one mailbox, one account); in a
+    sign-up, refuse invalid ones."""
     flow = _flow_of(session)
-    if flow is None:
-        return
-    columns = flow.columns
-    signup = _in_signup()
-    for obj in session.new:
-        if isinstance(obj, columns.model):
-            columns.canonicalize(obj, strict=signup)
-    for obj in session.dirty:
-        if isinstance(obj, columns.model):
-            columns.canonicalize(obj, strict=False)
+    if flow is not None:
+        new, signup = session.new, bool(g.get(_SIGNUP_DEPTH, 0))
+        for obj in (*new, *session.dirty):
+            if isinstance(obj, flow.columns.model):
+                flow.columns.canonicalize(obj, strict=signup and obj in new)
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
@@ -97,11 +77,11 @@ def _after_flush(session: Session, flush_context: Any) -> None:
     for obj in (*session.new, *session.dirty):
         if isinstance(obj, columns.model):
             columns.void_claims_of(session, obj)
-    signup = _in_signup()
+    signup = bool(g.get(_SIGNUP_DEPTH, 0))
     for obj in session.new:
         if isinstance(obj, flow.outbox_model):
             session.info.setdefault(_QUEUED, []).append(obj.id)
-        elif signup and isinstance(obj, flow.columns.model):
+        elif signup and isinstance(obj, columns.model):
             session.info.setdefault(_NEW_USERS, []).append(obj)
 
 
@@ -123,23 +103,21 @@ def _after_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session) -> None:
-    if session.get_nested_transaction() is not None:
-        return  # only a savepoint: what the outer transaction queued stays queued
-    session.info.pop(_NEW_USERS, None)
-    session.info.pop(_QUEUED, None)
+    if session.get_nested_transaction() is None:  # a savepoint's keeps the outer queue
+        session.info.pop(_NEW_USERS, None)
+        session.info.pop(_QUEUED, None)
 
 
 def dispatch(flow: ConfirmationFlow, ids: list[int]) -> None:
     """Hand messages just committed to the outbox to the delivery mode.
 
-    In a request, ``thread`` mode wakes this process's sender (starting it if it does
-    not run). Outside a request (a CLI command, a script, the shell), it delivers
-    at once, as ``sync`` does: no response waits, and the process may exit right after,
-    ending a background sender mid-send. So does ``sync`` for a resend queued after its
-    response was sent: no ``after_request`` is left to run in that request.
+    ``thread`` mode wakes this process's sender in a request. Outside one (CLI, script,
+    shell) it delivers at once, as ``sync`` does: the process may exit right after, ending
+    a background sender mid-send. So does ``sync`` for a resend run after its response:
+    no ``after_request`` is left to run.
     """
     mode = flow.settings.delivery
-    after_response = g.get(AFTER_RESPONSE, False)  # a resend's work, once answered
+    after_response = g.get(AFTER_RESPONSE, False)
     if mode == "queue":
         if flow.handoff is None:
             logger.error(
