@@ -1,14 +1,10 @@
-"""The confirmation flow of one app: queue an email, confirm by link or code; and the public
-functions that act on the current app.
-
-``init_app`` builds one :class:`ConfirmationFlow` per app (``app.extensions["confirm_mail"]``).
-It works in the caller's session, except the confirmations, which commit their own.
-"""
+"""The confirmation flow of one app (queue an email, confirm by link or code), in the
+caller's session except the confirmations, which commit; and the public functions on it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -61,56 +57,43 @@ def _app() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class ConfirmationFlow:
     """Everything one app's confirmation flow needs, built once by ``init_app``."""
 
-    def __init__(
-        self,
-        *,
-        db: SQLAlchemy,
-        outbox_model: type[Any],
-        settings: Settings,
-        columns: UserColumns,
-        transport: Transport,
-    ) -> None:
-        self.db = db
-        self.outbox_model = outbox_model
-        self.outbox_table: sa.Table = outbox_model.__table__
-        self.settings = settings
-        self.columns = columns
-        self.transport = transport
-        #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
-        self.user_getter: Callable[[], Any] | None = None
-        #: ``check(connection, address)``: why ``address`` must not be mailed (a mark with
-        #: ``kind`` and ``marked_at``), or ``None``. The bounces part adds one.
-        self.mail_blockers: list[Callable[[sa.Connection, str], Any]] = []
-        #: ``queue`` mode: hands committed outbox ids to the app's job queue.
-        self.handoff: Callable[[list[int]], object] | None = None
-        key, old_keys = settings.secret[0], settings.secret[1:]
+    db: SQLAlchemy
+    outbox_model: type[Any]
+    settings: Settings
+    columns: UserColumns
+    transport: Transport
+    #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
+    user_getter: Callable[[], Any] | None = None
+    #: ``check(connection, address)``: why not to mail ``address`` (a mark with ``kind`` and
+    #: ``marked_at``), or ``None``.
+    mail_blockers: list[Callable[[sa.Connection, str], Any]] = field(default_factory=list)
+    #: ``queue`` mode: hands committed outbox ids to the app's job queue.
+    handoff: Callable[[list[int]], object] | None = None
+
+    def __post_init__(self) -> None:
+        self.outbox_table: sa.Table = self.outbox_model.__table__
+        settings, (key, *old_keys) = self.settings, self.settings.secret
         self.signer = LinkTokenSigner(key, old_keys, lifetime=settings.lifetime, leeway=LINK_LEEWAY)
         self.codes = CodeHasher(key, old_keys, length=6, alphabet=CODE_ALPHABET)
         self.deliverer = Deliverer(
-            db=db, table=self.outbox_table, settings=settings, transport=transport,
+            db=self.db, table=self.outbox_table, settings=settings, transport=self.transport,
             signer=self.signer, codes=self.codes,
         )  # fmt: skip
         self.sender = BackgroundSender(self.deliverer)
         self._next_reminder_scan = 0.0
 
     def enqueue(
-        self,
-        user: Any,
-        purpose: Purpose,
-        context: dict[str, Any] | None = None,
-        recipient: str | None = None,
-        reminder: int | None = None,
-        locale: str | None = None,
-    ) -> Any:
-        """Add an outbox message for ``user`` to the session, sent after commit: to the
-        user's address (``signup``), the pending one (``change``) or ``recipient``.
-
-        :raises AddressError: the address to mail is not a single valid address.
-        :raises IntegrityError: reminder number ``reminder`` was queued for ``user`` before.
-        """
+        self, user: Any, purpose: Purpose, context: dict[str, Any] | None = None,
+        recipient: str | None = None, reminder: int | None = None, locale: str | None = None,
+    ) -> Any:  # fmt: skip
+        """Add an outbox message for ``user`` to the session, sent after commit, to the user's
+        address (``signup``), the pending one (``change``) or ``recipient``. Raises
+        :class:`AddressError` for an invalid address, ``IntegrityError`` for a ``reminder``
+        number queued before."""
         columns, session = self.columns, self.db.session
         if recipient is None:
             pending = columns.pending_of(user) if purpose == Purpose.CHANGE else None
@@ -144,8 +127,7 @@ class ConfirmationFlow:
     def confirm_user(self, user: Any) -> bool:
         """Mark ``user``'s address (or pending address) confirmed by hand, in the session."""
         columns = self.columns
-        pending = columns.pending_of(user)
-        if pending is not None:
+        if (pending := columns.pending_of(user)) is not None:
             setattr(user, columns.email_attribute, pending)
             columns.set_pending(user, None)
         elif columns.is_confirmed(user):
@@ -164,25 +146,20 @@ class ConfirmationFlow:
 
     def check_link(self, token: str) -> LinkResult:
         """What ``token`` would do, changing nothing (the GET page)."""
-        verified = self._verified(token)
-        if isinstance(verified, LinkResult):
+        if isinstance(verified := self._verified(token), LinkResult):
             return verified
         claims, user_id = verified
         columns = self.columns
         user = self.db.session.get(columns.model, user_id)
-        if user is not None and columns.email_of(user) == claims.email:
-            confirmed = columns.is_confirmed(user)
-            return LinkResult(Outcome.ALREADY_CONFIRMED if confirmed else Outcome.PENDING, user)
-        if user is not None and columns.pending_of(user) == claims.email:
-            return LinkResult(Outcome.PENDING, user)
-        return LinkResult(Outcome.INVALID)
+        if user is None or claims.email not in (columns.email_of(user), columns.pending_of(user)):
+            return LinkResult(Outcome.INVALID)
+        confirmed = columns.email_of(user) == claims.email and columns.is_confirmed(user)
+        return LinkResult(Outcome.ALREADY_CONFIRMED if confirmed else Outcome.PENDING, user)
 
     def confirm_link(self, token: str) -> LinkResult:
-        """Use ``token``: one conditional UPDATE confirms the address it was mailed to, so
-        concurrent uses confirm once and send ``email_confirmed`` once. Commits on success,
-        rolls back otherwise."""
-        verified = self._verified(token)
-        if isinstance(verified, LinkResult):
+        """Use ``token``: one conditional UPDATE confirms its address, so concurrent uses
+        confirm and signal once. Commits on success, rolls back otherwise."""
+        if isinstance(verified := self._verified(token), LinkResult):
             return verified
         claims, user_id = verified
         columns, session = self.columns, self.db.session
@@ -205,14 +182,10 @@ class ConfirmationFlow:
         return LinkResult(Outcome.INVALID)
 
     def confirm_code(self, email: object, code: object) -> LinkResult:
-        """Use the code mailed to ``email`` as its link would be used; commits.
-
-        Counts a try of the code in the newest email to that address; after
-        :data:`CODE_MAX_TRIES` tries it is void. An unknown address and a wrong, used, void
-        or expired code all give :attr:`Outcome.INVALID`, with the same work.
-
-        :raises AddressError: ``email`` is not a single valid address.
-        """
+        """Use the code mailed to ``email`` as its link would be; commits. Counts a try of the
+        newest code to that address (void after :data:`CODE_MAX_TRIES`); an unknown address or
+        a wrong, used, void or expired code gives ``INVALID`` with the same work. Raises
+        :class:`AddressError` for an invalid ``email``."""
         address = normalize_address(email)
         columns, session, table = self.columns, self.db.session, self.outbox_table
         try:
@@ -232,8 +205,7 @@ class ConfirmationFlow:
             except (TokenError, IntegrityError):  # the address was taken by another account
                 session.rollback()
                 purpose = None
-            # Used up: every code of the account once an address is confirmed, else this
-            # address's (it is no longer the account's to confirm).
+            # Used up: all the account's codes once confirmed, else this address's (not its own).
             only = None if purpose is not None else address
             outbox.void_codes(session.connection(), table, user_key, only)
             session.commit()
@@ -247,10 +219,8 @@ class ConfirmationFlow:
 
 
 def get_flow(app: Flask | None = None) -> ConfirmationFlow:
-    """The confirmation flow of ``app`` (default: the current app).
-
-    :raises NotInitializedError: ``init_app`` was not called on that app.
-    """
+    """The confirmation flow of ``app`` (default: the current app); raises
+    :class:`NotInitializedError` if ``init_app`` was not called on it."""
     try:
         flow: ConfirmationFlow = (app or current_app).extensions[EXTENSION_KEY]
     except KeyError:
@@ -262,12 +232,9 @@ def get_flow(app: Flask | None = None) -> ConfirmationFlow:
 
 
 def deliver(ids: Sequence[int]) -> int:
-    """Deliver these committed outbox messages now, in this thread: the app's queue job
-    (``CONFIRM_MAIL_DELIVERY = "queue"``). Returns how many were sent.
-
-    Messages are claimed as in every mode: one held by another worker or already sent is
-    skipped (a job run twice sends once); one that fails stays due for a retry.
-    """
+    """Deliver these committed outbox messages now, in this thread (the job of
+    ``CONFIRM_MAIL_DELIVERY = "queue"``); return how many were sent. One held by another
+    worker or already sent is skipped, one that fails stays due for a retry."""
     return get_flow().deliverer.deliver_now([int(i) for i in ids])
 
 
@@ -278,11 +245,10 @@ def deliver_due() -> int:
 
 
 def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> Any:
-    """Queue a confirmation email for ``user`` in the current session (also to resend); it
-    goes out once the session commits, to the pending address after :func:`change_email`.
+    """Queue a confirmation email for ``user`` in the current session (also to resend),
+    sent on commit, to the pending address after :func:`change_email`; return the message.
 
     :param context: JSON-safe values passed to the email templates as ``context``.
-    :returns: the outbox message.
     :raises AddressError: the address is not a single valid address.
     """
     flow = get_flow()
@@ -292,10 +258,9 @@ def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> An
 
 def change_email(user: Any, new_email: str) -> bool:
     """Record ``new_email`` as ``user``'s unconfirmed new address and mail it a link; commit
-    the session to send. Returns ``False`` when ``new_email`` is already the address.
-
-    With a pending-address column the old address stays the login until the link is used;
-    without one it is replaced at once and marked unconfirmed.
+    the session to send. Returns ``False`` when it already is the address. With a pending
+    column the old address stays the login until the link is used; without one it is
+    replaced at once and marked unconfirmed.
 
     :raises AddressError: ``new_email`` is not a single valid address.
     """
@@ -340,11 +305,9 @@ def stop_delivery(app: Flask | None = None, timeout: float = 10.0) -> None:
 
 
 def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] | None = None) -> None:
-    """Keep link tokens out of the app's and the server's logs; call once, after ``init_app``.
-
-    Filters ``loggers`` (default: the app's, werkzeug's and gunicorn's), replacing the token
-    of ``<CONFIRM_MAIL_URL_PREFIX>/<token>`` and anything shaped like a token with
-    ``[redacted]``. Without it the extension filters only its own logger.
-    """
+    """Keep link tokens out of the app's and the server's logs; call once, after ``init_app``
+    (without it the extension filters only its own logger). Filters ``loggers`` (default:
+    the app's, werkzeug's, gunicorn's), writing ``[redacted]`` for the token of
+    ``<CONFIRM_MAIL_URL_PREFIX>/<token>`` and anything shaped like a token."""
     names = ((app or current_app).logger.name, *SERVER_LOGGERS) if loggers is None else loggers
     install_log_redaction(names, [get_flow(app).settings.url_prefix])

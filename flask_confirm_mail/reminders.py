@@ -29,46 +29,38 @@ class Reminder:
 
 
 def queue_reminders(flow: ConfirmationFlow, *, dry_run: bool = False) -> list[Reminder]:
-    """Queue the reminders due now, in one transaction; return them. Commits, or with
-    ``dry_run`` rolls back and only reports.
+    """Queue the reminders due now in one transaction, commit and return them; with
+    ``dry_run`` roll back and only report them.
 
-    A never-confirmed sign-up (unconfirmed, no address change asked, address not marked
-    undeliverable) gets reminder *n* once ``REMINDERS[n-1]`` has passed since it signed up:
-    each number at most once per user (a unique index, so concurrent workers and reruns
-    never send one twice), and only the latest one due.
+    A sign-up still unconfirmed, with no address change asked and an address not marked
+    undeliverable, gets the latest reminder *n* whose delay has passed since it signed up;
+    a unique index sends each number once per user, whoever runs this and how often.
     """
     delays, columns, session = flow.settings.reminders, flow.columns, flow.db.session
     now = outbox.utcnow()
     due: list[Reminder] = []
     seen: set[str] = set()
     try:
+        begin_immediate(session.connection())  # one scanner at a time
         dialect = session.connection().dialect.name
-        if dialect == "sqlite":
-            begin_immediate(session.connection())  # one scanner at a time
         for number in range(len(delays), 0, -1):
             ids = outbox.signed_up_before(
                 session.connection(), flow.outbox_table, now - delays[number - 1],
                 reminded_from=number, among=columns.waiting_ids(dialect),
             )  # fmt: skip
-            for user_id in ids:
-                if user_id in seen:
-                    continue
+            for user_id in [i for i in ids if i not in seen]:  # each user once, at its latest
                 seen.add(user_id)
                 user = session.get(columns.model, columns.parse_id(user_id))
                 address = None if user is None else columns.email_of(user)
-                if (
-                    address is None
-                    or columns.is_confirmed(user)
-                    or columns.pending_of(user) is not None
-                    or flow.blocked(address) is not None
-                ):
+                if address is None or columns.is_confirmed(user):
+                    continue
+                if columns.pending_of(user) is not None or flow.blocked(address) is not None:
                     continue
                 if not dry_run:
                     # In the sign-up's language: the worker has no request of its own.
-                    key = columns.id_of(user)
-                    locale = outbox.signup_locale(session.connection(), flow.outbox_table, key)
-                    context = {"reminder": number}
+                    locale = outbox.signup_locale(session.connection(), flow.outbox_table, user_id)
                     try:
+                        context = {"reminder": number}
                         flow.enqueue(user, Purpose.REMINDER, context, address, number, locale)
                     except IntegrityError:
                         continue  # another worker queued it first
@@ -87,9 +79,7 @@ def remind_when_due(flow: ConfirmationFlow, every: float = SCAN_INTERVAL) -> Non
         return
     flow._next_reminder_scan = time.monotonic() + every
     try:
-        queued = queue_reminders(flow)
+        if queued := queue_reminders(flow):
+            logger.info("Queued %s reminder email(s)", len(queued))
     except Exception:
         logger.exception("Could not queue the reminders due; trying again later")
-        return
-    if queued:
-        logger.info("Queued %s reminder email(s)", len(queued))

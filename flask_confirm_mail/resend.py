@@ -22,19 +22,14 @@ logger = logging.getLogger("flask_confirm_mail")
 
 
 def request_resend(flow: ConfirmationFlow, email: object, *, requester: str | None = None) -> None:
-    """Queue a new link for ``email`` when it is waiting for confirmation.
+    """Queue a new link for ``email`` if it waits for confirmation, returning the same way
+    whether or not it does (unknown, confirmed, cooling down, undeliverable).
 
-    Unknown, confirmed, cooling-down (``RESEND_COOLDOWN``) and undeliverable addresses
-    return the same way. ``requester`` is the logged-in user's id (a string) or ``None``.
-    Anyone may ask for a sign-up's link, but a logged-in user gets only their own, and a
-    pending new address is mailed only when its account asks: a squatter's link never
-    reaches a victim who asked for "their" link again.
-
-    In a request only the address and the database are checked before the answer; the
-    lookup and queueing run once the response is sent, so every answer takes the same
-    work, and a failure there is logged and retried. Outside a request all runs at once.
-
-    :raises AddressError: ``email`` is not a single valid address.
+    ``requester`` is the logged-in user's id or ``None``. A logged-in user gets only their
+    own link and a pending new address only its account's, so a squatter's link never
+    reaches a victim. In a request the work runs after the response (the same answer time
+    for every address), logged and retried if it fails. Raises :class:`AddressError` for
+    an invalid ``email``.
     """
     address = normalize_address(email)
     if not has_request_context():
@@ -56,13 +51,10 @@ def request_resend(flow: ConfirmationFlow, email: object, *, requester: str | No
                     final = attempt == RESEND_ATTEMPTS
                     logger.log(
                         logging.ERROR if final else logging.WARNING,
-                        "A resend could not be queued (attempt %d of %d): %s%s",
-                        attempt,
-                        RESEND_ATTEMPTS,
-                        type(exc).__name__,
-                        "; the user has to ask again" if final else "; retrying",
-                        exc_info=final,
-                    )
+                        "A resend could not be queued (attempt %d of %d): %s%s", attempt,
+                        RESEND_ATTEMPTS, type(exc).__name__,
+                        "; the user has to ask again" if final else "; retrying", exc_info=final,
+                    )  # fmt: skip
             if attempt < RESEND_ATTEMPTS:
                 time.sleep(0.1 * attempt)
 
@@ -73,16 +65,12 @@ def request_resend(flow: ConfirmationFlow, email: object, *, requester: str | No
 
 
 def resend_now(flow: ConfirmationFlow, address: str, *, requester: str | None = None) -> None:
-    """The work of :func:`request_resend` for a normalized ``address``, at once.
-
-    One small transaction, committed when a message is queued. It locks the user rows
-    (SQLite: the whole database), so concurrent resends check the cooldown in turn.
-    """
+    """:func:`request_resend`'s work for a normalized ``address``, at once, in one small
+    transaction that locks the user rows (SQLite: the database): concurrent resends for one
+    address check the cooldown in turn."""
     session, columns = flow.db.session, flow.columns
     try:
-        connection = session.connection()
-        if connection.dialect.name == "sqlite":
-            begin_immediate(connection)
+        begin_immediate(session.connection())
         user, purpose = columns.find(session, address, lock=True)
         if user is None or purpose is None:
             return
@@ -92,12 +80,10 @@ def resend_now(flow: ConfirmationFlow, address: str, *, requester: str | None = 
         if (purpose == Purpose.CHANGE or requester is not None) and requester != owner:
             return  # a link goes only to the account that asked for it
         last = outbox.last_queued_at(session.connection(), flow.outbox_table, address)
-        if last is not None and outbox.utcnow() - last < flow.settings.resend_cooldown:
-            return
-        if flow.blocked(address) is not None:  # e.g. known to bounce
-            return
-        flow.enqueue(user, purpose)
-        session.commit()
+        cooling = last is not None and outbox.utcnow() - last < flow.settings.resend_cooldown
+        if not cooling and flow.blocked(address) is None:  # blocked: e.g. known to bounce
+            flow.enqueue(user, purpose)
+            session.commit()
     finally:
         session.rollback()
 
@@ -105,5 +91,6 @@ def resend_now(flow: ConfirmationFlow, address: str, *, requester: str | None = 
 def begin_immediate(connection: sa.Connection) -> None:
     """On SQLite, which has no row locks, start the transaction holding the write lock
     (others wait up to the driver's busy timeout)."""
-    if not getattr(connection.connection.dbapi_connection, "in_transaction", True):
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite and not getattr(connection.connection.dbapi_connection, "in_transaction", True):
         connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,13 +1,9 @@
 """The caller's transaction: in a sign-up view each new user gets an outbox row in the same
-flush, and the rows a commit saved are handed to the delivery mode.
-
-A rollback drops both the user and its row; only a commit hands rows to delivery.
-"""
+flush (a rollback drops both), and the rows a commit saved go to the delivery mode."""
 
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any
 
 from flask import Response, current_app, g, has_app_context, has_request_context
@@ -27,13 +23,10 @@ _NEW_USERS = "confirm_mail_new_users"
 _QUEUED = "confirm_mail_queued_ids"
 _SIGNUP_DEPTH = "_confirm_mail_signup_depth"
 
-_listening: weakref.WeakSet[SQLAlchemy] = weakref.WeakSet()
-
 
 def listen_to_session(db: SQLAlchemy) -> None:
     """Put this module's hooks on ``db.session`` (once per ``db``)."""
-    if db not in _listening:
-        _listening.add(db)
+    if not event.contains(db.session, "after_commit", _after_commit):
         hooks = _before_flush, _after_flush, _after_flush_postexec, _after_commit, _after_rollback
         for hook in hooks:
             event.listen(db.session, hook.__name__[1:], hook)  # e.g. "after_commit"
@@ -50,17 +43,16 @@ def end_signup() -> None:
 
 def _flow_of(session: Session) -> ConfirmationFlow | None:
     """The current app's flow, if ``session`` is the session of its ``db``."""
-    flow: ConfirmationFlow | None = (
-        current_app.extensions.get(EXTENSION_KEY) if has_app_context() else None
-    )
-    if flow is None or not flow.db.session.registry.has():
+    if not has_app_context():
         return None
-    return flow if flow.db.session.registry() is session else None
+    flow: ConfirmationFlow | None = current_app.extensions.get(EXTENSION_KEY)
+    registry = flow.db.session.registry if flow is not None else None
+    return flow if registry is not None and registry.has() and registry() is session else None
 
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    """Store users' new addresses in canonical form (one mailbox, one account); in a
-    sign-up, refuse invalid ones."""
+    """Store users' addresses in canonical form (one mailbox, one account); in a sign-up,
+    refuse invalid ones."""
     flow = _flow_of(session)
     if flow is not None:
         new, signup = session.new, bool(g.get(_SIGNUP_DEPTH, 0))
@@ -73,16 +65,14 @@ def _after_flush(session: Session, flush_context: Any) -> None:
     flow = _flow_of(session)
     if flow is None:
         return
-    columns = flow.columns
-    for obj in (*session.new, *session.dirty):
-        if isinstance(obj, columns.model):
-            columns.void_claims_of(session, obj)
-    signup = bool(g.get(_SIGNUP_DEPTH, 0))
-    for obj in session.new:
-        if isinstance(obj, flow.outbox_model):
+    new, signup = session.new, bool(g.get(_SIGNUP_DEPTH, 0))
+    for obj in (*new, *session.dirty):
+        if isinstance(obj, flow.columns.model):
+            flow.columns.void_claims_of(session, obj)
+            if signup and obj in new:
+                session.info.setdefault(_NEW_USERS, []).append(obj)
+        elif isinstance(obj, flow.outbox_model) and obj in new:
             session.info.setdefault(_QUEUED, []).append(obj.id)
-        elif signup and isinstance(obj, columns.model):
-            session.info.setdefault(_NEW_USERS, []).append(obj)
 
 
 def _after_flush_postexec(session: Session, flush_context: Any) -> None:
@@ -109,30 +99,23 @@ def _after_rollback(session: Session) -> None:
 
 
 def dispatch(flow: ConfirmationFlow, ids: list[int]) -> None:
-    """Hand messages just committed to the outbox to the delivery mode.
-
-    ``thread`` mode wakes this process's sender in a request. Outside one (CLI, script,
-    shell) it delivers at once, as ``sync`` does: the process may exit right after, ending
-    a background sender mid-send. So does ``sync`` for a resend run after its response:
-    no ``after_request`` is left to run.
-    """
-    mode = flow.settings.delivery
-    after_response = g.get(AFTER_RESPONSE, False)
-    if mode == "queue":
-        if flow.handoff is None:
-            logger.error(
-                "CONFIRM_MAIL_DELIVERY is 'queue' but no handoff is registered: the emails "
-                "wait for deliver_due()"
-            )
-        else:
-            flow.handoff(ids)
+    """Hand messages just committed to the outbox to the delivery mode. Outside a request
+    ``thread`` delivers at once, as ``sync`` does (the process may exit mid-send); so does
+    ``sync`` after a resend's response, when no ``after_request`` is left to run."""
+    mode, after_response = flow.settings.delivery, g.get(AFTER_RESPONSE, False)
+    if mode == "queue" and flow.handoff is not None:
+        flow.handoff(ids)
+    elif mode == "queue":
+        logger.error(
+            "CONFIRM_MAIL_DELIVERY is 'queue' but no handoff is registered: the emails "
+            "wait for deliver_due()"
+        )
     elif mode == "thread" and (has_request_context() or after_response):
         flow.sender.wake(current_app._get_current_object())  # type: ignore[attr-defined]
+    elif mode == "sync" and has_request_context() and not after_response:
+        g.setdefault(_SYNC_QUEUE, []).extend(ids)
     elif mode in ("thread", "sync"):
-        if has_request_context() and not after_response:
-            g.setdefault(_SYNC_QUEUE, []).extend(ids)
-        else:
-            flow.deliverer.deliver_now(ids)
+        flow.deliverer.deliver_now(ids)
 
 
 def deliver_after_request(response: Response) -> Response:
