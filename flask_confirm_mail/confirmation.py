@@ -1,15 +1,10 @@
-"""The confirmation flow of one app: queue an email, change an address, confirm by link
-or code; and the public functions that act on the current app.
-
-``init_app`` builds one :class:`ConfirmationFlow` per app (``app.extensions["confirm_mail"]``).
-Its methods work in the caller's session and transaction, except the confirmations, which
-commit their own small transaction.
-"""
+"""The confirmation flow of one app (queue an email, confirm by link or code), in the
+caller's session except the confirmations, which commit; and the public functions on it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -32,8 +27,7 @@ from .transport import Transport
 from .users import UserColumns
 
 EXTENSION_KEY = "confirm_mail"
-#: Every confirmation code is 6 digits, each of the 10**6 codes as likely.
-CODE_LENGTH = 6
+#: The digits of a confirmation code (6 of them, each code as likely).
 CODE_ALPHABET = "0123456789"
 #: Wrong tries of one code before it is void and a new email is needed.
 CODE_MAX_TRIES = 5
@@ -44,8 +38,7 @@ LINK_LEEWAY = 30
 class Outcome(str, Enum):
     """What a link does; the ``status`` field of the JSON answers."""
 
-    #: Valid and waiting: the GET page offers the confirm button.
-    PENDING = "pending"
+    PENDING = "pending"  #: Valid and waiting: the GET page offers the confirm button.
     CONFIRMED = "confirmed"
     ALREADY_CONFIRMED = "already_confirmed"
     EXPIRED = "expired"
@@ -64,149 +57,77 @@ def _app() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class ConfirmationFlow:
     """Everything one app's confirmation flow needs, built once by ``init_app``."""
 
-    def __init__(
-        self,
-        *,
-        db: SQLAlchemy,
-        outbox_model: type[Any],
-        settings: Settings,
-        columns: UserColumns,
-        transport: Transport,
-    ) -> None:
-        self.db = db
-        self.outbox_model = outbox_model
-        self.outbox_table: sa.Table = outbox_model.__table__
-        self.settings = settings
-        self.columns = columns
-        self.transport = transport
-        #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
-        self.user_getter: Callable[[], Any] | None = None
-        #: ``check(connection, address)``: why ``address`` must not be mailed (a mark such
-        #: as a bounce, with ``kind`` and ``marked_at``), or ``None``. The bounces part
-        #: adds one.
-        self.mail_blockers: list[Callable[[sa.Connection, str], Any]] = []
-        self.signer = LinkTokenSigner(
-            settings.secret[0], settings.secret[1:], lifetime=settings.lifetime,
-            leeway=LINK_LEEWAY,
-        )  # fmt: skip
-        self.codes = CodeHasher(
-            settings.secret[0], settings.secret[1:], length=CODE_LENGTH,
-            alphabet=CODE_ALPHABET,
-        )  # fmt: skip
+    db: SQLAlchemy
+    outbox_model: type[Any]
+    settings: Settings
+    columns: UserColumns
+    transport: Transport
+    #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
+    user_getter: Callable[[], Any] | None = None
+    #: ``check(connection, address)``: why not to mail ``address`` (a mark with ``kind`` and
+    #: ``marked_at``), or ``None``.
+    mail_blockers: list[Callable[[sa.Connection, str], Any]] = field(default_factory=list)
+    #: ``queue`` mode: hands committed outbox ids to the app's job queue.
+    handoff: Callable[[list[int]], object] | None = None
+
+    def __post_init__(self) -> None:
+        self.outbox_table: sa.Table = self.outbox_model.__table__
+        settings, (key, *old_keys) = self.settings, self.settings.secret
+        self.signer = LinkTokenSigner(key, old_keys, lifetime=settings.lifetime, leeway=LINK_LEEWAY)
+        self.codes = CodeHasher(key, old_keys, length=6, alphabet=CODE_ALPHABET)
         self.deliverer = Deliverer(
-            db=db, table=self.outbox_table, settings=settings, transport=transport,
+            db=self.db, table=self.outbox_table, settings=settings, transport=self.transport,
             signer=self.signer, codes=self.codes,
         )  # fmt: skip
         self.sender = BackgroundSender(self.deliverer)
         self._next_reminder_scan = 0.0
-        #: ``queue`` mode: hands committed outbox ids to the app's job queue
-        #: (:meth:`ConfirmMail.handoff <flask_confirm_mail.ConfirmMail.handoff>`).
-        self.handoff: Callable[[list[int]], object] | None = None
 
     def enqueue(
-        self,
-        user: Any,
-        purpose: Purpose = Purpose.SIGNUP,
-        context: dict[str, Any] | None = None,
-        *,
-        recipient: str | None = None,
-    ) -> Any:
-        """Add an outbox message for ``user`` to the session; it goes out after commit.
-
-        ``purpose`` ``signup`` mails the user's address; ``change`` mails the pending one;
-        ``recipient`` names another (the old address, for ``change_notice``).
-
-        :raises AddressError: the address to mail is not a single valid address.
-        """
-        row = self.queue(user, purpose, context, recipient)
-        signals.confirmation_requested.send(
-            _app(), user=user, email=row.recipient, purpose=purpose, outbox=row
-        )
-        return row
-
-    def queue(
-        self,
-        user: Any,
-        purpose: Purpose,
-        context: dict[str, Any] | None,
-        recipient: str | None,
-        reminder: int | None = None,
-        locale: str | None = None,
-    ) -> Any:
-        columns = self.columns
-        session = self.db.session
+        self, user: Any, purpose: Purpose, context: dict[str, Any] | None = None,
+        recipient: str | None = None, reminder: int | None = None, locale: str | None = None,
+    ) -> Any:  # fmt: skip
+        """Add an outbox message for ``user`` to the session, sent after commit, to the user's
+        address (``signup``), the pending one (``change``) or ``recipient``. Raises
+        :class:`AddressError` for an invalid address, ``IntegrityError`` for a ``reminder``
+        number queued before."""
+        columns, session = self.columns, self.db.session
         if recipient is None:
-            recipient = columns.pending_of(user) if purpose == Purpose.CHANGE else None
-            recipient = recipient or columns.email_of(user)
+            pending = columns.pending_of(user) if purpose == Purpose.CHANGE else None
+            recipient = pending or columns.email_of(user)
         normalize_address(recipient)
         if getattr(user, columns.id_attribute) is None:
             session.flush()
         now = outbox.utcnow()
         row = self.outbox_model(
-            user_id=columns.id_of(user),
-            recipient=recipient,
-            purpose=purpose.value,
-            context=context or None,
-            status=outbox.PENDING,
-            attempts=0,
-            due_at=now,
-            created_at=now,
-            message_id=outbox.new_message_id(self.settings.host),
-            reminder=reminder,
-            locale=locale or current_locale(),
-        )
-        session.add(row)  # saved by the caller's next flush, with its other changes
-        return row
-
-    def change_email(self, user: Any, new_email: str) -> bool:
-        """Ask to change ``user``'s address to ``new_email``; mail a link to the new address.
-
-        With a pending-address column, the old address stays the login until the link is
-        used. Without one, the address is replaced at once and marked unconfirmed (the
-        original's behaviour). Returns ``False`` when ``new_email`` is the current address.
-
-        :raises AddressError: ``new_email`` is not a single valid address.
-        """
-        columns = self.columns
-        new = columns.check_fits(normalize_address(new_email))
-        old = columns.email_of(user)
-        if new == old:
-            columns.set_pending(user, None)
-            return False
-        if columns.pending_attribute is not None:
-            columns.set_pending(user, new)
+            user_id=columns.id_of(user), recipient=recipient, purpose=purpose.value,
+            context=context or None, status=outbox.PENDING, attempts=0, due_at=now,
+            created_at=now, message_id=outbox.new_message_id(self.settings.host),
+            reminder=reminder, locale=locale or current_locale(),
+        )  # fmt: skip
+        if reminder is None:
+            session.add(row)  # saved by the caller's next flush, with its other changes
         else:
-            setattr(user, columns.email_attribute, new)
-            columns.set_unconfirmed(user)
-            # Written even when the loaded row already said "unconfirmed": a link to the old
-            # address used since the row was loaded must not leave the new one confirmed.
-            flag_modified(user, columns.confirmed_attribute)
-        self.enqueue(user, Purpose.CHANGE)
-        if self.settings.change_notice and old is not None and self.blocked(old) is None:
-            # The old address learns of the change, with no link and the new one masked.
-            replaced = columns.pending_attribute is None  # the new address is the login now
-            context = {"new_email": mask_address(new), "replaced": replaced}
-            self.enqueue(user, Purpose.CHANGE_NOTICE, context, recipient=old)
-        signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
-        return True
+            with session.begin_nested():  # a unique index: one reminder of each number
+                session.add(row)
+        signals.confirmation_requested.send(
+            _app(), user=user, email=recipient, purpose=purpose, outbox=row
+        )
+        return row
 
     def blocked(self, address: str) -> Any:
         """Why ``address`` must not be mailed (:attr:`mail_blockers`), or ``None``."""
         connection = self.db.session.connection()
-        for check in self.mail_blockers:
-            mark = check(connection, address)
-            if mark is not None:
-                return mark
-        return None
+        marks = (check(connection, address) for check in self.mail_blockers)
+        return next((mark for mark in marks if mark is not None), None)
 
     def confirm_user(self, user: Any) -> bool:
         """Mark ``user``'s address (or pending address) confirmed by hand, in the session."""
         columns = self.columns
-        pending = columns.pending_of(user)
-        if pending is not None:
+        if (pending := columns.pending_of(user)) is not None:
             setattr(user, columns.email_attribute, pending)
             columns.set_pending(user, None)
         elif columns.is_confirmed(user):
@@ -215,7 +136,6 @@ class ConfirmationFlow:
         return True
 
     def _verified(self, token: str) -> tuple[LinkClaims, Any] | LinkResult:
-        """The token's claims and the user id they name, or the outcome of a bad token."""
         try:
             claims = self.signer.verify(token)
             return claims, self.columns.parse_id(claims.user_id)
@@ -226,33 +146,23 @@ class ConfirmationFlow:
 
     def check_link(self, token: str) -> LinkResult:
         """What ``token`` would do, changing nothing (the GET page)."""
-        verified = self._verified(token)
-        if isinstance(verified, LinkResult):
+        if isinstance(verified := self._verified(token), LinkResult):
             return verified
         claims, user_id = verified
         columns = self.columns
         user = self.db.session.get(columns.model, user_id)
-        if user is None:
+        if user is None or claims.email not in (columns.email_of(user), columns.pending_of(user)):
             return LinkResult(Outcome.INVALID)
-        if columns.email_of(user) == claims.email:
-            confirmed = columns.is_confirmed(user)
-            return LinkResult(Outcome.ALREADY_CONFIRMED if confirmed else Outcome.PENDING, user)
-        if columns.pending_of(user) == claims.email:
-            return LinkResult(Outcome.PENDING, user)
-        return LinkResult(Outcome.INVALID)
+        confirmed = columns.email_of(user) == claims.email and columns.is_confirmed(user)
+        return LinkResult(Outcome.ALREADY_CONFIRMED if confirmed else Outcome.PENDING, user)
 
     def confirm_link(self, token: str) -> LinkResult:
-        """Use ``token``: one conditional UPDATE confirms the address it was mailed to.
-
-        Concurrent calls with one link confirm once and send ``email_confirmed`` once.
-        Commits on success, rolls back otherwise.
-        """
-        verified = self._verified(token)
-        if isinstance(verified, LinkResult):
+        """Use ``token``: one conditional UPDATE confirms its address, so concurrent uses
+        confirm and signal once. Commits on success, rolls back otherwise."""
+        if isinstance(verified := self._verified(token), LinkResult):
             return verified
         claims, user_id = verified
-        columns = self.columns
-        session = self.db.session
+        columns, session = self.columns, self.db.session
         try:
             purpose = columns.confirm(session, user_id, claims.email, outbox.utcnow())
         except IntegrityError:  # the new address was taken by another account meanwhile
@@ -266,32 +176,20 @@ class ConfirmationFlow:
             return LinkResult(Outcome.CONFIRMED, user)
         session.rollback()
         user = session.get(columns.model, user_id)
-        if (
-            user is not None
-            and columns.email_of(user) == claims.email
-            and columns.is_confirmed(user)
-        ):
-            return LinkResult(Outcome.ALREADY_CONFIRMED, user)
+        if user is not None and columns.email_of(user) == claims.email:
+            if columns.is_confirmed(user):
+                return LinkResult(Outcome.ALREADY_CONFIRMED, user)
         return LinkResult(Outcome.INVALID)
 
     def confirm_code(self, email: object, code: object) -> LinkResult:
-        """Use the confirmation code mailed to ``email``, as its link would be used.
-
-        Counts one try of the code in the newest email minted to that address; once
-        :data:`CODE_MAX_TRIES` tries are used, the code is void. The right code confirms the
-        address (a sign-up's, or a change's pending one) and voids every code and, the
-        address being confirmed, the links mailed for it. An unknown address, a wrong,
-        used, void or expired code all give :attr:`Outcome.INVALID`, with the same work.
-        Commits.
-
-        :raises AddressError: ``email`` is not a single valid address.
-        """
+        """Use the code mailed to ``email`` as its link would be; commits. Counts a try of the
+        newest code to that address (void after :data:`CODE_MAX_TRIES`); an unknown address or
+        a wrong, used, void or expired code gives ``INVALID`` with the same work. Raises
+        :class:`AddressError` for an invalid ``email``."""
         address = normalize_address(email)
-        session = self.db.session
-        table = self.outbox_table
+        columns, session, table = self.columns, self.db.session, self.outbox_table
         try:
-            connection = session.connection()
-            row = outbox.take_code_try(connection, table, address, CODE_MAX_TRIES)
+            row = outbox.take_code_try(session.connection(), table, address, CODE_MAX_TRIES)
             if row is None:
                 self.codes.matches(code, 0, address, None)  # the same HMAC work as a real try
                 return LinkResult(Outcome.INVALID)
@@ -300,38 +198,31 @@ class ConfirmationFlow:
             session.commit()  # the try counts, whatever follows
             if not (right and live):
                 return LinkResult(Outcome.INVALID)
-            return self._confirm_by_code(row.user_id, row.recipient)
+            user_key, address = row.user_id, row.recipient
+            try:
+                user_id = columns.parse_id(user_key)
+                purpose = columns.confirm(session, user_id, address, outbox.utcnow())
+            except (TokenError, IntegrityError):  # the address was taken by another account
+                session.rollback()
+                purpose = None
+            # Used up: all the account's codes once confirmed, else this address's (not its own).
+            only = None if purpose is not None else address
+            outbox.void_codes(session.connection(), table, user_key, only)
+            session.commit()
+            if purpose is None:
+                return LinkResult(Outcome.INVALID)
+            user = session.get(columns.model, user_id)
+            signals.email_confirmed.send(_app(), user=user, email=address, purpose=purpose)
+            return LinkResult(Outcome.CONFIRMED, user)
         finally:
             session.rollback()
 
-    def _confirm_by_code(self, user_key: str, address: str) -> LinkResult:
-        columns, session = self.columns, self.db.session
-        try:
-            user_id = columns.parse_id(user_key)
-            purpose = columns.confirm(session, user_id, address, outbox.utcnow())
-        except (TokenError, IntegrityError):  # the address was taken by another account
-            session.rollback()
-            purpose = None
-        # Used up: every code of the account once an address is confirmed, else this
-        # address's (it is no longer the account's to confirm).
-        only = None if purpose is not None else address
-        outbox.void_codes(session.connection(), self.outbox_table, user_key, only)
-        session.commit()
-        if purpose is None:
-            return LinkResult(Outcome.INVALID)
-        user = session.get(columns.model, user_id)
-        signals.email_confirmed.send(_app(), user=user, email=address, purpose=purpose)
-        return LinkResult(Outcome.CONFIRMED, user)
-
 
 def get_flow(app: Flask | None = None) -> ConfirmationFlow:
-    """The confirmation flow of ``app`` (default: the current app).
-
-    :raises NotInitializedError: ``init_app`` was not called on that app.
-    """
-    target = app if app is not None else current_app
+    """The confirmation flow of ``app`` (default: the current app); raises
+    :class:`NotInitializedError` if ``init_app`` was not called on it."""
     try:
-        flow: ConfirmationFlow = target.extensions[EXTENSION_KEY]
+        flow: ConfirmationFlow = (app or current_app).extensions[EXTENSION_KEY]
     except KeyError:
         raise NotInitializedError(
             "flask-confirm-mail is not registered on this app. "
@@ -341,31 +232,23 @@ def get_flow(app: Flask | None = None) -> ConfirmationFlow:
 
 
 def deliver(ids: Sequence[int]) -> int:
-    """Deliver these committed outbox messages now, in this thread: what the app's queue
-    job calls (``CONFIRM_MAIL_DELIVERY = "queue"``).
-
-    Uses the claim and lease of every other mode: a message another worker holds, or
-    already sent, is skipped, so a job run twice sends once; one that fails stays due for
-    a retry. Returns how many were sent.
-    """
+    """Deliver these committed outbox messages now, in this thread (the job of
+    ``CONFIRM_MAIL_DELIVERY = "queue"``); return how many were sent. One held by another
+    worker or already sent is skipped, one that fails stays due for a retry."""
     return get_flow().deliverer.deliver_now([int(i) for i in ids])
 
 
 def deliver_due() -> int:
-    """Deliver every due message until none is left (retries, and messages whose job was
-    lost): the periodic job of a queue. Returns how many were sent."""
-    flow = get_flow()
-    return DeliveryLoop(_app(), flow.deliverer).run(until_idle=True).sent
+    """Deliver every due message until none is left (retries, lost jobs): a queue's
+    periodic job. Returns how many were sent."""
+    return DeliveryLoop(_app(), get_flow().deliverer).run(until_idle=True).sent
 
 
 def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> Any:
-    """Queue a confirmation email for ``user`` in the current session (also to resend).
+    """Queue a confirmation email for ``user`` in the current session (also to resend),
+    sent on commit, to the pending address after :func:`change_email`; return the message.
 
-    It goes out once the session commits. With a pending address (after
-    :func:`change_email`) the link goes to that address, otherwise to the user's address.
-    ``context`` values (JSON-safe) are passed to the email templates as ``context``.
-    Returns the outbox message.
-
+    :param context: JSON-safe values passed to the email templates as ``context``.
     :raises AddressError: the address is not a single valid address.
     """
     flow = get_flow()
@@ -374,15 +257,36 @@ def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> An
 
 
 def change_email(user: Any, new_email: str) -> bool:
-    """Record ``new_email`` as ``user``'s unconfirmed new address and mail it a link.
-
-    The old address stays the login until the link is used (when the model has a
-    pending-address column). Commit the session to send. Returns ``False`` when
-    ``new_email`` is already the user's address.
+    """Record ``new_email`` as ``user``'s unconfirmed new address and mail it a link; commit
+    the session to send. Returns ``False`` when it already is the address. With a pending
+    column the old address stays the login until the link is used; without one it is
+    replaced at once and marked unconfirmed.
 
     :raises AddressError: ``new_email`` is not a single valid address.
     """
-    return get_flow().change_email(user, new_email)
+    flow = get_flow()
+    columns = flow.columns
+    new = columns.check_fits(normalize_address(new_email))
+    old = columns.email_of(user)
+    if new == old:
+        columns.set_pending(user, None)
+        return False
+    replaced = columns.pending_attribute is None  # the new address is the login now
+    if replaced:
+        setattr(user, columns.email_attribute, new)
+        columns.set_unconfirmed(user)
+        # Written even when the loaded row already said "unconfirmed": a link to the old
+        # address used since the row was loaded must not leave the new one confirmed.
+        flag_modified(user, columns.confirmed_attribute)
+    else:
+        columns.set_pending(user, new)
+    flow.enqueue(user, Purpose.CHANGE)
+    if flow.settings.change_notice and old is not None and flow.blocked(old) is None:
+        # The old address learns of the change, with no link and the new one masked.
+        context = {"new_email": mask_address(new), "replaced": replaced}
+        flow.enqueue(user, Purpose.CHANGE_NOTICE, context, recipient=old)
+    signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
+    return True
 
 
 def is_confirmed(user: Any) -> bool:
@@ -401,14 +305,9 @@ def stop_delivery(app: Flask | None = None, timeout: float = 10.0) -> None:
 
 
 def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] | None = None) -> None:
-    """Keep link tokens out of the app's and the server's logs.
-
-    Adds a filter to ``loggers`` (default: the app's logger, whose exception log names
-    the path, werkzeug's and gunicorn's) that replaces the token in any spelling of
-    ``<CONFIRM_MAIL_URL_PREFIX>/<token>``, and anything shaped like a token, with
-    ``[redacted]``. Call it once, after ``init_app``; without it the extension filters
-    only its own logger.
-    """
-    target = app if app is not None else current_app
-    names = (target.logger.name, *SERVER_LOGGERS) if loggers is None else loggers
+    """Keep link tokens out of the app's and the server's logs; call once, after ``init_app``
+    (without it the extension filters only its own logger). Filters ``loggers`` (default:
+    the app's, werkzeug's, gunicorn's), writing ``[redacted]`` for the token of
+    ``<CONFIRM_MAIL_URL_PREFIX>/<token>`` and anything shaped like a token."""
+    names = ((app or current_app).logger.name, *SERVER_LOGGERS) if loggers is None else loggers
     install_log_redaction(names, [get_flow(app).settings.url_prefix])

@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from . import outbox, signals
+from . import outbox
 from .confirmation import ConfirmationFlow
 from .outbox import Purpose
 from .resend import begin_immediate
@@ -27,51 +25,45 @@ class Reminder:
 
     user_id: str
     email: str
-    #: 1 for the first delay of ``CONFIRM_MAIL_REMINDERS``.
-    number: int
+    number: int  #: 1 for the first delay of ``CONFIRM_MAIL_REMINDERS``.
 
 
 def queue_reminders(flow: ConfirmationFlow, *, dry_run: bool = False) -> list[Reminder]:
-    """Queue the ``CONFIRM_MAIL_REMINDERS`` due now, in one transaction; return them.
+    """Queue the reminders due now in one transaction, commit and return them; with
+    ``dry_run`` roll back and only report them.
 
-    A never-confirmed sign-up (unconfirmed, no address change asked) whose address is
-    not marked undeliverable gets reminder *n* once ``REMINDERS[n-1]`` has passed since
-    it signed up. Each number is sent at most once per user (a unique index on the
-    outbox, so concurrent workers and reruns never send one twice), and only the
-    latest one due: a sign-up that is 4 days old with ``"1d, 3d"`` gets the second only.
-    Commits, or with ``dry_run`` rolls back and only reports.
+    A sign-up still unconfirmed, with no address change asked and an address not marked
+    undeliverable, gets the latest reminder *n* whose delay has passed since it signed up;
+    a unique index sends each number once per user, whoever runs this and how often.
     """
-    delays = flow.settings.reminders
-    columns = flow.columns
-    session = flow.db.session
+    delays, columns, session = flow.settings.reminders, flow.columns, flow.db.session
     now = outbox.utcnow()
     due: list[Reminder] = []
     seen: set[str] = set()
     try:
+        begin_immediate(session.connection())  # one scanner at a time
         dialect = session.connection().dialect.name
-        if dialect == "sqlite":
-            begin_immediate(session.connection())  # one scanner at a time
         for number in range(len(delays), 0, -1):
-            cutoff = now - delays[number - 1]
             ids = outbox.signed_up_before(
-                session.connection(), flow.outbox_table, cutoff, reminded_from=number,
-                among=columns.waiting_ids(dialect),  # confirmed users left out in SQL
+                session.connection(), flow.outbox_table, now - delays[number - 1],
+                reminded_from=number, among=columns.waiting_ids(dialect),
             )  # fmt: skip
-            for user_id in ids:
-                if user_id in seen:
-                    continue
+            for user_id in [i for i in ids if i not in seen]:  # each user once, at its latest
                 seen.add(user_id)
                 user = session.get(columns.model, columns.parse_id(user_id))
                 address = None if user is None else columns.email_of(user)
-                if (
-                    address is None
-                    or columns.is_confirmed(user)
-                    or columns.pending_of(user) is not None
-                    or flow.blocked(address) is not None
-                ):
+                if address is None or columns.is_confirmed(user):
                     continue
-                if not dry_run and not _queue_reminder(flow, user, address, number):
-                    continue  # another worker queued it first
+                if columns.pending_of(user) is not None or flow.blocked(address) is not None:
+                    continue
+                if not dry_run:
+                    # In the sign-up's language: the worker has no request of its own.
+                    locale = outbox.signup_locale(session.connection(), flow.outbox_table, user_id)
+                    try:
+                        context = {"reminder": number}
+                        flow.enqueue(user, Purpose.REMINDER, context, address, number, locale)
+                    except IntegrityError:
+                        continue  # another worker queued it first
                 due.append(Reminder(user_id, address, number))
         if not dry_run:
             session.commit()
@@ -80,37 +72,14 @@ def queue_reminders(flow: ConfirmationFlow, *, dry_run: bool = False) -> list[Re
     return due
 
 
-def _queue_reminder(flow: ConfirmationFlow, user: Any, address: str, number: int) -> bool:
-    session = flow.db.session
-    try:
-        with session.begin_nested():
-            # Written in the sign-up's language (the worker has no request of its own).
-            user_id = flow.columns.id_of(user)
-            locale = outbox.signup_locale(session.connection(), flow.outbox_table, user_id)
-            context = {"reminder": number}
-            row = flow.queue(user, Purpose.REMINDER, context, address, number, locale)
-    except IntegrityError:
-        return False
-    signals.confirmation_requested.send(
-        current_app._get_current_object(),  # type: ignore[attr-defined]
-        user=user,
-        email=address,
-        purpose=Purpose.REMINDER,
-        outbox=row,
-    )
-    return True
-
-
 def remind_when_due(flow: ConfirmationFlow, every: float = SCAN_INTERVAL) -> None:
-    """The worker loop's hook: :func:`queue_reminders` at most once per ``every``
-    seconds; errors are logged, never raised."""
+    """The worker loop's hook: :func:`queue_reminders` at most once per ``every`` seconds;
+    errors are logged, never raised."""
     if not flow.settings.reminders or time.monotonic() < flow._next_reminder_scan:
         return
     flow._next_reminder_scan = time.monotonic() + every
     try:
-        queued = queue_reminders(flow)
+        if queued := queue_reminders(flow):
+            logger.info("Queued %s reminder email(s)", len(queued))
     except Exception:
         logger.exception("Could not queue the reminders due; trying again later")
-        return
-    if queued:
-        logger.info("Queued %s reminder email(s)", len(queued))

@@ -1,15 +1,9 @@
 """The caller's transaction: in a sign-up view each new user gets an outbox row in the same
-flush, and the rows a commit saved are handed to the delivery mode.
-
-:func:`listen_to_session` puts these hooks on ``db.session`` once per ``db``. A rollback
-drops both the user and its row; only a commit hands rows to delivery (``sync``,
-``thread``, ``worker`` or ``queue``).
-"""
+flush (a rollback drops both), and the rows a commit saved go to the delivery mode."""
 
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any
 
 from flask import Response, current_app, g, has_app_context, has_request_context
@@ -29,19 +23,13 @@ _NEW_USERS = "confirm_mail_new_users"
 _QUEUED = "confirm_mail_queued_ids"
 _SIGNUP_DEPTH = "_confirm_mail_signup_depth"
 
-_listening: weakref.WeakSet[SQLAlchemy] = weakref.WeakSet()
-
 
 def listen_to_session(db: SQLAlchemy) -> None:
-    """Listen on ``db.session`` (once per ``db``)."""
-    if db in _listening:
-        return
-    _listening.add(db)
-    event.listen(db.session, "before_flush", _before_flush)
-    event.listen(db.session, "after_flush", _after_flush)
-    event.listen(db.session, "after_flush_postexec", _after_flush_postexec)
-    event.listen(db.session, "after_commit", _after_commit)
-    event.listen(db.session, "after_rollback", _after_rollback)
+    """Put this module's hooks on ``db.session`` (once per ``db``)."""
+    if not event.contains(db.session, "after_commit", _after_commit):
+        hooks = _before_flush, _after_flush, _after_flush_postexec, _after_commit, _after_rollback
+        for hook in hooks:
+            event.listen(db.session, hook.__name__[1:], hook)  # e.g. "after_commit"
 
 
 def begin_signup() -> None:
@@ -53,56 +41,38 @@ def end_signup() -> None:
     setattr(g, _SIGNUP_DEPTH, max(g.get(_SIGNUP_DEPTH, 0) - 1, 0))
 
 
-def _in_signup() -> bool:
-    return bool(g.get(_SIGNUP_DEPTH, 0))
-
-
 def _flow_of(session: Session) -> ConfirmationFlow | None:
     """The current app's flow, if ``session`` is the session of its ``db``."""
     if not has_app_context():
         return None
     flow: ConfirmationFlow | None = current_app.extensions.get(EXTENSION_KEY)
-    if flow is None:
-        return None
-    registry = flow.db.session.registry
-    if not registry.has() or registry() is not session:
-        return None
-    return flow
+    registry = flow.db.session.registry if flow is not None else None
+    return flow if registry is not None and registry.has() and registry() is session else None
 
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    """Store users' new addresses in canonical form; in a sign-up, refuse invalid ones.
-
-    Whatever spelling the app's view saved (the raw form value), the row holds the
-    canonical address, so one mailbox is one account and every lookup finds it.
-    """
+    """Store users' addresses in canonical form (one mailbox, one account); in a sign-up,
+    refuse invalid ones."""
     flow = _flow_of(session)
-    if flow is None:
-        return
-    columns = flow.columns
-    signup = _in_signup()
-    for obj in session.new:
-        if isinstance(obj, columns.model):
-            columns.canonicalize(obj, strict=signup)
-    for obj in session.dirty:
-        if isinstance(obj, columns.model):
-            columns.canonicalize(obj, strict=False)
+    if flow is not None:
+        new, signup = session.new, bool(g.get(_SIGNUP_DEPTH, 0))
+        for obj in (*new, *session.dirty):
+            if isinstance(obj, flow.columns.model):
+                flow.columns.canonicalize(obj, strict=signup and obj in new)
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
     flow = _flow_of(session)
     if flow is None:
         return
-    columns = flow.columns
-    for obj in (*session.new, *session.dirty):
-        if isinstance(obj, columns.model):
-            columns.void_claims_of(session, obj)
-    signup = _in_signup()
-    for obj in session.new:
-        if isinstance(obj, flow.outbox_model):
+    new, signup = session.new, bool(g.get(_SIGNUP_DEPTH, 0))
+    for obj in (*new, *session.dirty):
+        if isinstance(obj, flow.columns.model):
+            flow.columns.void_claims_of(session, obj)
+            if signup and obj in new:
+                session.info.setdefault(_NEW_USERS, []).append(obj)
+        elif isinstance(obj, flow.outbox_model) and obj in new:
             session.info.setdefault(_QUEUED, []).append(obj.id)
-        elif signup and isinstance(obj, flow.columns.model):
-            session.info.setdefault(_NEW_USERS, []).append(obj)
 
 
 def _after_flush_postexec(session: Session, flush_context: Any) -> None:
@@ -123,38 +93,29 @@ def _after_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session) -> None:
-    if session.get_nested_transaction() is not None:
-        return  # only a savepoint: what the outer transaction queued stays queued
-    session.info.pop(_NEW_USERS, None)
-    session.info.pop(_QUEUED, None)
+    if session.get_nested_transaction() is None:  # a savepoint's keeps the outer queue
+        session.info.pop(_NEW_USERS, None)
+        session.info.pop(_QUEUED, None)
 
 
 def dispatch(flow: ConfirmationFlow, ids: list[int]) -> None:
-    """Hand messages just committed to the outbox to the delivery mode.
-
-    In a request, ``thread`` mode wakes this process's sender (starting it if it does
-    not run). Outside a request (a CLI command, a script, the shell), it delivers
-    at once, as ``sync`` does: no response waits, and the process may exit right after,
-    ending a background sender mid-send. So does ``sync`` for a resend queued after its
-    response was sent: no ``after_request`` is left to run in that request.
-    """
-    mode = flow.settings.delivery
-    after_response = g.get(AFTER_RESPONSE, False)  # a resend's work, once answered
-    if mode == "queue":
-        if flow.handoff is None:
-            logger.error(
-                "CONFIRM_MAIL_DELIVERY is 'queue' but no handoff is registered: the emails "
-                "wait for deliver_due()"
-            )
-        else:
-            flow.handoff(ids)
+    """Hand messages just committed to the outbox to the delivery mode. Outside a request
+    ``thread`` delivers at once, as ``sync`` does (the process may exit mid-send); so does
+    ``sync`` after a resend's response, when no ``after_request`` is left to run."""
+    mode, after_response = flow.settings.delivery, g.get(AFTER_RESPONSE, False)
+    if mode == "queue" and flow.handoff is not None:
+        flow.handoff(ids)
+    elif mode == "queue":
+        logger.error(
+            "CONFIRM_MAIL_DELIVERY is 'queue' but no handoff is registered: the emails "
+            "wait for deliver_due()"
+        )
     elif mode == "thread" and (has_request_context() or after_response):
         flow.sender.wake(current_app._get_current_object())  # type: ignore[attr-defined]
+    elif mode == "sync" and has_request_context() and not after_response:
+        g.setdefault(_SYNC_QUEUE, []).extend(ids)
     elif mode in ("thread", "sync"):
-        if has_request_context() and not after_response:
-            g.setdefault(_SYNC_QUEUE, []).extend(ids)
-        else:
-            flow.deliverer.deliver_now(ids)
+        flow.deliverer.deliver_now(ids)
 
 
 def deliver_after_request(response: Response) -> Response:
