@@ -7,12 +7,12 @@ An app turns it on after ``ConfirmMail``::
     confirm_mail = ConfirmMail(app, db=db, user_model=User)
     bounces = Bounces(confirm_mail, app)
 
-It defines two tables on the app's ``db`` (the marks, and the events already applied),
-marks an address when the SMTP server refuses it for good or a provider's webhook reports
-a bounce or complaint, and tells the flow not to mail marked addresses. The webhook routes
-(``<prefix>/webhooks/<provider>``) are mounted only when a provider is configured
-(:class:`~flask_confirm_mail.bounces.webhooks.WebhookSettings`). Without this part the
-core defines no bounce table and no webhook route.
+It defines two tables on the app's ``db`` (the marks, and the events already applied with
+the webhook tokens spent), marks an address when the SMTP server refuses it for good or a
+provider's webhook reports a bounce or complaint, and tells the flow not to mail marked
+addresses. The webhook routes (``<prefix>/webhooks/<provider>``) are mounted only when a
+provider is configured (:class:`~flask_confirm_mail.bounces.webhooks.WebhookSettings`).
+Without this part the core defines no bounce table and no webhook route.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .records import (
     BounceRecords,
     bounce_models_for,
     install_bounces,
+    printable,
     records_of,
 )
 from .webhooks import WebhookSettings, install_webhooks
@@ -101,7 +102,9 @@ def bounces_command(address: str | None) -> None:
     if not marks:
         click.echo("No address is marked undeliverable.")
     for mark in marks:
+        # Cleaned again whatever wrote the row: no escape sequence may reach the terminal.
+        shown, kind, source = (printable(v) for v in (mark.address, mark.kind, mark.source))
         click.echo(
-            f"{mark.address}: {mark.kind} from {mark.source}, {mark.marked_at:%Y-%m-%d %H:%M:%S} "
-            f"UTC: {mark.reason}"
+            f"{shown}: {kind} from {source}, {mark.marked_at:%Y-%m-%d %H:%M:%S} "
+            f"UTC: {printable(mark.reason)}"
         )

@@ -10,17 +10,24 @@ it came from (``smtp`` or a provider's name) and when. Marks are made from two s
   :meth:`BounceRecords.apply`.
 
 Each event is applied once however often it arrives: ``confirm_mail_bounce_events`` keeps
-one row per (Message-ID, kind) applied. A later successful delivery to the address
-(:data:`~flask_confirm_mail.signals.message_delivered`) clears its mark, and so does
-``flask confirm-mail bounces --clear ADDRESS``. The resend route mails no marked address.
+one row per (Message-ID, kind) applied, and, for a while, one per single-use webhook
+token spent (:meth:`BounceRecords.spend_token`). A later successful delivery to the
+address (:data:`~flask_confirm_mail.signals.message_delivered`) clears a bounce mark, never
+a complaint: the owner asked for no more mail, and a delivery says nothing about that.
+``flask confirm-mail bounces --clear ADDRESS`` clears either. The resend route mails no
+marked address. A reason is stored as one line of printable text (:func:`printable`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+import unicodedata
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +49,14 @@ COMPLAINT = "complaint"
 KINDS = (BOUNCE, COMPLAINT)
 SMTP_SOURCE = "smtp"
 MAX_REASON_LENGTH = 300
+#: The ``kind`` of an events row that is a spent webhook token, not an applied event.
+TOKEN_KIND = "webhook-token"
+#: Characters no Message-ID holds; some databases refuse NUL in any query.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Controls (C0, DEL, C1), format characters (bidi overrides, zero widths), surrogates and
+#: line or paragraph separators: what can move a terminal's cursor, recolour it or hide
+#: and reorder text.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 logger = logging.getLogger("flask_confirm_mail")
 
@@ -112,6 +127,34 @@ def bare_message_id(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
+def has_control_characters(value: str) -> bool:
+    """Whether ``value`` holds a C0 or C1 control character (or DEL)."""
+    return _CONTROL.search(value) is not None
+
+
+def printable(text: str, limit: int = MAX_REASON_LENGTH) -> str:
+    """``text`` as one line of at most ``limit`` printable characters: every control,
+    format character or line separator becomes a blank, and runs of blanks one."""
+    head = text[: limit * 4]  # bounds the work; blanks collapsed below may shorten it
+    cleaned = "".join(" " if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in head)
+    return " ".join(cleaned.split())[:limit]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one event did (:meth:`BounceRecords.apply_in`)."""
+
+    outcome: str
+    source: str
+    kind: str = ""
+    reason: str = ""
+    outbox_id: int | None = None
+    user_id: str | None = None
+    recipient: str = ""
+    message_id: str = ""
+    new: bool = False
+
+
 class BounceRecords:
     """The marks of one app: read, made, cleared; built by ``init_app``.
 
@@ -144,10 +187,14 @@ class BounceRecords:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def clear(self, conn: Connection, address: str) -> bool:
-        """Forget the mark of ``address``; whether there was one."""
+    def clear(self, conn: Connection, address: str, kind: str | None = None) -> bool:
+        """Forget the mark of ``address`` (only if of ``kind``, when given); whether there
+        was one."""
         key = normalize_address(address)
-        result = conn.execute(sa.delete(self.marks).where(self.marks.c.address == key))
+        where = self.marks.c.address == key
+        if kind is not None:
+            where = sa.and_(where, self.marks.c.kind == kind)
+        result = conn.execute(sa.delete(self.marks).where(where))
         return bool(result.rowcount)
 
     def _mark(
@@ -160,21 +207,27 @@ class BounceRecords:
         source: str,
         message_id: str | None,
     ) -> bool:
-        """Mark ``address`` (or renew its mark); whether it was not marked before."""
+        """Mark ``address`` (or renew its mark); whether it was not marked before.
+
+        A complaint stays a complaint: a later bounce leaves its mark as it is, so that a
+        delivery, which clears only bounces, cannot clear it.
+        """
         key = normalize_address(address)
         values = {
             "kind": kind,
-            "reason": reason[:MAX_REASON_LENGTH],
+            "reason": reason,
             "source": source,
             "message_id": message_id,
             "marked_at": outbox.utcnow(),
         }
         c = self.marks.c
-        renewed = conn.execute(sa.update(self.marks).where(c.address == key).values(values))
-        if renewed.rowcount:
-            return False
-        conn.execute(sa.insert(self.marks).values(address=key, **values))
-        return True
+        old = conn.execute(sa.select(c.kind).where(c.address == key)).first()
+        if old is None:
+            conn.execute(sa.insert(self.marks).values(address=key, **values))
+            return True
+        if not (old.kind == COMPLAINT and kind != COMPLAINT):
+            conn.execute(sa.update(self.marks).where(c.address == key).values(values))
+        return False
 
     def _first_application(self, conn: Connection, message_id: str, kind: str) -> bool:
         """Record that this event is applied; ``False`` when it was already."""
@@ -189,6 +242,77 @@ class BounceRecords:
             return False
         return True
 
+    # --- single-use webhook tokens ---------------------------------------------------------
+
+    def spend_token(self, conn: Connection, token: str, source: str) -> bool:
+        """Record ``source``'s signed ``token`` as used; ``False`` when it was already.
+
+        Kept in the database, so that every process of the app refuses a reuse.
+        """
+        digest = hashlib.sha256(f"{source}\n{token}".encode()).hexdigest()
+        return self._first_application(conn, digest, TOKEN_KIND)
+
+    def forget_tokens(self, conn: Connection, older_than: timedelta) -> None:
+        """Delete the spent tokens recorded more than ``older_than`` ago."""
+        e = self.events.c
+        cutoff = outbox.utcnow() - older_than
+        conn.execute(sa.delete(self.events).where(e.kind == TOKEN_KIND, e.applied_at < cutoff))
+
+    # --- applying events -------------------------------------------------------------------
+
+    def apply_in(
+        self, conn: Connection, *, message_id: str, kind: str, reason: str, source: str
+    ) -> Applied:
+        """Apply one bounce or complaint of the outbox message ``message_id`` in the
+        caller's transaction; :meth:`announce` the result once it is committed."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        wanted = bare_message_id(message_id)
+        if has_control_characters(wanted):
+            return Applied("unknown", source)  # no Message-ID of the outbox holds one
+        c = self.outbox_table.c
+        row = conn.execute(
+            sa.select(c.id, c.user_id, c.recipient, c.message_id).where(
+                c.message_id.in_([f"<{wanted}>", wanted])
+            )
+        ).first()
+        if row is None:
+            return Applied("unknown", source)
+        if not self._first_application(conn, row.message_id, kind):
+            return Applied("duplicate", source)
+        reason = printable(reason)
+        new = self._mark(
+            conn, row.recipient, kind=kind, reason=reason, source=source,
+            message_id=row.message_id,
+        )  # fmt: skip
+        return Applied(
+            "applied", source, kind=kind, reason=reason, outbox_id=row.id,
+            user_id=row.user_id, recipient=row.recipient, message_id=row.message_id, new=new,
+        )  # fmt: skip
+
+    def announce(self, app: Flask, results: Iterable[Applied]) -> None:
+        """Log each applied event and send ``confirmation_bounced`` for each new mark."""
+        for done in results:
+            if done.outcome != "applied":
+                continue
+            logger.warning(
+                "Mail to outbox message %s's address %s: %s from %s",
+                done.outbox_id,
+                "bounced" if done.kind == BOUNCE else "drew a complaint",
+                "marked undeliverable" if done.new else "mark renewed",
+                done.source,
+            )
+            if done.new:
+                signals.confirmation_bounced.send(
+                    app,
+                    user_id=done.user_id,
+                    email=normalize_address(done.recipient),
+                    kind=done.kind,
+                    reason=done.reason,
+                    source=done.source,
+                    message_id=done.message_id,
+                )
+
     def apply(self, app: Flask, *, message_id: str, kind: str, reason: str, source: str) -> str:
         """Apply one bounce or complaint of the outbox message ``message_id``.
 
@@ -198,42 +322,12 @@ class BounceRecords:
         Sends :data:`~flask_confirm_mail.signals.confirmation_bounced` when the address
         was not marked before.
         """
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}")
-        wanted = bare_message_id(message_id)
-        c = self.outbox_table.c
         with self.db.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(c.id, c.user_id, c.recipient, c.message_id).where(
-                    c.message_id.in_([f"<{wanted}>", wanted])
-                )
-            ).first()
-            if row is None:
-                return "unknown"
-            if not self._first_application(conn, row.message_id, kind):
-                return "duplicate"
-            new = self._mark(
-                conn, row.recipient, kind=kind, reason=reason, source=source,
-                message_id=row.message_id,
-            )  # fmt: skip
-        logger.warning(
-            "Mail to outbox message %s's address %s: %s from %s",
-            row.id,
-            "bounced" if kind == BOUNCE else "drew a complaint",
-            "marked undeliverable" if new else "mark renewed",
-            source,
-        )
-        if new:
-            signals.confirmation_bounced.send(
-                app,
-                user_id=row.user_id,
-                email=normalize_address(row.recipient),
-                kind=kind,
-                reason=reason[:MAX_REASON_LENGTH],
-                source=source,
-                message_id=row.message_id,
+            done = self.apply_in(
+                conn, message_id=message_id, kind=kind, reason=reason, source=source
             )
-        return "applied"
+        self.announce(app, [done])
+        return done.outcome
 
 
 def records_of(app: Flask) -> BounceRecords | None:
@@ -262,13 +356,13 @@ def _on_message_delivered(app: Flask, *, recipient: str, **_: Any) -> None:
     records = records_of(app)
     if records is not None:
         with records.db.engine.begin() as conn:
-            if records.clear(conn, recipient):
-                logger.info("A delivery succeeded to a marked address; its mark is cleared")
+            if records.clear(conn, recipient, kind=BOUNCE):
+                logger.info("A delivery succeeded to a bounced address; its mark is cleared")
 
 
 def install_bounces(app: Flask, db: SQLAlchemy, outbox_table: sa.Table) -> BounceRecords:
     """Keep ``app``'s marks (``app.extensions["confirm_mail_bounces"]``) from its deliveries:
-    a refusal marks (``delivery_failed``), a delivery clears (``message_delivered``)."""
+    a refusal marks (``delivery_failed``), a delivery clears a bounce (``message_delivered``)."""
     records = app.extensions[EXTENSION_KEY] = BounceRecords(db, outbox_table)
     signals.delivery_failed.connect(_on_delivery_failed, sender=app)
     signals.message_delivered.connect(_on_message_delivered, sender=app)

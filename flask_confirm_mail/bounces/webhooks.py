@@ -5,16 +5,19 @@ Each provider's call is authenticated the way that provider documents it:
 
 - ``postmark``: HTTP basic auth (``CONFIRM_MAIL_POSTMARK_WEBHOOK_AUTH``);
 - ``mailgun``: HMAC-SHA256 of timestamp and token with the signing key
-  (``CONFIRM_MAIL_MAILGUN_SIGNING_KEY``);
+  (``CONFIRM_MAIL_MAILGUN_SIGNING_KEY``); the signature covers no part of the body, so
+  each token is accepted once (remembered in the database for twice the maximum age);
 - ``sendgrid``: the signed event webhook, ECDSA over timestamp and body
   (``CONFIRM_MAIL_SENDGRID_WEBHOOK_PUBLIC_KEY``);
 - ``ses``: Amazon SES notifications through SNS, the SNS message signature (versions 1
   and 2) checked with the certificate at ``SigningCertURL``, fetched only from
-  ``https://sns.<region>.amazonaws.com/`` (``CONFIRM_MAIL_SES_TOPIC_ARNS`` names the
-  accepted topics; a ``SubscriptionConfirmation`` is confirmed).
+  ``https://sns.<region>.amazonaws.com/`` by the host rule of AWS's own SDKs
+  (``CONFIRM_MAIL_SES_TOPIC_ARNS`` names the accepted topics; a
+  ``SubscriptionConfirmation`` is confirmed).
 
 A provider is off (404) until its setting is set. A bad credential or signature is a
-401, a body that is not the provider's documented shape a 400; nothing becomes a 500.
+401, a body that is not the provider's documented shape a 400 (so is a Message-ID holding
+a control character); nothing becomes a 500.
 Events are matched to the outbox row by Message-ID and applied once
 (:meth:`~flask_confirm_mail.bounces.records.BounceRecords.apply`).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import logging
 import re
@@ -41,7 +45,13 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ConfigurationError, ConfirmMailError, is_database_fault
 from ..responses import RETRY_AFTER_OUTAGE, load_json
 from ..settings import Option, OptionSet, duration, text
-from .records import BOUNCE, COMPLAINT, BounceRecords
+from .records import (
+    BOUNCE,
+    COMPLAINT,
+    BounceRecords,
+    bare_message_id,
+    has_control_characters,
+)
 
 
 class WebhookError(ConfirmMailError):
@@ -60,8 +70,14 @@ EXTENSION_KEY = "confirm_mail_webhooks"
 PROVIDERS = ("postmark", "mailgun", "sendgrid", "ses")
 #: Largest body accepted (SendGrid batches events; SES notifications are a few kB).
 MAX_BODY_BYTES = 1024 * 1024
-#: ``SigningCertURL`` and ``SubscribeURL`` must be on SNS's own host, as AWS documents.
-SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+#: ``SigningCertURL`` and ``SubscribeURL`` must be on SNS's own host: the rule of AWS's
+#: SDKs (a region label of three or more characters, so ``sns.s3.amazonaws.com``, S3's
+#: host for a bucket named ``sns``, is not one).
+SNS_HOST = re.compile(r"sns\.[a-z0-9-]{3,}\.amazonaws\.com(\.cn)?")
+#: S3 also serves a bucket ``sns`` at ``sns.s3-<region>.amazonaws.com`` and
+#: ``sns.s3-accelerate.amazonaws.com``, which the rule above lets through; no SNS region
+#: starts so.
+S3_LABEL = "s3"
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 POSTMARK_BOUNCE_TYPES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
@@ -174,7 +190,7 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 def _fresh(timestamp: str, settings: WebhookSettings) -> None:
     try:
         age = abs(time.time() - int(timestamp))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise WebhookAuthError("The signature's timestamp is not a number.") from None
     if age > settings.webhook_max_age.total_seconds():
         raise WebhookAuthError("The signature is too old.")
@@ -191,7 +207,10 @@ def postmark_events(req: Request, settings: WebhookSettings) -> list[BounceEvent
     """
     expected = settings.postmark_webhook_auth
     assert expected is not None
-    auth = req.authorization
+    try:
+        auth = req.authorization
+    except ValueError:  # werkzeug refuses a credential that is not base64 of UTF-8 text
+        auth = None
     given = f"{auth.username}:{auth.password}" if auth and auth.type == "basic" else ""
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise WebhookAuthError("Wrong or missing credentials.")
@@ -216,17 +235,28 @@ def postmark_events(req: Request, settings: WebhookSettings) -> list[BounceEvent
 # --- Mailgun ----------------------------------------------------------------------------------
 
 
-def mailgun_events(req: Request, settings: WebhookSettings) -> list[BounceEvent]:
-    """Mailgun's event webhooks (``failed`` with ``severity: permanent``, ``complained``)."""
+def mailgun_signed(req: Request, settings: WebhookSettings) -> tuple[dict[str, Any], str]:
+    """A Mailgun call whose signature is right and fresh: its body, and its token.
+
+    The signature covers the timestamp and token only, not the event: the caller must
+    accept each token once (:meth:`~flask_confirm_mail.bounces.records.BounceRecords.spend_token`).
+    """
     key = settings.mailgun_signing_key
     assert key is not None
     body = _object(_json(req.get_data()), "a Mailgun event")
     signature = _object(body.get("signature"), "a signed Mailgun event")
     timestamp, token = _text(signature, "timestamp"), _text(signature, "token")
-    expected = hmac.new(key.encode(), (timestamp + token).encode(), "sha256").hexdigest()
-    if not hmac.compare_digest(expected, _text(signature, "signature")):
+    expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256)
+    given = _text(signature, "signature").encode()  # compare_digest refuses non-ASCII str
+    if not hmac.compare_digest(expected.hexdigest().encode(), given):
         raise WebhookAuthError("Wrong signature.")
     _fresh(timestamp, settings)
+    return body, token
+
+
+def mailgun_events(body: dict[str, Any]) -> list[BounceEvent]:
+    """Mailgun's event webhooks (``failed`` with ``severity: permanent``, ``complained``),
+    from a body :func:`mailgun_signed` checked."""
     data = _object(body.get("event-data"), "a Mailgun event")
     event = _text(data, "event")
     if event == "complained":
@@ -326,16 +356,21 @@ def sns_signed_text(message: dict[str, Any]) -> bytes:
 
 
 def is_sns_url(url: str) -> bool:
-    """Whether ``url`` is an ``https`` URL on SNS's own host (``sns.<region>.amazonaws.com``)."""
+    """Whether ``url`` is an ``https`` URL on SNS's own host (``sns.<region>.amazonaws.com``
+    or ``.amazonaws.com.cn``), on port 443."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # parsed here: a port out of range or not a number raises
     except ValueError:
         return False
+    host = parts.hostname or ""
     return (
         parts.scheme == "https"
-        and parts.port is None
+        and port in (None, 443)
         and parts.username is None
-        and SNS_HOST.fullmatch(parts.hostname or "") is not None
+        and parts.password is None
+        and SNS_HOST.fullmatch(host) is not None
+        and not host.split(".")[1].startswith(S3_LABEL)
     )
 
 
@@ -467,6 +502,15 @@ def ses_events(req: Request, verifier: SNSVerifier) -> list[BounceEvent]:
 # --- the receiver of one app, and the route ---------------------------------------------------
 
 
+def _checked(events: list[BounceEvent]) -> list[BounceEvent]:
+    """``events``, unless one names a Message-ID with a control character (no message
+    has one, and PostgreSQL refuses a NUL in any query)."""
+    for event in events:
+        if has_control_characters(bare_message_id(event.message_id)):
+            raise WebhookPayloadError("A Message-ID holds a control character.")
+    return events
+
+
 class WebhookReceiver:
     """The webhooks of one app, built by ``init_app`` (``app.extensions`` key
     ``confirm_mail_webhooks``); its :attr:`sns` verifier's ``fetch`` may be replaced.
@@ -501,25 +545,51 @@ class WebhookReceiver:
             "ses": bool(settings.ses_topic_arns),
         }.get(provider, False)
 
-    def events(self, provider: str, req: Request) -> list[BounceEvent]:
-        """The events of one call; raises a :class:`WebhookError`."""
+    def events(self, provider: str, req: Request) -> tuple[list[BounceEvent], str | None]:
+        """The events of one call, and its single-use token (Mailgun's) or ``None``;
+        raises a :class:`WebhookError`."""
         if provider == "postmark":
-            return postmark_events(req, self.settings)
+            return _checked(postmark_events(req, self.settings)), None
         if provider == "mailgun":
-            return mailgun_events(req, self.settings)
+            body, token = mailgun_signed(req, self.settings)
+            try:
+                return _checked(mailgun_events(body)), token
+            except WebhookPayloadError:
+                with self.records.db.engine.begin() as conn:  # a refused body spends it too
+                    self.records.spend_token(conn, token, provider)
+                raise
         if provider == "sendgrid":
-            return sendgrid_events(req, self.settings, self.sendgrid_key)
-        return ses_events(req, self.sns)
+            return _checked(sendgrid_events(req, self.settings, self.sendgrid_key)), None
+        return _checked(ses_events(req, self.sns)), None
 
     def receive(self, app: Flask, provider: str, req: Request) -> dict[str, int]:
-        """Apply one call's events; how many were ``applied``, ``duplicate``, ``unknown``."""
+        """Apply one call's events, all in one transaction with the spending of its token;
+        how many were ``applied``, ``duplicate``, ``unknown``.
+
+        :raises WebhookAuthError: the call's token was spent before (a replay).
+        """
+        events, token = self.events(provider, req)
+        records = self.records
+        if token is not None:
+            # A token is accepted while its timestamp is within the maximum age either
+            # side of now, so it is kept for twice that.
+            with records.db.engine.begin() as conn:
+                records.forget_tokens(conn, 2 * self.settings.webhook_max_age)
+        with records.db.engine.begin() as conn:
+            if token is not None and not records.spend_token(conn, token, provider):
+                raise WebhookAuthError("The signature was used before.")
+            results = []
+            for event in events:
+                results.append(
+                    records.apply_in(
+                        conn, message_id=event.message_id, kind=event.kind,
+                        reason=event.reason, source=provider,
+                    )
+                )  # fmt: skip
+        records.announce(app, results)
         counts = {"applied": 0, "duplicate": 0, "unknown": 0}
-        for event in self.events(provider, req):
-            outcome = self.records.apply(
-                app, message_id=event.message_id, kind=event.kind, reason=event.reason,
-                source=provider,
-            )  # fmt: skip
-            counts[outcome] += 1
+        for done in results:
+            counts[done.outcome] += 1
         return counts
 
 
