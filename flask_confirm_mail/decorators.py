@@ -1,8 +1,6 @@
 """The view decorators :func:`signup_view` and :func:`confirmed_required`.
 
-Both call the view through ``current_app.ensure_sync`` (so ``async def`` views work) and
-let OPTIONS (CORS preflight) through, as flask-login's ``login_required`` does.
-"""
+Both call views through ``ensure_sync`` and let OPTIONS through, as ``login_required`` does."""
 
 from __future__ import annotations
 
@@ -23,7 +21,6 @@ from .responses import answer_database_fault, wants_json
 from .signup import begin_signup, end_signup
 
 INVALID_ADDRESS = N_("Enter a single, valid email address.")
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -42,11 +39,9 @@ def current_user_or_none() -> Any:
 
 def signup_view(view: F) -> F:
     """Mark a sign-up view: each new user it commits gets a confirmation email, queued in
-    the same transaction (nothing is sent if the view raises or rolls back).
-
-    An :class:`~flask_confirm_mail.errors.AddressError` from the commit (not one plain
-    address) rolls back and answers 400; a database outage, 503.
-    """
+    the same transaction (nothing is sent if the view raises or rolls back). An
+    :class:`~flask_confirm_mail.errors.AddressError` from the commit (not one plain address)
+    rolls back and answers 400; a database outage, 503."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,13 +64,10 @@ def signup_view(view: F) -> F:
 
 
 def confirmed_required(view: F) -> F:
-    """Let only users with a confirmed address through.
-
-    Anonymous users get Flask-Login's ``unauthorized()`` (or 401); unconfirmed ones (once
-    ``CONFIRM_MAIL_UNCONFIRMED_ACCESS_FOR`` after sign-up has passed) a flash and redirect
-    to the resend page (or ``CONFIRM_MAIL_UNCONFIRMED_ENDPOINT``), or for JSON a 403
-    ``{"status": "unconfirmed", ...}``.
-    """
+    """Let only users with a confirmed address through. Anonymous users get Flask-Login's
+    ``unauthorized()`` (or 401); unconfirmed ones (once ``CONFIRM_MAIL_UNCONFIRMED_ACCESS_FOR``
+    after sign-up has passed) a flash and redirect to the resend page (or
+    ``CONFIRM_MAIL_UNCONFIRMED_ENDPOINT``), or for JSON a 403 ``{"status": "unconfirmed"}``."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -102,8 +94,7 @@ def _refuse_unconfirmed() -> Any:
         abort(401)
     if flow.columns.is_confirmed(user):
         return None
-    grace = flow.settings.unconfirmed_access_for
-    if grace:
+    if grace := flow.settings.unconfirmed_access_for:
         connection = flow.db.session.connection()
         user_id = flow.columns.id_of(user)
         signed_up = outbox.first_queued_at(connection, flow.outbox_table, user_id, Purpose.SIGNUP)

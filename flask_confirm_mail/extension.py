@@ -1,6 +1,7 @@
-"""The :class:`ConfirmMail` extension object. ``init_app`` adds the blueprint, CLI,
-session events and a teardown, and nothing else: SQLite tuning, log redaction, bounces
-and the resend limit's ``Limiter`` are the app's to turn on."""
+"""The :class:`ConfirmMail` extension object.
+
+``init_app`` adds the blueprint, CLI, session events and a teardown, and nothing else: SQLite
+tuning, log redaction, bounces and the resend limit's ``Limiter`` are the app's to turn on."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from .views import blueprint, limit_resend
 
 G = TypeVar("G", bound=Callable[[], Any])
 H = TypeVar("H", bound=Callable[[list[int]], object])
-
 logger = logging.getLogger("flask_confirm_mail")
 
 
@@ -36,18 +36,15 @@ class ConfirmMail:
     """The email-confirmation flow for a Flask app with a Flask-SQLAlchemy user model.
 
     :param app: an app to initialize now; or call :meth:`init_app` later.
-    :param db: the app's ``SQLAlchemy``; the outbox table (:attr:`outbox_model`) is
-        defined on it, so migrations see it.
+    :param db: the app's ``SQLAlchemy``, holding the outbox table (:attr:`outbox_model`).
     :param user_model: the user model class.
     :param email_attribute: its attribute holding the address.
     :param confirmed_attribute: its DateTime or Boolean attribute recording confirmation.
     :param pending_email_attribute: its attribute holding a new address waiting for
         confirmation, or ``None``.
-    :param transport: a :class:`~flask_confirm_mail.Transport` instead of SMTP through
-        the app's ``MAIL_*`` settings.
+    :param transport: a :class:`~flask_confirm_mail.Transport` instead of SMTP via ``MAIL_*``.
     :param options: settings by lower-case name without ``CONFIRM_MAIL_``
-        (``lifetime=timedelta(hours=2)``), over ``app.config``.
-    :raises TypeError: an unknown option.
+        (``lifetime=timedelta(hours=2)``), over ``app.config``; ``TypeError`` if unknown.
     """
 
     def __init__(
@@ -62,8 +59,7 @@ class ConfirmMail:
         transport: Transport | None = None,
         **options: Any,
     ) -> None:
-        unknown = sorted(name for name in options if name.upper() not in OPTION_NAMES)
-        if unknown:
+        if unknown := sorted(name for name in options if name.upper() not in OPTION_NAMES):
             raise TypeError(f"ConfirmMail() got unknown options: {', '.join(unknown)}")
         self.db = db
         self.user_model = user_model
@@ -84,9 +80,7 @@ class ConfirmMail:
         """Check the settings, then register the blueprint, CLI, hooks and per-app state.
 
         :param transport: this app's transport, over the constructor's.
-        :raises ConfigurationError: an unsafe or missing setting, or a second call for
-            the same app.
-        """
+        :raises ConfigurationError: an unsafe or missing setting, or a second call for this app."""
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(
                 "ConfirmMail.init_app was already called for this app; call it once per app."
@@ -100,14 +94,12 @@ class ConfirmMail:
         )
         if "mail" not in app.extensions:
             Mail().init_app(app)
-        transport = transport or self.transport
-        if transport is None:
-            if not settings.sender:  # CONFIRM_MAIL_SENDER, else MAIL_DEFAULT_SENDER
-                raise ConfigurationError(
-                    "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email "
-                    "needs a From address."
-                )
-            transport = SMTPTransport(settings)
+        if not (transport or self.transport or settings.sender):
+            raise ConfigurationError(
+                "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs "
+                "a From address."
+            )
+        transport = transport or self.transport or SMTPTransport(settings)
         transport.init_app(app)  # checks its settings (MAIL_PORT=abc fails here)
         flow = ConfirmationFlow(
             db=self.db,
@@ -136,10 +128,9 @@ class ConfirmMail:
         install_log_redaction([logger.name], [settings.url_prefix])
 
     def handoff(self, function: H) -> H:
-        """Register the function that hands each commit's outbox ids to the app's task
-        queue (``CONFIRM_MAIL_DELIVERY = "queue"``), whose job calls
-        :func:`~flask_confirm_mail.deliver`; a periodic job calls
-        :func:`~flask_confirm_mail.deliver_due`."""
+        """Register the function that hands each commit's outbox ids to the app's task queue
+        (``CONFIRM_MAIL_DELIVERY = "queue"``); its job calls :func:`~flask_confirm_mail.deliver`,
+        a periodic one :func:`~flask_confirm_mail.deliver_due`."""
         self._handoff = function
         for flow in self._flows:
             flow.handoff = function

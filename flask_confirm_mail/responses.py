@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -32,9 +33,8 @@ def wants_json() -> bool:
 def load_json(body: bytes | str, max_depth: int = 32) -> Any:
     """Parse untrusted JSON nested at most ``max_depth`` levels deep.
 
-    :raises ValueError: not JSON (or not UTF-8/16/32), nested deeper (also past the
-        recursion limit), or holding a lone surrogate, which no later ``.encode()`` survives.
-    """
+    :raises ValueError: not JSON (or not UTF-8/16/32), nested deeper, or holding a lone
+        surrogate, which no later ``.encode()`` survives."""
     try:
         value = json.loads(body)
         json.dumps(value, ensure_ascii=False).encode()  # one pass in C over every string
@@ -56,8 +56,7 @@ def load_json(body: bytes | str, max_depth: int = 32) -> Any:
 def request_json() -> dict[str, Any]:
     """The request's JSON body if it is an object, else ``{}``.
 
-    :raises BadRequest: the body is not JSON, or nested too deeply (a 400, never a 500).
-    """
+    :raises BadRequest: the body is not JSON, or nested too deeply (a 400, never a 500)."""
     try:
         data = load_json(request.get_data(cache=True))
     except ValueError:
@@ -68,8 +67,7 @@ def request_json() -> dict[str, Any]:
 def database_unavailable(error: SQLAlchemyError) -> Response:
     """Answer a database fault with ``503`` and ``Retry-After``, a page or JSON, after
     rolling the session back (nothing half saved) and logging the path, tokens redacted.
-    An app may register it for :data:`~flask_confirm_mail.errors.DATABASE_FAULTS`.
-    """
+    An app may register it for :data:`~flask_confirm_mail.errors.DATABASE_FAULTS`."""
     flow = get_flow()
     roll_back(flow)
     cause = type(error.orig if isinstance(error, DBAPIError) else error).__name__
@@ -92,11 +90,9 @@ def database_unavailable(error: SQLAlchemyError) -> Response:
 
 
 def roll_back(flow: ConfirmationFlow) -> None:
-    """Roll the request's session back, even when its connection is gone."""
-    try:
+    """Roll the request's session back, even when its connection is gone (the pool drops it)."""
+    with contextlib.suppress(SQLAlchemyError):
         flow.db.session.rollback()
-    except SQLAlchemyError:  # the pool drops the lost connection
-        pass
 
 
 def answer_database_fault(error: SQLAlchemyError) -> Response:

@@ -1,11 +1,10 @@
 """The blueprint's routes: ``<prefix>/<token>``, ``<prefix>/resend`` and ``<prefix>/code``.
 
-Each answers a page or, for JSON requests, a body with a stable ``status`` field; no token,
-header, form value or JSON body leads to a 500.
-"""
+Each answers a page or, for JSON requests, a body with a stable ``status``; never a 500."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import time
@@ -77,17 +76,14 @@ def _private_headers(response: Response) -> Response:
 @blueprint.before_request
 def _bound_body() -> None:
     """Refuse a body over ``MAX_BODY_BYTES`` (413), whether it says its length or streams."""
-    try:
+    # Werkzeug 3.0 has no setter; there the app's MAX_CONTENT_LENGTH bounds a chunked body.
+    with contextlib.suppress(AttributeError):
         request.max_content_length = MAX_BODY_BYTES
-    except AttributeError:  # Werkzeug 3.0: no setter; the app's MAX_CONTENT_LENGTH bounds it
-        pass
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        abort(413)
-    if request.content_length is None:
-        # Read a chunked body now, so going over the limit is a 413 here, not an empty form.
+    chunked = request.content_length is None
+    if chunked:  # read it now, so going over the limit is a 413 here, not an empty form
         request.get_data(cache=True)  # stops at the limit; one byte more says it was over
-        if request.stream.read(1):
-            abort(413)
+    if (request.content_length or 0) > MAX_BODY_BYTES or (chunked and request.stream.read(1)):
+        abort(413)
 
 
 @blueprint.errorhandler(HTTPException)
@@ -105,9 +101,8 @@ def _page(template: str, code: int = 200, json: Any = None, **context: Any) -> R
     """The page ``template``; or ``json``, if given, for a client that wants JSON."""
     if json is not None and wants_json():
         return make_response(jsonify(json), code)
-    app_name = get_flow().settings.app_name
-    page = render_template(f"confirm_mail/{template}.html", app_name=app_name, **context)
-    return make_response(page, code)
+    context["app_name"] = get_flow().settings.app_name
+    return make_response(render_template(f"confirm_mail/{template}.html", **context), code)
 
 
 @blueprint.route("/<token>", methods=["GET", "POST"])
@@ -122,20 +117,14 @@ def _answer(outcome: Outcome, token: str) -> Any:
     code, message = OUTCOMES[outcome][0], _(OUTCOMES[outcome][1])
     home = get_flow().settings.confirmed_endpoint
     if wants_json():
-        body: dict[str, Any] = {"status": outcome.value, "message": message}
-        if outcome is Outcome.EXPIRED:
-            body["resend_url"] = url_for("confirm_mail.resend")
-        return jsonify(body), code
+        resend_url = {"resend_url": url_for(".resend")} if outcome is Outcome.EXPIRED else {}
+        return jsonify(status=outcome.value, message=message, **resend_url), code
     if outcome is Outcome.CONFIRMED and home:
         flash(message, "success")
         return redirect(url_for(home), 303)
-    return _page(
-        outcome.value,
-        code,
-        message=message,
-        token=token if outcome is Outcome.PENDING else None,
-        continue_url=url_for(home) if home else request.script_root + "/",
-    )
+    home_url = url_for(home) if home else request.script_root + "/"
+    token_or_none = token if outcome is Outcome.PENDING else None
+    return _page(outcome.value, code, message=message, token=token_or_none, continue_url=home_url)
 
 
 def owner_cooldown(email: object = None) -> dict[str, Any]:
@@ -172,8 +161,7 @@ def resend() -> Any:
     if request.method == "GET":
         return _page("resend", **bounce_notice(), **owner_cooldown())
     email = request_json().get("email") if request.is_json else request.form.get("email")
-    cooldown = owner_cooldown(email)  # the owner learns the truth; anyone else does not
-    if cooldown:
+    if cooldown := owner_cooldown(email):  # the owner learns the truth; anyone else does not
         wait = cooldown["cooldown"]
         body = {"status": "cooldown", "message": cooldown["cooldown_message"], **wait}
         response = _page("resend", 429, body, **cooldown)
@@ -225,8 +213,7 @@ def limit_resend(app: Flask, limit: str) -> None:
     keyed by client (``Limiter(client_network, app=app)``), never by the address named, so
     the answer never tells whether it has an account. Over it: 429 with ``Retry-After``.
 
-    :raises ConfigurationError: the app has no ``Limiter``, or several.
-    """
+    :raises ConfigurationError: the app has no ``Limiter``, or several."""
     limiters = app.extensions.get("limiter") or set()
     if len(limiters) != 1:
         raise ConfigurationError(
@@ -234,25 +221,21 @@ def limit_resend(app: Flask, limit: str) -> None:
             "before init_app: Limiter(flask_confirm_mail.views.client_network, app=app)."
         )
     route_limit = next(iter(limiters)).limit(limit, methods=["POST"], on_breach=_too_many)
-    views = app.view_functions
-    views["confirm_mail.resend"] = route_limit(views["confirm_mail.resend"])
+    app.view_functions["confirm_mail.resend"] = route_limit(resend)
 
 
 def client_network(address: str | None = None) -> str:
     """The resend limit's key: the client's IPv4 address, or its IPv6 ``/64``, which is one
     subscriber's (RFC 6177): keyed per address, rotating in it would reset the limit.
 
-    :param address: default ``request.remote_addr`` (behind a proxy, use ``ProxyFix``).
-    """
+    :param address: default ``request.remote_addr`` (behind a proxy, use ``ProxyFix``)."""
     address = address if address is not None else (request.remote_addr or "127.0.0.1")
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ip.ipv4_mapped or ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
 
@@ -261,10 +244,7 @@ def _too_many(limit: Any) -> Response:
     message = _(
         "Too many requests from your address: try again in %(seconds)d seconds.", seconds=wait
     )
-    if wants_json():
-        body = jsonify(status="error", error="too many requests", message=message, retry_after=wait)
-        response = make_response(body, 429)
-    else:
-        response = make_response(_http_error(TooManyRequests(message)))
+    json = jsonify(status="error", error="too many requests", message=message, retry_after=wait)
+    response = make_response((json, 429) if wants_json() else _http_error(TooManyRequests(message)))
     response.headers["Retry-After"] = str(wait)
     return response
