@@ -1,11 +1,7 @@
-"""The :class:`ConfirmMail` extension object: ``init_app`` checks the settings and wires
-the flow into the app (blueprint, CLI, session events, a teardown).
+"""The :class:`ConfirmMail` extension object.
 
-``init_app`` changes nothing else the app owns: SQLite tuning
-(:func:`~flask_confirm_mail.sqlite.tune_sqlite`), log redaction
-(:func:`~flask_confirm_mail.redact_request_logs`), bounces
-(:class:`~flask_confirm_mail.bounces.Bounces`) and the resend limit's ``Limiter`` are the
-app's to turn on."""
+``init_app`` adds the blueprint, CLI, session events and a teardown, and nothing else: SQLite
+tuning, log redaction, bounces and the resend limit's ``Limiter`` are the app's to turn on."""
 
 from __future__ import annotations
 
@@ -33,7 +29,6 @@ from .views import blueprint, limit_resend
 
 G = TypeVar("G", bound=Callable[[], Any])
 H = TypeVar("H", bound=Callable[[list[int]], object])
-
 logger = logging.getLogger("flask_confirm_mail")
 
 
@@ -41,19 +36,15 @@ class ConfirmMail:
     """The email-confirmation flow for a Flask app with a Flask-SQLAlchemy user model.
 
     :param app: an app to initialize now; or call :meth:`init_app` later.
-    :param db: the app's :class:`~flask_sqlalchemy.SQLAlchemy`; the outbox table is
-        defined on it (:attr:`outbox_model`), so migrations see it.
+    :param db: the app's ``SQLAlchemy``, holding the outbox table (:attr:`outbox_model`).
     :param user_model: the user model class.
-    :param email_attribute: attribute holding the address.
-    :param confirmed_attribute: attribute recording confirmation, a DateTime or a Boolean
-        column.
-    :param pending_email_attribute: attribute holding a new address waiting for
-        confirmation, or ``None`` when the table has none.
-    :param transport: a :class:`~flask_confirm_mail.Transport` instance to send with
-        instead of SMTP through the app's ``MAIL_*`` settings (e.g. the remote mailer's
-        :class:`~flask_confirm_mail.mailer.RemoteTransport`).
-    :param options: any setting, by its name without the ``CONFIRM_MAIL_`` prefix, in
-        lower case (``lifetime=timedelta(hours=2)``); these win over ``app.config``.
+    :param email_attribute: its attribute holding the address.
+    :param confirmed_attribute: its DateTime or Boolean attribute recording confirmation.
+    :param pending_email_attribute: its attribute holding a new address waiting for
+        confirmation, or ``None``.
+    :param transport: a :class:`~flask_confirm_mail.Transport` instead of SMTP via ``MAIL_*``.
+    :param options: settings by lower-case name without ``CONFIRM_MAIL_``
+        (``lifetime=timedelta(hours=2)``), over ``app.config``; ``TypeError`` if unknown.
     """
 
     def __init__(
@@ -68,8 +59,7 @@ class ConfirmMail:
         transport: Transport | None = None,
         **options: Any,
     ) -> None:
-        unknown = sorted(name for name in options if name.upper() not in OPTION_NAMES)
-        if unknown:
+        if unknown := sorted(name for name in options if name.upper() not in OPTION_NAMES):
             raise TypeError(f"ConfirmMail() got unknown options: {', '.join(unknown)}")
         self.db = db
         self.user_model = user_model
@@ -89,11 +79,8 @@ class ConfirmMail:
     def init_app(self, app: Flask, *, transport: Transport | None = None) -> None:
         """Check the settings, then register the blueprint, CLI, hooks and per-app state.
 
-        :param transport: this app's transport, over the constructor's (an app factory
-            that picks SMTP or the remote mailer by its configuration).
-        :raises ConfigurationError: an unsafe or missing setting, or a second call for
-            the same app.
-        """
+        :param transport: this app's transport, over the constructor's.
+        :raises ConfigurationError: an unsafe or missing setting, or a second call for this app."""
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(
                 "ConfirmMail.init_app was already called for this app; call it once per app."
@@ -107,7 +94,12 @@ class ConfirmMail:
         )
         if "mail" not in app.extensions:
             Mail().init_app(app)
-        transport = transport or self.transport or _smtp_transport(settings)
+        if not (transport or self.transport or settings.sender):
+            raise ConfigurationError(
+                "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs "
+                "a From address."
+            )
+        transport = transport or self.transport or SMTPTransport(settings)
         transport.init_app(app)  # checks its settings (MAIL_PORT=abc fails here)
         flow = ConfirmationFlow(
             db=self.db,
@@ -122,81 +114,45 @@ class ConfirmMail:
         app.extensions[EXTENSION_KEY] = flow
         listen_to_session(self.db)
         if app.extensions.get("sqlalchemy") is self.db:
-            app.teardown_appcontext(_session_closer(self.db))
+            # Teardowns run in reverse order: added after db.init_app, this one runs first.
+            app.teardown_appcontext(self._close_session)
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         if settings.resend_limit:
             limit_resend(app, settings.resend_limit)
         app.cli.add_command(cli_group)
         if settings.delivery == "sync":
             app.after_request(deliver_after_request)
-        # Like Flask's app.logger: a failed delivery shows in the console unless the app
-        # configured logging itself.
+        # Like app.logger: failed deliveries show unless the app configured logging.
         if not has_level_handler(logger):
             logger.addHandler(default_handler)
         install_log_redaction([logger.name], [settings.url_prefix])
 
     def handoff(self, function: H) -> H:
-        """Register the function that hands the outbox ids each commit saved to the app's
-        own task queue (``CONFIRM_MAIL_DELIVERY = "queue"``). Its job calls
-        :func:`~flask_confirm_mail.deliver` with them; a periodic job calls
-        :func:`~flask_confirm_mail.deliver_due`, which also sends what a lost job left::
-
-            @confirm_mail.handoff
-            def enqueue(ids):
-                queue.enqueue(deliver_confirmation_emails, ids)  # RQ
-        """
+        """Register the function that hands each commit's outbox ids to the app's task queue
+        (``CONFIRM_MAIL_DELIVERY = "queue"``); its job calls :func:`~flask_confirm_mail.deliver`,
+        a periodic one :func:`~flask_confirm_mail.deliver_due`."""
         self._handoff = function
         for flow in self._flows:
             flow.handoff = function
         return function
 
     def user_getter(self, getter: G) -> G:
-        """Register the function that returns the logged-in user (or ``None``).
-
-        Needed by :func:`~flask_confirm_mail.confirmed_required` when the app does not
-        use Flask-Login::
-
-            @confirm_mail.user_getter
-            def current_account():
-                return db.session.get(User, session.get("user_id"))
-        """
+        """Register the function that returns the logged-in user (or ``None``), for an
+        app without Flask-Login."""
         self._user_getter = getter
         for flow in self._flows:
             flow.user_getter = getter
         return getter
 
-
-def _smtp_transport(settings: Settings) -> Transport:
-    """The default transport: SMTP through the app's ``MAIL_*`` settings."""
-    if not settings.sender:  # CONFIRM_MAIL_SENDER, else MAIL_DEFAULT_SENDER
-        raise ConfigurationError(
-            "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs "
-            "a From address."
-        )
-    return SMTPTransport(settings)
-
-
-def _session_closer(db: SQLAlchemy) -> Callable[[BaseException | None], None]:
-    """A teardown that closes the request's session before Flask-SQLAlchemy's does.
-
-    Closing rolls back whatever the request left open; when the database went away after
-    the answer was made (a cut mid-request, a restart), that rollback fails and, raised
-    from Flask-SQLAlchemy's teardown, would turn the finished answer into a 500. Here the
-    failure is logged and the lost connection dropped; the answer stands, and what the
-    request committed is saved.
-    (Flask runs teardowns in reverse order, so this one, added by ``init_app`` after
-    ``db.init_app``, runs first.)
-    """
-
-    def close_session(error: BaseException | None) -> None:
+    def _close_session(self, error: BaseException | None) -> None:
+        """Close the request's session. If the database went away after the answer was
+        made, the rollback fails: logged here, not raised to turn that answer into a 500."""
         try:
-            db.session.remove()
+            self.db.session.remove()
         except SQLAlchemyError as exc:
             logger.warning(
                 "The database connection was lost while closing a request's session (%s); "
                 "the pool drops it",
                 type(exc).__name__,
             )
-            db.session.registry.clear()  # a new session next time; the pool drops the lost one
-
-    return close_session
+            self.db.session.registry.clear()  # a new session next time
