@@ -1,10 +1,10 @@
 """The outbox: the table of confirmation emails, and every query on it.
 
-A row is written in the same transaction as the sign-up, change or resend that asks for it,
-and holds no link token (minted at send time). It is *claimable* while ``pending`` or
-``sending`` with ``due_at`` passed. A claim (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
-SKIP LOCKED)``: concurrent workers skip each other's rows) sets ``sending`` and moves ``due_at``
-to the end of a lease, so a row whose worker died is taken again once the lease is over.
+A row is written in the transaction of the sign-up, change or resend that asks for it, and
+holds no link token (minted at send time). It is *claimable* while ``pending`` or ``sending``
+with ``due_at`` passed. A claim (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``:
+workers skip each other's rows) sets ``sending`` and moves ``due_at`` to the end of a lease, so
+a row whose worker died is taken again once the lease is over.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
     if db in _models:
         return _models[db]
     claimable = sa.column("status").in_(CLAIMABLE)
+    partial: dict[str, Any] = {"postgresql_where": claimable, "sqlite_where": claimable}
 
     class OutboxMessage(db.Model):  # type: ignore[name-defined,misc]
         """One confirmation email waiting for, or done with, delivery."""
@@ -73,12 +74,7 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
         __tablename__ = TABLE_NAME
         __table_args__ = (
             # Partial: only claimable rows, so claims do not slow down as sent rows pile up.
-            sa.Index(
-                "ix_confirm_mail_outbox_due",
-                "due_at",
-                postgresql_where=claimable,
-                sqlite_where=claimable,
-            ),
+            sa.Index("ix_confirm_mail_outbox_due", "due_at", **partial),
             sa.Index("ix_confirm_mail_outbox_recipient", "recipient", "created_at"),
             sa.Index("ix_confirm_mail_outbox_user", "user_id", "created_at"),
             # One row per reminder number and user: two workers never both send it.
@@ -118,15 +114,9 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
 
 
 def claim(
-    conn: Connection,
-    table: sa.Table,
-    *,
-    worker_id: str,
-    limit: int,
-    lease: timedelta,
-    ids: Sequence[int] | None = None,
-    max_attempts: int | None = None,
-) -> list[Any]:
+    conn: Connection, table: sa.Table, *, worker_id: str, limit: int, lease: timedelta,
+    ids: Sequence[int] | None = None, max_attempts: int | None = None,
+) -> list[Any]:  # fmt: skip
     """Reserve up to ``limit`` due rows, oldest first; ``ids`` and ``max_attempts`` narrow it."""
     c = table.c
     now = utcnow()
@@ -196,23 +186,18 @@ def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> in
         .where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
         .where(c.due_at <= now, c.attempts >= max_attempts)
         .values(
-            status=DEAD,
-            due_at=None,
+            status=DEAD, due_at=None, last_failure=UNKNOWN, failed_at=now,
             last_error="The worker's lease ended during the last attempt: outcome unknown",
-            last_failure=UNKNOWN,
-            failed_at=now,
             unknown_outcomes=c.unknown_outcomes + 1,
         )
-    )
+    )  # fmt: skip
     return int(conn.execute(stmt).rowcount)
 
 
 def _held(table: sa.Table, ids: Sequence[int], worker_id: str) -> sa.Update:
     """An ``UPDATE`` of the rows among ``ids`` that ``worker_id`` still holds."""
     c = table.c
-    return sa.update(table).where(
-        c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING
-    )
+    return sa.update(table).where(c.id.in_(ids), c.claimed_by == worker_id, c.status == SENDING)
 
 
 def extend_lease(
@@ -235,27 +220,18 @@ def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: 
 
 
 def mark_failed(
-    conn: Connection,
-    table: sa.Table,
-    message_id: int,
-    worker_id: str,
-    *,
-    error: str,
-    retry_at: datetime | None,
-    failure: str = TEMPORARY,
-) -> None:
+    conn: Connection, table: sa.Table, message_id: int, worker_id: str, *, error: str,
+    retry_at: datetime | None, failure: str = TEMPORARY,
+) -> None:  # fmt: skip
     """Record a failed attempt of kind ``failure``: due again at ``retry_at``, or ``dead``
     when it is ``None``. Only while this worker holds the row."""
     conn.execute(
         _held(table, [message_id], worker_id).values(
-            status=PENDING if retry_at is not None else DEAD,
-            due_at=retry_at,
-            last_error=error[:500],
-            last_failure=failure,
-            failed_at=utcnow(),
+            status=PENDING if retry_at is not None else DEAD, due_at=retry_at,
+            last_error=error[:500], last_failure=failure, failed_at=utcnow(),
             unknown_outcomes=table.c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
         )
-    )
+    )  # fmt: skip
 
 
 def release(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
@@ -292,13 +268,9 @@ def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None
 
 
 def signed_up_before(
-    conn: Connection,
-    table: sa.Table,
-    cutoff: datetime,
-    *,
-    reminded_from: int | None = None,
+    conn: Connection, table: sa.Table, cutoff: datetime, *, reminded_from: int | None = None,
     among: sa.Select[Any] | None = None,
-) -> list[str]:
+) -> list[str]:  # fmt: skip
     """Users whose first sign-up email was queued before ``cutoff`` and who never asked
     for an address change; with ``reminded_from``, only those without a reminder numbered
     that or higher; with ``among`` (a query of user ids as strings), only those it returns."""
@@ -323,9 +295,7 @@ def status_counts(conn: Connection, table: sa.Table) -> dict[str, int]:
     """How many messages are in each status, zeros included."""
     c = table.c
     rows = conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status)).all()
-    counts = dict.fromkeys((PENDING, SENDING, SENT, DEAD), 0)
-    counts.update({status: int(n) for status, n in rows})
-    return counts
+    return {**dict.fromkeys((PENDING, SENDING, SENT, DEAD), 0), **{s: int(n) for s, n in rows}}
 
 
 def last_failure(conn: Connection, table: sa.Table) -> Any | None:

@@ -169,17 +169,15 @@ class SMTPSession:
         recipient = message["To"].addresses[0].addr_spec
         data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         with self._lock:
+            client: smtplib.SMTP | None = None
             try:
                 client = self._envelope(sender, recipient)
-            except OSError as exc:
-                raise self._failed(exc) from None
-            try:
                 code, reply = client.data(data)
                 if code != 250:
                     raise smtplib.SMTPDataError(code, reply)
-            except smtplib.SMTPResponseException as exc:
-                raise self._failed(exc) from None
             except OSError as exc:
+                if client is None or isinstance(exc, smtplib.SMTPResponseException):
+                    raise self._failed(exc) from None
                 # Lost from the DATA command on: the server may have taken the message.
                 self._drop()
                 name = type(exc).__name__
@@ -201,11 +199,8 @@ class SMTPSession:
                 if code not in (250, 251):
                     raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
                 return client
-            except smtplib.SMTPServerDisconnected:
-                if not retry:
-                    raise
-            except smtplib.SMTPSenderRefused as exc:
-                if not retry or exc.smtp_code != 421:
+            except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused) as exc:
+                if not retry or getattr(exc, "smtp_code", 421) != 421:
                     raise
             self._drop()
             retry = False
@@ -247,12 +242,11 @@ class SMTPSession:
         """Say ``QUIT`` if connected, then close; the next :meth:`send` connects again."""
         with self._lock:
             client, self._client = self._client, None
-            if client is None:
-                return
-            try:
-                client.quit()
-            except OSError:
-                client.close()
+            if client is not None:
+                try:
+                    client.quit()
+                except OSError:
+                    client.close()
 
 
 class SMTPSender:

@@ -188,20 +188,15 @@ class CodeHasher:
         message = f"{outbox_id}\n{recipient.lower()}\n{code}".encode()
         return hmac.new(self._keys[key], message, hashlib.sha256).hexdigest()
 
-    def normalize(self, typed: object) -> str | None:
-        """``typed`` without separators, its case folded if ``alphabet`` has one case;
-        ``None`` when it cannot be a code."""
-        if not isinstance(typed, str) or len(typed) > 4 * MAX_CODE_LENGTH:
-            return None
-        code = self._fold(_CODE_SEPARATORS.sub("", typed))
-        if len(code) != self.length or any(c not in self.alphabet for c in code):
-            return None
-        return code
-
     def matches(self, typed: object, outbox_id: int, recipient: str, stored: str | None) -> bool:
-        """Whether ``typed`` is the code whose digest is ``stored``, in constant time: a
-        malformed code or a missing digest costs the same HMAC as a real comparison."""
-        code = self.normalize(typed)
+        """Whether ``typed`` (separators dropped, its case folded if ``alphabet`` has one case)
+        is the code whose digest is ``stored``, in constant time: a malformed code or a missing
+        digest costs the same HMAC as a real comparison."""
+        code = None
+        if isinstance(typed, str) and len(typed) <= 4 * MAX_CODE_LENGTH:
+            code = self._fold(_CODE_SEPARATORS.sub("", typed))
+            if len(code) != self.length or any(c not in self.alphabet for c in code):
+                code = None
         found = False
         for key in range(len(self._keys)):
             candidate = self.digest(code or "", outbox_id, recipient, key=key)

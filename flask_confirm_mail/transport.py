@@ -142,13 +142,12 @@ class SMTPTransport(Transport):
 
     def init_app(self, app: Flask) -> None:
         mail = app.extensions["mail"]
-        port = mail.port
+        port, server = mail.port, mail.server
         if isinstance(port, str) and port.strip().isdigit():
             port = int(port)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigurationError(f"MAIL_PORT must be a port number (1 to 65535), not {port!r}.")
-        server = mail.server
-        if not isinstance(server, str) or not server.strip() or any(c.isspace() for c in server):
+        if not isinstance(server, str) or server.split() != [server]:  # empty, or with spaces
             raise ConfigurationError(f"MAIL_SERVER must be a host name or address, not {server!r}.")
         for key, value in (("MAIL_USE_TLS", mail.use_tls), ("MAIL_USE_SSL", mail.use_ssl)):
             if value not in (True, False):  # 0 and 1 pass too
