@@ -33,8 +33,7 @@ logger = logging.getLogger("flask_confirm_mail")
 
 #: Database errors a retry may get past (a lost connection, a locked SQLite file); others raise.
 TRANSIENT_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
-#: Seconds a claim reserves its messages. A batch extends its lease every third of it while
-#: sending, so only a stopped (killed, frozen) worker loses its emails.
+#: Seconds a claim holds its rows, renewed while sending: only a stopped worker's claims lapse.
 LEASE = 120.0
 #: Seconds before the first retry of a failed send; doubled at each attempt, up to RETRY_MAX.
 RETRY_BASE = 30.0
@@ -205,10 +204,7 @@ class Deliverer:
                 self._pool_pid = os.getpid()
             futures = {self._pool.submit(self._send_one, app, e, stop): e for e in emails}
         pending, ids = set(futures), [email.outbox_id for email in emails]
-        while pending:
-            _, pending = wait(pending, timeout=self.lease / 3)
-            if not pending:
-                break
+        while pending := wait(pending, timeout=self.lease / 3).not_done:
             try:  # every row of the batch: those already sent are recorded only at its end
                 with self.db.engine.begin() as conn:
                     lease = timedelta(seconds=self.lease)
@@ -246,9 +242,8 @@ class Deliverer:
             outbox.release(conn, self.table, given_back, worker_id)
         for email, error in failures:
             last = error.permanent or email.attempt >= self.settings.max_attempts
-            retry_at[email.outbox_id] = when = (
-                None if last else now + retry_delay(email.attempt, self.retry_base, self.retry_max)
-            )
+            delay = retry_delay(email.attempt, self.retry_base, self.retry_max)
+            retry_at[email.outbox_id] = when = None if last else now + delay
             failure = outbox.UNKNOWN if error.outcome_unknown else outbox.TEMPORARY
             outbox.mark_failed(
                 conn, self.table, email.outbox_id, worker_id, error=str(error), retry_at=when,
@@ -257,8 +252,7 @@ class Deliverer:
         return retry_at
 
     def deliver_now(self, ids: Sequence[int]) -> int:
-        """Deliver these messages in this thread; return how many were sent. Never raises:
-        what fails stays in the outbox, due for a retry."""
+        """Deliver these in this thread; how many were sent. Never raises: failures stay due."""
         worker_id, size, sent = new_worker_id(), self.settings.concurrency, 0
         try:
             for start in range(0, len(ids), size):
@@ -271,9 +265,8 @@ class Deliverer:
 
 
 class DeliveryLoop:
-    """Deliver ``app``'s batches until stopped; while nothing is due, look again every
-    ``poll_interval`` seconds or at :meth:`wake`. ``before_poll`` runs in an app context
-    before each batch (the worker command queues due reminders there)."""
+    """Deliver ``app``'s batches until stopped; when idle, look again every ``poll_interval``
+    seconds or at :meth:`wake`. ``before_poll`` runs in the app context before each batch."""
 
     def __init__(
         self, app: Flask, deliverer: Deliverer, *, poll_interval: float = POLL_INTERVAL,

@@ -39,8 +39,7 @@ def unsafe_header(name: str, value: str) -> bool:
 
 
 def format_sender(sender: str | tuple[str, str] | None) -> str:
-    """``("Name", "addr")`` or ``"Name <addr>"`` as one header value; raises a permanent
-    :class:`DeliveryError` when missing or not one line."""
+    """``("Name", "addr")`` or ``"Name <addr>"`` as one header value; else a permanent error."""
     if sender is None:
         raise DeliveryError("No sender configured (CONFIRM_MAIL_SENDER).", permanent=True)
     text = formataddr(sender) if isinstance(sender, tuple) else str(sender)
@@ -109,9 +108,8 @@ class SMTPSettings:
 
 
 class SMTPSession:
-    """One SMTP connection, opened on first use and kept for the next message; every socket
-    operation times out after ``settings.timeout`` seconds. A lock keeps :meth:`close`
-    (from another thread) from closing the connection under a message."""
+    """One SMTP connection, opened on first use and kept; each socket operation times out after
+    ``settings.timeout`` seconds. A lock stops :meth:`close` from another thread mid-message."""
 
     def __init__(self, settings: SMTPSettings) -> None:
         self.settings = settings
@@ -144,8 +142,7 @@ class SMTPSession:
         return client
 
     def check(self) -> None:
-        """Connect (STARTTLS, AUTH as configured), say ``NOOP``, then ``QUIT``; raise
-        :class:`DeliveryError` when the server cannot be reached or refuses."""
+        """Connect (STARTTLS, AUTH as set), NOOP, QUIT; :class:`DeliveryError` if any step fails."""
         try:
             self._client = self._connect()
         except smtplib.SMTPAuthenticationError as exc:
@@ -221,10 +218,8 @@ class SMTPSession:
         if code < 500:
             return DeliveryError(f"SMTP server answered {code}")
         # A 5xx after DATA refuses the message; one to MAIL FROM or HELO is about us.
-        bounced = isinstance(exc, smtplib.SMTPDataError)
-        return DeliveryError(
-            f"SMTP server rejected the message ({code})", permanent=True, bounced=bounced
-        )
+        msg = f"SMTP server rejected the message ({code})"
+        return DeliveryError(msg, permanent=True, bounced=isinstance(exc, smtplib.SMTPDataError))
 
     def _reset(self) -> None:
         if self._client is not None:
