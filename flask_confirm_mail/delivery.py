@@ -1,8 +1,6 @@
 """Delivery: take due emails from the outbox, mint their links, send them, record the outcome.
-
-Threads, not asyncio: sending is waiting on the provider, which threads do as well as an
-event loop, and they keep one SMTP client (:mod:`smtplib`) and no event loop in web processes.
-"""
+Threads, not asyncio: sending is waiting on the provider, which threads do as well as an event
+loop, and web processes keep one SMTP client (:mod:`smtplib`) and no event loop."""
 
 from __future__ import annotations
 
@@ -19,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from threading import Event
-from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -33,23 +30,16 @@ from .tokens import CodeHasher, LinkTokenSigner
 from .transport import ConfirmationEmail, Transport
 
 logger = logging.getLogger("flask_confirm_mail")
-R = TypeVar("R")
 
-#: Database errors a retry may get past (a restarted server, a lost connection, a locked
-#: SQLite file); others (a bug, a missing table) are raised.
+#: Database errors a retry may get past (a lost connection, a locked SQLite file); others raise.
 TRANSIENT_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
-#: Seconds a claim reserves its messages for its worker. A batch extends its lease every
-#: third of it while sending, so only a stopped (killed, frozen) worker loses its emails.
+#: Seconds a claim holds its rows, renewed while sending: only a stopped worker's claims lapse.
 LEASE = 120.0
 #: Seconds before the first retry of a failed send; doubled at each attempt, up to RETRY_MAX.
 RETRY_BASE = 30.0
 RETRY_MAX = 3600.0
 #: Seconds an idle loop waits between two looks at the outbox.
 POLL_INTERVAL = 1.0
-
-#: What became of one email of a batch: ``True`` sent, ``False`` given back unsent (the loop
-#: was stopping), or the error of its failed attempt.
-Outcome = DeliveryError | bool
 
 
 def new_worker_id() -> str:
@@ -71,7 +61,7 @@ class BatchReport:
     sent: int = 0
     retried: int = 0
     dead: int = 0
-    given_back: int = 0  # claimed, then given back unsent: the loop was stopping
+    given_back: int = 0
 
     def add(self, other: BatchReport) -> None:
         for f in fields(self):
@@ -119,33 +109,18 @@ class Deliverer:
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
 
-    def _senders(self) -> ThreadPoolExecutor:
-        """The pool of send threads, made anew in each process (threads do not survive a fork)."""
-        with self._pool_lock:
-            if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = ThreadPoolExecutor(
-                    self.settings.concurrency, thread_name_prefix="confirm-mail-send"
-                )
-                self._pool_pid = os.getpid()
-            return self._pool
-
     def claim(self, worker_id: str, ids: Sequence[int] | None = None) -> list[ConfirmationEmail]:
         """Reserve up to ``CONFIRM_MAIL_CONCURRENCY`` due emails (only among ``ids`` when
         given) and mint their links and codes. Rows whose lease ended on their last attempt
         become ``dead`` (outcome unknown) in the same transaction, not sent once more."""
-        settings = self.settings
+        settings, lease = self.settings, timedelta(seconds=self.lease)
         codes: dict[int, str] = {}
         with self.db.engine.begin() as conn:
             outbox.expire_exhausted(conn, self.table, settings.max_attempts)
             rows = outbox.claim(
-                conn,
-                self.table,
-                worker_id=worker_id,
-                limit=settings.concurrency,
-                lease=timedelta(seconds=self.lease),
-                ids=ids,
-                max_attempts=settings.max_attempts,
-            )
+                conn, self.table, worker_id=worker_id, limit=settings.concurrency, lease=lease,
+                ids=ids, max_attempts=settings.max_attempts,
+            )  # fmt: skip
             if self.codes is not None:  # the newest email's code voids the row's earlier one
                 codes = {row.id: self.codes.new_code() for row in rows}
                 digests = {r.id: self.codes.digest(codes[r.id], r.id, r.recipient) for r in rows}
@@ -154,23 +129,13 @@ class Deliverer:
         for row in rows:
             link = row.purpose != Purpose.CHANGE_NOTICE  # the change notice has no link
             token, expires = self.signer.issue(row.user_id, row.recipient) if link else ("", None)
-            emails.append(
-                ConfirmationEmail(
-                    outbox_id=row.id,
-                    user_id=row.user_id,
-                    recipient=row.recipient,
-                    purpose=row.purpose,
-                    message_id=row.message_id,
-                    link_prefix=settings.link_prefix,
-                    link_token=token,
-                    expires_at=expires,
-                    lifetime=settings.lifetime,
-                    attempt=row.attempts,
-                    context=row.context or {},
-                    code=codes.get(row.id, ""),
-                    locale=row.locale,
-                )
-            )
+            emails.append(ConfirmationEmail(
+                outbox_id=row.id, user_id=row.user_id, recipient=row.recipient,
+                purpose=row.purpose, message_id=row.message_id, link_prefix=settings.link_prefix,
+                link_token=token, expires_at=expires, lifetime=settings.lifetime,
+                attempt=row.attempts, context=row.context or {}, code=codes.get(row.id, ""),
+                locale=row.locale,
+            ))  # fmt: skip
         return emails
 
     def deliver_batch(
@@ -182,40 +147,77 @@ class Deliverer:
         emails = self.claim(worker_id, ids)
         if not emails:
             return BatchReport()
-        results = self._send_all(worker_id, emails, stop or Event())
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        results = self._send_all(app, worker_id, emails, stop or Event())
         sent = [email for email, outcome in results if outcome is True]
         given_back = [email.outbox_id for email, outcome in results if outcome is False]
         failures = [(email, error) for email, error in results if isinstance(error, DeliveryError)]
-        retry_at = self._until_done(self._record, worker_id, sent, failures, given_back)
-        self._announce(sent, failures, retry_at)
+        delay = 0.2
+        while True:  # the emails have left: giving up would send them again after the lease
+            try:
+                with self.db.engine.begin() as conn:
+                    retry_at = self._record(conn, worker_id, sent, failures, given_back)
+                break
+            except TRANSIENT_DB_ERRORS as exc:
+                logger.warning(
+                    "Could not record the results of a batch: the database did not answer (%s);"
+                    " trying again in %.1f s", type(exc).__name__, delay,
+                )  # fmt: skip
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
         dead = sum(1 for when in retry_at.values() if when is None)
         report = BatchReport(len(emails), len(sent), len(failures) - dead, dead, len(given_back))
+        for email in sent:
+            signals.message_delivered.send(
+                app, outbox_id=email.outbox_id, attempt=email.attempt,
+                message_id=email.message_id, recipient=email.recipient,
+            )  # fmt: skip
+            signals.confirmation_sent.send(
+                app, user_id=email.user_id, email=email.recipient, purpose=email.purpose,
+                message_id=email.message_id,
+            )  # fmt: skip
+        for email, error in failures:
+            last = retry_at[email.outbox_id] is None
+            logger.warning(
+                "Delivery of outbox message %s failed (attempt %s%s): %s",
+                email.outbox_id, email.attempt, ", dead" if last else "", error,
+            )  # fmt: skip
+            signals.delivery_failed.send(
+                app, outbox_id=email.outbox_id, attempt=email.attempt, dead=last,
+                error=str(error), recipient=email.recipient, permanent=error.permanent,
+                bounced=error.bounced, message_id=email.message_id,
+            )  # fmt: skip
         if failures:
             logger.warning(
                 "A delivery batch of %s: %s sent, %s to retry, %s dead; last error: %s",
-                len(emails),
-                report.sent,
-                report.retried,
-                report.dead,
-                failures[-1][1],
-            )
+                len(emails), report.sent, report.retried, report.dead, failures[-1][1],
+            )  # fmt: skip
         return report
 
     def _send_all(
-        self, worker_id: str, emails: list[ConfirmationEmail], stop: Event
-    ) -> list[tuple[ConfirmationEmail, Outcome]]:
+        self, app: Flask, worker_id: str, emails: list[ConfirmationEmail], stop: Event
+    ) -> list[tuple[ConfirmationEmail, DeliveryError | bool]]:
         """Send ``emails`` from the pool's threads, extending their lease every third of it."""
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        senders = self._senders()
-        futures = {senders.submit(self._send_one, app, email, stop): email for email in emails}
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=self.lease / 3)
-            if pending:  # every row of the batch: those already sent are recorded only at its end
-                self._extend_lease(worker_id, [email.outbox_id for email in emails])
+        with self._pool_lock:  # a new pool in each process: threads do not survive a fork
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.settings.concurrency, "confirm-mail-send")
+                self._pool_pid = os.getpid()
+            futures = {self._pool.submit(self._send_one, app, e, stop): e for e in emails}
+        pending, ids = set(futures), [email.outbox_id for email in emails]
+        while pending := wait(pending, timeout=self.lease / 3).not_done:
+            try:  # every row of the batch: those already sent are recorded only at its end
+                with self.db.engine.begin() as conn:
+                    lease = timedelta(seconds=self.lease)
+                    outbox.extend_lease(conn, self.table, ids, worker_id, lease)
+            except TRANSIENT_DB_ERRORS as exc:
+                logger.warning(
+                    "Could not extend the lease of %s messages being sent (%s); trying again",
+                    len(ids), type(exc).__name__,
+                )  # fmt: skip
         return [(email, future.result()) for future, email in futures.items()]
 
-    def _send_one(self, app: Flask, email: ConfirmationEmail, stop: Event) -> Outcome:
+    def _send_one(self, app: Flask, email: ConfirmationEmail, stop: Event) -> DeliveryError | bool:
+        """``True`` sent, ``False`` given back unsent (stopping), or the attempt's error."""
         if stop.is_set() or (self.rate is not None and not self.rate.wait(stop)):
             return False
         try:
@@ -228,43 +230,10 @@ class Deliverer:
             return DeliveryError(f"Unexpected {type(exc).__name__}")
         return True
 
-    def _extend_lease(self, worker_id: str, ids: list[int]) -> None:
-        try:
-            with self.db.engine.begin() as conn:
-                outbox.extend_lease(conn, self.table, ids, worker_id, timedelta(seconds=self.lease))
-        except TRANSIENT_DB_ERRORS as exc:
-            logger.warning(
-                "Could not extend the lease of %s messages being sent (%s); trying again",
-                len(ids),
-                type(exc).__name__,
-            )
-
-    def _until_done(self, write: Callable[..., R], *args: Any) -> R:
-        """Run ``write(conn, *args)`` in a transaction until the database answers: the emails
-        have left, so giving up would send them again once their lease ends."""
-        delay = 0.2
-        while True:
-            try:
-                with self.db.engine.begin() as conn:
-                    return write(conn, *args)
-            except TRANSIENT_DB_ERRORS as exc:
-                logger.warning(
-                    "Could not record the results of a batch: the database did not answer (%s);"
-                    " trying again in %.1f s",
-                    type(exc).__name__,
-                    delay,
-                )
-            time.sleep(delay)
-            delay = min(5.0, delay * 2)
-
     def _record(
-        self,
-        conn: sa.Connection,
-        worker_id: str,
-        sent: list[ConfirmationEmail],
-        failures: list[tuple[ConfirmationEmail, DeliveryError]],
-        given_back: list[int],
-    ) -> dict[int, datetime | None]:
+        self, conn: sa.Connection, worker_id: str, sent: list[ConfirmationEmail],
+        failures: list[tuple[ConfirmationEmail, DeliveryError]], given_back: list[int],
+    ) -> dict[int, datetime | None]:  # fmt: skip
         """Write the batch's outcome; return each failure's retry time (``None``: dead)."""
         now = outbox.utcnow()
         retry_at: dict[int, datetime | None] = {}
@@ -273,67 +242,17 @@ class Deliverer:
             outbox.release(conn, self.table, given_back, worker_id)
         for email, error in failures:
             last = error.permanent or email.attempt >= self.settings.max_attempts
-            retry_at[email.outbox_id] = when = (
-                None if last else now + retry_delay(email.attempt, self.retry_base, self.retry_max)
-            )
+            delay = retry_delay(email.attempt, self.retry_base, self.retry_max)
+            retry_at[email.outbox_id] = when = None if last else now + delay
             failure = outbox.UNKNOWN if error.outcome_unknown else outbox.TEMPORARY
             outbox.mark_failed(
-                conn,
-                self.table,
-                email.outbox_id,
-                worker_id,
-                error=str(error),
-                retry_at=when,
+                conn, self.table, email.outbox_id, worker_id, error=str(error), retry_at=when,
                 failure=outbox.REFUSED if error.permanent else failure,
-            )
+            )  # fmt: skip
         return retry_at
 
-    def _announce(
-        self,
-        sent: list[ConfirmationEmail],
-        failures: list[tuple[ConfirmationEmail, DeliveryError]],
-        retry_at: dict[int, datetime | None],
-    ) -> None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        for email in sent:
-            signals.message_delivered.send(
-                app,
-                outbox_id=email.outbox_id,
-                attempt=email.attempt,
-                message_id=email.message_id,
-                recipient=email.recipient,
-            )
-            signals.confirmation_sent.send(
-                app,
-                user_id=email.user_id,
-                email=email.recipient,
-                purpose=email.purpose,
-                message_id=email.message_id,
-            )
-        for email, error in failures:
-            dead = retry_at[email.outbox_id] is None
-            logger.warning(
-                "Delivery of outbox message %s failed (attempt %s%s): %s",
-                email.outbox_id,
-                email.attempt,
-                ", dead" if dead else "",
-                error,
-            )
-            signals.delivery_failed.send(
-                app,
-                outbox_id=email.outbox_id,
-                attempt=email.attempt,
-                dead=dead,
-                error=str(error),
-                recipient=email.recipient,
-                permanent=error.permanent,
-                bounced=error.bounced,
-                message_id=email.message_id,
-            )
-
     def deliver_now(self, ids: Sequence[int]) -> int:
-        """Deliver these messages in this thread; return how many were sent. Never raises:
-        what fails stays in the outbox, due for a retry."""
+        """Deliver these in this thread; how many were sent. Never raises: failures stay due."""
         worker_id, size, sent = new_worker_id(), self.settings.concurrency, 0
         try:
             for start in range(0, len(ids), size):
@@ -346,22 +265,15 @@ class Deliverer:
 
 
 class DeliveryLoop:
-    """Deliver ``app``'s batches until stopped; while nothing is due, look again every
-    ``poll_interval`` seconds or at :meth:`wake`. ``before_poll`` runs in an app context
-    before each batch (the worker command queues due reminders there)."""
+    """Deliver ``app``'s batches until stopped; when idle, look again every ``poll_interval``
+    seconds or at :meth:`wake`. ``before_poll`` runs in the app context before each batch."""
 
     def __init__(
-        self,
-        app: Flask,
-        deliverer: Deliverer,
-        *,
-        poll_interval: float = POLL_INTERVAL,
+        self, app: Flask, deliverer: Deliverer, *, poll_interval: float = POLL_INTERVAL,
         before_poll: Callable[[], object] | None = None,
-    ):
-        self.app = app
-        self.deliverer = deliverer
-        self.poll_interval = poll_interval
-        self.before_poll = before_poll
+    ):  # fmt: skip
+        self.app, self.deliverer = app, deliverer
+        self.poll_interval, self.before_poll = poll_interval, before_poll
         self.worker_id = new_worker_id()
         self.total = BatchReport()
         self._wake, self._stop = Event(), Event()
@@ -371,8 +283,7 @@ class DeliveryLoop:
         self._wake.set()
 
     def stop(self) -> None:
-        """Finish the emails on the wire, give back the rest, return from :meth:`run`; safe
-        in a signal handler."""
+        """Finish the emails on the wire, give back the rest, leave :meth:`run`; signal-safe."""
         self._stop.set()
         self._wake.set()
 

@@ -1,11 +1,8 @@
-"""The outbox: the table of confirmation emails, and every query on it.
-
-A row is written in the same transaction as the sign-up, change or resend that asks for it,
-and holds no link token (minted at send time). It is *claimable* while ``pending`` or
-``sending`` with ``due_at`` passed. A claim (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
-SKIP LOCKED)``: concurrent workers skip each other's rows) sets ``sending`` and moves ``due_at``
-to the end of a lease, so a row whose worker died is taken again once the lease is over.
-"""
+"""The outbox: the table of confirmation emails and every query on it. A row is written in the
+transaction that asks for it (sign-up, change, resend) and holds no link token (minted at send
+time). It is *claimable* while ``pending`` or ``sending`` with ``due_at`` passed; a claim
+(``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers skip each other's rows)
+sets ``sending`` and moves ``due_at`` to the lease's end, so a dead worker's rows come due."""
 
 from __future__ import annotations
 
@@ -18,10 +15,12 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
 TABLE_NAME = "confirm_mail_outbox"
+_models: weakref.WeakKeyDictionary[SQLAlchemy, type[Any]] = weakref.WeakKeyDictionary()
 
 
 class Purpose(str, Enum):
@@ -37,12 +36,10 @@ class Purpose(str, Enum):
 PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
 CLAIMABLE = (PENDING, SENDING)
 
-#: Kinds of failed attempt: refused for good (5xx), temporary (4xx, no connection), or
-#: unknown (the connection was lost after the message was handed over: maybe delivered).
+#: Kinds of failed attempt: refused (5xx), temporary (4xx, no connection), unknown (maybe sent).
 REFUSED, TEMPORARY, UNKNOWN = "refused", "temporary", "unknown"
 
-#: The claimable statuses as SQL literals, not bound parameters: only then can the database
-#: see that a ``WHERE`` implies the partial index's (SQLite would scan the whole table).
+#: As SQL literals, not bound parameters, so the database sees a WHERE implies the partial index.
 _CLAIMABLE_LITERALS: sa.BindParameter[list[str]] = sa.bindparam(
     "claimable_statuses", list(CLAIMABLE), expanding=True, literal_execute=True
 )
@@ -58,14 +55,12 @@ def new_message_id(domain: str) -> str:
     return f"<{secrets.token_hex(16)}@{domain}>"
 
 
-_models: weakref.WeakKeyDictionary[SQLAlchemy, type[Any]] = weakref.WeakKeyDictionary()
-
-
 def outbox_model_for(db: SQLAlchemy) -> type[Any]:
     """The outbox model of ``db``, defined on first use (one per ``db``)."""
     if db in _models:
         return _models[db]
     claimable = sa.column("status").in_(CLAIMABLE)
+    partial: dict[str, Any] = {"postgresql_where": claimable, "sqlite_where": claimable}
 
     class OutboxMessage(db.Model):  # type: ignore[name-defined,misc]
         """One confirmation email waiting for, or done with, delivery."""
@@ -73,12 +68,7 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
         __tablename__ = TABLE_NAME
         __table_args__ = (
             # Partial: only claimable rows, so claims do not slow down as sent rows pile up.
-            sa.Index(
-                "ix_confirm_mail_outbox_due",
-                "due_at",
-                postgresql_where=claimable,
-                sqlite_where=claimable,
-            ),
+            sa.Index("ix_confirm_mail_outbox_due", "due_at", **partial),
             sa.Index("ix_confirm_mail_outbox_recipient", "recipient", "created_at"),
             sa.Index("ix_confirm_mail_outbox_user", "user_id", "created_at"),
             # One row per reminder number and user: two workers never both send it.
@@ -118,18 +108,11 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
 
 
 def claim(
-    conn: Connection,
-    table: sa.Table,
-    *,
-    worker_id: str,
-    limit: int,
-    lease: timedelta,
-    ids: Sequence[int] | None = None,
-    max_attempts: int | None = None,
-) -> list[Any]:
+    conn: Connection, table: Table, *, worker_id: str, limit: int, lease: timedelta,
+    ids: Sequence[int] | None = None, max_attempts: int | None = None,
+) -> list[Any]:  # fmt: skip
     """Reserve up to ``limit`` due rows, oldest first; ``ids`` and ``max_attempts`` narrow it."""
-    c = table.c
-    now = utcnow()
+    c, now = table.c, utcnow()
     due = sa.select(c.id).where(c.status.in_(_CLAIMABLE_LITERALS), c.due_at <= now)
     if max_attempts is not None:
         due = due.where(c.attempts < max_attempts)
@@ -148,19 +131,16 @@ def claim(
 
 
 def store_codes(
-    conn: Connection, table: sa.Table, digests: Mapping[int, str], expires_at: datetime
+    conn: Connection, table: Table, digests: Mapping[int, str], expires_at: datetime
 ) -> None:
-    """Store the digest of each row's new code, voiding its earlier one, with all its tries
-    until ``expires_at``."""
-    if not digests:
-        return
-    c = table.c
-    stmt = sa.update(table).where(c.id == sa.bindparam("row_id"))
+    """Store each row's new code digest, voiding its earlier one and resetting its tries."""
+    stmt = sa.update(table).where(table.c.id == sa.bindparam("row_id"))
     stmt = stmt.values(code_digest=sa.bindparam("digest"), code_expires_at=expires_at, code_tries=0)
-    conn.execute(stmt, [{"row_id": i, "digest": d} for i, d in digests.items()])
+    if digests:  # an executemany needs one row
+        conn.execute(stmt, [{"row_id": i, "digest": d} for i, d in digests.items()])
 
 
-def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: int) -> Any | None:
+def take_code_try(conn: Connection, table: Table, recipient: str, max_tries: int) -> Any | None:
     """Count a try of the newest code mailed to ``recipient``; its row, or ``None`` when none is
     left. The count and its limit are one ``UPDATE``, so concurrent tries never exceed it."""
     c = table.c
@@ -174,9 +154,7 @@ def take_code_try(conn: Connection, table: sa.Table, recipient: str, max_tries: 
     return conn.execute(stmt).first()
 
 
-def void_codes(
-    conn: Connection, table: sa.Table, user_id: str, recipient: str | None = None
-) -> None:
+def void_codes(conn: Connection, table: Table, user_id: str, recipient: str | None = None) -> None:
     """Void every code mailed to ``user_id``, or only those mailed to ``recipient``."""
     c = table.c
     stmt = sa.update(table).where(c.user_id == user_id, c.code_digest.is_not(None))
@@ -185,44 +163,37 @@ def void_codes(
     conn.execute(stmt.values(code_digest=None))
 
 
-def expire_exhausted(conn: Connection, table: sa.Table, max_attempts: int) -> int:
-    """Make ``dead`` the messages whose lease ended on their last allowed attempt; return
-    how many. Their worker died or stalled while sending, so the outcome is unknown."""
-    c = table.c
-    now = utcnow()
+def expire_exhausted(conn: Connection, table: Table, max_attempts: int) -> int:
+    """Make dead the rows whose lease ended on their last attempt (outcome unknown); the count."""
+    c, now = table.c, utcnow()
     stmt = (
         sa.update(table)
         # The literals again, so that SQLite reads the partial index.
         .where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
         .where(c.due_at <= now, c.attempts >= max_attempts)
         .values(
-            status=DEAD,
-            due_at=None,
+            status=DEAD, due_at=None, last_failure=UNKNOWN, failed_at=now,
             last_error="The worker's lease ended during the last attempt: outcome unknown",
-            last_failure=UNKNOWN,
-            failed_at=now,
             unknown_outcomes=c.unknown_outcomes + 1,
         )
-    )
+    )  # fmt: skip
     return int(conn.execute(stmt).rowcount)
 
 
-def _held(table: sa.Table, ids: Sequence[int], worker_id: str) -> sa.Update:
+def _held(table: Table, ids: Sequence[int], worker_id: str) -> sa.Update:
     """An ``UPDATE`` of the rows among ``ids`` that ``worker_id`` still holds."""
     c = table.c
-    return sa.update(table).where(
-        c.id.in_(list(ids)), c.claimed_by == worker_id, c.status == SENDING
-    )
+    return sa.update(table).where(c.id.in_(ids), c.claimed_by == worker_id, c.status == SENDING)
 
 
 def extend_lease(
-    conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str, lease: timedelta
+    conn: Connection, table: Table, ids: Sequence[int], worker_id: str, lease: timedelta
 ) -> None:
     """Move the lease of the messages this worker still holds to ``lease`` from now."""
     conn.execute(_held(table, ids, worker_id).values(due_at=utcnow() + lease))
 
 
-def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
+def mark_sent(conn: Connection, table: Table, ids: Sequence[int], worker_id: str) -> None:
     """Record ``ids`` as delivered, whoever holds them now: a lost lease must not resend them."""
     if not ids:
         return
@@ -235,55 +206,38 @@ def mark_sent(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: 
 
 
 def mark_failed(
-    conn: Connection,
-    table: sa.Table,
-    message_id: int,
-    worker_id: str,
-    *,
-    error: str,
-    retry_at: datetime | None,
-    failure: str = TEMPORARY,
-) -> None:
-    """Record a failed attempt of kind ``failure``: due again at ``retry_at``, or ``dead``
-    when it is ``None``. Only while this worker holds the row."""
-    conn.execute(
-        _held(table, [message_id], worker_id).values(
-            status=PENDING if retry_at is not None else DEAD,
-            due_at=retry_at,
-            last_error=error[:500],
-            last_failure=failure,
-            failed_at=utcnow(),
-            unknown_outcomes=table.c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
-        )
-    )
+    conn: Connection, table: Table, message_id: int, worker_id: str, *, error: str,
+    retry_at: datetime | None, failure: str = TEMPORARY,
+) -> None:  # fmt: skip
+    """Record a failed attempt while this worker holds the row: due at ``retry_at``, else dead."""
+    conn.execute(_held(table, [message_id], worker_id).values(
+        status=PENDING if retry_at is not None else DEAD, due_at=retry_at, last_error=error[:500],
+        last_failure=failure, failed_at=utcnow(),
+        unknown_outcomes=table.c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
+    ))  # fmt: skip
 
 
-def release(conn: Connection, table: sa.Table, ids: Sequence[int], worker_id: str) -> None:
+def release(conn: Connection, table: Table, ids: Sequence[int], worker_id: str) -> None:
     """Make claimed, unsent messages due again at once, their claim not counted."""
-    conn.execute(
-        _held(table, ids, worker_id).values(
-            status=PENDING, due_at=utcnow(), claimed_by=None, attempts=table.c.attempts - 1
-        )
-    )
+    conn.execute(_held(table, ids, worker_id).values(
+        status=PENDING, due_at=utcnow(), claimed_by=None, attempts=table.c.attempts - 1
+    ))  # fmt: skip
 
 
-def last_queued_at(conn: Connection, table: sa.Table, recipient: str) -> datetime | None:
+def last_queued_at(conn: Connection, table: Table, recipient: str) -> datetime | None:
     """When the newest message to ``recipient`` was queued."""
-    c = table.c
-    stmt = sa.select(sa.func.max(c.created_at)).where(c.recipient == recipient)
+    stmt = sa.select(sa.func.max(table.c.created_at)).where(table.c.recipient == recipient)
     return cast("datetime | None", conn.execute(stmt).scalar())
 
 
-def first_queued_at(
-    conn: Connection, table: sa.Table, user_id: str, purpose: str
-) -> datetime | None:
+def first_queued_at(conn: Connection, table: Table, user_id: str, purpose: str) -> datetime | None:
     """When the first ``purpose`` message of ``user_id`` was queued."""
     c = table.c
     stmt = sa.select(sa.func.min(c.created_at)).where(c.user_id == user_id, c.purpose == purpose)
     return cast("datetime | None", conn.execute(stmt).scalar())
 
 
-def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None:
+def signup_locale(conn: Connection, table: Table, user_id: str) -> str | None:
     """The locale of ``user_id``'s newest sign-up email, for reminders queued outside requests."""
     c = table.c
     stmt = sa.select(c.locale).where(c.user_id == user_id, c.purpose == Purpose.SIGNUP.value)
@@ -292,16 +246,12 @@ def signup_locale(conn: Connection, table: sa.Table, user_id: str) -> str | None
 
 
 def signed_up_before(
-    conn: Connection,
-    table: sa.Table,
-    cutoff: datetime,
-    *,
-    reminded_from: int | None = None,
+    conn: Connection, table: Table, cutoff: datetime, *, reminded_from: int | None = None,
     among: sa.Select[Any] | None = None,
-) -> list[str]:
-    """Users whose first sign-up email was queued before ``cutoff`` and who never asked
-    for an address change; with ``reminded_from``, only those without a reminder numbered
-    that or higher; with ``among`` (a query of user ids as strings), only those it returns."""
+) -> list[str]:  # fmt: skip
+    """Users whose first sign-up email was queued before ``cutoff``, with no address change; when
+    given, only those with no reminder numbered ``reminded_from`` or more, and those ``among``
+    returns (a query of user ids as strings)."""
     c = table.c
     changed = sa.select(c.user_id).where(c.purpose == Purpose.CHANGE.value)
     stmt = sa.select(c.user_id).where(c.purpose == Purpose.SIGNUP.value, c.user_id.not_in(changed))
@@ -314,21 +264,19 @@ def signed_up_before(
     return [row[0] for row in conn.execute(stmt)]
 
 
-def delete_for_user(conn: Connection, table: sa.Table, user_id: str) -> None:
+def delete_for_user(conn: Connection, table: Table, user_id: str) -> None:
     """Remove every message of ``user_id`` (its account is being deleted)."""
     conn.execute(table.delete().where(table.c.user_id == user_id))
 
 
-def status_counts(conn: Connection, table: sa.Table) -> dict[str, int]:
+def status_counts(conn: Connection, table: Table) -> dict[str, int]:
     """How many messages are in each status, zeros included."""
     c = table.c
     rows = conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status)).all()
-    counts = dict.fromkeys((PENDING, SENDING, SENT, DEAD), 0)
-    counts.update({status: int(n) for status, n in rows})
-    return counts
+    return {**dict.fromkeys((PENDING, SENDING, SENT, DEAD), 0), **{s: int(n) for s, n in rows}}
 
 
-def last_failure(conn: Connection, table: sa.Table) -> Any | None:
+def last_failure(conn: Connection, table: Table) -> Any | None:
     """The newest failed attempt of a message not (yet) delivered, or ``None``."""
     c = table.c
     stmt = sa.select(table).where(c.status != SENT, c.failed_at.is_not(None))
@@ -342,13 +290,13 @@ def dead_verdict(row: Any) -> str:
     return "outcome unknown" if row.unknown_outcomes else "undelivered"
 
 
-def dead_messages(conn: Connection, table: sa.Table, limit: int = 100) -> list[Any]:
+def dead_messages(conn: Connection, table: Table, limit: int = 100) -> list[Any]:
     """The newest dead messages, with their last error and the kinds of failure seen."""
     stmt = sa.select(table).where(table.c.status == DEAD).order_by(table.c.id.desc()).limit(limit)
     return list(conn.execute(stmt).all())
 
 
-def requeue_dead(conn: Connection, table: sa.Table, message_id: int | None = None) -> int:
+def requeue_dead(conn: Connection, table: Table, message_id: int | None = None) -> int:
     """Make dead messages (one, or all) pending again with fresh attempts; return how many."""
     c = table.c
     stmt = sa.update(table).where(c.status == DEAD)

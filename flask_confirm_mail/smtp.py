@@ -39,8 +39,7 @@ def unsafe_header(name: str, value: str) -> bool:
 
 
 def format_sender(sender: str | tuple[str, str] | None) -> str:
-    """``("Name", "addr")`` or ``"Name <addr>"`` as one header value; raises a permanent
-    :class:`DeliveryError` when missing or not one line."""
+    """``("Name", "addr")`` or ``"Name <addr>"`` as one header value; else a permanent error."""
     if sender is None:
         raise DeliveryError("No sender configured (CONFIRM_MAIL_SENDER).", permanent=True)
     text = formataddr(sender) if isinstance(sender, tuple) else str(sender)
@@ -109,9 +108,8 @@ class SMTPSettings:
 
 
 class SMTPSession:
-    """One SMTP connection, opened on first use and kept for the next message; every socket
-    operation times out after ``settings.timeout`` seconds. A lock keeps :meth:`close`
-    (from another thread) from closing the connection under a message."""
+    """One SMTP connection, opened on first use and kept; each socket operation times out after
+    ``settings.timeout`` seconds. A lock stops :meth:`close` from another thread mid-message."""
 
     def __init__(self, settings: SMTPSettings) -> None:
         self.settings = settings
@@ -144,8 +142,7 @@ class SMTPSession:
         return client
 
     def check(self) -> None:
-        """Connect (STARTTLS, AUTH as configured), say ``NOOP``, then ``QUIT``; raise
-        :class:`DeliveryError` when the server cannot be reached or refuses."""
+        """Connect (STARTTLS, AUTH as set), NOOP, QUIT; :class:`DeliveryError` if any step fails."""
         try:
             self._client = self._connect()
         except smtplib.SMTPAuthenticationError as exc:
@@ -169,17 +166,15 @@ class SMTPSession:
         recipient = message["To"].addresses[0].addr_spec
         data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         with self._lock:
+            client: smtplib.SMTP | None = None
             try:
                 client = self._envelope(sender, recipient)
-            except OSError as exc:
-                raise self._failed(exc) from None
-            try:
                 code, reply = client.data(data)
                 if code != 250:
                     raise smtplib.SMTPDataError(code, reply)
-            except smtplib.SMTPResponseException as exc:
-                raise self._failed(exc) from None
             except OSError as exc:
+                if client is None or isinstance(exc, smtplib.SMTPResponseException):
+                    raise self._failed(exc) from None
                 # Lost from the DATA command on: the server may have taken the message.
                 self._drop()
                 name = type(exc).__name__
@@ -201,11 +196,8 @@ class SMTPSession:
                 if code not in (250, 251):
                     raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
                 return client
-            except smtplib.SMTPServerDisconnected:
-                if not retry:
-                    raise
-            except smtplib.SMTPSenderRefused as exc:
-                if not retry or exc.smtp_code != 421:
+            except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused) as exc:
+                if not retry or getattr(exc, "smtp_code", 421) != 421:
                     raise
             self._drop()
             retry = False
@@ -226,10 +218,8 @@ class SMTPSession:
         if code < 500:
             return DeliveryError(f"SMTP server answered {code}")
         # A 5xx after DATA refuses the message; one to MAIL FROM or HELO is about us.
-        bounced = isinstance(exc, smtplib.SMTPDataError)
-        return DeliveryError(
-            f"SMTP server rejected the message ({code})", permanent=True, bounced=bounced
-        )
+        msg = f"SMTP server rejected the message ({code})"
+        return DeliveryError(msg, permanent=True, bounced=isinstance(exc, smtplib.SMTPDataError))
 
     def _reset(self) -> None:
         if self._client is not None:
@@ -247,12 +237,11 @@ class SMTPSession:
         """Say ``QUIT`` if connected, then close; the next :meth:`send` connects again."""
         with self._lock:
             client, self._client = self._client, None
-            if client is None:
-                return
-            try:
-                client.quit()
-            except OSError:
-                client.close()
+            if client is not None:
+                try:
+                    client.quit()
+                except OSError:
+                    client.close()
 
 
 class SMTPSender:

@@ -32,6 +32,12 @@ LINK_AUDIENCE = "flask-confirm-mail:link"
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_STRING_CLAIM = 2048
 
+MAX_CODE_LENGTH = 32
+#: ASCII letters and digits: a code reads aloud, types on any keyboard and needs no escaping.
+CODE_CHARACTERS = re.compile(r"[A-Za-z0-9]+")
+#: Separators a reader may type inside a code ("123 456", "ABC-DEF"); they are dropped.
+_CODE_SEPARATORS = re.compile(r"[\s-]+")
+
 
 def new_jti() -> str:
     return secrets.token_urlsafe(16)
@@ -67,8 +73,7 @@ def verify_signature(
     token: str, keys: Sequence[bytes], *, audience: str | None, require: Sequence[str],
     leeway: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """``jwt.decode`` with each of ``keys`` in turn, its errors as ours. With
-    ``audience=None`` a token that carries an ``aud`` is refused."""
+    """``jwt.decode`` with each of ``keys`` in turn; ``audience=None`` refuses any ``aud``."""
     leeway = min(max(leeway, 0), MAX_LEEWAY)
     for key in keys:
         try:
@@ -117,9 +122,8 @@ class LinkClaims:
 
 
 class LinkTokenSigner:
-    """Issues link tokens with ``secret`` and verifies them with it or any of ``previous``
-    (key rotation). Claims: ``sub`` (the user's id), ``email`` (the address the link was
-    mailed to), ``aud``, ``iat``, ``exp`` and ``jti``."""
+    """Issues link tokens with ``secret``, verifies them with it or any of ``previous`` (key
+    rotation). Claims: ``sub`` (user id), ``email`` (the address mailed), aud, iat, exp, jti."""
 
     def __init__(
         self, secret: bytes, previous: Sequence[bytes] = (), *, lifetime: timedelta,
@@ -152,28 +156,17 @@ class LinkTokenSigner:
         return LinkClaims(user_id, email)
 
 
-MAX_CODE_LENGTH = 32
-#: ASCII letters and digits: a code reads aloud, types on any keyboard and needs no escaping.
-CODE_CHARACTERS = re.compile(r"[A-Za-z0-9]+")
-#: Separators a reader may type inside a code ("123 456", "ABC-DEF"); they are dropped.
-_CODE_SEPARATORS = re.compile(r"[\s-]+")
-
-
 class CodeHasher:
-    """Short confirmation codes: minted with :mod:`secrets`, stored only as HMAC-SHA256.
-
-    The key is derived from the link secret for this purpose alone and each digest binds the
-    code to its outbox row and recipient, so a leaked outbox table can neither be brute-forced
-    offline nor have a digest copied onto another row. ``previous`` keys still match.
-    """
+    """Short confirmation codes, minted with :mod:`secrets`, stored only as HMAC-SHA256 under a
+    key derived from the link secret for this purpose alone. A digest binds its code to one
+    outbox row and recipient, so a leaked outbox table can neither be brute-forced offline nor
+    have a digest copied onto another row. ``previous`` keys still match."""
 
     def __init__(
         self, secret: bytes, previous: Sequence[bytes] = (), *, length: int, alphabet: str
     ) -> None:
-        self._keys = tuple(
-            hmac.new(key, b"flask-confirm-mail confirmation code v1", hashlib.sha256).digest()
-            for key in (secret, *previous)
-        )
+        label = b"flask-confirm-mail confirmation code v1"
+        self._keys = tuple(hmac.new(k, label, hashlib.sha256).digest() for k in (secret, *previous))
         self.length = length
         self.alphabet = alphabet
         # An alphabet of one letter case accepts the code typed in the other case.
@@ -188,20 +181,15 @@ class CodeHasher:
         message = f"{outbox_id}\n{recipient.lower()}\n{code}".encode()
         return hmac.new(self._keys[key], message, hashlib.sha256).hexdigest()
 
-    def normalize(self, typed: object) -> str | None:
-        """``typed`` without separators, its case folded if ``alphabet`` has one case;
-        ``None`` when it cannot be a code."""
-        if not isinstance(typed, str) or len(typed) > 4 * MAX_CODE_LENGTH:
-            return None
-        code = self._fold(_CODE_SEPARATORS.sub("", typed))
-        if len(code) != self.length or any(c not in self.alphabet for c in code):
-            return None
-        return code
-
     def matches(self, typed: object, outbox_id: int, recipient: str, stored: str | None) -> bool:
-        """Whether ``typed`` is the code whose digest is ``stored``, in constant time: a
-        malformed code or a missing digest costs the same HMAC as a real comparison."""
-        code = self.normalize(typed)
+        """Whether ``typed`` (separators dropped, its case folded if ``alphabet`` has one case)
+        is the code whose digest is ``stored``, in constant time: a malformed code or a missing
+        digest costs the same HMAC as a real comparison."""
+        code = None
+        if isinstance(typed, str) and len(typed) <= 4 * MAX_CODE_LENGTH:
+            code = self._fold(_CODE_SEPARATORS.sub("", typed))
+            if len(code) != self.length or any(c not in self.alphabet for c in code):
+                code = None
         found = False
         for key in range(len(self._keys)):
             candidate = self.digest(code or "", outbox_id, recipient, key=key)

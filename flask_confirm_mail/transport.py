@@ -68,8 +68,7 @@ class Transport(ABC):
         """Close what the transport holds open; the next :meth:`send` opens it again."""
 
     def init_app(self, app: Flask) -> None:  # noqa: B027 - optional hook
-        """Check the settings ``app`` gives this transport; raise
-        :class:`~flask_confirm_mail.errors.ConfigurationError` naming the one to fix."""
+        """Check this transport's settings in ``app``; a bad one raises ``ConfigurationError``."""
 
     def check(self) -> str | None:
         """Try reaching the destination (``flask confirm-mail check``): what was reached,
@@ -84,8 +83,7 @@ class Transport(ABC):
 
 
 def load_email_templates(app: Flask) -> None:
-    """Compile every purpose's templates, overrides included, so that a broken one stops
-    the worker at start-up, named, rather than failing each email."""
+    """Compile every purpose's templates, overrides included: a broken one stops start-up, named."""
     for purpose in Purpose:
         for kind in ("_subject.txt", ".txt", ".html"):
             name = f"confirm_mail/email/{purpose.value}{kind}"
@@ -107,34 +105,25 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage
         msg = "The recipient is not a single valid address."
         raise DeliveryError(msg, permanent=True) from None
     with locale_of(email.locale):
+        units = smtp.lifetime_in_units(email.lifetime)
         values = {
-            **template_context(),
-            "link": email.link,
-            "recipient": email.recipient,
-            "purpose": email.purpose,
-            "app_name": settings.app_name,
-            "lifetime": format_duration(*smtp.lifetime_in_units(email.lifetime))
-            or smtp.format_lifetime(email.lifetime),
-            "expires_at": email.expires_at,
-            "context": dict(email.context),
-            "code": email.code,
-        }
+            **template_context(), "link": email.link, "recipient": email.recipient,
+            "purpose": email.purpose, "app_name": settings.app_name, "expires_at": email.expires_at,
+            "lifetime": format_duration(*units) or smtp.format_lifetime(email.lifetime),
+            "context": dict(email.context), "code": email.code,
+        }  # fmt: skip
         name = f"confirm_mail/email/{Purpose(email.purpose).value}"
-        subject = render_template(f"{name}_subject.txt", **values)
+        subject = " ".join(render_template(f"{name}_subject.txt", **values).splitlines()).strip()
+        text, html = (render_template(f"{name}.{kind}", **values) for kind in ("txt", "html"))
         return smtp.build_message(
-            subject=" ".join(subject.splitlines()).strip(),
-            sender=settings.sender,
-            recipient=email.recipient,
-            text=render_template(f"{name}.txt", **values),
-            html=render_template(f"{name}.html", **values),
-            message_id=email.message_id,
-        )
+            subject=subject, sender=settings.sender, recipient=email.recipient, text=text,
+            html=html, message_id=email.message_id,
+        )  # fmt: skip
 
 
 class SMTPTransport(Transport):
-    """The default transport: SMTP from the app process with Flask-Mail's ``MAIL_*`` settings,
-    one kept connection per sending thread. Each message is announced on
-    ``flask_mail.email_dispatched``; with ``MAIL_SUPPRESS_SEND`` nothing is sent."""
+    """The default transport: SMTP with Flask-Mail's ``MAIL_*`` settings (``MAIL_SUPPRESS_SEND``
+    too), a kept connection per sending thread, each message announced on ``email_dispatched``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -142,13 +131,12 @@ class SMTPTransport(Transport):
 
     def init_app(self, app: Flask) -> None:
         mail = app.extensions["mail"]
-        port = mail.port
+        port, server = mail.port, mail.server
         if isinstance(port, str) and port.strip().isdigit():
             port = int(port)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigurationError(f"MAIL_PORT must be a port number (1 to 65535), not {port!r}.")
-        server = mail.server
-        if not isinstance(server, str) or not server.strip() or any(c.isspace() for c in server):
+        if not isinstance(server, str) or server.split() != [server]:  # empty, or with spaces
             raise ConfigurationError(f"MAIL_SERVER must be a host name or address, not {server!r}.")
         for key, value in (("MAIL_USE_TLS", mail.use_tls), ("MAIL_USE_SSL", mail.use_ssl)):
             if value not in (True, False):  # 0 and 1 pass too
