@@ -305,9 +305,9 @@ def stop_delivery(app: Flask | None = None, timeout: float = 10.0) -> None:
 
 
 def redact_request_logs(app: Flask | None = None, loggers: Iterable[str] | None = None) -> None:
-    """Keep link tokens out of the app's and the server's logs; call once, after ``init_app``
-    (without it the extension filters only its own logger). Filters ``loggers`` (default:
-    the app's, werkzeug's, gunicorn's), writing ``[redacted]`` for the token of
+    """Keep link tokens out of the server's request logs; call once, after ``init_app`` (which
+    filters only the extension's logger and the app's). Filters ``loggers`` (default:
+    werkzeug's and gunicorn's), writing ``[redacted]`` for the token of
     ``<CONFIRM_MAIL_URL_PREFIX>/<token>`` and anything shaped like a token."""
-    names = ((app or current_app).logger.name, *SERVER_LOGGERS) if loggers is None else loggers
+    names = SERVER_LOGGERS if loggers is None else loggers
     install_log_redaction(names, [get_flow(app).settings.url_prefix])

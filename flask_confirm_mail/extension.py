@@ -125,7 +125,8 @@ class ConfirmMail:
         # Like app.logger: failed deliveries show unless the app configured logging.
         if not has_level_handler(logger):
             logger.addHandler(default_handler)
-        install_log_redaction([logger.name], [settings.url_prefix])
+        # Flask's exception log names the path, token included, of a route that failed.
+        install_log_redaction([logger.name, app.logger.name], [settings.url_prefix])
 
     def handoff(self, function: H) -> H:
         """Register the function that hands each commit's outbox ids to the app's task queue
