@@ -38,8 +38,9 @@ LEASE = 120.0
 #: Seconds before the first retry of a failed send; doubled at each attempt, up to RETRY_MAX.
 RETRY_BASE = 30.0
 RETRY_MAX = 3600.0
-#: Seconds an idle loop waits between two looks at the outbox.
-POLL_INTERVAL = 1.0
+#: Seconds an idle loop waits between two looks at the outbox: a new email waits at most
+#: this long for an idle worker (docs/architecture.rst, "Waking an idle worker").
+POLL_INTERVAL = 0.5
 
 
 def new_worker_id() -> str:
