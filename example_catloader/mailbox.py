@@ -52,9 +52,16 @@ class Mailbox:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.app: Flask | None = None
 
-    def record(self, app: Flask, message: Message, **_: Any) -> None:
-        """Receiver of ``flask_mail.email_dispatched``: keep ``message``."""
+    def record(self, sender: Any, **kwargs: Any) -> None:
+        """Receiver of ``flask_mail.email_dispatched``: keep the message if it is this app's.
+
+        Flask-Mail 0.10 sends ``(app, message=message)``, Flask-Mail 0.9 ``(message, app=app)``.
+        """
+        if kwargs.get("app", sender) is not self.app:
+            return
+        message: Message = kwargs.get("message", sender)
         text, html = message_texts(message)
         self.add(
             sender=str(make_header(decode_header(message["From"] or ""))),
@@ -142,7 +149,8 @@ def install_mailbox(app: Flask) -> Mailbox | None:
     mailbox = Mailbox(app.config["CATLOADER_MAILBOX_FOLDER"])
     app.extensions[EXTENSION_KEY] = mailbox
     # A weak reference to the bound method: the receiver lives as long as the app does.
-    flask_mail.email_dispatched.connect(mailbox.record, sender=app)
+    mailbox.app = app
+    flask_mail.email_dispatched.connect(mailbox.record)
     return mailbox
 
 

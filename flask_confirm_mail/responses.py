@@ -10,6 +10,7 @@ from typing import Any
 from flask import Response, current_app, jsonify, make_response, render_template, request
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.exceptions import BadRequest
+from werkzeug.wsgi import LimitedStream
 
 from .confirmation import ConfirmationFlow, get_flow
 from .errors import DATABASE_FAULTS, is_database_fault
@@ -104,3 +105,10 @@ def answer_database_fault(error: SQLAlchemyError) -> Response:
         roll_back(get_flow())
         raise error
     return database_unavailable(error)
+
+
+def bound_stream(limit: int) -> None:
+    """Make reading more than ``limit`` bytes of the request body a 413, as setting
+    ``request.max_content_length`` does from Flask 3.1 (Flask 3.0 has no setter for it).
+    Call it before anything reads the body."""
+    request.environ["wsgi.input"] = LimitedStream(request.environ["wsgi.input"], limit, is_max=True)

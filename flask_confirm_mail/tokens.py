@@ -63,7 +63,7 @@ def read_header(token: object, allowed_types: Sequence[str | None]) -> None:
         raise InvalidToken("The token is malformed.", reason="malformed")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, RecursionError):  # PyJWT < 2.14 lets RecursionError out
         raise InvalidToken("The token is malformed.", reason="malformed") from None
     if header.get("alg") != ALGORITHM or header.get("typ") not in allowed_types:
         raise InvalidToken("The token is not of this kind.", reason="wrong_kind")
@@ -87,7 +87,7 @@ def verify_signature(
             raise ExpiredToken() from None
         except jwt.InvalidAudienceError:
             raise InvalidToken("The token is not of this kind.", reason="wrong_kind") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, TypeError, OverflowError, RecursionError):  # PyJWT < 2.15
             raise InvalidToken("The token's claims are not valid.", reason="bad_claims") from None
     raise InvalidToken("The token's signature is not valid.", reason="bad_signature")
 

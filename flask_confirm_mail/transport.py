@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from importlib.metadata import version
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -121,6 +122,10 @@ def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage
         )  # fmt: skip
 
 
+#: Flask-Mail before 0.10 sends ``email_dispatched`` with the message as the sender.
+_DISPATCH_FROM_MESSAGE = version("flask-mail").startswith("0.9")
+
+
 class SMTPTransport(Transport):
     """The default transport: SMTP with Flask-Mail's ``MAIL_*`` settings (``MAIL_SUPPRESS_SEND``
     too), a kept connection per sending thread, each message announced on ``email_dispatched``."""
@@ -157,7 +162,10 @@ class SMTPTransport(Transport):
         message = render_message(email, self.settings)
         if not app.extensions["mail"].suppress:
             self._senders[app].send(message)
-        flask_mail.email_dispatched.send(app, message=message)
+        if _DISPATCH_FROM_MESSAGE:
+            flask_mail.email_dispatched.send(message, app=app)
+        else:
+            flask_mail.email_dispatched.send(app, message=message)
 
     def check(self) -> str:
         app = current_app._get_current_object()  # type: ignore[attr-defined]

@@ -4,7 +4,6 @@ Each answers a page or, for JSON requests, a body with a stable ``status``; neve
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import math
 import time
@@ -33,7 +32,7 @@ from .errors import DATABASE_FAULTS, AddressError, ConfigurationError
 from .i18n import N_, lazy_gettext, ngettext, template_context
 from .i18n import gettext as _
 from .resend import request_resend
-from .responses import database_unavailable, request_json, wants_json
+from .responses import bound_stream, database_unavailable, request_json, wants_json
 
 blueprint = Blueprint("confirm_mail", __name__, template_folder="templates")
 blueprint.context_processor(template_context)  # the extension's catalog, not the app's
@@ -76,9 +75,7 @@ def _private_headers(response: Response) -> Response:
 @blueprint.before_request
 def _bound_body() -> None:
     """Refuse a body over ``MAX_BODY_BYTES`` (413), whether it says its length or streams."""
-    # Werkzeug 3.0 has no setter; there the app's MAX_CONTENT_LENGTH bounds a chunked body.
-    with contextlib.suppress(AttributeError):
-        request.max_content_length = MAX_BODY_BYTES
+    bound_stream(MAX_BODY_BYTES)
     chunked = request.content_length is None
     if chunked:  # read it now, so going over the limit is a 413 here, not an empty form
         request.get_data(cache=True)  # stops at the limit; one byte more says it was over

@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConfigurationError, ConfirmMailError, is_database_fault
-from ..responses import RETRY_AFTER_OUTAGE, load_json
+from ..responses import RETRY_AFTER_OUTAGE, bound_stream, load_json
 from ..settings import Option, OptionSet, duration, text
 from .records import (
     BOUNCE,
@@ -620,7 +620,7 @@ def receive(provider: str) -> Any:
         return _error(404, "not_found", "No webhook is configured for this provider.")
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return _error(413, "too_large", "The body is too large.")
-    request.max_content_length = MAX_BODY_BYTES
+    bound_stream(MAX_BODY_BYTES)
     try:
         counts = receiver.receive(app, provider, request)
     except WebhookAuthError as exc:

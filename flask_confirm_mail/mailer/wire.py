@@ -380,7 +380,7 @@ def peek_link_token(link_token: str) -> UnverifiedLink | None:
     try:
         header = jwt.get_unverified_header(link_token)
         claims = jwt.decode(link_token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, RecursionError):  # PyJWT < 2.14 lets RecursionError out
         return None
     if header.get("typ") == LINK_TOKEN_TYPE:
         if claims.get("aud") != LINK_AUDIENCE:

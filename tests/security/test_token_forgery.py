@@ -465,7 +465,9 @@ def test_oversized_tokens_are_refused_before_decoding(
     """Spies on PyJWT's entry points show that no byte of an oversized token is decoded."""
     calls: list[str] = []
     for name in ("get_unverified_header", "decode", "decode_complete"):
-        original = getattr(jwt, name)
+        original = getattr(jwt, name, None)
+        if original is None:  # PyJWT < 2.10 has no top-level decode_complete
+            continue
 
         def spy(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
             calls.append(_name)

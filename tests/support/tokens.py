@@ -9,7 +9,11 @@ import warnings
 from typing import Any
 
 import jwt
-from jwt.warnings import InsecureKeyLengthWarning
+
+try:
+    from jwt.warnings import InsecureKeyLengthWarning
+except ImportError:  # PyJWT < 2.11
+    InsecureKeyLengthWarning = UserWarning  # type: ignore[misc,assignment]
 
 from flask_confirm_mail.tokens import LINK_AUDIENCE, LINK_TOKEN_TYPE
 
