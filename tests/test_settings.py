@@ -140,3 +140,17 @@ def test_user_model_columns_are_checked() -> None:
         ConfirmMail(bare_app(), db=db, user_model=User, email_attribute="mail")
     with pytest.raises(ConfigurationError, match="Boolean or DateTime"):
         ConfirmMail(bare_app(), db=db, user_model=User, confirmed_attribute="name")
+
+
+def test_delivery_is_sync_under_testing_unless_set() -> None:
+    app = bare_app(TESTING=True)
+    del app.config["CONFIRM_MAIL_DELIVERY"]
+    ConfirmMail(app, db=db, user_model=User)
+    assert get_flow(app).settings.delivery == "sync"
+    live = bare_app()
+    del live.config["CONFIRM_MAIL_DELIVERY"]
+    ConfirmMail(live, db=db, user_model=User)
+    assert get_flow(live).settings.delivery == "thread"
+    chosen = bare_app(TESTING=True, CONFIRM_MAIL_DELIVERY="worker")
+    ConfirmMail(chosen, db=db, user_model=User)
+    assert get_flow(chosen).settings.delivery == "worker"
