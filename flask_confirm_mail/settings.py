@@ -320,7 +320,7 @@ class Settings(OptionSet):
     )
     resend_limit = Option(
         None, _rate_limits,
-        "Per-client limit on resend POSTs, e.g. `5/minute;50/hour`, applied with Flask-Limiter.",
+        "Per-client limit on resend and code POSTs, e.g. `5/minute;50/hour` (Flask-Limiter).",
     )
     confirm_on_get = Option(
         False, lambda value, key, app: bool(value),

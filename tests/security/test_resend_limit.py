@@ -179,3 +179,17 @@ def test_a_limiter_storage_outage_is_no_500_and_the_limit_holds(
     assert statuses == [202] * 5 + [429] * 3, "the limit goes on in the process's memory"
     assert _resend(app, "203.0.113.8", WAITING).status_code == 202  # positive control
     assert any(r.name.startswith("flask-limiter") for r in caplog.records), "the outage is logged"
+
+
+@sqlite_only
+def test_the_code_route_has_the_per_client_limit(make_app: Any, smtp_server: SMTPSink) -> None:
+    app = make_app(config={"CONFIRM_MAIL_RESEND_LIMIT": "5/minute"})
+    statuses = [_code(app, "x@example.org", "123456").status_code for _ in range(7)]
+    assert statuses == [400] * 5 + [429] * 2
+    assert _code(app, "x@example.org", "123456", "198.51.100.9").status_code == 400
+
+
+def _code(app: Flask, email: str, code: str, client_address: str = "192.0.2.1") -> Any:
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = client_address
+    return client.post("/confirm/code", json={"email": email, "code": code})
