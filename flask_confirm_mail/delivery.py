@@ -23,7 +23,7 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
 from . import outbox, signals
-from .errors import DeliveryError
+from .errors import DATABASE_FAULTS, DeliveryError
 from .outbox import Purpose
 from .settings import Settings
 from .tokens import CodeHasher, LinkTokenSigner
@@ -31,8 +31,6 @@ from .transport import ConfirmationEmail, Transport
 
 logger = logging.getLogger("flask_confirm_mail")
 
-#: Database errors a retry may get past (a lost connection, a locked SQLite file); others raise.
-TRANSIENT_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 #: Seconds a claim holds its rows, renewed while sending: only a stopped worker's claims lapse.
 LEASE = 120.0
 #: Seconds before the first retry of a failed send; doubled at each attempt, up to RETRY_MAX.
@@ -159,7 +157,7 @@ class Deliverer:
                 with self.db.engine.begin() as conn:
                     retry_at = self._record(conn, worker_id, sent, failures, given_back)
                 break
-            except TRANSIENT_DB_ERRORS as exc:
+            except DATABASE_FAULTS as exc:
                 logger.warning(
                     "Could not record the results of a batch: the database did not answer (%s);"
                     " trying again in %.1f s", type(exc).__name__, delay,
@@ -210,7 +208,7 @@ class Deliverer:
                 with self.db.engine.begin() as conn:
                     lease = timedelta(seconds=self.lease)
                     outbox.extend_lease(conn, self.table, ids, worker_id, lease)
-            except TRANSIENT_DB_ERRORS as exc:
+            except DATABASE_FAULTS as exc:
                 logger.warning(
                     "Could not extend the lease of %s messages being sent (%s); trying again",
                     len(ids), type(exc).__name__,
