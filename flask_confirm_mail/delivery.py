@@ -121,10 +121,12 @@ class Deliverer:
                 conn, self.table, worker_id=worker_id, limit=settings.concurrency, lease=lease,
                 ids=ids, max_attempts=settings.max_attempts,
             )  # fmt: skip
-            if self.codes is not None:  # the newest email's code voids the row's earlier one
-                codes = {row.id: self.codes.new_code() for row in rows}
-                digests = {r.id: self.codes.digest(codes[r.id], r.id, r.recipient) for r in rows}
-                outbox.store_codes(conn, self.table, digests, outbox.utcnow() + settings.lifetime)
+            # A code's life starts with its row's first claim; every retry shows the same code.
+            coded = [row for row in rows if row.purpose != Purpose.CHANGE_NOTICE]
+            if self.codes is not None and coded:
+                ends = outbox.utcnow() + settings.lifetime
+                outbox.start_codes(conn, self.table, [row.id for row in coded], ends)
+                codes = {row.id: self.codes.code_for(row.id, row.recipient) for row in coded}
         emails = []
         for row in rows:
             link = row.purpose != Purpose.CHANGE_NOTICE  # the change notice has no link

@@ -209,7 +209,8 @@ def code() -> Any:
 
 
 def limit_resend(app: Flask, limit: str) -> None:
-    """Apply ``limit`` to ``POST <prefix>/resend`` with the app's Flask-Limiter ``Limiter``,
+    """Apply ``limit`` to ``POST <prefix>/resend`` and ``/code`` (each its own count) with the
+    app's Flask-Limiter ``Limiter``,
     keyed by client (``Limiter(client_network, app=app)``), never by the address named, so
     the answer never tells whether it has an account. Over it: 429 with ``Retry-After``.
 
@@ -222,6 +223,7 @@ def limit_resend(app: Flask, limit: str) -> None:
         )
     route_limit = next(iter(limiters)).limit(limit, methods=["POST"], on_breach=_too_many)
     app.view_functions["confirm_mail.resend"] = route_limit(resend)
+    app.view_functions["confirm_mail.code"] = route_limit(code)
 
 
 def client_network(address: str | None = None) -> str:
