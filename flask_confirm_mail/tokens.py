@@ -187,6 +187,8 @@ class CodeHasher:
         code = None
         if isinstance(typed, str) and len(typed) <= 4 * MAX_CODE_LENGTH:
             code = self._fold(_CODE_SEPARATORS.sub("", typed))
+            if len(code) != self.length or any(c not in self.alphabet for c in code):
+                code = None  # compare_digest raises on non-ASCII text: a 500, not a 400
         found = False
         for key in range(len(self._keys)):
             found |= hmac.compare_digest(self.code_for(outbox_id, recipient, key=key), code or "")
