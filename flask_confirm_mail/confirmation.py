@@ -68,15 +68,14 @@ class ConfirmationFlow:
     transport: Transport
     #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
     user_getter: Callable[[], Any] | None = None
-    #: ``check(connection, address)``: why not to mail ``address`` (a mark with ``kind`` and
-    #: ``marked_at``), or ``None``.
+    #: ``check(conn, address)``: why not to mail ``address`` (a mark: ``kind``, ``marked_at``).
     mail_blockers: list[Callable[[sa.Connection, str], Any]] = field(default_factory=list)
     #: ``queue`` mode: hands committed outbox ids to the app's job queue.
     handoff: Callable[[list[int]], object] | None = None
 
     def __post_init__(self) -> None:
         self.outbox_table: sa.Table = self.outbox_model.__table__
-        self.state_table = outbox.state_table_of(self.db)
+        self.state_table = self.db.metadata.tables[outbox.STATE_TABLE_NAME]
         settings, (key, *old_keys) = self.settings, self.settings.secret
         self.signer = LinkTokenSigner(key, old_keys, lifetime=settings.lifetime, leeway=LINK_LEEWAY)
         self.codes = CodeHasher(key, old_keys, length=6, alphabet=CODE_ALPHABET)
@@ -84,17 +83,15 @@ class ConfirmationFlow:
             db=self.db, table=self.outbox_table, settings=settings, transport=self.transport,
             signer=self.signer, codes=self.codes,
         )  # fmt: skip
-        self.sender = BackgroundSender(self.deliverer)
-        self._next_reminder_scan = 0.0
+        self.sender, self._next_reminder_scan = BackgroundSender(self.deliverer), 0.0
 
     def enqueue(
         self, user: Any, purpose: Purpose, context: dict[str, Any] | None = None,
         recipient: str | None = None, reminder: int | None = None, locale: str | None = None,
     ) -> Any:  # fmt: skip
-        """Add an outbox message for ``user`` to the session, sent after commit, to the user's
-        address (``signup``), the pending one (``change``) or ``recipient``. Raises
-        :class:`AddressError` for an invalid address, ``IntegrityError`` for a ``reminder``
-        number queued before."""
+        """Add a message for ``user`` to the session, sent after commit, to its address
+        (``signup``), its pending one (``change``) or ``recipient``. Raises :class:`AddressError`
+        for an invalid address, ``IntegrityError`` for a ``reminder`` number queued before."""
         columns, session = self.columns, self.db.session
         if recipient is None:
             pending = columns.pending_of(user) if purpose == Purpose.CHANGE else None
@@ -197,10 +194,8 @@ class ConfirmationFlow:
             conn = session.connection()
             row = outbox.newest_code(conn, self.outbox_table, address)
             user_key = "" if row is None else row.user_id
-            budget = (CODE_MAX_TRIES, ADDRESS_CODE_TRIES)
-            left = outbox.take_try(
-                conn, self.state_table, user_key, address, budget, self.settings.lifetime
-            )
+            budget, lifetime = (CODE_MAX_TRIES, ADDRESS_CODE_TRIES), self.settings.lifetime
+            left = outbox.take_try(conn, self.state_table, user_key, address, budget, lifetime)
             right = self.codes.matches(code, 0 if row is None else row.id, address)
             session.commit()  # the try counts, whatever follows
             if row is None or not (left and right and outbox.utcnow() < row.code_expires_at):
@@ -223,13 +218,12 @@ class ConfirmationFlow:
 def get_flow(app: Flask | None = None) -> ConfirmationFlow:
     """The confirmation flow of ``app`` (default: the current app); raises
     :class:`NotInitializedError` if ``init_app`` was not called on it."""
-    try:
-        flow: ConfirmationFlow = (app or current_app).extensions[EXTENSION_KEY]
-    except KeyError:
+    flow: ConfirmationFlow | None = (app or current_app).extensions.get(EXTENSION_KEY)
+    if flow is None:
         raise NotInitializedError(
             "flask-confirm-mail is not registered on this app. "
             "Did you forget to call ConfirmMail.init_app(app)?"
-        ) from None
+        )
     return flow
 
 
@@ -283,8 +277,7 @@ def change_email(user: Any, new_email: str) -> bool:
         flag_modified(user, columns.confirmed_attribute)
     else:
         columns.set_pending(user, new)
-    # Each address at most once per RESEND_COOLDOWN, and never when marked (a complaint):
-    # change requests must not become a way to mail any address at will.
+    # Each address once per RESEND_COOLDOWN, never when marked: no mailing any address at will.
     if flow.blocked(new) is None and not flow.cooling(new):
         flow.enqueue(user, Purpose.CHANGE)
     if flow.settings.change_notice and old and was_confirmed and not flow.cooling(old):

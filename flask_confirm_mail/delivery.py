@@ -36,8 +36,7 @@ TRANSIENT_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 #: Seconds a claim holds its rows, renewed while sending: only a stopped worker's claims lapse.
 LEASE = 120.0
 #: Seconds before the first retry of a failed send; doubled at each attempt, up to RETRY_MAX.
-RETRY_BASE = 30.0
-RETRY_MAX = 3600.0
+RETRY_BASE, RETRY_MAX = 30.0, 3600.0
 #: Seconds an idle loop waits between two looks at the outbox.
 POLL_INTERVAL = 1.0
 
@@ -106,8 +105,7 @@ class Deliverer:
     def __post_init__(self) -> None:
         self.rate = None if self.settings.max_rate is None else SendRate(self.settings.max_rate)
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
-        self._pool_lock = threading.Lock()
+        self._pool_pid, self._pool_lock = 0, threading.Lock()
 
     def claim(self, worker_id: str, ids: Sequence[int] | None = None) -> list[ConfirmationEmail]:
         """Reserve up to ``CONFIRM_MAIL_CONCURRENCY`` due emails (only among ``ids`` when
@@ -124,8 +122,7 @@ class Deliverer:
             # A code's life starts with its row's first claim; every retry shows the same code.
             coded = [row for row in rows if row.purpose != Purpose.CHANGE_NOTICE]
             if self.codes is not None and coded:
-                ends = outbox.utcnow() + settings.lifetime
-                outbox.start_codes(conn, self.table, [row.id for row in coded], ends)
+                outbox.start_codes(conn, self.table, [row.id for row in coded], settings.lifetime)
                 codes = {row.id: self.codes.code_for(row.id, row.recipient) for row in coded}
         emails = []
         for row in rows:
@@ -276,8 +273,7 @@ class DeliveryLoop:
     ):  # fmt: skip
         self.app, self.deliverer = app, deliverer
         self.poll_interval, self.before_poll = poll_interval, before_poll
-        self.worker_id = new_worker_id()
-        self.total = BatchReport()
+        self.worker_id, self.total = new_worker_id(), BatchReport()
         self._wake, self._stop = Event(), Event()
 
     def wake(self) -> None:

@@ -1,16 +1,16 @@
-"""The package's tables and every query on them. The outbox holds the confirmation emails: a row
-is written in the transaction that asks for it and holds no link token (minted at send time).
-It is *claimable* while ``pending`` or ``sending`` with ``due_at`` passed; a claim
-(``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers skip each other's rows)
-sets ``sending`` and moves ``due_at`` to the lease's end, so a dead worker's rows come due.
-The state table holds what requests, retries and the outbox's retention must not reset: when
-an account signed up, and the code tries of each (account, address) and of each address."""
+"""The package's tables and every query on them. The outbox holds the confirmation emails; a row,
+written in the transaction that asks for it, holds no link token (minted at send time) and is
+*claimable* while ``pending`` or ``sending`` with ``due_at`` passed. A claim (``UPDATE ... WHERE
+id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers skip each other's rows) sets ``sending`` and
+moves ``due_at`` to the lease's end, so a dead worker's rows come due. The state table holds what
+requests, retries and the outbox's retention must not reset: sign-up times and code tries."""
 
 from __future__ import annotations
 
 import secrets
 import weakref
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, cast
@@ -23,10 +23,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-TABLE_NAME = "confirm_mail_outbox"
-_models: weakref.WeakKeyDictionary[SQLAlchemy, tuple[type[Any], type[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+TABLE_NAME, STATE_TABLE_NAME = "confirm_mail_outbox", "confirm_mail_state"
+_models: weakref.WeakKeyDictionary[SQLAlchemy, type[Any]] = weakref.WeakKeyDictionary()
 
 
 class Purpose(str, Enum):
@@ -64,7 +62,7 @@ def new_message_id(domain: str) -> str:
 def outbox_model_for(db: SQLAlchemy) -> type[Any]:
     """The outbox model of ``db``, defined with the state model on first use (one per ``db``)."""
     if db in _models:
-        return _models[db][0]
+        return _models[db]
     claimable = sa.column("status").in_(CLAIMABLE)
     partial: dict[str, Any] = {"postgresql_where": claimable, "sqlite_where": claimable}
 
@@ -110,7 +108,7 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
     class ConfirmationState(db.Model):  # type: ignore[name-defined,misc]
         """An (account, address) asked to be confirmed; ``user_id`` "" counts for the address."""
 
-        __tablename__ = "confirm_mail_state"
+        __tablename__ = STATE_TABLE_NAME
         user_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
         address: Mapped[str] = mapped_column(sa.String(254), primary_key=True)
         #: Set by a sign-up only: a resend or an email change is no sign-up.
@@ -118,14 +116,8 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
         tries: Mapped[int] = mapped_column(sa.Integer(), default=0)
         tries_since: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
 
-    _models[db] = (OutboxMessage, ConfirmationState)
+    _models[db] = OutboxMessage
     return OutboxMessage
-
-
-def state_table_of(db: SQLAlchemy) -> Table:
-    """The state table of ``db`` (:func:`outbox_model_for` defines it)."""
-    outbox_model_for(db)
-    return cast(Table, _models[db][1].__table__)
 
 
 def claim(
@@ -140,25 +132,17 @@ def claim(
     if ids is not None:
         due = due.where(c.id.in_(list(ids)))
     due = due.order_by(c.due_at).limit(limit).with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(table)
-        .where(c.id.in_(due.scalar_subquery()))
-        .values(status=SENDING, due_at=now + lease, claimed_by=worker_id, attempts=c.attempts + 1)
-        .returning(
-            c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id, c.locale
-        )
-    )
-    return sorted(conn.execute(stmt).all(), key=lambda r: r.id)
+    stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(
+        status=SENDING, due_at=now + lease, claimed_by=worker_id, attempts=c.attempts + 1
+    )  # fmt: skip
+    out = (c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id, c.locale)
+    return sorted(conn.execute(stmt.returning(*out)).all(), key=lambda r: r.id)
 
 
-def start_codes(conn: Connection, table: Table, ids: Sequence[int], ends: datetime) -> None:
-    """Give rows ``ids`` their code's end at their first claim; a retry keeps it."""
-    c = table.c
-    conn.execute(
-        sa.update(table)
-        .where(c.id.in_(ids), c.code_expires_at.is_(None))
-        .values(code_expires_at=ends)
-    )
+def start_codes(conn: Connection, table: Table, ids: Sequence[int], lifetime: timedelta) -> None:
+    """Start the codes of rows ``ids``, to end ``lifetime`` from now; a retry keeps the end."""
+    stmt = sa.update(table).where(table.c.id.in_(ids), table.c.code_expires_at.is_(None))
+    conn.execute(stmt.values(code_expires_at=utcnow() + lifetime))
 
 
 def newest_code(conn: Connection, table: Table, recipient: str) -> Any | None:
@@ -174,11 +158,8 @@ def _insert_missing(conn: Connection, table: Table, **values: Any) -> None:
     if dialect is not None:
         conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
         return
-    try:
-        with conn.begin_nested():
-            conn.execute(sa.insert(table).values(**values))
-    except IntegrityError:
-        pass
+    with suppress(IntegrityError), conn.begin_nested():
+        conn.execute(sa.insert(table).values(**values))
 
 
 def note_signup(conn: Connection, state: Table, user_id: str, address: str) -> None:
@@ -215,16 +196,12 @@ def take_try(
 def expire_exhausted(conn: Connection, table: Table, max_attempts: int) -> int:
     """Make dead the rows whose lease ended on their last attempt (outcome unknown); the count."""
     c, now = table.c, utcnow()
-    stmt = (
-        sa.update(table)
-        # The literals again, so that SQLite reads the partial index.
-        .where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
-        .where(c.due_at <= now, c.attempts >= max_attempts)
-        .values(
-            status=DEAD, due_at=None, last_failure=UNKNOWN, failed_at=now,
-            last_error="The worker's lease ended during the last attempt: outcome unknown",
-            unknown_outcomes=c.unknown_outcomes + 1,
-        )
+    # The literals again, so that SQLite reads the partial index.
+    stmt = sa.update(table).where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
+    stmt = stmt.where(c.due_at <= now, c.attempts >= max_attempts).values(
+        status=DEAD, due_at=None, last_failure=UNKNOWN, failed_at=now,
+        last_error="The worker's lease ended during the last attempt: outcome unknown",
+        unknown_outcomes=c.unknown_outcomes + 1,
     )  # fmt: skip
     return int(conn.execute(stmt).rowcount)
 
@@ -293,16 +270,14 @@ def signed_up_before(
 ) -> list[str]:  # fmt: skip
     """Users who signed up before ``cutoff`` and asked for no address change; when given, only
     those with no reminder numbered ``reminded_from`` or more, and those ``among`` returns."""
-    c = table.c
+    c, s = table.c, state.c
     changed = sa.select(c.user_id).where(c.purpose == Purpose.CHANGE.value)
-    stmt = sa.select(state.c.user_id).where(
-        state.c.signed_up_at < cutoff, state.c.user_id.not_in(changed)
-    )
+    stmt = sa.select(s.user_id).where(s.signed_up_at < cutoff, s.user_id.not_in(changed))
     if reminded_from is not None:
         reminded = sa.select(c.user_id).where(c.purpose == Purpose.REMINDER.value)
-        stmt = stmt.where(state.c.user_id.not_in(reminded.where(c.reminder >= reminded_from)))
+        stmt = stmt.where(s.user_id.not_in(reminded.where(c.reminder >= reminded_from)))
     if among is not None:
-        stmt = stmt.where(state.c.user_id.in_(among))
+        stmt = stmt.where(s.user_id.in_(among))
     return [row[0] for row in conn.execute(stmt.distinct())]
 
 
