@@ -190,7 +190,9 @@ def prune_command(older_than: str, yes: bool) -> None:
     flow = get_flow()
     columns, session = flow.columns, flow.db.session
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    candidates = outbox.signed_up_before(session.connection(), flow.outbox_table, cutoff)
+    candidates = outbox.signed_up_before(
+        session.connection(), flow.outbox_table, flow.state_table, cutoff
+    )
     users = [session.get(columns.model, columns.parse_id(uid)) for uid in candidates]
     doomed = [user for user in users if user is not None and not columns.is_confirmed(user)]
     for user in doomed:
@@ -198,7 +200,12 @@ def prune_command(older_than: str, yes: bool) -> None:
         click.echo(f"{'Deleting' if yes else 'Would delete'} user {user_id} <{email}>")
         if yes:
             signals.unconfirmed_account_pruned.send(app, user=user, email=email)
-            outbox.delete_for_user(session.connection(), flow.outbox_table, user_id)
+            session.refresh(user, with_for_update=True)  # it may have confirmed meanwhile
+            if columns.is_confirmed(user):
+                continue
+            outbox.delete_for_user(
+                session.connection(), flow.outbox_table, flow.state_table, user_id
+            )
             session.delete(user)
     n = len(doomed)
     _settle(

@@ -29,8 +29,8 @@ from .users import UserColumns
 EXTENSION_KEY = "confirm_mail"
 #: The digits of a confirmation code (6 of them, each code as likely).
 CODE_ALPHABET = "0123456789"
-#: Wrong tries of one code before it is void and a new email is needed.
-CODE_MAX_TRIES = 5
+#: Code tries per (account, address), and per address across accounts, in a link lifetime.
+CODE_MAX_TRIES, ADDRESS_CODE_TRIES = 5, 15
 #: Seconds of clock skew allowed on a link token's ``iat`` and ``exp``.
 LINK_LEEWAY = 30
 
@@ -68,14 +68,14 @@ class ConfirmationFlow:
     transport: Transport
     #: Returns the logged-in user or ``None``; set by ``ConfirmMail.user_getter``.
     user_getter: Callable[[], Any] | None = None
-    #: ``check(connection, address)``: why not to mail ``address`` (a mark with ``kind`` and
-    #: ``marked_at``), or ``None``.
+    #: ``check(conn, address)``: why not to mail ``address`` (a mark: ``kind``, ``marked_at``).
     mail_blockers: list[Callable[[sa.Connection, str], Any]] = field(default_factory=list)
     #: ``queue`` mode: hands committed outbox ids to the app's job queue.
     handoff: Callable[[list[int]], object] | None = None
 
     def __post_init__(self) -> None:
         self.outbox_table: sa.Table = self.outbox_model.__table__
+        self.state_table = self.db.metadata.tables[outbox.STATE_TABLE_NAME]
         settings, (key, *old_keys) = self.settings, self.settings.secret
         self.signer = LinkTokenSigner(key, old_keys, lifetime=settings.lifetime, leeway=LINK_LEEWAY)
         self.codes = CodeHasher(key, old_keys, length=6, alphabet=CODE_ALPHABET)
@@ -83,17 +83,15 @@ class ConfirmationFlow:
             db=self.db, table=self.outbox_table, settings=settings, transport=self.transport,
             signer=self.signer, codes=self.codes,
         )  # fmt: skip
-        self.sender = BackgroundSender(self.deliverer)
-        self._next_reminder_scan = 0.0
+        self.sender, self._next_reminder_scan = BackgroundSender(self.deliverer), 0.0
 
     def enqueue(
         self, user: Any, purpose: Purpose, context: dict[str, Any] | None = None,
         recipient: str | None = None, reminder: int | None = None, locale: str | None = None,
     ) -> Any:  # fmt: skip
-        """Add an outbox message for ``user`` to the session, sent after commit, to the user's
-        address (``signup``), the pending one (``change``) or ``recipient``. Raises
-        :class:`AddressError` for an invalid address, ``IntegrityError`` for a ``reminder``
-        number queued before."""
+        """Add a message for ``user`` to the session, sent after commit, to its address
+        (``signup``), its pending one (``change``) or ``recipient``. Raises :class:`AddressError`
+        for an invalid address, ``IntegrityError`` for a ``reminder`` number queued before."""
         columns, session = self.columns, self.db.session
         if recipient is None:
             pending = columns.pending_of(user) if purpose == Purpose.CHANGE else None
@@ -117,6 +115,11 @@ class ConfirmationFlow:
             _app(), user=user, email=recipient, purpose=purpose, outbox=row
         )
         return row
+
+    def cooling(self, address: str) -> bool:
+        """Whether ``address`` was mailed less than ``RESEND_COOLDOWN`` ago."""
+        last = outbox.last_queued_at(self.db.session.connection(), self.outbox_table, address)
+        return last is not None and outbox.utcnow() - last < self.settings.resend_cooldown
 
     def blocked(self, address: str) -> Any:
         """Why ``address`` must not be mailed (:attr:`mail_blockers`), or ``None``."""
@@ -169,7 +172,6 @@ class ConfirmationFlow:
             session.rollback()
             return LinkResult(Outcome.INVALID)
         if purpose is not None:
-            outbox.void_codes(session.connection(), self.outbox_table, claims.user_id)
             session.commit()
             user = session.get(columns.model, user_id)
             signals.email_confirmed.send(_app(), user=user, email=claims.email, purpose=purpose)
@@ -182,35 +184,30 @@ class ConfirmationFlow:
         return LinkResult(Outcome.INVALID)
 
     def confirm_code(self, email: object, code: object) -> LinkResult:
-        """Use the code mailed to ``email`` as its link would be; commits. Counts a try of the
-        newest code to that address (void after :data:`CODE_MAX_TRIES`); an unknown address or
-        a wrong, used, void or expired code gives ``INVALID`` with the same work. Raises
-        :class:`AddressError` for an invalid ``email``."""
+        """Use the code of the newest email with one to ``email`` as its link would be; commits.
+        Each try counts against the (account, address) and the address budgets, which new
+        emails do not reset; an unknown address or a wrong, void or expired code gives
+        ``INVALID`` with the same work. Raises :class:`AddressError` for an invalid ``email``."""
         address = normalize_address(email)
-        columns, session, table = self.columns, self.db.session, self.outbox_table
+        columns, session = self.columns, self.db.session
         try:
-            row = outbox.take_code_try(session.connection(), table, address, CODE_MAX_TRIES)
-            if row is None:
-                self.codes.matches(code, 0, address, None)  # the same HMAC work as a real try
-                return LinkResult(Outcome.INVALID)
-            right = self.codes.matches(code, row.id, row.recipient, row.code_digest)
-            live = row.code_expires_at is not None and outbox.utcnow() < row.code_expires_at
+            conn = session.connection()
+            row = outbox.newest_code(conn, self.outbox_table, address)
+            user_key = "" if row is None else row.user_id
+            budget, lifetime = (CODE_MAX_TRIES, ADDRESS_CODE_TRIES), self.settings.lifetime
+            left = outbox.take_try(conn, self.state_table, user_key, address, budget, lifetime)
+            right = self.codes.matches(code, 0 if row is None else row.id, address)
             session.commit()  # the try counts, whatever follows
-            if not (right and live):
+            if row is None or not (left and right and outbox.utcnow() < row.code_expires_at):
                 return LinkResult(Outcome.INVALID)
-            user_key, address = row.user_id, row.recipient
             try:
                 user_id = columns.parse_id(user_key)
                 purpose = columns.confirm(session, user_id, address, outbox.utcnow())
             except (TokenError, IntegrityError):  # the address was taken by another account
-                session.rollback()
                 purpose = None
-            # Used up: all the account's codes once confirmed, else this address's (not its own).
-            only = None if purpose is not None else address
-            outbox.void_codes(session.connection(), table, user_key, only)
-            session.commit()
             if purpose is None:
                 return LinkResult(Outcome.INVALID)
+            session.commit()
             user = session.get(columns.model, user_id)
             signals.email_confirmed.send(_app(), user=user, email=address, purpose=purpose)
             return LinkResult(Outcome.CONFIRMED, user)
@@ -221,13 +218,12 @@ class ConfirmationFlow:
 def get_flow(app: Flask | None = None) -> ConfirmationFlow:
     """The confirmation flow of ``app`` (default: the current app); raises
     :class:`NotInitializedError` if ``init_app`` was not called on it."""
-    try:
-        flow: ConfirmationFlow = (app or current_app).extensions[EXTENSION_KEY]
-    except KeyError:
+    flow: ConfirmationFlow | None = (app or current_app).extensions.get(EXTENSION_KEY)
+    if flow is None:
         raise NotInitializedError(
             "flask-confirm-mail is not registered on this app. "
             "Did you forget to call ConfirmMail.init_app(app)?"
-        ) from None
+        )
     return flow
 
 
@@ -271,6 +267,7 @@ def change_email(user: Any, new_email: str) -> bool:
     if new == old:
         columns.set_pending(user, None)
         return False
+    was_confirmed = columns.is_confirmed(user)
     replaced = columns.pending_attribute is None  # the new address is the login now
     if replaced:
         setattr(user, columns.email_attribute, new)
@@ -280,11 +277,13 @@ def change_email(user: Any, new_email: str) -> bool:
         flag_modified(user, columns.confirmed_attribute)
     else:
         columns.set_pending(user, new)
-    flow.enqueue(user, Purpose.CHANGE)
-    if flow.settings.change_notice and old is not None and flow.blocked(old) is None:
-        # The old address learns of the change, with no link and the new one masked.
-        context = {"new_email": mask_address(new), "replaced": replaced}
-        flow.enqueue(user, Purpose.CHANGE_NOTICE, context, recipient=old)
+    # Each address once per RESEND_COOLDOWN, never when marked: no mailing any address at will.
+    if flow.blocked(new) is None and not flow.cooling(new):
+        flow.enqueue(user, Purpose.CHANGE)
+    if flow.settings.change_notice and old and was_confirmed and not flow.cooling(old):
+        if flow.blocked(old) is None:  # the confirmed old address learns of it: no link
+            context = {"new_email": mask_address(new), "replaced": replaced}
+            flow.enqueue(user, Purpose.CHANGE_NOTICE, context, recipient=old)
     signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
     return True
 

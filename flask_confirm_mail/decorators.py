@@ -16,7 +16,6 @@ from .confirmation import get_flow
 from .errors import AddressError
 from .i18n import N_
 from .i18n import gettext as _
-from .outbox import Purpose
 from .responses import answer_database_fault, wants_json
 from .signup import begin_signup, end_signup
 
@@ -97,7 +96,7 @@ def _refuse_unconfirmed() -> Any:
     if grace := flow.settings.unconfirmed_access_for:
         connection = flow.db.session.connection()
         user_id = flow.columns.id_of(user)
-        signed_up = outbox.first_queued_at(connection, flow.outbox_table, user_id, Purpose.SIGNUP)
+        signed_up = outbox.signed_up_at(connection, flow.state_table, user_id)
         if signed_up is not None and outbox.utcnow() - signed_up < grace:
             return None
     message = _("Please confirm your email address first.")

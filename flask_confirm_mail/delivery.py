@@ -34,10 +34,8 @@ logger = logging.getLogger("flask_confirm_mail")
 #: Seconds a claim holds its rows, renewed while sending: only a stopped worker's claims lapse.
 LEASE = 120.0
 #: Seconds before the first retry of a failed send; doubled at each attempt, up to RETRY_MAX.
-RETRY_BASE = 30.0
-RETRY_MAX = 3600.0
-#: Seconds an idle loop waits between two looks at the outbox: a new email waits at most
-#: this long for an idle worker (docs/architecture.rst, "Waking an idle worker").
+RETRY_BASE, RETRY_MAX = 30.0, 3600.0
+#: Seconds between an idle loop's looks at the outbox (docs: "Waking an idle worker").
 POLL_INTERVAL = 0.5
 
 
@@ -105,8 +103,7 @@ class Deliverer:
     def __post_init__(self) -> None:
         self.rate = None if self.settings.max_rate is None else SendRate(self.settings.max_rate)
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
-        self._pool_lock = threading.Lock()
+        self._pool_pid, self._pool_lock = 0, threading.Lock()
 
     def claim(self, worker_id: str, ids: Sequence[int] | None = None) -> list[ConfirmationEmail]:
         """Reserve up to ``CONFIRM_MAIL_CONCURRENCY`` due emails (only among ``ids`` when
@@ -120,10 +117,11 @@ class Deliverer:
                 conn, self.table, worker_id=worker_id, limit=settings.concurrency, lease=lease,
                 ids=ids, max_attempts=settings.max_attempts,
             )  # fmt: skip
-            if self.codes is not None:  # the newest email's code voids the row's earlier one
-                codes = {row.id: self.codes.new_code() for row in rows}
-                digests = {r.id: self.codes.digest(codes[r.id], r.id, r.recipient) for r in rows}
-                outbox.store_codes(conn, self.table, digests, outbox.utcnow() + settings.lifetime)
+            # A code's life starts with its row's first claim; every retry shows the same code.
+            coded = [row for row in rows if row.purpose != Purpose.CHANGE_NOTICE]
+            if self.codes is not None and coded:
+                outbox.start_codes(conn, self.table, [row.id for row in coded], settings.lifetime)
+                codes = {row.id: self.codes.code_for(row.id, row.recipient) for row in coded}
         emails = []
         for row in rows:
             link = row.purpose != Purpose.CHANGE_NOTICE  # the change notice has no link
@@ -273,8 +271,7 @@ class DeliveryLoop:
     ):  # fmt: skip
         self.app, self.deliverer = app, deliverer
         self.poll_interval, self.before_poll = poll_interval, before_poll
-        self.worker_id = new_worker_id()
-        self.total = BatchReport()
+        self.worker_id, self.total = new_worker_id(), BatchReport()
         self._wake, self._stop = Event(), Event()
 
     def wake(self) -> None:

@@ -1,14 +1,16 @@
-"""The outbox: the table of confirmation emails and every query on it. A row is written in the
-transaction that asks for it (sign-up, change, resend) and holds no link token (minted at send
-time). It is *claimable* while ``pending`` or ``sending`` with ``due_at`` passed; a claim
-(``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers skip each other's rows)
-sets ``sending`` and moves ``due_at`` to the lease's end, so a dead worker's rows come due."""
+"""The package's tables and every query on them. The outbox holds the confirmation emails; a row,
+written in the transaction that asks for it, holds no link token (minted at send time) and is
+*claimable* while ``pending`` or ``sending`` with ``due_at`` passed. A claim (``UPDATE ... WHERE
+id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers skip each other's rows) sets ``sending`` and
+moves ``due_at`` to the lease's end, so a dead worker's rows come due. The state table holds what
+requests, retries and the outbox's retention must not reset: sign-up times and code tries."""
 
 from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, cast
@@ -16,10 +18,12 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-TABLE_NAME = "confirm_mail_outbox"
+TABLE_NAME, STATE_TABLE_NAME = "confirm_mail_outbox", "confirm_mail_state"
 _models: weakref.WeakKeyDictionary[SQLAlchemy, type[Any]] = weakref.WeakKeyDictionary()
 
 
@@ -56,7 +60,7 @@ def new_message_id(domain: str) -> str:
 
 
 def outbox_model_for(db: SQLAlchemy) -> type[Any]:
-    """The outbox model of ``db``, defined on first use (one per ``db``)."""
+    """The outbox model of ``db``, defined with the state model on first use (one per ``db``)."""
     if db in _models:
         return _models[db]
     claimable = sa.column("status").in_(CLAIMABLE)
@@ -92,9 +96,7 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
         #: Attempts that may have delivered the message (outcome unknown).
         unknown_outcomes: Mapped[int] = mapped_column(sa.Integer(), default=0)
         message_id: Mapped[str] = mapped_column(sa.String(255))
-        #: The HMAC of the code in the last email minted from this row; ``None`` once voided.
-        code_digest: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-        code_tries: Mapped[int] = mapped_column(sa.Integer(), default=0, server_default="0")
+        #: When the code of this row's email stops working; ``None`` for an email with none.
         code_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
         created_at: Mapped[datetime] = mapped_column(sa.DateTime(), default=utcnow)
         sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
@@ -102,6 +104,17 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
         reminder: Mapped[int | None] = mapped_column(sa.Integer(), nullable=True)
         #: The locale of the request that queued it, for the email's words.
         locale: Mapped[str | None] = mapped_column(sa.String(35), nullable=True)
+
+    class ConfirmationState(db.Model):  # type: ignore[name-defined,misc]
+        """An (account, address) asked to be confirmed; ``user_id`` "" counts for the address."""
+
+        __tablename__ = STATE_TABLE_NAME
+        user_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+        address: Mapped[str] = mapped_column(sa.String(254), primary_key=True)
+        #: Set by a sign-up only: a resend or an email change is no sign-up.
+        signed_up_at: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
+        tries: Mapped[int] = mapped_column(sa.Integer(), default=0)
+        tries_since: Mapped[datetime | None] = mapped_column(sa.DateTime(), nullable=True)
 
     _models[db] = OutboxMessage
     return OutboxMessage
@@ -119,63 +132,76 @@ def claim(
     if ids is not None:
         due = due.where(c.id.in_(list(ids)))
     due = due.order_by(c.due_at).limit(limit).with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(table)
-        .where(c.id.in_(due.scalar_subquery()))
-        .values(status=SENDING, due_at=now + lease, claimed_by=worker_id, attempts=c.attempts + 1)
-        .returning(
-            c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id, c.locale
+    stmt = sa.update(table).where(c.id.in_(due.scalar_subquery())).values(
+        status=SENDING, due_at=now + lease, claimed_by=worker_id, attempts=c.attempts + 1
+    )  # fmt: skip
+    out = (c.id, c.user_id, c.recipient, c.purpose, c.context, c.attempts, c.message_id, c.locale)
+    return sorted(conn.execute(stmt.returning(*out)).all(), key=lambda r: r.id)
+
+
+def start_codes(conn: Connection, table: Table, ids: Sequence[int], lifetime: timedelta) -> None:
+    """Start the codes of rows ``ids``, to end ``lifetime`` from now; a retry keeps the end."""
+    stmt = sa.update(table).where(table.c.id.in_(ids), table.c.code_expires_at.is_(None))
+    conn.execute(stmt.values(code_expires_at=utcnow() + lifetime))
+
+
+def newest_code(conn: Connection, table: Table, recipient: str) -> Any | None:
+    """The newest row mailed to ``recipient`` with a code, or ``None``."""
+    c = table.c
+    stmt = sa.select(table).where(c.recipient == recipient, c.code_expires_at.is_not(None))
+    return conn.execute(stmt.order_by(c.id.desc()).limit(1)).first()
+
+
+def _insert_missing(conn: Connection, table: Table, **values: Any) -> None:
+    """INSERT ``values`` unless a row with their key exists (concurrent callers included)."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
+    if dialect is not None:
+        conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+        return
+    with suppress(IntegrityError), conn.begin_nested():
+        conn.execute(sa.insert(table).values(**values))
+
+
+def note_signup(conn: Connection, state: Table, user_id: str, address: str) -> None:
+    """Record that ``user_id`` signed up with ``address`` now, unless it did before."""
+    _insert_missing(conn, state, user_id=user_id, address=address, signed_up_at=utcnow(), tries=0)
+
+
+def signed_up_at(conn: Connection, state: Table, user_id: str) -> datetime | None:
+    """When ``user_id`` signed up through a sign-up view; ``None`` for an account that did not."""
+    stmt = sa.select(sa.func.min(state.c.signed_up_at)).where(state.c.user_id == user_id)
+    return cast("datetime | None", conn.execute(stmt).scalar())
+
+
+def take_try(
+    conn: Connection, state: Table, user_id: str, address: str, limits: tuple[int, int],
+    window: timedelta,
+) -> bool:  # fmt: skip
+    """Count one code try against ``user_id`` with ``address`` and against ``address`` across
+    accounts; whether both budgets (``limits``) had one left. A budget is per ``window``, from
+    its first try: new emails, resends and retries do not reset it."""
+    c, now, left = state.c, utcnow(), True
+    for key, limit in zip((user_id, ""), limits, strict=True):
+        _insert_missing(conn, state, user_id=key, address=address, tries=0)
+        fresh = sa.or_(c.tries_since.is_(None), c.tries_since <= now - window)
+        stmt = sa.update(state).where(c.user_id == key, c.address == address)
+        stmt = stmt.where(sa.or_(fresh, c.tries < limit)).values(
+            tries=sa.case((fresh, 1), else_=c.tries + 1),
+            tries_since=sa.case((fresh, now), else_=c.tries_since),
         )
-    )
-    return sorted(conn.execute(stmt).all(), key=lambda r: r.id)
-
-
-def store_codes(
-    conn: Connection, table: Table, digests: Mapping[int, str], expires_at: datetime
-) -> None:
-    """Store each row's new code digest, voiding its earlier one and resetting its tries."""
-    stmt = sa.update(table).where(table.c.id == sa.bindparam("row_id"))
-    stmt = stmt.values(code_digest=sa.bindparam("digest"), code_expires_at=expires_at, code_tries=0)
-    if digests:  # an executemany needs one row
-        conn.execute(stmt, [{"row_id": i, "digest": d} for i, d in digests.items()])
-
-
-def take_code_try(conn: Connection, table: Table, recipient: str, max_tries: int) -> Any | None:
-    """Count a try of the newest code mailed to ``recipient``; its row, or ``None`` when none is
-    left. The count and its limit are one ``UPDATE``, so concurrent tries never exceed it."""
-    c = table.c
-    last = sa.select(sa.func.max(c.id)).where(c.recipient == recipient, c.code_digest.is_not(None))
-    stmt = (
-        sa.update(table)
-        .where(c.id == last.scalar_subquery(), c.code_tries < max_tries)
-        .values(code_tries=c.code_tries + 1)
-        .returning(c.id, c.user_id, c.recipient, c.code_digest, c.code_expires_at)
-    )
-    return conn.execute(stmt).first()
-
-
-def void_codes(conn: Connection, table: Table, user_id: str, recipient: str | None = None) -> None:
-    """Void every code mailed to ``user_id``, or only those mailed to ``recipient``."""
-    c = table.c
-    stmt = sa.update(table).where(c.user_id == user_id, c.code_digest.is_not(None))
-    if recipient is not None:
-        stmt = stmt.where(c.recipient == recipient)
-    conn.execute(stmt.values(code_digest=None))
+        left = conn.execute(stmt).rowcount == 1 and left
+    return left
 
 
 def expire_exhausted(conn: Connection, table: Table, max_attempts: int) -> int:
     """Make dead the rows whose lease ended on their last attempt (outcome unknown); the count."""
     c, now = table.c, utcnow()
-    stmt = (
-        sa.update(table)
-        # The literals again, so that SQLite reads the partial index.
-        .where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
-        .where(c.due_at <= now, c.attempts >= max_attempts)
-        .values(
-            status=DEAD, due_at=None, last_failure=UNKNOWN, failed_at=now,
-            last_error="The worker's lease ended during the last attempt: outcome unknown",
-            unknown_outcomes=c.unknown_outcomes + 1,
-        )
+    # The literals again, so that SQLite reads the partial index.
+    stmt = sa.update(table).where(c.status.in_(_CLAIMABLE_LITERALS), c.status == SENDING)
+    stmt = stmt.where(c.due_at <= now, c.attempts >= max_attempts).values(
+        status=DEAD, due_at=None, last_failure=UNKNOWN, failed_at=now,
+        last_error="The worker's lease ended during the last attempt: outcome unknown",
+        unknown_outcomes=c.unknown_outcomes + 1,
     )  # fmt: skip
     return int(conn.execute(stmt).rowcount)
 
@@ -230,13 +256,6 @@ def last_queued_at(conn: Connection, table: Table, recipient: str) -> datetime |
     return cast("datetime | None", conn.execute(stmt).scalar())
 
 
-def first_queued_at(conn: Connection, table: Table, user_id: str, purpose: str) -> datetime | None:
-    """When the first ``purpose`` message of ``user_id`` was queued."""
-    c = table.c
-    stmt = sa.select(sa.func.min(c.created_at)).where(c.user_id == user_id, c.purpose == purpose)
-    return cast("datetime | None", conn.execute(stmt).scalar())
-
-
 def signup_locale(conn: Connection, table: Table, user_id: str) -> str | None:
     """The locale of ``user_id``'s newest sign-up email, for reminders queued outside requests."""
     c = table.c
@@ -246,27 +265,26 @@ def signup_locale(conn: Connection, table: Table, user_id: str) -> str | None:
 
 
 def signed_up_before(
-    conn: Connection, table: Table, cutoff: datetime, *, reminded_from: int | None = None,
-    among: sa.Select[Any] | None = None,
+    conn: Connection, table: Table, state: Table, cutoff: datetime, *,
+    reminded_from: int | None = None, among: sa.Select[Any] | None = None,
 ) -> list[str]:  # fmt: skip
-    """Users whose first sign-up email was queued before ``cutoff``, with no address change; when
-    given, only those with no reminder numbered ``reminded_from`` or more, and those ``among``
-    returns (a query of user ids as strings)."""
-    c = table.c
+    """Users who signed up before ``cutoff`` and asked for no address change; when given, only
+    those with no reminder numbered ``reminded_from`` or more, and those ``among`` returns."""
+    c, s = table.c, state.c
     changed = sa.select(c.user_id).where(c.purpose == Purpose.CHANGE.value)
-    stmt = sa.select(c.user_id).where(c.purpose == Purpose.SIGNUP.value, c.user_id.not_in(changed))
+    stmt = sa.select(s.user_id).where(s.signed_up_at < cutoff, s.user_id.not_in(changed))
     if reminded_from is not None:
         reminded = sa.select(c.user_id).where(c.purpose == Purpose.REMINDER.value)
-        stmt = stmt.where(c.user_id.not_in(reminded.where(c.reminder >= reminded_from)))
+        stmt = stmt.where(s.user_id.not_in(reminded.where(c.reminder >= reminded_from)))
     if among is not None:
-        stmt = stmt.where(c.user_id.in_(among))
-    stmt = stmt.group_by(c.user_id).having(sa.func.min(c.created_at) < cutoff)
-    return [row[0] for row in conn.execute(stmt)]
+        stmt = stmt.where(s.user_id.in_(among))
+    return [row[0] for row in conn.execute(stmt.distinct())]
 
 
-def delete_for_user(conn: Connection, table: Table, user_id: str) -> None:
-    """Remove every message of ``user_id`` (its account is being deleted)."""
+def delete_for_user(conn: Connection, table: Table, state: Table, user_id: str) -> None:
+    """Remove every message and state row of ``user_id`` (its account is being deleted)."""
     conn.execute(table.delete().where(table.c.user_id == user_id))
+    conn.execute(state.delete().where(state.c.user_id == user_id))
 
 
 def status_counts(conn: Connection, table: Table) -> dict[str, int]:

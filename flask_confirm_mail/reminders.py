@@ -45,7 +45,7 @@ def queue_reminders(flow: ConfirmationFlow, *, dry_run: bool = False) -> list[Re
         dialect = session.connection().dialect.name
         for number in range(len(delays), 0, -1):
             ids = outbox.signed_up_before(
-                session.connection(), flow.outbox_table, now - delays[number - 1],
+                session.connection(), flow.outbox_table, flow.state_table, now - delays[number - 1],
                 reminded_from=number, among=columns.waiting_ids(dialect),
             )  # fmt: skip
             for user_id in [i for i in ids if i not in seen]:  # each user once, at its latest

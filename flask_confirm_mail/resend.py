@@ -9,7 +9,6 @@ import time
 import sqlalchemy as sa
 from flask import Response, after_this_request, current_app, g, has_request_context
 
-from . import outbox
 from .addresses import normalize_address
 from .confirmation import ConfirmationFlow
 from .outbox import Purpose
@@ -79,9 +78,7 @@ def resend_now(flow: ConfirmationFlow, address: str, *, requester: str | None = 
         owner = columns.id_of(user)
         if (purpose == Purpose.CHANGE or requester is not None) and requester != owner:
             return  # a link goes only to the account that asked for it
-        last = outbox.last_queued_at(session.connection(), flow.outbox_table, address)
-        cooling = last is not None and outbox.utcnow() - last < flow.settings.resend_cooldown
-        if not cooling and flow.blocked(address) is None:  # blocked: e.g. known to bounce
+        if not flow.cooling(address) and flow.blocked(address) is None:  # e.g. a bounce
             flow.enqueue(user, purpose)
             session.commit()
     finally:

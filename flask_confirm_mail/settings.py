@@ -363,7 +363,7 @@ class Settings(OptionSet):
 
     @classmethod
     def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:
-        if app.testing:  # an app's tests see each email as its request ends, no thread left
+        if app.testing:  # an app's tests see each email as its request ends
             app.config.setdefault("CONFIRM_MAIL_DELIVERY", "sync")
         settings = super().load(app, overrides)
         if settings.app_name is None:  # the Flask app's import name means nothing to a reader

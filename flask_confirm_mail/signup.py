@@ -11,6 +11,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from . import outbox
 from .confirmation import EXTENSION_KEY, ConfirmationFlow, get_flow
 from .outbox import Purpose
 
@@ -80,7 +81,9 @@ def _after_flush_postexec(session: Session, flush_context: Any) -> None:
     flow = _flow_of(session)
     if users and flow is not None:
         for user in users:
-            flow.enqueue(user, Purpose.SIGNUP)
+            row = flow.enqueue(user, Purpose.SIGNUP)
+            key = flow.columns.id_of(user)
+            outbox.note_signup(session.connection(), flow.state_table, key, row.recipient)
 
 
 def _after_commit(session: Session) -> None:

@@ -1,6 +1,5 @@
-"""The blueprint's routes: ``<prefix>/<token>``, ``<prefix>/resend`` and ``<prefix>/code``.
-
-Each answers a page or, for JSON requests, a body with a stable ``status``; never a 500."""
+"""The blueprint's routes, ``<prefix>/<token>``, ``/resend`` and ``/code``: each answers a page
+or, for JSON requests, a body with a stable ``status``; never a 500."""
 
 from __future__ import annotations
 
@@ -206,12 +205,10 @@ def code() -> Any:
 
 
 def limit_resend(app: Flask, limit: str) -> None:
-    """Apply ``limit`` to ``POST <prefix>/resend`` and ``/code`` (a count each) with the app's
-    Flask-Limiter ``Limiter``, keyed by client (``Limiter(client_network, app=app)``), never
-    by the address named, so the answer never tells whether it has an account. Over it: 429
-    with ``Retry-After``.
-
-    :raises ConfigurationError: the app has no ``Limiter``, or several."""
+    """Apply ``limit`` per client to ``POST <prefix>/resend`` and ``/code`` (a count each) with
+    the app's one ``Limiter`` (``Limiter(client_network, app=app)``), never per address, so
+    the answer tells nothing of accounts; 429 with ``Retry-After`` over it. Else raises
+    :class:`ConfigurationError`."""
     limiters = app.extensions.get("limiter") or set()
     if len(limiters) != 1:
         raise ConfigurationError(
@@ -224,10 +221,8 @@ def limit_resend(app: Flask, limit: str) -> None:
 
 
 def client_network(address: str | None = None) -> str:
-    """The resend limit's key: the client's IPv4 address, or its IPv6 ``/64``, which is one
-    subscriber's (RFC 6177): keyed per address, rotating in it would reset the limit.
-
-    :param address: default ``request.remote_addr`` (behind a proxy, use ``ProxyFix``)."""
+    """The limit's key: the client's IPv4 address (default ``request.remote_addr``; behind a
+    proxy, ``ProxyFix``), or its IPv6 ``/64``, one subscriber's (RFC 6177)."""
     address = address if address is not None else (request.remote_addr or "127.0.0.1")
     try:
         ip = ipaddress.ip_address(address)

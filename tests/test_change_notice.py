@@ -23,6 +23,8 @@ from tests.support.smtp_server import ReceivedMail, SMTPSink
 ROOT = Path(__file__).resolve().parent.parent
 OLD, NEW = "old@example.org", "Newcomer@Example.NET"
 MASKED = "n***@e***.net"  # of the canonical form (issue 14)
+# The old address got its sign-up email just now: no resend cooldown in the way of the notice.
+NO_COOLDOWN = {"CONFIRM_MAIL_RESEND_COOLDOWN": 0}
 
 
 def _add_change_route(app: Flask) -> None:
@@ -36,9 +38,19 @@ def _add_change_route(app: Flask) -> None:
         return jsonify(changed=changed)
 
 
+def _confirm(app: Flask, uid: int) -> None:
+    """Confirm the account's address: only a confirmed old address gets the notice."""
+    with app.app_context():
+        flow = app.extensions["confirm_mail"]
+        assert flow.confirm_user(db.session.get(flow.columns.model, uid))
+        db.session.commit()
+
+
 def _sign_up(app: Flask, email: str = OLD) -> int:
+    """Sign up with ``email``, then confirm it."""
     answer = app.test_client().post("/signup", data={"email": email})
     assert answer.status_code == 201
+    _confirm(app, int(answer.json["id"]))
     return int(answer.json["id"])
 
 
@@ -97,7 +109,7 @@ def test_mask_address_keeps_first_characters_and_the_last_label(address: str, ma
 def test_the_old_address_gets_a_notice_without_link_and_the_new_one_its_link(
     make_app: Any, shape: str, smtp_server: SMTPSink
 ) -> None:
-    app = make_app(shape=shape)
+    app = make_app(shape=shape, config=NO_COOLDOWN)
     uid = _sign_up(app)
     smtp_server.wait_for(1)
     _change(app, uid)
@@ -115,7 +127,7 @@ def test_the_old_address_gets_a_notice_without_link_and_the_new_one_its_link(
 def test_the_notice_shows_an_internationalized_domain_as_the_user_wrote_it(
     make_app: Any, smtp_server: SMTPSink
 ) -> None:
-    app = make_app()
+    app = make_app(config=NO_COOLDOWN)
     uid = _sign_up(app)
     smtp_server.wait_for(1)
     _change(app, uid, "Kater@Fuß.de")  # stored as kater@xn--fu-hia.de
@@ -158,16 +170,18 @@ def test_no_notice_to_an_old_address_that_bounces(make_app: Any, smtp_server: SM
 def test_thread_mode_delivers_the_notice_from_the_request(
     make_app: Any, smtp_server: SMTPSink
 ) -> None:
-    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "thread"})
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "thread", **NO_COOLDOWN})
     _add_change_route(app)
     client = app.test_client()
-    assert client.post("/signup", data={"email": OLD}).status_code == 201
+    answer = client.post("/signup", data={"email": OLD})
+    assert answer.status_code == 201
+    _confirm(app, int(answer.json["id"]))
     assert client.post("/change", data={"email": NEW}).json == {"changed": True}
     assert_is_notice(_mail_to(smtp_server, 3, OLD))
 
 
 def test_a_failed_notice_is_retried_not_dropped(make_app: Any, smtp_server: SMTPSink) -> None:
-    app = make_app()
+    app = make_app(config=NO_COOLDOWN)
     uid = _sign_up(app)
     smtp_server.wait_for(1)
     smtp_server.fail_next(2, 451)  # the link and the notice: both refused for now
@@ -186,7 +200,7 @@ def test_a_failed_notice_is_retried_not_dropped(make_app: Any, smtp_server: SMTP
 def test_a_worker_process_delivers_the_notice(
     make_app: Any, smtp_server: SMTPSink, database_url: str
 ) -> None:
-    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker", **NO_COOLDOWN})
     uid = _sign_up(app)
     _change(app, uid)
     assert smtp_server.messages == []
@@ -208,6 +222,7 @@ def test_with_the_remote_mailer_the_notice_goes_out_in_process(
         config={
             "CONFIRM_MAIL_MAILER_URL": "http://127.0.0.1:9/",
             "CONFIRM_MAIL_MAILER_SECRET": "mailer-secret-for-tests-0123456789abcdef",
+            **NO_COOLDOWN,
         },
         transport=RemoteTransport(),
     )

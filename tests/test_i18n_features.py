@@ -45,10 +45,16 @@ def babel_app(make_app: Callable[..., Flask]) -> Flask:
 
 
 def test_a_change_asked_in_german_sends_a_german_notice_to_the_old_address(
-    babel_app: Flask, smtp_server: SMTPSink
+    make_app: Callable[..., Flask], smtp_server: SMTPSink
 ) -> None:
+    # No cooldown: the old address got its sign-up email just now.
+    babel_app = make_app(config={"TEST_BABEL": True, "CONFIRM_MAIL_RESEND_COOLDOWN": 0})
     _add_change_route(babel_app)
     uid = _sign_up(babel_app, "alt@example.org")
+    with babel_app.app_context():  # only a confirmed old address gets the notice
+        flow = babel_app.extensions["confirm_mail"]
+        assert flow.confirm_user(db.session.get(flow.columns.model, uid))
+        db.session.commit()
     client = babel_app.test_client()
     assert client.post(f"/login/{uid}").status_code == 200
     answer = client.post("/change", data={"email": "neu@example.net"}, headers=GERMAN)

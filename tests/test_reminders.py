@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,7 +24,7 @@ from flask_confirm_mail import (
     ConfirmMail,
     change_email,
     outbox,
-    send_confirmation,
+    signup_view,
 )
 from flask_confirm_mail.errors import ConfigurationError
 from flask_confirm_mail.mailer.remote import RemoteTransport
@@ -95,7 +95,8 @@ def _remind(app: Flask, *args: str) -> str:
 def test_remind_sends_each_due_reminder_once_to_never_confirmed_sign_ups_only(
     make_app: Any, smtp_server: SMTPSink, clock: Any
 ) -> None:
-    app = make_app(config=REMINDERS)
+    # No cooldown: changed@ gets its change notice though its sign-up email went out just now.
+    app = make_app(config={**REMINDERS, "CONFIRM_MAIL_RESEND_COOLDOWN": 0})
     waiting = _sign_up(app, "waiting@example.org")
     _sign_up(app, "confirmed@example.org")
     _sign_up(app, "changed@example.org")
@@ -172,13 +173,21 @@ def _worker(database_url: str, smtp: SMTPSink, *args: str, **config: str) -> sub
 
 
 def _backdate(app: Flask, seconds: int) -> None:
-    """Make every sign-up ``seconds`` older (the workers run on the real clock)."""
-    table = app.extensions["confirm_mail"].outbox_table
+    """Make every sign-up ``seconds`` older (the workers run on the real clock): its emails,
+    and its sign-up time on the state table."""
+    flow = app.extensions["confirm_mail"]
+    table, state = flow.outbox_table, flow.state_table
     with app.app_context(), db.engine.begin() as conn:
         rows = conn.execute(sa.select(table.c.id, table.c.created_at)).all()
         for row in rows:
             older = row.created_at - timedelta(seconds=seconds)
             conn.execute(sa.update(table).where(table.c.id == row.id).values(created_at=older))
+        key = (state.c.user_id, state.c.address)
+        for user_id, address, at in conn.execute(sa.select(*key, state.c.signed_up_at)).all():
+            if at is not None:
+                earlier = at - timedelta(seconds=seconds)
+                where = (state.c.user_id == user_id, state.c.address == address)
+                conn.execute(sa.update(state).where(*where).values(signed_up_at=earlier))
 
 
 def test_two_worker_processes_never_send_one_reminder_twice(
@@ -320,15 +329,21 @@ def uuid_app(database_url: str, smtp_server: SMTPSink) -> Iterator[Flask]:
 def test_users_with_uuid_keys_are_reminded(
     uuid_app: Flask, smtp_server: SMTPSink, clock: Any
 ) -> None:
+    @uuid_app.post("/signup")  # reminders go to sign-ups: accounts made by a signup_view
+    @signup_view
+    def signup() -> Any:
+        user = UuidUser(email=request.form["email"])
+        uuid_db.session.add(user)
+        uuid_db.session.commit()
+        return jsonify(id=str(user.id)), 201
+
+    client = uuid_app.test_client()
+    waiting_id = client.post("/signup", data={"email": "uuid-waiting@example.org"}).json["id"]
+    done_id = client.post("/signup", data={"email": "uuid-done@example.org"}).json["id"]
     with uuid_app.app_context():
-        waiting = UuidUser(email="uuid-waiting@example.org")
-        done = UuidUser(email="uuid-done@example.org", email_confirmed_at=outbox.utcnow())
-        uuid_db.session.add_all([waiting, done])
-        uuid_db.session.flush()
-        send_confirmation(waiting)
-        send_confirmation(done)
-        uuid_db.session.commit()  # outside a request: sent before commit returns
-        waiting_id = str(waiting.id)
+        flow = uuid_app.extensions["confirm_mail"]
+        assert flow.confirm_user(uuid_db.session.get(UuidUser, uuid.UUID(done_id)))
+        uuid_db.session.commit()
     assert len(smtp_server.wait_for(2)) == 2
     clock.shift(DAY + 1)
     output = _remind(uuid_app, "--yes")

@@ -1,17 +1,15 @@
 """Round 3, family 1: a confirmation code cannot be guessed by asking for more emails.
 
-The try budget must live on the (account, address) pair and on the address, not on outbox
-rows: new emails, resends, changes and retries must not reset it; a row's code must be the
-same on every delivery of that row; only emails that show a code have one; the change flow
-keeps the per-address cooldown. These are the positive controls of that fix, which is not
-on main yet: each is an expected failure (strict), so the fix shows here when it lands.
+The try budget lives on the (account, address) pair and on the address, not on outbox rows:
+new emails, resends, changes and retries do not reset it; a row's code is the same on every
+delivery of that row; only emails that show a code have one; the change flow keeps the
+per-address cooldown; the code route has the per-client limit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -22,7 +20,6 @@ from tests.support.smtp_server import ReceivedMail, SMTPSink
 from tests.test_confirm_code import code_from
 
 VICTIM = "victim@example.org"
-OPEN = pytest.mark.xfail(strict=True, reason="issue 34, family 1: not fixed yet")
 
 
 def _sign_up(app: Flask, smtp: SMTPSink, email: str) -> tuple[int, ReceivedMail]:
@@ -57,7 +54,6 @@ def _pending(app: Flask, uid: int) -> Any:
         return user.pending_email, user.email_confirmed_at
 
 
-@OPEN
 def test_new_change_emails_do_not_give_fresh_tries(make_app: Any, smtp_server: SMTPSink) -> None:
     app = make_app(config={"CONFIRM_MAIL_RESEND_COOLDOWN": 0, "CONFIRM_MAIL_CHANGE_NOTICE": False})
     attacker, _ = _sign_up(app, smtp_server, "mallory@example.org")
@@ -72,7 +68,6 @@ def test_new_change_emails_do_not_give_fresh_tries(make_app: Any, smtp_server: S
     assert _pending(app, attacker)[0] == VICTIM  # still only asked for, not confirmed
 
 
-@OPEN
 def test_the_budget_holds_across_accounts_asking_for_one_address(
     make_app: Any, smtp_server: SMTPSink
 ) -> None:
@@ -87,7 +82,23 @@ def test_the_budget_holds_across_accounts_asking_for_one_address(
     assert _try(app, VICTIM, code_from(mail)).json["status"] == "invalid_code"
 
 
-@OPEN
+def test_the_budget_comes_back_once_the_link_lifetime_has_passed(
+    make_app: Any, smtp_server: SMTPSink, clock: Any
+) -> None:
+    app = make_app(config={"CONFIRM_MAIL_RESEND_COOLDOWN": 0})
+    uid, mail = _sign_up(app, smtp_server, "slow@example.org")
+    for n in range(1, CODE_MAX_TRIES + 1):
+        _try(app, "slow@example.org", _wrong(code_from(mail), n))
+    clock.shift(48 * 3600 + 1)  # the lifetime: the old code is void, a new email's works
+    with app.app_context():
+        from flask_confirm_mail import send_confirmation
+
+        send_confirmation(db.session.get(user_model("mixin"), uid))
+        db.session.commit()
+    fresh = smtp_server.wait_for(2)[1]
+    assert _try(app, "slow@example.org", code_from(fresh)).json["status"] == "confirmed"
+
+
 def test_every_delivery_of_one_row_carries_the_same_code(
     make_app: Any, smtp_server: SMTPSink
 ) -> None:
@@ -104,8 +115,9 @@ def test_every_delivery_of_one_row_carries_the_same_code(
     assert _try(app, "twice@example.org", code_from(first)).json["status"] == "confirmed"
 
 
-@OPEN
-def test_the_change_notice_has_no_code(make_app: Any, smtp_server: SMTPSink) -> None:
+def test_the_change_notice_has_no_code(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
     app = make_app(config={"CONFIRM_MAIL_RESEND_COOLDOWN": 0})
     uid, signup = _sign_up(app, smtp_server, "olga@example.org")
     with app.app_context():  # confirmed by hand: the notice goes to confirmed addresses
@@ -121,7 +133,6 @@ def test_the_change_notice_has_no_code(make_app: Any, smtp_server: SMTPSink) -> 
     assert _try(app, "new@example.org", code_from(change)).json["status"] == "confirmed"
 
 
-@OPEN
 def test_no_notice_goes_to_an_old_address_that_was_never_confirmed(
     make_app: Any, smtp_server: SMTPSink
 ) -> None:
@@ -131,7 +142,6 @@ def test_no_notice_goes_to_an_old_address_that_was_never_confirmed(
     assert [m.rcpt_tos for m in mails] == [["elsewhere@example.org"]]
 
 
-@OPEN
 def test_change_requests_keep_the_per_address_cooldown(
     make_app: Any, smtp_server: SMTPSink
 ) -> None:
@@ -141,3 +151,10 @@ def test_change_requests_keep_the_per_address_cooldown(
     for _ in range(5):
         _change(app, smtp_server, attacker, VICTIM, emails=0)
     assert sum(m.rcpt_tos == [VICTIM] for m in smtp_server.messages) == 1
+
+
+def test_the_code_route_has_the_per_client_limit(make_app: Any, smtp_server: SMTPSink) -> None:
+    app = make_app(config={"CONFIRM_MAIL_RESEND_LIMIT": "5/minute"})
+    statuses = [_try(app, "x@example.org", "123456").status_code for _ in range(7)]
+    assert statuses == [400] * 5 + [429] * 2
+    assert _try(app, "x@example.org", "123456", "198.51.100.9").status_code == 400
