@@ -343,3 +343,48 @@ def test_a_server_started_on_a_read_only_file_serves_once_its_mode_is_restored(
     assert_no_half_sign_up(
         url, {"before@example.org"} | {f"after{i}@example.org" for i in range(8)}, in_flight=0
     )
+
+
+_WRITE_AFTER_RESTORE = """
+import os, sys
+import sqlalchemy as sa
+from flask_confirm_mail.sqlite import tune_sqlite
+
+path = sys.argv[1]
+engine = sa.create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
+tune_sqlite(engine)
+with engine.connect() as connection:  # opened while the WAL files are read-only
+    connection.exec_driver_sql("SELECT count(*) FROM t").scalar()
+for name in (f"{path}-wal", f"{path}-shm"):
+    os.chmod(name, 0o644)
+with engine.begin() as connection:
+    connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+print("written")
+"""
+
+
+def test_a_connection_opened_while_only_the_wal_was_read_only_is_not_handed_out_after(
+    tmp_path: Path,
+) -> None:
+    # An operator restoring modes file by file: the database is writable, its WAL and
+    # shared-memory files not yet. SQLite keeps such a connection read-only for good.
+    database = tmp_path / "app.db"
+    leave_wal = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute('PRAGMA journal_mode = WAL'); c.execute('CREATE TABLE t (x)')\n"
+        "c.execute('INSERT INTO t VALUES (1)'); c.commit()\n"
+        "os._exit(0)\n"  # no close: the WAL and shared-memory files stay, as after a kill
+    )
+    subprocess.run([sys.executable, "-c", leave_wal, str(database)], check=True, timeout=30)
+    for name in ("app.db-wal", "app.db-shm"):
+        (tmp_path / name).chmod(0o444)
+    prefix = ["setpriv", f"--bounding-set={ROOT_OVERRIDES}"] if os.geteuid() == 0 else []
+
+    result = subprocess.run(
+        [*prefix, sys.executable, "-c", _WRITE_AFTER_RESTORE, str(database)],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.stdout.strip() == "written", result.stderr

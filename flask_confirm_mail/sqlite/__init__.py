@@ -68,7 +68,11 @@ def _on_error(context: Any) -> None:
 
 
 def _writable(path: str) -> bool:
-    """Whether this process may write ``path`` (SQLite creates a missing one). Asked with
-    access(2), not by opening it: closing any descriptor of a file drops every POSIX lock the
-    process holds on it, those of its SQLite connections too."""
-    return not os.path.exists(path) or os.access(path, os.W_OK, effective_ids=True)
+    """Whether this process may write ``path`` and its WAL and shared-memory files (SQLite
+    creates missing ones; a connection opened while any was read-only stays read-only).
+    Asked with access(2), not by opening them: closing any descriptor of a file drops every
+    POSIX lock the process holds on it, those of its SQLite connections too."""
+    return all(
+        not os.path.exists(name) or os.access(name, os.W_OK, effective_ids=True)
+        for name in (path, f"{path}-wal", f"{path}-shm")
+    )
