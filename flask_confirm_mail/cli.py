@@ -190,24 +190,23 @@ def prune_command(older_than: str, yes: bool) -> None:
     flow = get_flow()
     columns, session = flow.columns, flow.db.session
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    candidates = outbox.signed_up_before(
-        session.connection(), flow.outbox_table, flow.state_table, cutoff
-    )
+    conn, tables = session.connection(), (flow.outbox_table, flow.state_table)
+    candidates = outbox.signed_up_before(conn, *tables, cutoff)
     users = [session.get(columns.model, columns.parse_id(uid)) for uid in candidates]
     doomed = [user for user in users if user is not None and not columns.is_confirmed(user)]
+    n = 0
     for user in doomed:
-        user_id, email = columns.id_of(user), columns.email_of(user)
-        click.echo(f"{'Deleting' if yes else 'Would delete'} user {user_id} <{email}>")
-        if yes:
-            signals.unconfirmed_account_pruned.send(app, user=user, email=email)
-            session.refresh(user, with_for_update=True)  # it may have confirmed meanwhile
+        if yes:  # each re-read under a row lock: it may have confirmed since
+            session.refresh(user, with_for_update=True)
             if columns.is_confirmed(user):
                 continue
-            outbox.delete_for_user(
-                session.connection(), flow.outbox_table, flow.state_table, user_id
-            )
+        user_id, email = columns.id_of(user), columns.email_of(user)
+        click.echo(f"{'Deleting' if yes else 'Would delete'} user {user_id} <{email}>")
+        n += 1
+        if yes:
+            signals.unconfirmed_account_pruned.send(app, user=user, email=email)
+            outbox.delete_for_user(session.connection(), *tables, user_id)
             session.delete(user)
-    n = len(doomed)
     _settle(
         yes, session, f"Deleted {n} never-confirmed account(s).", f"{n} account(s) would be deleted"
     )

@@ -116,9 +116,10 @@ class ConfirmationFlow:
         )
         return row
 
-    def cooling(self, address: str) -> bool:
-        """Whether ``address`` was mailed less than ``RESEND_COOLDOWN`` ago."""
-        last = outbox.last_queued_at(self.db.session.connection(), self.outbox_table, address)
+    def cooling(self, address: str, purpose: Purpose | None = None) -> bool:
+        """Whether ``address`` got an email (of ``purpose``) less than RESEND_COOLDOWN ago."""
+        connection = self.db.session.connection()
+        last = outbox.last_queued_at(connection, self.outbox_table, address, purpose)
         return last is not None and outbox.utcnow() - last < self.settings.resend_cooldown
 
     def blocked(self, address: str) -> Any:
@@ -245,8 +246,7 @@ def send_confirmation(user: Any, *, context: dict[str, Any] | None = None) -> An
     sent on commit, to the pending address after :func:`change_email`; return the message.
 
     :param context: JSON-safe values passed to the email templates as ``context``.
-    :raises AddressError: the address is not a single valid address.
-    """
+    :raises AddressError: the address is not a single valid address."""
     flow = get_flow()
     purpose = Purpose.CHANGE if flow.columns.pending_of(user) else Purpose.SIGNUP
     return flow.enqueue(user, purpose, context)
@@ -258,8 +258,7 @@ def change_email(user: Any, new_email: str) -> bool:
     column the old address stays the login until the link is used; without one it is
     replaced at once and marked unconfirmed.
 
-    :raises AddressError: ``new_email`` is not a single valid address.
-    """
+    :raises AddressError: ``new_email`` is not a single valid address."""
     flow = get_flow()
     columns = flow.columns
     new = columns.check_fits(normalize_address(new_email))
@@ -280,10 +279,13 @@ def change_email(user: Any, new_email: str) -> bool:
     # Each address once per RESEND_COOLDOWN, never when marked: no mailing any address at will.
     if flow.blocked(new) is None and not flow.cooling(new):
         flow.enqueue(user, Purpose.CHANGE)
-    if flow.settings.change_notice and old and was_confirmed and not flow.cooling(old):
-        if flow.blocked(old) is None:  # the confirmed old address learns of it: no link
-            context = {"new_email": mask_address(new), "replaced": replaced}
-            flow.enqueue(user, Purpose.CHANGE_NOTICE, context, recipient=old)
+    # A confirmed old address learns of it (no link), even just after its sign-up email;
+    # a series of changes gives it one notice per cooldown.
+    notice = Purpose.CHANGE_NOTICE
+    if flow.settings.change_notice and old and was_confirmed and not flow.cooling(old, notice):
+        context = {"new_email": mask_address(new), "replaced": replaced}
+        if flow.blocked(old) is None:
+            flow.enqueue(user, notice, context, recipient=old)
     signals.email_change_requested.send(_app(), user=user, old_email=old, new_email=new)
     return True
 

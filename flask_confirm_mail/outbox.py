@@ -18,7 +18,6 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -154,10 +153,6 @@ def newest_code(conn: Connection, table: Table, recipient: str) -> Any | None:
 
 def _insert_missing(conn: Connection, table: Table, **values: Any) -> None:
     """INSERT ``values`` unless a row with their key exists (concurrent callers included)."""
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
-    if dialect is not None:
-        conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
-        return
     with suppress(IntegrityError), conn.begin_nested():
         conn.execute(sa.insert(table).values(**values))
 
@@ -250,9 +245,13 @@ def release(conn: Connection, table: Table, ids: Sequence[int], worker_id: str) 
     ))  # fmt: skip
 
 
-def last_queued_at(conn: Connection, table: Table, recipient: str) -> datetime | None:
-    """When the newest message to ``recipient`` was queued."""
+def last_queued_at(
+    conn: Connection, table: Table, recipient: str, purpose: Purpose | None = None
+) -> datetime | None:
+    """When the newest message to ``recipient`` (of ``purpose``, when given) was queued."""
     stmt = sa.select(sa.func.max(table.c.created_at)).where(table.c.recipient == recipient)
+    if purpose is not None:
+        stmt = stmt.where(table.c.purpose == purpose.value)
     return cast("datetime | None", conn.execute(stmt).scalar())
 
 

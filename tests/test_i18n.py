@@ -156,7 +156,6 @@ def test_an_app_without_flask_babel_speaks_english(app: Flask, smtp_server: SMTP
 # --- settings ------------------------------------------------------------------------------
 
 
-
 def test_the_default_subject_follows_the_locale(babel_app: Flask, smtp_server: SMTPSink) -> None:
     client = babel_app.test_client()
     client.post("/signup", data={"email": "lea@example.com"}, headers={"Accept-Language": "fr"})

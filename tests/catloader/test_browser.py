@@ -213,9 +213,7 @@ def test_unconfirmed_user_cannot_upload(
     cat.write_bytes(picture_bytes("PNG"))
     page.set_input_files("#picture", str(cat))
     page.get_by_role("button", name="Upload").click()
-    expect(page.locator(".flash--warning")).to_have_text(
-        "Please confirm your email address first."
-    )
+    expect(page.locator(".flash--warning")).to_have_text("Please confirm your email address first.")
     expect(page.locator("#gallery")).to_have_count(0)
     steps.shot("upload-refused")
     assert pictures_of(server.app) == []

@@ -97,9 +97,7 @@ def test_unconfirmed_user_cannot_upload(cat_client: CatLoaderClient, catloader: 
     refused = cat_client.upload("tom.png", picture_bytes("PNG"))
     assert refused.status_code == 302
     assert refused.headers["Location"] == "/backoffice/uploads"
-    assert "Please confirm your email address first." in cat_client.page(
-        "/backoffice/uploads"
-    )
+    assert "Please confirm your email address first." in cat_client.page("/backoffice/uploads")
     assert picture_count(catloader) == 0
     assert not Path(catloader.config["CATLOADER_UPLOAD_FOLDER"]).exists()
 

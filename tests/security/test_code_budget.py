@@ -115,9 +115,7 @@ def test_every_delivery_of_one_row_carries_the_same_code(
     assert _try(app, "twice@example.org", code_from(first)).json["status"] == "confirmed"
 
 
-def test_the_change_notice_has_no_code(
-    make_app: Any, smtp_server: SMTPSink
-) -> None:
+def test_the_change_notice_has_no_code(make_app: Any, smtp_server: SMTPSink) -> None:
     app = make_app(config={"CONFIRM_MAIL_RESEND_COOLDOWN": 0})
     uid, signup = _sign_up(app, smtp_server, "olga@example.org")
     with app.app_context():  # confirmed by hand: the notice goes to confirmed addresses
@@ -131,6 +129,21 @@ def test_the_change_notice_has_no_code(
     assert notice.code_expires_at is None, "the notice shows no code, so it has none"
     change = next(m for m in mails if m.rcpt_tos == ["new@example.org"])
     assert _try(app, "new@example.org", code_from(change)).json["status"] == "confirmed"
+
+
+def test_a_confirmed_address_gets_one_notice_per_cooldown_even_just_after_its_sign_up(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app()  # the default cooldown: the sign-up email went out a moment ago
+    uid, _ = _sign_up(app, smtp_server, "olga@example.org")
+    with app.app_context():
+        app.extensions["confirm_mail"].confirm_user(db.session.get(user_model("mixin"), uid))
+        db.session.commit()
+    first = _change(app, smtp_server, uid, "new@example.org", emails=2)
+    second = _change(app, smtp_server, uid, "newer@example.org")
+    assert sorted(m.rcpt_tos[0] for m in first) == ["new@example.org", "olga@example.org"]
+    assert [m.rcpt_tos for m in second] == [["newer@example.org"]]
+    assert sum(m.rcpt_tos == ["olga@example.org"] for m in smtp_server.messages) == 2
 
 
 def test_no_notice_goes_to_an_old_address_that_was_never_confirmed(
