@@ -35,20 +35,28 @@ def normalize_address(value: object) -> str:
     if len(candidate) > MAX_ADDRESS_LENGTH:
         raise AddressError("The email address is too long.")
     local, at, domain = candidate.rpartition("@")
-    # xn-- labels are checked too, so an invalid A-label is refused rather than stored.
-    if at and (not domain.isascii() or "xn--" in domain.lower()):
-        try:
-            # The idna package, not the stdlib's codec: that is IDNA 2003, which maps ß to
-            # ss and so would mail cat@fuß.de's link to cat@fuss.de.
-            candidate = f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
-        except (idna.IDNAError, UnicodeError):
-            raise AddressError(_NOT_PLAIN) from None
+    if at:
+        candidate = f"{local}@{ascii_domain(domain)}"
         if len(candidate) > MAX_ADDRESS_LENGTH:
             raise AddressError("The email address is too long.")
     match = _ADDRESS_RE.fullmatch(candidate)
     if match is None or len(match["local"]) > MAX_LOCAL_LENGTH or "=?" in candidate:
         raise AddressError(_NOT_PLAIN)
     return candidate.lower()
+
+
+def ascii_domain(domain: str) -> str:
+    """``domain`` with its internationalized labels as A-labels (``fuß.de`` ->
+    ``xn--fu-hia.de``), as headers and SMTP need them; raises :class:`AddressError`."""
+    # xn-- labels are checked too, so an invalid A-label is refused rather than stored.
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain
+    try:
+        # The idna package, not the stdlib's codec: that is IDNA 2003, which maps ß to
+        # ss and so would mail cat@fuß.de's link to cat@fuss.de.
+        return str(idna.encode(domain, uts46=True).decode("ascii"))
+    except (idna.IDNAError, UnicodeError):
+        raise AddressError(_NOT_PLAIN) from None
 
 
 def is_valid_address(value: object) -> bool:

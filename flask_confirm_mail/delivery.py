@@ -66,23 +66,20 @@ class BatchReport:
 
 
 class SendRate:
-    """``CONFIRM_MAIL_MAX_RATE`` per process; a fraction counts over 10 s (``0.5``: 5 per 10 s)."""
+    """``CONFIRM_MAIL_MAX_RATE`` per process, paced evenly: one message every ``1 / rate``
+    seconds, never a burst (a provider's own limit counts over windows of any phase)."""
 
     def __init__(self, per_second: float) -> None:
-        from limits import RateLimitItemPerSecond, storage, strategies
-
-        whole = per_second >= 1 and float(per_second).is_integer()
-        amount, seconds = (int(per_second), 1) if whole else (max(1, round(per_second * 10)), 10)
-        self.item = RateLimitItemPerSecond(amount, seconds)
-        self.limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
 
     def wait(self, stop: Event) -> bool:
-        """Wait for a slot; ``False`` when ``stop`` was set meanwhile."""
-        while not self.limiter.hit(self.item, "send"):
-            reset_at = self.limiter.get_window_stats(self.item, "send").reset_time
-            if stop.wait(min(1.0, max(0.001, reset_at - time.time()))):
-                return False
-        return True
+        """Wait for this message's slot; ``False`` when ``stop`` was set meanwhile."""
+        with self._lock:
+            now = time.monotonic()
+            slot = self._next = max(now, self._next) + self.interval
+        return not stop.wait(slot - self.interval - now)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -110,28 +107,27 @@ class Deliverer:
         given) and mint their links and codes. Rows whose lease ended on their last attempt
         become ``dead`` (outcome unknown) in the same transaction, not sent once more."""
         settings, lease = self.settings, timedelta(seconds=self.lease)
-        codes: dict[int, str] = {}
         with self.db.engine.begin() as conn:
             outbox.expire_exhausted(conn, self.table, settings.max_attempts)
             rows = outbox.claim(
                 conn, self.table, worker_id=worker_id, limit=settings.concurrency, lease=lease,
                 ids=ids, max_attempts=settings.max_attempts,
             )  # fmt: skip
-            # A code's life starts with its row's first claim; every retry shows the same code.
-            coded = [row for row in rows if row.purpose != Purpose.CHANGE_NOTICE]
-            if self.codes is not None and coded:
-                outbox.start_codes(conn, self.table, [row.id for row in coded], settings.lifetime)
-                codes = {row.id: self.codes.code_for(row.id, row.recipient) for row in coded}
+            # Every delivery of a row carries the same link and code (a copy after a lost
+            # reply is no void email); the change notice has neither.
+            linked = [row.id for row in rows if row.purpose != Purpose.CHANGE_NOTICE]
+            ends = outbox.start_links(conn, self.table, linked, settings.lifetime) if linked else {}
         emails = []
         for row in rows:
-            link = row.purpose != Purpose.CHANGE_NOTICE  # the change notice has no link
-            token, expires = self.signer.issue(row.user_id, row.recipient) if link else ("", None)
+            token, code, end = "", "", ends.get(row.id)
+            if end is not None:
+                token = self.signer.issue(row.user_id, row.recipient, end, row.message_id)
+                code = self.codes.code_for(row.id, row.recipient) if self.codes else ""
             emails.append(ConfirmationEmail(
                 outbox_id=row.id, user_id=row.user_id, recipient=row.recipient,
                 purpose=row.purpose, message_id=row.message_id, link_prefix=settings.link_prefix,
-                link_token=token, expires_at=expires, lifetime=settings.lifetime,
-                attempt=row.attempts, context=row.context or {}, code=codes.get(row.id, ""),
-                locale=row.locale,
+                link_token=token, expires_at=end, lifetime=settings.lifetime,
+                attempt=row.attempts, context=row.context or {}, code=code, locale=row.locale,
             ))  # fmt: skip
         return emails
 
@@ -240,12 +236,13 @@ class Deliverer:
         for email, error in failures:
             last = error.permanent or email.attempt >= self.settings.max_attempts
             delay = retry_delay(email.attempt, self.retry_base, self.retry_max)
-            retry_at[email.outbox_id] = when = None if last else now + delay
+            when = None if last else now + delay
             failure = outbox.UNKNOWN if error.outcome_unknown else outbox.TEMPORARY
-            outbox.mark_failed(
+            dead = outbox.mark_failed(
                 conn, self.table, email.outbox_id, worker_id, error=str(error), retry_at=when,
                 failure=outbox.REFUSED if error.permanent else failure,
             )  # fmt: skip
+            retry_at[email.outbox_id] = None if dead else when
         return retry_at
 
     def deliver_now(self, ids: Sequence[int]) -> int:

@@ -53,7 +53,8 @@ class DeliveryError(ConfirmMailError):
     """A message could not be handed over; ``permanent`` ones are not retried. ``bounced``:
     the server refused the recipient or the message for good (5xx to ``RCPT`` or after
     ``DATA``); implies ``permanent``. ``outcome_unknown``: the answer to the message was lost,
-    so it may have been delivered; it is retried with the same Message-ID."""
+    so it may have been delivered; it is retried with the same Message-ID.
+    ``connection_refused``: the server would not open a new connection (421, or refused)."""
 
     def __init__(
         self,
@@ -62,11 +63,13 @@ class DeliveryError(ConfirmMailError):
         permanent: bool = False,
         bounced: bool = False,
         outcome_unknown: bool = False,
+        connection_refused: bool = False,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent or bounced
         self.bounced = bounced
         self.outcome_unknown = outcome_unknown
+        self.connection_refused = connection_refused
 
 
 #: A database outage (pages answer 503, delivery retries): a connection refused, lost or

@@ -41,6 +41,8 @@ CLAIMABLE = (PENDING, SENDING)
 
 #: Kinds of failed attempt: refused (5xx), temporary (4xx, no connection), unknown (maybe sent).
 REFUSED, TEMPORARY, UNKNOWN = "refused", "temporary", "unknown"
+#: Retries after an attempt whose outcome is unknown (a lost reply to DATA's final ".").
+UNKNOWN_RETRIES = 1
 
 #: As SQL literals, not bound parameters, so the database sees a WHERE implies the partial index.
 _CLAIMABLE_LITERALS: sa.BindParameter[list[str]] = sa.bindparam(
@@ -138,10 +140,16 @@ def claim(
     return sorted(conn.execute(stmt.returning(*out)).all(), key=lambda r: r.id)
 
 
-def start_codes(conn: Connection, table: Table, ids: Sequence[int], lifetime: timedelta) -> None:
-    """Start the codes of rows ``ids``, to end ``lifetime`` from now; a retry keeps the end."""
-    stmt = sa.update(table).where(table.c.id.in_(ids), table.c.code_expires_at.is_(None))
-    conn.execute(stmt.values(code_expires_at=utcnow() + lifetime))
+def start_links(
+    conn: Connection, table: Table, ids: Sequence[int], lifetime: timedelta
+) -> dict[int, datetime]:
+    """When the link and code of each row ``ids`` end: ``lifetime`` after its first claim."""
+    c, end = table.c, utcnow() + lifetime
+    stmt = sa.update(table).where(c.id.in_(ids))
+    stmt = stmt.values(code_expires_at=sa.func.coalesce(c.code_expires_at, end))
+    return {
+        row.id: row.code_expires_at for row in conn.execute(stmt.returning(c.id, c.code_expires_at))
+    }
 
 
 def newest_code(conn: Connection, table: Table, recipient: str) -> Any | None:
@@ -229,13 +237,21 @@ def mark_sent(conn: Connection, table: Table, ids: Sequence[int], worker_id: str
 def mark_failed(
     conn: Connection, table: Table, message_id: int, worker_id: str, *, error: str,
     retry_at: datetime | None, failure: str = TEMPORARY,
-) -> None:  # fmt: skip
-    """Record a failed attempt while this worker holds the row: due at ``retry_at``, else dead."""
-    conn.execute(_held(table, [message_id], worker_id).values(
-        status=PENDING if retry_at is not None else DEAD, due_at=retry_at, last_error=error[:500],
-        last_failure=failure, failed_at=utcnow(),
-        unknown_outcomes=table.c.unknown_outcomes + (1 if failure == UNKNOWN else 0),
-    ))  # fmt: skip
+) -> bool:  # fmt: skip
+    """Record a failed attempt while this worker holds the row: due at ``retry_at``, else dead;
+    whether it is dead. An unknown outcome (the server may hold the message) is retried
+    ``UNKNOWN_RETRIES`` times at most: each retry may deliver a copy."""
+    c, unknown = table.c, failure == UNKNOWN
+    dead: sa.ColumnElement[bool] = sa.true() if retry_at is None else sa.false()
+    if unknown:
+        dead = sa.or_(dead, c.unknown_outcomes >= UNKNOWN_RETRIES)
+    status = conn.execute(_held(table, [message_id], worker_id).values(
+        status=sa.case((dead, DEAD), else_=PENDING),
+        due_at=None if retry_at is None else sa.case((dead, sa.null()), else_=retry_at),
+        last_error=error[:500], last_failure=failure, failed_at=utcnow(),
+        unknown_outcomes=c.unknown_outcomes + int(unknown),
+    ).returning(c.status)).scalar()  # fmt: skip
+    return status == DEAD
 
 
 def release(conn: Connection, table: Table, ids: Sequence[int], worker_id: str) -> None:

@@ -7,13 +7,15 @@ import hmac
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from email.utils import parseaddr
 from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit
 
 from flask import Flask
 
-from .errors import ConfigurationError, DeliveryError
+from .addresses import ascii_domain
+from .errors import AddressError, ConfigurationError, DeliveryError
 from .smtp import format_sender, unsafe_header
 from .tokens import MIN_SECRET_BYTES, secret_bytes
 
@@ -195,19 +197,41 @@ def _external_url(value: Any, key: str, app: Flask) -> str:
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigurationError(f"{key} must be an http(s) URL with a host.")
+    try:
+        ascii_domain(parts.hostname)  # Message-IDs carry the host as A-labels
+    except AddressError:
+        raise ConfigurationError(f"{key}'s host is not a valid domain name.") from None
     return base
 
 
 def _sender(value: Any, key: str, app: Flask) -> str | tuple[str, str] | None:
     if (sender := value or app.config.get("MAIL_DEFAULT_SENDER")) is None:
         return None
+    pair = isinstance(sender, (list, tuple)) and len(sender) == 2
+    name, address = (str(part) for part in sender) if pair else parseaddr(str(sender))
+    local, _, domain = address.rpartition("@")
     try:
+        if not domain.isascii():  # headers and SMTP take A-labels
+            sender = (name, f"{local}@{ascii_domain(domain)}")
         format_sender(sender)
-    except DeliveryError:
+        mailable = local.isascii()
+    except (DeliveryError, AddressError, UnicodeError):
+        mailable = False
+    if not mailable:
         raise ConfigurationError(
-            f"{key} (or MAIL_DEFAULT_SENDER) must be one address on one line."
-        ) from None
+            f"{key} (or MAIL_DEFAULT_SENDER) must be one address on one line, ASCII before the @."
+        )
     return tuple(sender) if isinstance(sender, list) else sender
+
+
+def _host_name(value: Any, key: str, app: Flask) -> str:
+    try:
+        name = ascii_domain(str(value).strip())
+    except AddressError:
+        name = ""
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f.:]+\]", name):
+        raise ConfigurationError(f"{key} must be a host name, e.g. mail.example.com.")
+    return name
 
 
 def _app_name(value: Any, key: str, app: Flask) -> str | None:
@@ -359,6 +383,11 @@ class Settings(OptionSet):
         advanced=True,
     )
     smtp_timeout = Option(10.0, number(0.001), "Seconds per SMTP socket operation.", advanced=True)
+    ehlo_name = Option(
+        None, optional(_host_name),
+        "Name the SMTP client announces in EHLO. Unset: the machine's fully qualified name.",
+        advanced=True,
+    )
     # fmt: on
 
     @classmethod
@@ -367,7 +396,7 @@ class Settings(OptionSet):
             app.config.setdefault("CONFIRM_MAIL_DELIVERY", "sync")
         settings = super().load(app, overrides)
         if settings.app_name is None:  # the Flask app's import name means nothing to a reader
-            settings.__dict__["app_name"] = settings.host
+            settings.__dict__["app_name"] = urlsplit(settings.external_url).hostname
         return settings
 
     @cached_property
@@ -377,8 +406,8 @@ class Settings(OptionSet):
 
     @cached_property
     def host(self) -> str:
-        """The site's host name, as links use it (the domain of Message-IDs)."""
-        return urlsplit(self.external_url).hostname or "localhost"
+        """The site's host name in A-labels, the domain of Message-IDs."""
+        return ascii_domain(urlsplit(self.external_url).hostname or "localhost")
 
 
 #: Every setting, in the order of the docs' configuration table.

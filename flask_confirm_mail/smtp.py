@@ -5,16 +5,18 @@ the worker for ever) and runs STARTTLS without verifying the server's certificat
 from __future__ import annotations
 
 import re
+import secrets
 import smtplib
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 
 from .errors import DeliveryError
 
@@ -81,10 +83,11 @@ def build_message(
         msg = "The sender or the recipient is not one address."
         raise DeliveryError(msg, permanent=True) from None
     message["Subject"] = subject
-    message["Date"] = formatdate(usegmt=True)
+    message["Date"] = format_datetime(datetime.now(timezone.utc))  # "+0000", not "GMT"
     message["Message-ID"] = message_id
     message.set_content(text, cte="quoted-printable")
     message.add_alternative(html, subtype="html", cte="quoted-printable")
+    message.set_boundary(secrets.token_hex(12))  # its Content-Type line within 78 characters
     return message
 
 
@@ -104,6 +107,11 @@ class SMTPSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout: float = 10.0
+    #: Name announced in EHLO; ``None``: the machine's fully qualified name.
+    ehlo_name: str | None = None
+    #: Seconds to wait for the reply to DATA's final "." (RFC 5321 4.5.3.2.6: 10 minutes); a
+    #: reply lost after the message went is an unknown outcome, which may make a copy.
+    final_reply_timeout: float = 600.0
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
 
@@ -128,9 +136,11 @@ class SMTPSession:
         context = None if s.security == "none" else s.ssl_context or ssl.create_default_context()
         client: smtplib.SMTP
         if s.security == "ssl":
-            client = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+            client = smtplib.SMTP_SSL(
+                s.host, s.port, s.ehlo_name, timeout=s.timeout, context=context
+            )
         else:
-            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            client = smtplib.SMTP(s.host, s.port, s.ehlo_name, timeout=s.timeout)
         try:
             if s.security == "starttls":
                 client.starttls(context=context)
@@ -140,6 +150,15 @@ class SMTPSession:
             client.close()
             raise
         return client
+
+    def _connect_or_refused(self) -> smtplib.SMTP:
+        try:
+            return self._connect()
+        except (ConnectionRefusedError, smtplib.SMTPConnectError) as exc:
+            if getattr(exc, "smtp_code", 421) >= 500:
+                raise
+            msg = self._connection_failed(exc).replace("failed", "refused", 1)
+            raise DeliveryError(msg, connection_refused=True) from None
 
     def check(self) -> None:
         """Connect (STARTTLS, AUTH as set), NOOP, QUIT; :class:`DeliveryError` if any step fails."""
@@ -169,7 +188,11 @@ class SMTPSession:
             client: smtplib.SMTP | None = None
             try:
                 client = self._envelope(sender, recipient)
-                code, reply = client.data(data)
+                self._set_timeout(client, self.settings.final_reply_timeout)
+                try:
+                    code, reply = client.data(data)
+                finally:
+                    self._set_timeout(client, self.settings.timeout)
                 if code != 250:
                     raise smtplib.SMTPDataError(code, reply)
             except OSError as exc:
@@ -181,12 +204,17 @@ class SMTPSession:
                 msg = f"SMTP connection to {self.address} lost after the message was sent ({name})"
                 raise DeliveryError(f"{msg}: outcome unknown", outcome_unknown=True) from None
 
+    @staticmethod
+    def _set_timeout(client: smtplib.SMTP, seconds: float) -> None:
+        if client.sock is not None:
+            client.sock.settimeout(seconds)
+
     def _envelope(self, sender: str, recipient: str) -> smtplib.SMTP:
         """``MAIL`` and ``RCPT``, as ``sendmail`` does. A kept connection that the server
         has closed meanwhile (or is closing: ``421``) is replaced once."""
         retry = self._client is not None
         while True:
-            client = self._client = self._client or self._connect()
+            client = self._client = self._client or self._connect_or_refused()
             try:
                 client.ehlo_or_helo_if_needed()
                 code, reply = client.mail(sender)
@@ -245,28 +273,69 @@ class SMTPSession:
 
 
 class SMTPSender:
-    """Sends from any number of threads, each on an :class:`SMTPSession` of its own (an SMTP
-    transaction is one conversation); a new thread's first send closes those of ended threads."""
+    """Sends from any number of threads over a pool of kept :class:`SMTPSession` objects, one
+    message at a time on each (an SMTP transaction is one conversation). When the server
+    refuses a new connection (421, or refused) while others are open, the pool keeps to those
+    for ``COOL_OFF`` seconds and the send waits for one: a server's connection limit costs
+    no message an attempt."""
+
+    #: Seconds the pool stays at the size a refused connection found.
+    COOL_OFF = 60.0
 
     def __init__(self, settings: SMTPSettings) -> None:
         self.settings = settings
-        self._sessions: dict[threading.Thread, SMTPSession] = {}
-        self._lock = threading.Lock()
+        self._idle: list[SMTPSession] = []
+        self._open = 0  # sessions idle or in use
+        self._cap, self._cap_until = 0, 0.0  # 0: no cap
+        self._changed = threading.Condition()
 
     def send(self, message: EmailMessage) -> None:
-        """Send ``message`` on this thread's session; raises as :meth:`SMTPSession.send`."""
-        thread, ended = threading.current_thread(), []
-        with self._lock:
-            session = self._sessions.get(thread)
-            if session is None:
-                ended = [self._sessions.pop(t) for t in list(self._sessions) if not t.is_alive()]
-                session = self._sessions[thread] = SMTPSession(self.settings)
-        for old in ended:
-            old.close()
-        session.send(message)
+        """Send ``message`` on a session of the pool; raises as :meth:`SMTPSession.send`."""
+        while True:
+            session, refused = self._take(), False
+            try:
+                return session.send(message)
+            except DeliveryError as exc:
+                refused = exc.connection_refused
+                if not (refused and self._shrink()):
+                    raise
+            finally:
+                if not refused:
+                    self._give_back(session)
+            # A connection refused while others are open: wait for one of them.
+
+    def _take(self) -> SMTPSession:
+        with self._changed:
+            while True:
+                if self._cap and time.monotonic() >= self._cap_until:
+                    self._cap = 0
+                if self._idle:
+                    return self._idle.pop()
+                if not self._cap or self._open < self._cap:
+                    self._open += 1
+                    return SMTPSession(self.settings)
+                self._changed.wait(self._cap_until - time.monotonic())
+
+    def _give_back(self, session: SMTPSession) -> None:
+        with self._changed:
+            self._idle.append(session)
+            self._changed.notify()
+
+    def _shrink(self) -> bool:
+        """Forget the refused (unconnected) session; cap the pool at the others, if any."""
+        with self._changed:
+            self._open -= 1
+            if self._open:
+                self._cap, self._cap_until = self._open, time.monotonic() + self.COOL_OFF
+                return True
+            self._cap = 0  # none connects: the waiting sends try again, and fail as this one
+            self._changed.notify_all()
+            return False
 
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
+        """Close the idle sessions (between batches all are); the next send connects anew."""
+        with self._changed:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+        for session in idle:
             session.close()

@@ -133,13 +133,18 @@ class LinkTokenSigner:
         self.lifetime = lifetime
         self.leeway = leeway
 
-    def issue(self, user_id: str, email: str) -> tuple[str, datetime]:
-        """A new token for ``user_id`` and ``email``, and when it expires (naive UTC)."""
-        now = int(time.time())
-        exp = now + int(self.lifetime.total_seconds())
-        claims = {"sub": user_id, "email": email, "aud": LINK_AUDIENCE, "iat": now, "exp": exp}
-        token = encode_token({**claims, "jti": new_jti()}, self._keys[0], typ=LINK_TOKEN_TYPE)
-        return token, datetime.fromtimestamp(exp, timezone.utc).replace(tzinfo=None)
+    def issue(
+        self, user_id: str, email: str, expires_at: datetime | None = None, seed: str = ""
+    ) -> str:
+        """A token for ``user_id`` and ``email`` that works until ``expires_at`` (naive UTC;
+        default: the lifetime from now); the same ``seed`` and expiry give the same token."""
+        exp = int(time.time() + self.lifetime.total_seconds())
+        if expires_at is not None:
+            exp = int(expires_at.replace(tzinfo=timezone.utc).timestamp())
+        iat = exp - int(self.lifetime.total_seconds())
+        jti = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else new_jti()
+        claims = {"sub": user_id, "email": email, "aud": LINK_AUDIENCE, "iat": iat, "exp": exp}
+        return encode_token({**claims, "jti": jti}, self._keys[0], typ=LINK_TOKEN_TYPE)
 
     def verify(self, token: object) -> LinkClaims:
         """The claims of ``token``; raises as :func:`decode_token`."""

@@ -154,7 +154,9 @@ class SMTPTransport(Transport):
                 raise ConfigurationError(f"{key} must be a string.")
         security = "ssl" if mail.use_ssl else "starttls" if mail.use_tls else "none"
         login = (mail.username or None, mail.password or None)
-        settings = smtp.SMTPSettings(server, port, security, *login, self.settings.smtp_timeout)
+        settings = smtp.SMTPSettings(
+            server, port, security, *login, self.settings.smtp_timeout, self.settings.ehlo_name
+        )
         self._senders[app] = smtp.SMTPSender(settings)
 
     def send(self, email: ConfirmationEmail) -> None:

@@ -34,6 +34,7 @@ from flask_confirm_mail.transport import ConfirmationEmail
 from tests.apps import EXTERNAL_URL, LINK_SECRET, SECRET_KEY, db, user_model
 from tests.conftest import link_from
 from tests.support.smtp_server import ReceivedMail, SMTPSink
+from tests.test_confirm_code import code_from
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86_400
@@ -128,6 +129,7 @@ def test_remind_sends_each_due_reminder_once_to_never_confirmed_sign_ups_only(
     assert reminder.rcpt_tos == ["waiting@example.org"]
     text = reminder.message.get_body(("plain",)).get_content()
     assert "not confirmed your email address yet" in text
+    assert code_from(reminder) in text, "the text part shows the code its HTML part shows"
     assert "Queued 0 reminder(s)." in _remind(app, "--yes"), "a rerun sends nothing again"
 
     clock.shift(2 * DAY)

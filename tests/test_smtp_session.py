@@ -92,11 +92,12 @@ def _open_connections(sink: SMTPSink, expected: int) -> int:
     return len(controller._open_connections)
 
 
-def test_each_thread_keeps_its_own_connection_and_close_closes_them_all(
+def test_the_pool_opens_a_connection_per_send_in_flight_and_close_closes_them_all(
     smtp_server: SMTPSink,
 ) -> None:
     sender = SMTPSender(plain_settings(smtp_server))
     errors: list[BaseException] = []
+    smtp_server.delay = 0.3  # both threads' sends are in flight at once
 
     def run(name: str) -> None:
         try:
@@ -115,13 +116,42 @@ def test_each_thread_keeps_its_own_connection_and_close_closes_them_all(
     assert _opened(smtp_server, send_from_two_threads) == 2
     assert errors == [] and len(smtp_server.wait_for(6)) == 6
     assert _open_connections(smtp_server, 2) == 2  # kept after the threads ended
-    # This thread's first message closes the connections of the threads that ended.
-    assert _opened(smtp_server, lambda: sender.send(make_message("main"))) == 1
-    assert _open_connections(smtp_server, 1) == 1
+    smtp_server.delay = 0
+    # Another thread's send takes a kept connection.
+    assert _opened(smtp_server, lambda: sender.send(make_message("main"))) == 0
     sender.close()
     assert _open_connections(smtp_server, 0) == 0
-    # The thread connects anew at its next message.
+    # The next send connects anew.
     assert _opened(smtp_server, lambda: sender.send(make_message("again"))) == 1
+    sender.close()
+
+
+def test_a_refused_connection_waits_for_a_kept_one_and_none_refuses_the_send(
+    smtp_server: SMTPSink,
+) -> None:
+    sender = SMTPSender(plain_settings(smtp_server))
+    smtp_server.max_connections = 1
+    smtp_server.delay = 0.3
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            sender.send(make_message(name))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and smtp_server.refused_connections >= 1
+    assert sorted(_subjects(smtp_server, 3)) == ["a", "b", "c"]
+    sender.close()
+    smtp_server.stop()  # nothing listens: with no connection open the send fails
+    with pytest.raises(DeliveryError) as refused:
+        sender.send(make_message("down"))
+    assert refused.value.connection_refused and not refused.value.permanent
     sender.close()
 
 

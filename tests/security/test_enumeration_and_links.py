@@ -247,7 +247,7 @@ def _claims(token: str) -> dict[str, Any]:
 
 def test_tokens_issued_in_the_same_second_differ(victim: Victim, clock: Any) -> None:
     signer = victim.app.extensions["confirm_mail"].signer
-    tokens = [signer.issue(str(victim.uid), victim.email)[0] for _ in range(200)]
+    tokens = [signer.issue(str(victim.uid), victim.email) for _ in range(200)]
     assert len({_claims(t)["iat"] for t in tokens}) == 1, "the clock moved"
     assert len(set(tokens)) == 200
     jtis = [_claims(t)["jti"] for t in tokens]

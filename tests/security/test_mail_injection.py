@@ -427,9 +427,9 @@ def test_delivery_failures_echo_no_token_or_secret(
     issue = signer.issue
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        result = issue(*args, **kwargs)
-        minted.append(result[0])
-        return result
+        token = issue(*args, **kwargs)
+        minted.append(token)
+        return token
 
     monkeypatch.setattr(signer, "issue", spy)
     if failure == "451":

@@ -66,7 +66,7 @@ def link_token(address: str = RECIPIENT, /, **claims: Any) -> str:
     if claims:
         return forge({"alg": "HS256", "typ": LINK_TOKEN_TYPE}, link_payload(1, address, **claims))
     signer = LinkTokenSigner(LINK_KEY, lifetime=timedelta(hours=48))
-    return signer.issue("1", address)[0]
+    return signer.issue("1", address)
 
 
 def _hs512(claims: dict[str, Any]) -> str:

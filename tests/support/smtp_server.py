@@ -55,6 +55,8 @@ class ReceivedMail:
     rcpt_tos: list[str]
     raw: bytes
     message: EmailMessage
+    #: The name the client announced in EHLO or HELO.
+    helo: str = ""
 
 
 class _Handler:
@@ -69,6 +71,8 @@ class _Handler:
         refusal = self._sink._take_refusal()
         if refusal is not None:
             return f"{refusal} {refusal // 100}.1.1 Refused by SMTPSink.refuse_recipient_next"
+        if not self._sink._within_rate():
+            return "450 4.7.1 Rate limited by SMTPSink.rate_limit"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 OK"
@@ -91,6 +95,7 @@ class _Handler:
                 rcpt_tos=list(envelope.rcpt_tos),
                 raw=raw,
                 message=message,
+                helo=session.host_name or "",
             )
         )
         if self._sink._take_drop() and server.transport is not None:
@@ -143,10 +148,19 @@ class _SinkSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again with the TLS transport after STARTTLS; keep the socket's own.
+        sink = self.event_handler._sink
+        limit = sink.max_connections
+        if self.socket_transport is None and limit is not None:
+            if len(self.open_connections) >= limit:  # as Postfix past its per-client limit
+                with sink._lock:
+                    sink.refused_connections += 1
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+                transport.close()
+                return
         if self.socket_transport is None:
             self.socket_transport = transport
             self.open_connections.add(self)
-            sink = self.event_handler._sink
             with sink._lock:
                 sink.connections += 1
         super().connection_made(transport)
@@ -276,7 +290,10 @@ class SMTPSink:
         :attr:`cert_path`, a PEM file usable as a CA bundle).
     :param auth: ``(user, password)``: require AUTH PLAIN or LOGIN with that pair.
 
-    :attr:`connections` counts the connections clients opened.
+    :attr:`connections` counts the connections clients opened. :attr:`max_connections`
+    answers a connection beyond that many open with 421 (counted in
+    :attr:`refused_connections`); :attr:`rate_limit` ``(count, seconds)`` answers a recipient
+    beyond ``count`` in the last ``seconds`` with 450 (counted in :attr:`rate_refusals`).
     """
 
     #: The aiosmtpd handler class; a benchmark's sink swaps in one that keeps nothing.
@@ -293,6 +310,11 @@ class SMTPSink:
     ) -> None:
         self.host = host
         self.connections = 0
+        self.max_connections: int | None = None
+        self.refused_connections = 0
+        self.rate_limit: tuple[int, float] | None = None
+        self.rate_refusals = 0
+        self._accepted_at: list[float] = []
         self._refusals: list[int] = []
         self.port = port or _free_port(host)
         self.delay = delay
@@ -396,6 +418,20 @@ class SMTPSink:
             raise ValueError(f"refuse_recipient_next needs a 4xx or 5xx code, got {code}")
         with self._lock:
             self._refusals.extend([code] * count)
+
+    def _within_rate(self) -> bool:
+        """Count one recipient against :attr:`rate_limit`; whether it fits."""
+        with self._lock:
+            if self.rate_limit is None:
+                return True
+            count, seconds = self.rate_limit
+            now = time.monotonic()
+            self._accepted_at = [t for t in self._accepted_at if t > now - seconds]
+            if len(self._accepted_at) >= count:
+                self.rate_refusals += 1
+                return False
+            self._accepted_at.append(now)
+            return True
 
     def _take_refusal(self) -> int | None:
         with self._lock:
