@@ -250,7 +250,7 @@ class RemoteTransport(Transport):
         return f"<RemoteTransport {self.wire} {self.scheme}://{self.host}{self.base_path}>"
 
     def build_request(self, email: ConfirmationEmail) -> tuple[str, str, dict[str, str]]:
-        """The method, path and headers of the call that sends ``email``.
+        """The method, path and headers of the call that sends ``email`` (in its locale).
 
         :raises DeliveryError: (permanent) the message cannot be expressed on this wire.
         """
@@ -269,6 +269,7 @@ class RemoteTransport(Transport):
                     link_token=email.link_token,
                     extra={k: context[k] for k in EXTRA_FIELDS if isinstance(context.get(k), str)},
                     code=email.code,
+                    locale=email.locale,
                 )
                 headers["Authorization"] = f"Bearer {token}"
                 headers["Content-Length"] = "0"
@@ -281,6 +282,7 @@ class RemoteTransport(Transport):
                 link_prefix=email.link_prefix,
                 link_token=email.link_token,
                 code=email.code,
+                locale=email.locale,
             )
         except (TokenError, ValueError):
             raise DeliveryError(

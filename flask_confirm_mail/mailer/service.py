@@ -5,24 +5,34 @@ recipient, a link inside the allowlist that carries the link token, a link token
 for that recipient, replay (a token sends once; again, it answers "already sent"),
 the per-recipient rate limit; then it renders the email from the templates
 ``mailer/<template>.txt`` and ``.html`` (Flask autoescapes the HTML one, so every value
-there is escaped) and sends it. Every outcome is an :class:`Answer`, the JSON
+there is escaped), in the request's locale through the package's gettext catalogs, and
+sends it. Every outcome is an :class:`Answer`, the JSON
 ``{"error": <code>, "msg": <text>, "id": <Message-ID or null>}``.
 """
 
 from __future__ import annotations
 
+import gettext
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from email.message import EmailMessage
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from babel.units import format_unit
 from flask import Response, jsonify, render_template
+from jinja2 import pass_eval_context
+from jinja2.nodes import EvalContext
+from markupsafe import Markup
 
 from ..errors import DeliveryError
-from ..smtp import SMTPSender, build_message, format_lifetime
+from ..smtp import SMTPSender, build_message, lifetime_in_units
 from .caller_text import TextRefused, check_extra
 from .link_policy import LinkRefused
 from .rate_limit import RateLimiter
@@ -40,6 +50,40 @@ LEGACY_REPLAY_WINDOW = 86400
 
 #: The app's logger (``Flask("flask_confirm_mail.mailer").logger``), which redacts tokens.
 _log = logging.getLogger(__package__)
+
+#: The package's gettext catalogs, the ones :mod:`flask_confirm_mail.i18n` reads.
+_TRANSLATIONS = Path(__file__).parent.parent / "translations"
+_DOMAIN = "flask_confirm_mail"
+
+
+@lru_cache(maxsize=64)
+def _catalog(locale: str | None) -> tuple[str, gettext.NullTranslations]:
+    """The language and catalog for ``locale`` (a checked :data:`~.wire.LOCALE`): its own
+    catalog, else its language's (``de_AT`` reads ``de``), else English's.
+
+    A catalog is only read, never switched to, so concurrent requests cannot mix languages.
+    """
+    parts = (locale or "en").replace("-", "_").split("_")
+    for language in dict.fromkeys(("_".join(parts), parts[0].lower(), "en")):
+        path = _TRANSLATIONS / language / "LC_MESSAGES" / f"{_DOMAIN}.mo"
+        if path.is_file():
+            with path.open("rb") as file:
+                return language, gettext.GNUTranslations(file)
+    return "en", gettext.NullTranslations()
+
+
+def _translator(catalog: gettext.NullTranslations) -> Callable[..., str]:
+    """The templates' ``_``: ``catalog``'s text, then ``%``-formatted; in HTML the
+    translation is markup and the values are escaped, as in the core's templates."""
+
+    @pass_eval_context
+    def translate(eval_ctx: EvalContext, string: str, **variables: Any) -> str:
+        translated = catalog.gettext(string)
+        if eval_ctx.autoescape:
+            translated = Markup(translated)
+        return translated % variables if variables else translated
+
+    return translate
 
 
 @dataclass(frozen=True)
@@ -199,17 +243,27 @@ class MailerService:
         link = peek_link_token(request.link_token)
         lifetime = link.lifetime if link is not None else None
         app_name = extra.get("app_name") or settings.app_name
+        language, catalog = _catalog(request.locale)
+        words = ""
+        if lifetime:
+            count, unit = lifetime_in_units(timedelta(seconds=lifetime))
+            words = format_unit(count, f"duration-{unit}", length="long", locale=language)
+        translate = None if language == "en" else catalog.gettext
+        subject = settings.subject(request.template, app_name, translate)
         context = {
+            "_": _translator(catalog),
+            "html_lang": language.replace("_", "-"),
+            "subject": subject,
             "app_name": app_name,
             "user_name": extra.get("user_name", ""),
             "access_key": extra.get("access_key", ""),
             "code": request.code,
             "link": request.link_url,
-            "lifetime": format_lifetime(timedelta(seconds=lifetime)) if lifetime else "",
+            "lifetime": words,
             "recipient": recipient,
         }
         return build_message(
-            subject=settings.subject(request.template, app_name),
+            subject=subject,
             sender=(settings.sender_name, settings.sender_address),
             recipient=recipient,
             text=render_template(f"mailer/{request.template}.txt", **context),

@@ -16,7 +16,7 @@ import math
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TypeVar
@@ -263,11 +263,14 @@ class MailerSettings(OptionSet):
         '{"<app name>": "<secret>"}.', key="MAILER_CALLERS",
     )
     subject_signup = Option(
-        "Confirm and access {app_name}", _line, "The sign-up subject.",
+        "Confirm and access {app_name}", _line,
+        "The sign-up subject; left at its default, it is translated for other languages.",
         key="MAILER_SUBJECT_SIGNUP",
     )
     subject_change = Option(
-        "Confirm changed email/login", _line, "The address-change subject.",
+        "Confirm changed email/login", _line,
+        "The address-change subject; left at its default, it is translated for other "
+        "languages.",
         key="MAILER_SUBJECT_CHANGE",
     )
     redis_url = Option(
@@ -331,11 +334,32 @@ class MailerSettings(OptionSet):
         main = Caller(self.secrets, self.app_name if self.app_name_fixed else None)
         return (main, *self.callers)
 
-    def subject(self, template: str, app_name: str | None = None) -> str:
-        """The subject of a ``template`` email; ``{app_name}`` is replaced."""
-        pattern = self.subject_signup if template == "signup" else self.subject_change
+    def subject(
+        self,
+        template: str,
+        app_name: str | None = None,
+        translate: Callable[[str], str] | None = None,
+    ) -> str:
+        """The subject of a ``template`` email; ``{app_name}`` is replaced.
+
+        With ``translate`` (a catalog's ``gettext``, for a reader of another language than
+        English), a subject left at its default is the package's own subject in that
+        language; a configured one is sent as written.
+        """
+        option = (
+            MailerSettings.subject_signup if template == "signup" else MailerSettings.subject_change
+        )
+        pattern: str = getattr(self, option.attribute)
+        if translate is not None and pattern == option.default:
+            return translate(_CATALOG_SUBJECTS[template])
         return pattern.replace("{app_name}", app_name or self.app_name)
 
+
+#: The subject of each template in the package's catalogs (the core's email subjects).
+_CATALOG_SUBJECTS = {
+    "signup": "Confirm your email address",
+    "change": "Confirm your new email address",
+}
 
 #: Every variable the mailer reads, with its default (``None``: no default).
 ENV_DEFAULTS: Mapping[str, str | None] = {o.key: o.default for o in MailerSettings.options()}

@@ -7,13 +7,15 @@ the app side. Two call shapes travel from an app to a mailer:
   ``cm-mailer+jwt``, audience ``flask-confirm-mail:mailer``, and the claims
   ``recipient``, ``template`` (``signup`` or ``change``), ``link_url`` (the whole link),
   ``link_token`` (the link token, which ends the link), optional ``extra`` (values the
-  email shows) and ``code`` (the confirmation code the email shows), plus ``iat``,
-  ``exp`` (at most :data:`MAX_WRAPPING_LIFETIME` after ``iat``) and ``jti``. No other
-  token of the system verifies as one of these.
+  email shows), ``code`` (the confirmation code the email shows) and ``locale`` (the
+  reader's, :data:`LOCALE`; without it the email is in English), plus ``iat``, ``exp``
+  (at most :data:`MAX_WRAPPING_LIFETIME` after ``iat``) and ``jti``. No other token of
+  the system verifies as one of these.
 * **legacy** (``GET /emailservice.../<token>``): the original Variance mailer's payload,
   ``user_email``, ``user_aut_key_or_otp`` (or ``user_aut_key``), ``email_link_url`` (the
   link up to the token) and ``email_link_token``; ``iat``, ``exp`` and ``jti`` are
-  optional there, for apps written against the original. This package carries the
+  optional there, for apps written against the original, and so is ``locale``, which
+  this package adds (the original mailer ignores it). This package carries the
   confirmation code in ``user_aut_key_or_otp`` (the "one-time password" the original
   mailer shows) and the access key, if any, in ``user_aut_key`` (the article's field):
   a ``user_aut_key_or_otp`` that differs from ``user_aut_key`` is the code.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +69,9 @@ TEMPLATES = ("signup", "change")
 #: The ``extra`` values the mailer's templates show; other keys are ignored.
 EXTRA_FIELDS = ("app_name", "user_name", "access_key")
 MAX_EXTRA_VALUE_LENGTH = 200
+#: A ``locale`` claim: a language code, then subtags (``de``, ``pt_BR``, ``zh-Hant-TW``).
+LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*")
+MAX_LOCALE_LENGTH = 35
 #: ``typ`` headers a legacy token may carry (PyJWT writes ``JWT``; older clients none).
 LEGACY_TOKEN_TYPES = (None, "JWT")
 
@@ -134,6 +140,8 @@ class MailRequest:
     expires_at: int | None = None
     #: The confirmation code the email shows ("" for none); it confirms like the link.
     code: str = field(default="", repr=False)
+    #: The reader's locale (``"de"``, ``"pt_BR"``); ``None``: English.
+    locale: str | None = None
 
 
 def check_code(value: object) -> str:
@@ -150,6 +158,32 @@ def check_code(value: object) -> str:
     ):
         raise InvalidToken("The token's code is not valid.", reason="bad_claims")
     return value
+
+
+def check_locale(value: object) -> str | None:
+    """A locale from a token: ``None`` for none, else a :data:`LOCALE` of at most
+    :data:`MAX_LOCALE_LENGTH` characters.
+
+    :raises InvalidToken: anything else.
+    """
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_LOCALE_LENGTH
+        or LOCALE.fullmatch(value) is None
+    ):
+        raise InvalidToken("The token's locale is not valid.", reason="bad_claims")
+    return value
+
+
+def _wire_locale(locale: str | None) -> str | None:
+    """``locale`` if a token can carry it, else ``None``: an email in English rather than
+    none at all."""
+    try:
+        return check_locale(locale)
+    except InvalidToken:
+        return None
 
 
 def clean_extra(values: Mapping[str, Any] | None) -> dict[str, str]:
@@ -178,6 +212,7 @@ def issue_wrapping_token(
     link_token: str,
     extra: Mapping[str, Any] | None = None,
     code: str = "",
+    locale: str | None = None,
     lifetime: int = WRAPPING_LIFETIME,
     now: int | None = None,
 ) -> str:
@@ -190,6 +225,8 @@ def issue_wrapping_token(
     :param link_token: the link token inside the link.
     :param extra: values the email shows; only :data:`EXTRA_FIELDS` are kept.
     :param code: the confirmation code the email shows, letters and digits ("" for none).
+    :param locale: the reader's locale (``"de"``, ``"pt_BR"``); left out when it is not a
+        :data:`LOCALE`, and then the email is in English.
     :param lifetime: seconds until ``exp``, at most :data:`MAX_WRAPPING_LIFETIME`.
     :param now: ``iat``; defaults to the current time.
     """
@@ -213,6 +250,8 @@ def issue_wrapping_token(
         claims["extra"] = cleaned
     if check_code(code):
         claims["code"] = code
+    if _wire_locale(locale):
+        claims["locale"] = locale
     return encode_token(claims, secret, typ=WRAPPING_TOKEN_TYPE)
 
 
@@ -249,6 +288,7 @@ def verify_wrapping_token(token: object, keys: Sequence[bytes], *, leeway: int =
         replay_key=claims["jti"],
         expires_at=claims["exp"],
         code=check_code(claims.get("code")),
+        locale=check_locale(claims.get("locale")),
     )
 
 
@@ -260,18 +300,20 @@ def issue_legacy_token(
     link_prefix: str,
     link_token: str,
     code: str = "",
+    locale: str | None = None,
     lifetime: int = WRAPPING_LIFETIME,
     now: int | None = None,
 ) -> str:
-    """Sign the original Variance payload, plus ``iat``, ``exp`` and ``jti``.
+    """Sign the original Variance payload, plus ``iat``, ``exp``, ``jti`` and ``locale``.
 
     The original mailer reads ``user_aut_key_or_otp`` (later versions) or ``user_aut_key``
     (the article's version); both are written: the access key in both, or with a
     confirmation ``code``, the code in ``user_aut_key_or_otp``. It ignores the added
     claims, except that PyJWT there checks ``exp``, which only ever refuses a stale call.
+    ``locale`` is left out as by :func:`issue_wrapping_token`.
     """
     iat = int(time.time()) if now is None else now
-    claims = {
+    claims: dict[str, Any] = {
         "user_email": user_email,
         "user_aut_key_or_otp": check_code(code) or access_key,
         "user_aut_key": access_key,
@@ -281,6 +323,8 @@ def issue_legacy_token(
         "exp": iat + min(max(lifetime, 1), MAX_WRAPPING_LIFETIME),
         "jti": new_jti(),
     }
+    if _wire_locale(locale):
+        claims["locale"] = locale
     return encode_token(claims, secret, typ="JWT")
 
 
@@ -291,8 +335,8 @@ def verify_legacy_token(
 
     Tokens of this package's own kinds (any ``aud`` claim or ``typ`` other than
     :data:`LEGACY_TOKEN_TYPES`) are refused. When present, ``exp`` must lie at most
-    :data:`MAX_WRAPPING_LIFETIME` seconds ahead, and ``jti`` must be a string. Without a
-    ``jti`` the replay key is a hash of the token itself.
+    :data:`MAX_WRAPPING_LIFETIME` seconds ahead, ``jti`` must be a string and ``locale`` a
+    :data:`LOCALE`. Without a ``jti`` the replay key is a hash of the token itself.
 
     :raises ExpiredToken: genuine, with an ``exp`` in the past.
     :raises InvalidToken: anything else wrong with it.
@@ -333,6 +377,7 @@ def verify_legacy_token(
         replay_key=jti or "legacy:" + hashlib.sha256(token.encode()).hexdigest(),
         expires_at=exp,
         code=code,
+        locale=check_locale(claims.get("locale")),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -122,10 +123,11 @@ def make_mailer_app(smtp_server: SMTPSink) -> Callable[..., Flask]:
 @pytest.fixture
 def remote_app(
     build_app: Callable[..., Flask], tmp_path: Path, mailer: MailerProcess
-) -> Callable[[str], Flask]:
-    """Build a test app (tests/apps.py) that sends through ``mailer`` on ``wire``."""
+) -> Callable[..., Flask]:
+    """Build a test app (tests/apps.py) that sends through ``mailer`` on ``wire``;
+    keywords add to its config."""
 
-    def make(wire: str) -> Flask:
+    def make(wire: str, **config: Any) -> Flask:
         return build_app(
             f"sqlite:///{tmp_path / 'remote.db'}",
             config={
@@ -134,6 +136,7 @@ def remote_app(
                 "CONFIRM_MAIL_MAILER_SECRET": MAILER_SECRET,
                 "CONFIRM_MAIL_MAILER_WIRE": wire,
                 "CONFIRM_MAIL_APP_NAME": "CatLoader",
+                **config,
             },
             transport=RemoteTransport(),
         )

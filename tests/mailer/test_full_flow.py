@@ -15,7 +15,7 @@ from .tokens import LINK_PREFIX
 
 @pytest.mark.parametrize("wire", ["v1", "variance"])
 def test_signup_through_the_mailer_service_then_confirm(
-    remote_app: Callable[[str], Flask], mailer_sink: SMTPSink, wire: str
+    remote_app: Callable[..., Flask], mailer_sink: SMTPSink, wire: str
 ) -> None:
     app = remote_app(wire)
     address = f"remote-{wire}@example.org"
@@ -33,3 +33,26 @@ def test_signup_through_the_mailer_service_then_confirm(
     with app.app_context():
         rows = app.extensions["confirm_mail"].outbox_model.query.all()
         assert [row.status for row in rows] == ["sent"]
+
+
+@pytest.mark.parametrize("wire", ["v1", "variance"])
+def test_a_german_signup_gets_a_german_email(
+    remote_app: Callable[..., Flask], mailer_sink: SMTPSink, wire: str
+) -> None:
+    app = remote_app(wire, TEST_BABEL=True)  # Flask-Babel, the locale from Accept-Language
+    address = f"remote-de-{wire}@example.org"
+    answer = app.test_client().post(
+        "/signup", data={"email": address}, headers={"Accept-Language": "de"}
+    )
+    assert answer.status_code == 201
+    [mail] = messages_to(mailer_sink, address)
+    assert mail.message["Subject"] == "Bestätigen Sie Ihre E-Mail-Adresse"
+    text = mail.message.get_body(("plain",)).get_content()
+    assert text.splitlines()[0] == "Hallo,"
+    assert (
+        "Bitte bestätigen Sie Ihre E-Mail-Adresse für CatLoader, indem Sie diesen Link öffnen:"
+        in text
+    )
+    assert "Der Link ist 48 Stunden lang gültig." in text
+    html = mail.message.get_body(("html",)).get_content()
+    assert '<html lang="de">' in html and "Meine E-Mail-Adresse bestätigen" in html

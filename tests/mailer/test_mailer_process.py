@@ -147,6 +147,38 @@ def test_refused_tokens_send_nothing(
     assert_nothing_sent(mailer_sink, recipient)
 
 
+@pytest.mark.parametrize(
+    "locale",
+    [
+        "",
+        "d",
+        "deutsch",
+        "de_",
+        "de AT",
+        "de\r\nBcc: x",
+        "../de",
+        "de" + "_abcdefgh" * 4,
+        49,
+        ["de"],
+    ],
+)
+@pytest.mark.parametrize("wire", ["v1", "legacy"])
+def test_a_bad_locale_is_400_and_sends_nothing(
+    mailer: MailerProcess, mailer_sink: SMTPSink, wire: str, locale: Any
+) -> None:
+    recipient = unique_address()
+    if wire == "v1":
+        answer = mailer.post(v1_token(recipient, locale=locale))
+        msg = "Problem with token (bad_claims)"
+    else:
+        answer = mailer.get("emailservice-cat/signup", original_token(recipient, locale=locale))
+        msg = "Problem with token"
+
+    assert answer.status == 400
+    assert answer.json == {"error": 1, "msg": msg, "id": None}
+    assert_nothing_sent(mailer_sink, recipient)
+
+
 def test_missing_authorization_is_401(mailer: MailerProcess) -> None:
     answer = mailer.request("POST", "/v1/messages")
     assert answer.status == 401

@@ -32,6 +32,7 @@ def confirmation(
     purpose: str = "signup",
     prefix: str = LINK_PREFIX,
     context: dict[str, Any] | None = None,
+    locale: str | None = None,
 ) -> ConfirmationEmail:
     recipient = recipient or unique_address("remote")
     return ConfirmationEmail(
@@ -45,6 +46,7 @@ def confirmation(
         lifetime=timedelta(hours=24),
         message_id="<outbox-1@app.example>",
         context=context or {},
+        locale=locale,
     )
 
 
@@ -82,6 +84,73 @@ def test_variance_wire_against_the_legacy_endpoints(
     assert text is not None
     assert email.link in text.get_content()
     assert "AK-123" in text.get_content()
+
+
+#: A sign-up email's subject and greeting in each language, from its catalog.
+IN_LANGUAGE = {
+    "de": ("Bestätigen Sie Ihre E-Mail-Adresse", "Hallo Ann,"),
+    "fr": ("Confirmez votre adresse e-mail", "Bonjour Ann,"),
+    "es": ("Confirme su dirección de correo electrónico", "Hola, Ann:"),
+    "it": ("Conferma il tuo indirizzo email", "Ciao Ann,"),
+    "pt": ("Confirme o seu endereço de e-mail", "Olá, Ann,"),
+}
+
+
+def test_a_locale_with_a_region_falls_back_to_its_language(
+    mailer: MailerProcess, mailer_sink: SMTPSink
+) -> None:
+    locales = {"de_AT": "de", "fr-CA": "fr", "es_MX": "es", "it_CH": "it", "pt_BR": "pt"}
+    emails = [
+        (confirmation(context={"user_name": "Ann"}, locale=locale), language)
+        for locale, language in locales.items()
+        for _ in range(2)
+    ]
+    with transport(mailer.base_url, extra={"app_name": "Cats"}) as connection:
+        with ThreadPoolExecutor(4) as pool:  # the mailer renders them side by side
+            list(pool.map(connection.send, [email for email, _ in emails]))
+
+    for email, language in emails:
+        [mail] = messages_to(mailer_sink, email.recipient)
+        subject, greeting = IN_LANGUAGE[language]
+        assert mail.message["Subject"] == subject, email.locale
+        text = mail.message.get_body(("plain",))
+        html = mail.message.get_body(("html",))
+        assert text is not None and html is not None
+        assert text.get_content().splitlines()[0] == greeting, email.locale
+        assert f'<html lang="{language}">' in html.get_content()
+
+
+def sent_claims(connection: RemoteTransport, email: ConfirmationEmail) -> dict[str, Any]:
+    """The claims of the token that ``connection`` sends for ``email``, either wire."""
+    _, path, headers = connection.build_request(email)
+    token = headers["Authorization"].removeprefix("Bearer ") if connection.wire == "v1" else path
+    claims: dict[str, Any] = jwt.decode(
+        token.rpartition("/")[2], options={"verify_signature": False}
+    )
+    return claims
+
+
+@pytest.mark.parametrize("wire", ["v1", "variance"])
+def test_an_unknown_locale_travels_and_gets_english(
+    mailer: MailerProcess, mailer_sink: SMTPSink, wire: str
+) -> None:
+    unknown = confirmation(locale="zz_ZZ")
+    unsendable = confirmation(locale="de@euro")  # not a locale the wire carries
+    with transport(mailer.base_url, wire=wire) as connection:
+        assert sent_claims(connection, unknown)["locale"] == "zz_ZZ"
+        assert "locale" not in sent_claims(connection, unsendable)
+        connection.send(unknown)
+        connection.send(unsendable)
+
+    for email in (unknown, unsendable):
+        [mail] = messages_to(mailer_sink, email.recipient)
+        assert mail.message["Subject"] == "Confirm and access CatLoader"
+        text = mail.message.get_body(("plain",))
+        html = mail.message.get_body(("html",))
+        assert text is not None and html is not None
+        assert text.get_content().splitlines()[0] == "Hello,"
+        assert "The link works for 24 hours." in text.get_content()
+        assert '<html lang="en">' in html.get_content()
 
 
 @pytest.mark.parametrize("wire", ["v1", "variance"])
