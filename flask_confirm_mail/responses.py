@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Response, current_app, jsonify, make_response, render_template, request
+from flask import Response, current_app, g, jsonify, make_response, render_template, request
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.exceptions import BadRequest
 from werkzeug.wsgi import LimitedStream
@@ -17,6 +17,7 @@ from .errors import DATABASE_FAULTS, is_database_fault
 from .i18n import gettext as _
 from .i18n import template_context
 from .redaction import redact
+from .signup import COMMITTED
 
 #: Seconds a client is asked to wait when the database is down.
 RETRY_AFTER_OUTAGE = 30
@@ -66,17 +67,26 @@ def request_json() -> dict[str, Any]:
 
 
 def database_unavailable(error: SQLAlchemyError) -> Response:
-    """Answer a database fault with ``503`` and ``Retry-After``, a page or JSON, after
-    rolling the session back (nothing half saved) and logging the path, tokens redacted.
+    """Answer a database fault with ``503``, a page or JSON, after rolling the session back
+    (nothing half saved) and logging the path, tokens redacted. Before the request committed
+    anything, it says nothing was saved and sends ``Retry-After``; after a commit (a sign-up
+    saved, its email queued), it says the request went through, so nobody signs up twice.
     An app may register it for :data:`~flask_confirm_mail.errors.DATABASE_FAULTS`."""
     flow = get_flow()
     roll_back(flow)
     cause = type(error.orig if isinstance(error, DBAPIError) else error).__name__
     path = redact(request.path, [flow.settings.url_prefix])
-    logger.warning("Database unavailable on %s %s (%s)", request.method, path, cause)
+    saved = bool(g.get(COMMITTED))
+    after = " after a commit" if saved else ""
+    logger.warning("Database unavailable on %s %s%s (%s)", request.method, path, after, cause)
     message = _("The service cannot reach its database; nothing was saved. Try again in a minute.")
+    if saved:
+        message = _(
+            "Your request went through, but this page could not be shown. If you signed up, "
+            "a confirmation email is on its way: open its link to continue."
+        )
     if wants_json():
-        response = jsonify(status="error", error="service unavailable")
+        response = jsonify(status="error", error="service unavailable", saved=saved)
     else:
         try:
             # The extension's ``_`` also when an app registered this for its own views.
@@ -86,7 +96,8 @@ def database_unavailable(error: SQLAlchemyError) -> Response:
             roll_back(flow)
             response = make_response(message, {"Content-Type": "text/plain; charset=utf-8"})
     response.status_code = 503
-    response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
+    if not saved:
+        response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
     return response
 
 

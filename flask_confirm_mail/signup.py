@@ -23,6 +23,8 @@ AFTER_RESPONSE = "_confirm_mail_after_response"
 _NEW_USERS = "confirm_mail_new_users"
 _QUEUED = "confirm_mail_queued_ids"
 _SIGNUP_DEPTH = "_confirm_mail_signup_depth"
+#: Set on ``g`` once the request's session committed: a later fault saved something.
+COMMITTED = "_confirm_mail_committed"
 
 
 def listen_to_session(db: SQLAlchemy) -> None:
@@ -91,6 +93,8 @@ def _after_commit(session: Session) -> None:
         return  # a savepoint was released: the messages are saved only by the outer commit
     ids = session.info.pop(_QUEUED, None)
     flow = _flow_of(session)
+    if flow is not None and has_request_context():
+        setattr(g, COMMITTED, True)
     if ids and flow is not None:
         dispatch(flow, ids)
 

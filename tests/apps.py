@@ -167,6 +167,20 @@ def create_app(
         db.session.flush()
         raise RuntimeError("the view failed after creating the user")
 
+    @app.post("/signup-then-outage")
+    @signup_view
+    def signup_then_outage() -> Any:
+        user = model(**{columns.email_attribute: request.form["email"]})
+        db.session.add(user)
+        db.session.commit()
+        # The app's own next statement meets a database fault (OperationalError from the
+        # driver): the sign-up is saved and its email queued.
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(sa.text("SET LOCAL statement_timeout = 1"))
+            db.session.execute(sa.text("SELECT pg_sleep(1)"))
+        db.session.execute(sa.text("SELECT * FROM a_table_that_went_away"))
+        return "", 201
+
     @app.post("/login/<int:uid>")
     def login(uid: int) -> Any:
         if db.session.get(model, uid) is None:

@@ -77,3 +77,32 @@ def test_a_connection_lost_after_the_answer_leaves_the_answer(
     assert answer.status_code == 200 and answer.get_data(as_text=True) == "read"
     assert "lost while closing a request's session" in caplog.text
     assert client.get("/reads").status_code == 200
+
+
+def test_a_fault_after_the_sign_up_committed_says_it_went_through(
+    make_app: Callable[..., Flask], smtp_server: Any
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    page = client.post("/signup-then-outage", data={"email": "saved@example.org"})
+    assert page.status_code == 503 and "Retry-After" not in page.headers
+    text = page.get_data(as_text=True)
+    assert "went through" in text and "nothing was saved" not in text
+    answer = client.post(
+        "/signup-then-outage", data={"email": "json@example.org"},
+        headers={"Accept": "application/json"},
+    )  # fmt: skip
+    assert answer.status_code == 503 and answer.json["saved"] is True
+    assert {m.rcpt_tos[0] for m in smtp_server.wait_for(2)} == {
+        "saved@example.org", "json@example.org"
+    }  # fmt: skip
+    again = client.post("/signup", data={"email": "before@example.org"})
+    assert again.status_code == 201
+
+
+def test_a_fault_before_any_commit_says_nothing_was_saved(app: Flask) -> None:
+    app.add_url_rule("/lost-early", "lost-early", _raising(_lost_connection()), methods=["POST"])
+    answer = app.test_client().post("/lost-early", headers={"Accept": "application/json"})
+    assert answer.status_code == 503 and answer.json["saved"] is False
+    page = app.test_client().post("/lost-early")
+    assert "nothing was saved" in page.get_data(as_text=True)
