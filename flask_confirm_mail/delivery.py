@@ -23,7 +23,7 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
 from . import outbox, signals
-from .errors import DATABASE_FAULTS, DeliveryError
+from .errors import DATABASE_FAULTS, DeliveryError, is_database_fault
 from .outbox import Purpose
 from .settings import Settings
 from .tokens import CodeHasher, LinkTokenSigner
@@ -35,6 +35,8 @@ logger = logging.getLogger("flask_confirm_mail")
 LEASE = 120.0
 #: Seconds before the first retry of a failed send; doubled at each attempt, up to RETRY_MAX.
 RETRY_BASE, RETRY_MAX = 30.0, 3600.0
+#: Seconds a stopping sender still tries to record what it sent; then the lease decides.
+RECORD_GRACE = 10.0
 #: Seconds between an idle loop's looks at the outbox (docs: "Waking an idle worker").
 POLL_INTERVAL = 0.5
 
@@ -94,6 +96,7 @@ class Deliverer:
     signer: LinkTokenSigner
     codes: CodeHasher | None = None
     lease: float = field(default=LEASE, init=False)
+    record_grace: float = field(default=RECORD_GRACE, init=False)
     retry_base: float = field(default=RETRY_BASE, init=False)
     retry_max: float = field(default=RETRY_MAX, init=False)
 
@@ -141,23 +144,42 @@ class Deliverer:
         if not emails:
             return BatchReport()
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        results = self._send_all(app, worker_id, emails, stop or Event())
+        stop = stop or Event()
+        results = self._send_all(app, worker_id, emails, stop)
         sent = [email for email, outcome in results if outcome is True]
         given_back = [email.outbox_id for email, outcome in results if outcome is False]
         failures = [(email, error) for email, error in results if isinstance(error, DeliveryError)]
-        delay = 0.2
-        while True:  # the emails have left: giving up would send them again after the lease
+        # The emails have left: giving up would send them again once the lease ends. So try
+        # until the database answers, or for ``record_grace`` seconds once asked to stop.
+        delay, tries, deadline = 0.2, 0, float("inf")
+        while True:
             try:
                 with self.db.engine.begin() as conn:
                     retry_at = self._record(conn, worker_id, sent, failures, given_back)
                 break
             except DATABASE_FAULTS as exc:
-                logger.warning(
-                    "Could not record the results of a batch: the database did not answer (%s);"
-                    " trying again in %.1f s", type(exc).__name__, delay,
+                if not tries:
+                    logger.warning(
+                        "Could not record the results of %s emails: the database did not answer"
+                        " (%s); trying until it does", len(emails), type(exc).__name__,
+                    )  # fmt: skip
+            tries += 1
+            if stop.is_set():
+                deadline = min(deadline, time.monotonic() + self.record_grace)
+            if time.monotonic() >= deadline:
+                logger.error(
+                    "Stopped with the results of %s emails unrecorded: those sent go out again "
+                    "when their lease ends", len(emails),
                 )  # fmt: skip
-            time.sleep(delay)
+                return BatchReport(claimed=len(emails))
+            pause = min(delay, deadline - time.monotonic())
+            if stop.is_set():
+                time.sleep(pause)  # stop.wait would return at once
+            else:
+                stop.wait(pause)
             delay = min(5.0, delay * 2)
+        if tries:
+            logger.warning("Recorded the results of %s emails after %s tries", len(emails), tries)
         dead = sum(1 for when in retry_at.values() if when is None)
         report = BatchReport(len(emails), len(sent), len(failures) - dead, dead, len(given_back))
         for email in sent:
@@ -269,6 +291,7 @@ class DeliveryLoop:
         self.app, self.deliverer = app, deliverer
         self.poll_interval, self.before_poll = poll_interval, before_poll
         self.worker_id, self.total = new_worker_id(), BatchReport()
+        self._failing: str | None = None  # what failed the last batch, logged once
         self._wake, self._stop = Event(), Event()
 
     def wake(self) -> None:
@@ -281,15 +304,23 @@ class DeliveryLoop:
         self._wake.set()
 
     def run_once(self) -> BatchReport:
-        """Deliver one batch; errors are logged, never raised."""
+        """Deliver one batch; errors are logged when they start and end, never raised."""
         try:
             with self.app.app_context():
                 if self.before_poll is not None:
                     self.before_poll()
                 report = self.deliverer.deliver_batch(self.worker_id, stop=self._stop)
-        except Exception:
-            logger.exception("The delivery loop could not deliver a batch; trying again later")
+        except Exception as exc:
+            failing = "the database" if is_database_fault(exc) else type(exc).__name__
+            if failing != self._failing and failing == "the database":
+                logger.warning("Delivery waits for the database (%s)", type(exc).__name__)
+            elif failing != self._failing:
+                logger.exception("The delivery loop could not deliver a batch; trying again")
+            self._failing = failing
             return BatchReport()
+        if self._failing is not None:
+            logger.warning("Delivery works again (it failed on %s)", self._failing)
+            self._failing = None
         self.total.add(report)
         return report
 
