@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections import defaultdict
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -20,7 +21,7 @@ from .errors import AddressError, ConfigurationError, DeliveryError
 from .outbox import Purpose
 from .reminders import SCAN_INTERVAL, queue_reminders, remind_when_due
 from .settings import parse_age
-from .transport import load_email_templates
+from .transport import ConfirmationEmail, load_email_templates
 
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
 _TIME = "%Y-%m-%d %H:%M:%S"
@@ -126,14 +127,39 @@ def worker_command(once: bool, poll_interval: float, remind_every: float) -> Non
 
 
 @cli_group.command("check")
-def check_command() -> None:
-    """Try the delivery connection now (SMTP: connect, TLS, login, NOOP)."""
-    transport = get_flow().transport
+@click.option(
+    "--to", metavar="EMAIL",
+    help="Also send EMAIL a sign-up email (its link works for nobody), built as users' are.",
+)  # fmt: skip
+def check_command(to: str | None) -> None:
+    """Try the delivery connection now (SMTP: connect, TLS, login, NOOP); warn when worker
+    mode has emails waiting over a minute that no worker took."""
+    flow = get_flow()
+    transport, settings = flow.transport, flow.settings
     try:
         reached = transport.check()
-    except DeliveryError as exc:
+        if to is not None:
+            recipient = normalize_address(to)
+            transport.send(ConfirmationEmail(
+                outbox_id=0, user_id="0", recipient=recipient, purpose=Purpose.SIGNUP.value,
+                message_id=outbox.new_message_id(settings.host), link_prefix=settings.link_prefix,
+                link_token="check", expires_at=None, lifetime=settings.lifetime,
+            ))  # fmt: skip
+    except (DeliveryError, AddressError) as exc:
         raise click.ClickException(f"Delivery check failed: {exc}") from None
+    finally:
+        transport.close()
     click.echo(reached or f"{type(transport).__name__} has no connection to check.")
+    if to is not None:
+        click.echo(f"Sent a test email to {recipient}.")
+    if settings.delivery == "worker":
+        with flow.db.engine.connect() as conn:
+            waiting = outbox.waiting_unclaimed(conn, flow.outbox_table, timedelta(minutes=1))
+        if waiting:
+            raise click.ClickException(
+                f"{waiting} email(s) have waited over a minute and no worker took them: "
+                "is `flask confirm-mail worker` running?"
+            )
 
 
 @cli_group.command("outbox")

@@ -302,6 +302,13 @@ def delete_for_user(conn: Connection, table: Table, state: Table, user_id: str) 
     conn.execute(state.delete().where(state.c.user_id == user_id))
 
 
+def waiting_unclaimed(conn: Connection, table: Table, longer_than: timedelta) -> int:
+    """How many messages were queued over ``longer_than`` ago and never claimed."""
+    c, cutoff = table.c, utcnow() - longer_than
+    stmt = sa.select(sa.func.count()).where(c.status == PENDING, c.attempts == 0)
+    return int(conn.execute(stmt.where(c.created_at < cutoff)).scalar() or 0)
+
+
 def status_counts(conn: Connection, table: Table) -> dict[str, int]:
     """How many messages are in each status, zeros included."""
     c = table.c

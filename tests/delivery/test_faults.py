@@ -267,3 +267,29 @@ def test_a_database_restart_after_sending_does_not_send_the_batch_again(
         "duplicated": 0,
         "lost": 0,
     }, output
+
+
+def test_check_to_sends_an_email_built_as_users_are(make_app: Any, smtp_server: SMTPSink) -> None:
+    app: Flask = make_app(config={"CONFIRM_MAIL_SENDER": ("Bücher", "noreply@bücher.example")})
+    result = app.test_cli_runner().invoke(args=["confirm-mail", "check", "--to", "Me@Example.org"])
+    assert result.exit_code == 0 and "Sent a test email to me@example.org" in result.output
+    [mail] = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["me@example.org"] and mail.message["Message-ID"]
+    assert mail.mail_from == "noreply@xn--bcher-kva.example"
+    refused = app.test_cli_runner().invoke(args=["confirm-mail", "check", "--to", "not an address"])
+    assert refused.exit_code == 1 and "Delivery check failed" in refused.output
+
+
+def test_check_warns_when_worker_mode_has_emails_no_worker_took(
+    make_app: Any, smtp_server: SMTPSink, clock: Any
+) -> None:
+    app: Flask = make_app(config={"CONFIRM_MAIL_DELIVERY": "worker"})
+    _enqueue_many(app, 2)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["confirm-mail", "check"]).exit_code == 0  # just queued
+    clock.shift(61)
+    late = runner.invoke(args=["confirm-mail", "check"])
+    assert late.exit_code == 1
+    assert "2 email(s) have waited over a minute and no worker took them" in late.output
+    _drain(app)
+    assert runner.invoke(args=["confirm-mail", "check"]).exit_code == 0
