@@ -261,12 +261,62 @@ def test_a_full_sqlite_file_is_a_503_with_nothing_half_saved_then_recovers(
     assert answer.status_code == 503 and answer.json == {
         "status": "error",
         "error": "service unavailable",
+        "saved": False,
     }
     assert any("Database unavailable on POST /signup" in r.getMessage() for r in caplog.records)
 
     full[0] = False  # space is freed: the pool dropped the connection that hit the limit
     assert client.post("/signup", data={"email": email}).status_code == 201
     assert _saved(app, email) == (1, 1)
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 600 KB file system of its own (tmpfs): a disk that really fills up."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(volume)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_full_volume_recovers_once_space_is_freed(
+    build_app: Callable[..., Flask], small_volume: Path
+) -> None:
+    # The WAL keeps every page written since its last checkpoint: on a full volume it
+    # holds the space, and without a checkpoint it fills any space freed again.
+    app = build_app(
+        f"sqlite:///{small_volume / 'app.db'}",
+        config={"CONFIRM_MAIL_DELIVERY": "worker", "TEST_SQLITE_TUNING": True},
+    )
+    client = app.test_client()
+    ballast = small_volume / "ballast"
+    ballast.write_bytes(b"x" * 200_000)
+    for i in range(500):
+        if client.post("/signup", data={"email": f"filler{i}@example.org"}).status_code != 201:
+            break
+    else:
+        pytest.fail("the volume never filled up")
+    database = small_volume / "app.db"
+    size_when_full = database.stat().st_size
+    ballast.unlink()  # the operator frees space
+    statuses = [
+        client.post("/signup", data={"email": f"after{i}@example.org"}).status_code
+        for i in range(10)
+    ]
+    assert statuses == [201] * 10
+    assert database.stat().st_size > size_when_full, "the WAL was copied into the database"
+    with app.app_context():
+        db.engine.dispose()
+    for path in small_volume.glob("app.db*"):  # room for the teardown's DROP TABLE
+        path.unlink()
 
 
 @pytest.fixture

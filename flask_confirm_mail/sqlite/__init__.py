@@ -33,12 +33,28 @@ def tune_sqlite(engine: sa.Engine) -> None:
     def mark_read_only(dbapi_connection: Any, connection_record: Any) -> None:
         connection_record.info["read_only_file"] = not _writable(path)
 
+    # A full disk: the WAL keeps every page since the last checkpoint (up to 1000), so once
+    # space is freed, copy it into the database and truncate it before the next write, or
+    # the WAL's own growth fills the freed space again.
+    full = [False]
+
     def on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
         if connection_record.info.get("read_only_file") and _writable(path):
             raise sa.exc.DisconnectionError("opened on a read-only file, now writable")
+        if full[0]:
+            try:
+                busy, _, _ = dbapi_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                full[0] = bool(busy)
+            except Exception:  # noqa: BLE001 - still full: the write will say so
+                pass
+
+    def on_error(context: Any) -> None:
+        if "disk is full" in str(context.original_exception).lower():
+            full[0] = True
+        _on_error(context)
 
     sa.event.listen(engine, "connect", _on_connect)
-    sa.event.listen(engine, "handle_error", _on_error)
+    sa.event.listen(engine, "handle_error", on_error)
     sa.event.listen(engine, "connect", mark_read_only)
     sa.event.listen(engine, "checkout", on_checkout)
     engine.dispose()  # connections opened before now reconnect with the settings
