@@ -285,7 +285,8 @@ class SMTPSender:
     def __init__(self, settings: SMTPSettings) -> None:
         self.settings = settings
         self._idle: list[SMTPSession] = []
-        self._open = 0  # sessions idle or in use
+        self._busy: set[SMTPSession] = set()
+        self._stale: set[SMTPSession] = set()  # busy at close(): closed when given back
         self._cap, self._cap_until = 0, 0.0  # 0: no cap
         self._changed = threading.Condition()
 
@@ -297,7 +298,7 @@ class SMTPSender:
                 return session.send(message)
             except DeliveryError as exc:
                 refused = exc.connection_refused
-                if not (refused and self._shrink()):
+                if not (refused and self._shrink(session)):
                     raise
             finally:
                 if not refused:
@@ -310,32 +311,44 @@ class SMTPSender:
                 if self._cap and time.monotonic() >= self._cap_until:
                     self._cap = 0
                 if self._idle:
-                    return self._idle.pop()
-                if not self._cap or self._open < self._cap:
-                    self._open += 1
-                    return SMTPSession(self.settings)
-                self._changed.wait(self._cap_until - time.monotonic())
+                    session = self._idle.pop()
+                elif not self._cap or len(self._busy) < self._cap:
+                    session = SMTPSession(self.settings)
+                else:
+                    self._changed.wait(self._cap_until - time.monotonic())
+                    continue
+                self._busy.add(session)
+                return session
 
     def _give_back(self, session: SMTPSession) -> None:
         with self._changed:
-            self._idle.append(session)
+            self._busy.discard(session)
+            stale = session in self._stale
+            if stale:
+                self._stale.discard(session)
+            else:
+                self._idle.append(session)
             self._changed.notify()
+        if stale:
+            session.close()
 
-    def _shrink(self) -> bool:
+    def _shrink(self, refused: SMTPSession) -> bool:
         """Forget the refused (unconnected) session; cap the pool at the others, if any."""
         with self._changed:
-            self._open -= 1
-            if self._open:
-                self._cap, self._cap_until = self._open, time.monotonic() + self.COOL_OFF
+            self._busy.discard(refused)
+            self._stale.discard(refused)
+            if others := len(self._busy) + len(self._idle):
+                self._cap, self._cap_until = others, time.monotonic() + self.COOL_OFF
                 return True
             self._cap = 0  # none connects: the waiting sends try again, and fail as this one
             self._changed.notify_all()
             return False
 
     def close(self) -> None:
-        """Close the idle sessions (between batches all are); the next send connects anew."""
+        """Close the idle sessions now and the busy ones when their message is done; the next
+        send connects anew."""
         with self._changed:
             idle, self._idle = self._idle, []
-            self._open -= len(idle)
+            self._stale |= self._busy
         for session in idle:
             session.close()

@@ -337,7 +337,7 @@ def test_confirmed_required_answers_503_when_it_cannot_read_the_user(
     response = client.get("/members", headers={"Accept": accept})
     assert response.status_code == 503 and response.headers["Retry-After"] == "30"
     if accept == "application/json":
-        assert response.json == {"status": "error", "error": "service unavailable"}
+        assert response.json == {"status": "error", "error": "service unavailable", "saved": False}
 
 
 def test_an_apps_own_outage_handler_answers_for_signup_view(

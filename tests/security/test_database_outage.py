@@ -59,7 +59,7 @@ def test_an_outage_is_a_503_with_retry_after_and_no_token_in_the_log(
     assert response.headers["Retry-After"] == "30"
     assert token not in response.get_data(as_text=True)
     if accept == "application/json":
-        assert response.json == {"status": "error", "error": "service unavailable"}
+        assert response.json == {"status": "error", "error": "service unavailable", "saved": False}
     assert any("Database unavailable" in r.getMessage() for r in caplog.records)
     assert all(
         token not in r.getMessage() and token not in (r.exc_text or "") for r in caplog.records
