@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from threading import Event
 
@@ -146,7 +146,7 @@ class Deliverer:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         stop = stop or Event()
         results = self._send_all(app, worker_id, emails, stop)
-        sent = [email for email, outcome in results if outcome is True]
+        sent = [outcome for _, outcome in results if isinstance(outcome, ConfirmationEmail)]
         given_back = [email.outbox_id for email, outcome in results if outcome is False]
         failures = [(email, error) for email, error in results if isinstance(error, DeliveryError)]
         # The emails have left: giving up would send them again once the lease ends. So try
@@ -211,7 +211,7 @@ class Deliverer:
 
     def _send_all(
         self, app: Flask, worker_id: str, emails: list[ConfirmationEmail], stop: Event
-    ) -> list[tuple[ConfirmationEmail, DeliveryError | bool]]:
+    ) -> list[tuple[ConfirmationEmail, DeliveryError | ConfirmationEmail | bool]]:
         """Send ``emails`` from the pool's threads, extending their lease every third of it."""
         with self._pool_lock:  # a new pool in each process: threads do not survive a fork
             if self._pool is None or self._pool_pid != os.getpid():
@@ -231,19 +231,21 @@ class Deliverer:
                 )  # fmt: skip
         return [(email, future.result()) for future, email in futures.items()]
 
-    def _send_one(self, app: Flask, email: ConfirmationEmail, stop: Event) -> DeliveryError | bool:
-        """``True`` sent, ``False`` given back unsent (stopping), or the attempt's error."""
+    def _send_one(
+        self, app: Flask, email: ConfirmationEmail, stop: Event
+    ) -> DeliveryError | ConfirmationEmail | bool:
+        """The email sent, with its provider id; ``False`` given back unsent; or the error."""
         if stop.is_set() or (self.rate is not None and not self.rate.wait(stop)):
             return False
         try:
             with app.app_context():
-                self.transport.send(email)
+                provider_id = self.transport.send(email)
         except DeliveryError as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - recorded on the row and retried
             logger.exception("Unexpected error while delivering a confirmation email")
             return DeliveryError(f"Unexpected {type(exc).__name__}")
-        return True
+        return replace(email, provider_message_id=provider_id)
 
     def _record(
         self, conn: sa.Connection, worker_id: str, sent: list[ConfirmationEmail],
@@ -252,7 +254,8 @@ class Deliverer:
         """Write the batch's outcome; return each failure's retry time (``None``: dead)."""
         now = outbox.utcnow()
         retry_at: dict[int, datetime | None] = {}
-        outbox.mark_sent(conn, self.table, [email.outbox_id for email in sent], worker_id)
+        ids = {email.outbox_id: email.provider_message_id for email in sent}
+        outbox.mark_sent(conn, self.table, list(ids), worker_id, ids)
         if given_back:
             outbox.release(conn, self.table, given_back, worker_id)
         for email, error in failures:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -76,6 +76,7 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
             sa.Index("ix_confirm_mail_outbox_due", "due_at", **partial),
             sa.Index("ix_confirm_mail_outbox_recipient", "recipient", "created_at"),
             sa.Index("ix_confirm_mail_outbox_user", "user_id", "created_at"),
+            sa.Index("ix_confirm_mail_outbox_provider_id", "provider_message_id"),
             # One row per reminder number and user: two workers never both send it.
             sa.Index("ix_confirm_mail_outbox_reminder", "user_id", "reminder", unique=True),
         )
@@ -105,6 +106,8 @@ def outbox_model_for(db: SQLAlchemy) -> type[Any]:
         reminder: Mapped[int | None] = mapped_column(sa.Integer(), nullable=True)
         #: The locale of the request that queued it, for the email's words.
         locale: Mapped[str | None] = mapped_column(sa.String(35), nullable=True)
+        #: The provider's id for the sent message (from its reply), for bounce webhooks.
+        provider_message_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
 
     class ConfirmationState(db.Model):  # type: ignore[name-defined,misc]
         """An (account, address) asked to be confirmed; ``user_id`` "" counts for the address."""
@@ -222,16 +225,19 @@ def extend_lease(
     conn.execute(_held(table, ids, worker_id).values(due_at=utcnow() + lease))
 
 
-def mark_sent(conn: Connection, table: Table, ids: Sequence[int], worker_id: str) -> None:
-    """Record ``ids`` as delivered, whoever holds them now: a lost lease must not resend them."""
+def mark_sent(
+    conn: Connection, table: Table, ids: Sequence[int], worker_id: str,
+    provider_ids: Mapping[int, str | None] | None = None,
+) -> None:  # fmt: skip
+    """Record ``ids`` as delivered, whoever holds them now (a lost lease must not resend
+    them), each with its provider id from ``provider_ids``."""
     if not ids:
         return
-    c = table.c
-    conn.execute(
-        sa.update(table)
-        .where(c.id.in_(list(ids)), c.status != SENT)
-        .values(status=SENT, sent_at=utcnow(), due_at=None, last_error=None, claimed_by=worker_id)
-    )
+    c, known = table.c, {key: value for key, value in (provider_ids or {}).items() if value}
+    conn.execute(sa.update(table).where(c.id.in_(list(ids)), c.status != SENT).values(
+        status=SENT, sent_at=utcnow(), due_at=None, last_error=None, claimed_by=worker_id,
+        provider_message_id=sa.case(known, value=c.id) if known else None,
+    ))  # fmt: skip
 
 
 def mark_failed(

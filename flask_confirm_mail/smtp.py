@@ -25,6 +25,7 @@ SECURITY_MODES = ("starttls", "ssl", "none")
 #: Characters no caller-supplied text that may reach a header should contain.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
+_PROVIDER_ID = re.compile(r"(?=[!-~]*\d)(?!\d\.\d+\.\d+$)[!-~]{1,255}")
 
 
 def unsafe_header(name: str, value: str) -> bool:
@@ -48,6 +49,13 @@ def format_sender(sender: str | tuple[str, str] | None) -> str:
     if unsafe_header("From", text):
         raise DeliveryError("The sender is not a single-line address.", permanent=True)
     return text
+
+
+def provider_message_id(reply: str) -> str | None:
+    """The provider's id in its reply to DATA's final "." (SES: "250 Ok <id>", SendGrid: "250 Ok:
+    queued as <id>"): the last word, if printable ASCII with a digit, no status ("2.0.0")."""
+    word = (reply.split() or [""])[-1].strip("<>")
+    return word if _PROVIDER_ID.fullmatch(word) else None
 
 
 def lifetime_in_units(lifetime: timedelta) -> tuple[int, str]:
@@ -178,9 +186,9 @@ class SMTPSession:
         detail = getattr(exc, "strerror", None) or type(exc).__name__
         return f"SMTP connection to {self.address} failed ({type(exc).__name__}: {detail})"
 
-    def send(self, message: EmailMessage) -> None:
-        """Send ``message`` to its one ``To`` address, or raise :class:`DeliveryError`:
-        permanent for a 5xx, bounced when that refused the recipient or the message."""
+    def send(self, message: EmailMessage) -> str:
+        """Send ``message`` to its one ``To`` address; return the final reply's text, or raise
+        :class:`DeliveryError`: permanent for a 5xx, bounced when refusing recipient or message."""
         sender = message["From"].addresses[0].addr_spec
         recipient = message["To"].addresses[0].addr_spec
         data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
@@ -195,6 +203,7 @@ class SMTPSession:
                     self._set_timeout(client, self.settings.timeout)
                 if code != 250:
                     raise smtplib.SMTPDataError(code, reply)
+                return reply.decode(errors="replace")
             except OSError as exc:
                 if client is None or isinstance(exc, smtplib.SMTPResponseException):
                     raise self._failed(exc) from None
@@ -290,8 +299,8 @@ class SMTPSender:
         self._cap, self._cap_until = 0, 0.0  # 0: no cap
         self._changed = threading.Condition()
 
-    def send(self, message: EmailMessage) -> None:
-        """Send ``message`` on a session of the pool; raises as :meth:`SMTPSession.send`."""
+    def send(self, message: EmailMessage) -> str:
+        """Send ``message`` on a session of the pool; as :meth:`SMTPSession.send`."""
         while True:
             session, refused = self._take(), False
             try:

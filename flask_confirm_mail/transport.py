@@ -51,6 +51,8 @@ class ConfirmationEmail:
     code: str = field(default="", repr=False)
     #: The sign-up request's locale; ``None``: the app's default.
     locale: str | None = None
+    #: Once sent: the provider's id for it (:meth:`Transport.send`), kept on the outbox row.
+    provider_message_id: str | None = None
 
     @property
     def link(self) -> str:
@@ -62,8 +64,9 @@ class Transport(ABC):
     """A way to deliver confirmation emails (in-process SMTP, a remote mailer, ...)."""
 
     @abstractmethod
-    def send(self, email: ConfirmationEmail) -> None:
-        """Hand ``email`` over, or raise :class:`~flask_confirm_mail.errors.DeliveryError`."""
+    def send(self, email: ConfirmationEmail) -> str | None:
+        """Hand ``email`` over, or raise :class:`~flask_confirm_mail.errors.DeliveryError`;
+        return the provider's id for it if known (bounce webhooks match on it)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Close what the transport holds open; the next :meth:`send` opens it again."""
@@ -159,15 +162,15 @@ class SMTPTransport(Transport):
         )
         self._senders[app] = smtp.SMTPSender(settings)
 
-    def send(self, email: ConfirmationEmail) -> None:
+    def send(self, email: ConfirmationEmail) -> str | None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         message = render_message(email, self.settings)
-        if not app.extensions["mail"].suppress:
-            self._senders[app].send(message)
+        reply = "" if app.extensions["mail"].suppress else self._senders[app].send(message)
         if _DISPATCH_FROM_MESSAGE:
             flask_mail.email_dispatched.send(message, app=app)
         else:
             flask_mail.email_dispatched.send(app, message=message)
+        return smtp.provider_message_id(reply)
 
     def check(self) -> str:
         app = current_app._get_current_object()  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from flask_confirm_mail import smtp
 from flask_confirm_mail.errors import DeliveryError
 from flask_confirm_mail.smtp import SMTPSender, SMTPSession, SMTPSettings
 from tests.support.smtp_server import SMTPSink
@@ -164,3 +165,35 @@ def test_a_silent_server_times_out() -> None:
             session.send(make_message())
         assert time.monotonic() - started < 5
     assert not failed.value.permanent and f"127.0.0.1:{port} failed" in str(failed.value)
+
+
+def test_send_returns_the_final_reply_and_its_last_word_is_the_providers_id(
+    smtp_server: SMTPSink,
+) -> None:
+    smtp_server.reply_with_id = True
+    with SMTPSession(plain_settings(smtp_server)) as session:
+        reply = session.send(make_message("with an id"))
+    [mail] = smtp_server.wait_for(1)
+    assert reply == f"Ok {mail.reply_id}"
+    assert smtp.provider_message_id(reply) == mail.reply_id
+
+
+SES_ID = "0100018c2f3a9f0e-6d1c7a52-2d3f-4b8e-9c1a-5e6f7a8b9c0d-000000"
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (f"Ok {SES_ID}", SES_ID),  # Amazon SES
+        ("Ok: queued as 7sBCdJ6vRFq0DyQQ6AD5ZQ", "7sBCdJ6vRFq0DyQQ6AD5ZQ"),  # SendGrid
+        ("2.0.0 Ok: queued as 4Vq1Xk2Bz8z9", "4Vq1Xk2Bz8z9"),  # Postfix's queue id
+        ("2.0.0 Ok <0100018c-a1@mail.example>", "0100018c-a1@mail.example"),
+        ("2.0.0 OK: queued", None),  # the test server's default
+        ("2.0.0", None),  # a status, not an id
+        ("Great success", None),
+        ("", None),
+        ("Ok " + "7" * 256, None),  # longer than the column
+    ],
+)
+def test_the_providers_id_is_read_from_the_final_reply(reply: str, expected: str | None) -> None:
+    assert smtp.provider_message_id(reply) == expected

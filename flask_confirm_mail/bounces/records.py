@@ -159,7 +159,8 @@ class BounceRecords:
     """The marks of one app: read, made, cleared; built by ``init_app``.
 
     :param db: the app's :class:`~flask_sqlalchemy.SQLAlchemy`.
-    :param outbox_table: the outbox table, to find a message by its Message-ID.
+    :param outbox_table: the outbox table, to find a message by its Message-ID or by
+        the provider's id for it.
     """
 
     def __init__(self, db: SQLAlchemy, outbox_table: sa.Table) -> None:
@@ -260,22 +261,41 @@ class BounceRecords:
 
     # --- applying events -------------------------------------------------------------------
 
+    def _find(self, conn: Connection, message_id: str, provider_id: str) -> Any | None:
+        """The outbox row whose Message-ID is ``message_id``, else the one the provider
+        named ``provider_id`` (its reply to the message); ``None`` when neither matches.
+        An id holding a control character matches nothing: no id of the outbox holds one,
+        and some databases refuse NUL in any query."""
+        c = self.outbox_table.c
+        wanted, theirs = bare_message_id(message_id), bare_message_id(provider_id)
+        checks: list[sa.ColumnElement[bool]] = []
+        if wanted and not has_control_characters(wanted):
+            checks.append(c.message_id.in_([f"<{wanted}>", wanted]))
+        if theirs and not has_control_characters(theirs):
+            checks.append(c.provider_message_id == theirs)
+        for where in checks:
+            stmt = sa.select(c.id, c.user_id, c.recipient, c.message_id).where(where)
+            row = conn.execute(stmt.limit(1)).first()
+            if row is not None:
+                return row
+        return None
+
     def apply_in(
-        self, conn: Connection, *, message_id: str, kind: str, reason: str, source: str
+        self,
+        conn: Connection,
+        *,
+        message_id: str,
+        kind: str,
+        reason: str,
+        source: str,
+        provider_id: str = "",
     ) -> Applied:
-        """Apply one bounce or complaint of the outbox message ``message_id`` in the
-        caller's transaction; :meth:`announce` the result once it is committed."""
+        """Apply one bounce or complaint of the outbox message ``message_id`` (or, when
+        no message has that Message-ID, of the one the provider knows as ``provider_id``)
+        in the caller's transaction; :meth:`announce` the result once it is committed."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
-        wanted = bare_message_id(message_id)
-        if has_control_characters(wanted):
-            return Applied("unknown", source)  # no Message-ID of the outbox holds one
-        c = self.outbox_table.c
-        row = conn.execute(
-            sa.select(c.id, c.user_id, c.recipient, c.message_id).where(
-                c.message_id.in_([f"<{wanted}>", wanted])
-            )
-        ).first()
+        row = self._find(conn, message_id, provider_id)
         if row is None:
             return Applied("unknown", source)
         if not self._first_application(conn, row.message_id, kind):
@@ -313,19 +333,32 @@ class BounceRecords:
                     message_id=done.message_id,
                 )
 
-    def apply(self, app: Flask, *, message_id: str, kind: str, reason: str, source: str) -> str:
+    def apply(
+        self,
+        app: Flask,
+        *,
+        message_id: str,
+        kind: str,
+        reason: str,
+        source: str,
+        provider_id: str = "",
+    ) -> str:
         """Apply one bounce or complaint of the outbox message ``message_id``.
 
-        The address marked is the message's recipient, whatever address the event
-        names, so an event can only mark an address this app mailed. Returns
-        ``applied``, ``duplicate`` (applied before) or ``unknown`` (no such message).
-        Sends :data:`~flask_confirm_mail.signals.confirmation_bounced` when the address
-        was not marked before.
+        ``provider_id`` is the provider's own id for the message, the one its SMTP server
+        gave in its reply (kept on the outbox row): it finds the message when no message
+        has the Message-ID ``message_id`` (which may then be ""). The address marked is
+        the message's recipient, whatever address the event names, so an event can only
+        mark an address this app mailed. Returns ``applied``, ``duplicate`` (applied
+        before) or ``unknown`` (no such message). Sends
+        :data:`~flask_confirm_mail.signals.confirmation_bounced` when the address was not
+        marked before.
         """
         with self.db.engine.begin() as conn:
             done = self.apply_in(
-                conn, message_id=message_id, kind=kind, reason=reason, source=source
-            )
+                conn, message_id=message_id, kind=kind, reason=reason, source=source,
+                provider_id=provider_id,
+            )  # fmt: skip
         self.announce(app, [done])
         return done.outcome
 

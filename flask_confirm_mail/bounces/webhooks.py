@@ -16,9 +16,12 @@ Each provider's call is authenticated the way that provider documents it:
   ``SubscriptionConfirmation`` is confirmed).
 
 A provider is off (404) until its setting is set. A bad credential or signature is a
-401, a body that is not the provider's documented shape a 400 (so is a Message-ID holding
+401, a body that is not the provider's documented shape a 400 (so is a message id holding
 a control character); nothing becomes a 500.
-Events are matched to the outbox row by Message-ID and applied once
+Events are matched to the outbox row by Message-ID or, when the payload carries none that
+matches, by the provider's own id for the message (SES's ``mail.messageId``, Postmark's
+``MessageID``, SendGrid's ``sg_message_id`` up to its first "."), which its SMTP server
+gave in the reply to the message and the outbox row keeps. Each is applied once
 (:meth:`~flask_confirm_mail.bounces.records.BounceRecords.apply`).
 """
 
@@ -150,11 +153,13 @@ class WebhookSettings(OptionSet):
 
 @dataclass(frozen=True)
 class BounceEvent:
-    """One provider event to apply: the Message-ID it names, its kind and reason."""
+    """One provider event to apply: the Message-ID it names ("" for none), its kind and
+    reason, and the provider's own id for the message ("" for none)."""
 
     message_id: str
     kind: str
     reason: str
+    provider_id: str = ""
 
 
 # --- small readers of untrusted JSON ----------------------------------------------------------
@@ -202,8 +207,8 @@ def _fresh(timestamp: str, settings: WebhookSettings) -> None:
 def postmark_events(req: Request, settings: WebhookSettings) -> list[BounceEvent]:
     """Postmark's bounce and spam-complaint webhooks, behind HTTP basic auth.
 
-    Postmark's ``MessageID`` is its own id: the message's own Message-ID is read from the
-    bounce's ``Content`` (turn on "Include bounce content" in the webhook's settings).
+    The message's own Message-ID is read from the bounce's ``Content`` when the webhook
+    includes it; Postmark's ``MessageID``, its own id, finds the message without it.
     """
     expected = settings.postmark_webhook_auth
     assert expected is not None
@@ -224,12 +229,13 @@ def postmark_events(req: Request, settings: WebhookSettings) -> list[BounceEvent
         kind = BOUNCE
     else:
         return []
-    message_id = HeaderParser().parsestr(_text(body, "Content")).get("Message-ID") or ""
-    message_id = str(message_id) or _text(body, "MessageID")
-    if not message_id:
+    message_id = str(HeaderParser().parsestr(_text(body, "Content")).get("Message-ID") or "")
+    provider_id = _text(body, "MessageID")
+    if not (message_id or provider_id):
         raise WebhookPayloadError("The record names no message.")
     reason = _text(body, "Description") or _text(body, "Type") or record
-    return [BounceEvent(message_id, kind, f"Postmark {_text(body, 'Type')}: {reason}")]
+    reason = f"Postmark {_text(body, 'Type')}: {reason}"
+    return [BounceEvent(message_id, kind, reason, provider_id)]
 
 
 # --- Mailgun ----------------------------------------------------------------------------------
@@ -320,10 +326,11 @@ def sendgrid_events(req: Request, settings: WebhookSettings, public_key: Any) ->
             kind = BOUNCE
         else:
             continue
-        message_id = _text(item, "smtp-id")
-        if message_id:
-            reason = _text(item, "reason") or _text(item, "status")
-            events.append(BounceEvent(message_id, kind, f"SendGrid {event}: {reason}"))
+        # sg_message_id is "<the id SendGrid's SMTP reply gave>.filter...". An event naming
+        # neither id is kept: it counts as unknown, as any event that matches no message.
+        provider_id = _text(item, "sg_message_id").partition(".")[0]
+        reason = f"SendGrid {event}: {_text(item, 'reason') or _text(item, 'status')}"
+        events.append(BounceEvent(_text(item, "smtp-id"), kind, reason, provider_id))
     return events
 
 
@@ -493,21 +500,25 @@ def ses_events(req: Request, verifier: SNSVerifier) -> list[BounceEvent]:
         kind, reason = COMPLAINT, f"SES complaint: {feedback or 'reported'}"
     else:
         return []
-    message_id = _ses_message_id(_field(notification, "mail"))
-    if not message_id:
+    # Without "Include original headers" (SES's default) the notification has no headers,
+    # but always SES's own id, the one its SMTP reply gave.
+    mail = _field(notification, "mail")
+    message_id, provider_id = _ses_message_id(mail), _text(mail, "messageId")
+    if not (message_id or provider_id):
         raise WebhookPayloadError("The notification names no message.")
-    return [BounceEvent(message_id, kind, reason)]
+    return [BounceEvent(message_id, kind, reason, provider_id)]
 
 
 # --- the receiver of one app, and the route ---------------------------------------------------
 
 
 def _checked(events: list[BounceEvent]) -> list[BounceEvent]:
-    """``events``, unless one names a Message-ID with a control character (no message
-    has one, and PostgreSQL refuses a NUL in any query)."""
+    """``events``, unless one names a Message-ID or provider id with a control character
+    (no message has one, and PostgreSQL refuses a NUL in any query)."""
     for event in events:
-        if has_control_characters(bare_message_id(event.message_id)):
-            raise WebhookPayloadError("A Message-ID holds a control character.")
+        for value in (event.message_id, event.provider_id):
+            if has_control_characters(bare_message_id(value)):
+                raise WebhookPayloadError("A message id holds a control character.")
     return events
 
 
@@ -583,7 +594,7 @@ class WebhookReceiver:
                 results.append(
                     records.apply_in(
                         conn, message_id=event.message_id, kind=event.kind,
-                        reason=event.reason, source=provider,
+                        reason=event.reason, source=provider, provider_id=event.provider_id,
                     )
                 )  # fmt: skip
         records.announce(app, results)

@@ -220,6 +220,36 @@ def ses_notification(message_id: str, kind: str, soft: bool = False) -> dict[str
     }
 
 
+def without_headers_call(keys: Keys, provider: str, provider_id: str, kind: str) -> Call:
+    """A genuine call of ``provider`` whose event names the message by the provider's own
+    id only (none when ``provider_id`` is ""): SES's default notification (no "Include
+    original headers": no ``headers`` nor ``commonHeaders``), Postmark's webhook without
+    "Include bounce content", a SendGrid event without ``smtp-id``."""
+    if provider == "postmark":
+        body = postmark_body("", kind)
+        del body["Content"]
+        body["MessageID"] = provider_id
+        return postmark_call(body)
+    if provider == "sendgrid":
+        events = sendgrid_events("", kind)
+        del events[-1]["smtp-id"]
+        if provider_id:
+            events[-1]["sg_message_id"] = f"{provider_id}.filter0001.16648.5515E0B88.0"
+        else:
+            del events[-1]["sg_message_id"]
+        return sendgrid_call(keys, json.dumps(events).encode())
+    notification = ses_notification("", kind)
+    mail = notification["mail"]
+    for name in ("headersTruncated", "headers", "commonHeaders"):
+        del mail[name]
+    mail.update(
+        messageId=provider_id,
+        sourceArn="arn:aws:ses:eu-west-1:123456789012:identity/app.example.com",
+        sendingAccountId="123456789012",
+    )
+    return ses_call(keys, notification)
+
+
 # --- signing ------------------------------------------------------------------------------
 
 

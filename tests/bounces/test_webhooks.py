@@ -27,6 +27,7 @@ from tests.bounces.providers import (
     ses_notification,
     signed_call,
     sns_message,
+    without_headers_call,
 )
 from tests.support.smtp_server import SMTPSink
 
@@ -49,6 +50,24 @@ def hooked(make_app: Any, smtp_server: SMTPSink, keys: Keys) -> tuple[Flask, str
     smtp_server.wait_for(1)
     [row] = outbox_rows(app)
     return app, row.message_id
+
+
+@pytest.fixture
+def hooked_by_id(make_app: Any, smtp_server: SMTPSink, keys: Keys) -> tuple[Flask, str]:
+    """As ``hooked``, the SMTP server answering with its own id for the email, as SES,
+    SendGrid and Postmark do: the app, and that id."""
+    smtp_server.reply_with_id = True
+    app = make_app(config=keys.config())
+    app.extensions["confirm_mail_webhooks"].sns.fetch = keys.fetch
+    assert app.test_client().post("/signup", data={"email": RECIPIENT}).status_code == 201
+    [mail] = smtp_server.wait_for(1)
+    [row] = outbox_rows(app)
+    assert row.provider_message_id == mail.reply_id
+    return app, mail.reply_id
+
+
+#: The providers whose SMTP reply gives their own id for the message.
+REPLYING_PROVIDERS = ("ses", "postmark", "sendgrid")
 
 
 def post(app: Flask, provider: str, call: Call) -> Any:
@@ -249,3 +268,43 @@ def test_a_database_outage_is_503_with_retry_after_never_a_500(
         "message": "Try again later.",
     }
     assert f"Database unavailable for a {provider} webhook (OperationalError)" in caplog.text
+
+
+@pytest.mark.parametrize("provider", REPLYING_PROVIDERS)
+def test_an_event_without_headers_is_matched_by_the_providers_own_id(
+    hooked_by_id: tuple[Flask, str], keys: Keys, provider: str, bounced_signals: list[Any]
+) -> None:
+    """SES's default notification, Postmark's webhook without bounce content and SendGrid's
+    event without ``smtp-id`` name the message only by the id the SMTP reply gave."""
+    app, provider_id = hooked_by_id
+    unknown = {"status": "ok", "applied": 0, "duplicate": 0, "unknown": 1}
+    nothing = post(app, provider, without_headers_call(keys, provider, "", "bounce"))
+    if provider == "sendgrid":  # one event of a batch: counted, as any matching no message
+        assert nothing.get_json() == unknown
+    else:
+        assert nothing.status_code == 400, nothing.get_json()
+        assert "names no message" in nothing.get_json()["message"]
+    other = without_headers_call(keys, provider, "0100018c-someone-elses-000000", "bounce")
+    assert post(app, provider, other).get_json() == unknown
+    control = without_headers_call(keys, provider, provider_id + "\x00", "bounce")
+    assert post(app, provider, control).status_code == 400
+    assert mark_of(app, RECIPIENT) is None
+    first = post(app, provider, without_headers_call(keys, provider, provider_id, "bounce"))
+    assert first.status_code == 200, first.get_json()
+    assert first.get_json() == {"status": "ok", "applied": 1, "duplicate": 0, "unknown": 0}
+    again = post(app, provider, without_headers_call(keys, provider, provider_id, "bounce"))
+    assert again.get_json() == {"status": "ok", "applied": 0, "duplicate": 1, "unknown": 0}
+    mark = mark_of(app, RECIPIENT)
+    assert mark is not None and (mark.kind, mark.source) == ("bounce", provider)
+    assert [s["email"] for s in bounced_signals] == [RECIPIENT]
+
+
+@pytest.mark.parametrize("provider", REPLYING_PROVIDERS)
+def test_a_complaint_without_headers_is_matched_by_the_providers_own_id(
+    hooked_by_id: tuple[Flask, str], keys: Keys, provider: str
+) -> None:
+    app, provider_id = hooked_by_id
+    call = without_headers_call(keys, provider, provider_id, "complaint")
+    assert post(app, provider, call).get_json()["applied"] == 1
+    mark = mark_of(app, RECIPIENT)
+    assert mark is not None and mark.kind == "complaint"

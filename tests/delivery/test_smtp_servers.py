@@ -73,3 +73,22 @@ def test_max_rate_paces_evenly_within_a_providers_window(
     assert smtp_server.rate_refusals == 0
     assert tally(smtp_server, requested) == _all_once(smtp_server, requested)
     assert {(row.status, row.attempts) for row in _rows(app)} == {(SENT, 1)}
+
+
+def test_the_providers_id_in_the_final_reply_is_kept_on_the_row(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app(config=WORKER)
+    smtp_server.reply_with_id = True  # "250 Ok <id>", as SES, SendGrid and Postmark answer
+    _enqueue_many(app, 3)
+    _drain(app)
+    given = {str(mail.message["Message-ID"]): mail.reply_id for mail in smtp_server.messages}
+    assert len(set(given.values())) == 3 and all(given.values())
+    assert {row.message_id: row.provider_message_id for row in _rows(app)} == given
+
+
+def test_a_final_reply_without_an_id_keeps_none(make_app: Any, smtp_server: SMTPSink) -> None:
+    app = make_app(config=WORKER)  # the server answers "250 2.0.0 OK: queued"
+    _enqueue_many(app, 2)
+    _drain(app)
+    assert [(row.status, row.provider_message_id) for row in _rows(app)] == [(SENT, None)] * 2

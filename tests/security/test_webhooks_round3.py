@@ -260,10 +260,7 @@ def _resign(keys: Keys, message: dict[str, Any]) -> dict[str, Any]:
 def _call_naming(keys: Keys, provider: str, message_id: str) -> Call:
     """A genuine call of ``provider`` whose Message-ID is ``message_id`` as given."""
     if provider == "postmark":
-        body = postmark_body("<x@y>", "bounce")
-        body["Content"] = ""  # the Message-ID is then read from ``MessageID``
-        body["MessageID"] = message_id
-        return postmark_call(body)
+        return postmark_call(postmark_body(message_id, "bounce"))
     if provider == "mailgun":
         event = mailgun_event("<x@y>", "bounce")
         event["message"]["headers"]["message-id"] = message_id

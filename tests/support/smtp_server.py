@@ -5,6 +5,7 @@ paths: :attr:`SMTPSink.delay` (a slow server), :meth:`SMTPSink.fail_next` (4xx/5
 answers to DATA), :meth:`SMTPSink.refuse_recipient_next` (4xx/5xx answers to RCPT),
 :meth:`SMTPSink.drop_after_data_next` (a connection lost after DATA) and
 :meth:`SMTPSink.stop` / :meth:`SMTPSink.start` (an outage, on the same port).
+:attr:`SMTPSink.reply_with_id` answers the final "." as SES does, with an id of its own.
 :attr:`SMTPSink.connections` counts the connections clients opened.
 ``tls=True`` adds STARTTLS with a throwaway certificate, required before any mail
 command; ``auth=(user, password)`` requires AUTH PLAIN or LOGIN.
@@ -24,6 +25,7 @@ import ssl
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -57,6 +59,8 @@ class ReceivedMail:
     message: EmailMessage
     #: The name the client announced in EHLO or HELO.
     helo: str = ""
+    #: The id the reply to the final "." gave (:attr:`SMTPSink.reply_with_id`), else "".
+    reply_id: str = ""
 
 
 class _Handler:
@@ -89,6 +93,7 @@ class _Handler:
             raw = raw.encode("utf-8", "surrogateescape")
         message = _PARSER.parsebytes(raw)
         assert isinstance(message, EmailMessage)
+        reply_id = str(uuid.uuid4()) if self._sink.reply_with_id else ""
         self._sink._store(
             ReceivedMail(
                 mail_from=envelope.mail_from or "",
@@ -96,11 +101,12 @@ class _Handler:
                 raw=raw,
                 message=message,
                 helo=session.host_name or "",
+                reply_id=reply_id,
             )
         )
         if self._sink._take_drop() and server.transport is not None:
             server.transport.abort()  # kept the message, the client never hears so
-        return "250 2.0.0 OK: queued"
+        return f"250 Ok {reply_id}" if reply_id else "250 2.0.0 OK: queued"
 
     async def handle_exception(self, error: Exception) -> str:
         # A client refusing the throwaway certificate is a case tests provoke: no traceback.
@@ -294,6 +300,9 @@ class SMTPSink:
     answers a connection beyond that many open with 421 (counted in
     :attr:`refused_connections`); :attr:`rate_limit` ``(count, seconds)`` answers a recipient
     beyond ``count`` in the last ``seconds`` with 450 (counted in :attr:`rate_refusals`).
+    :attr:`reply_with_id` answers each message with ``250 Ok <id>``, a new id each time
+    (kept as :attr:`ReceivedMail.reply_id`), as providers give their id for the message;
+    off, the answer is ``250 2.0.0 OK: queued``, which holds no id.
     """
 
     #: The aiosmtpd handler class; a benchmark's sink swaps in one that keeps nothing.
@@ -314,6 +323,7 @@ class SMTPSink:
         self.refused_connections = 0
         self.rate_limit: tuple[int, float] | None = None
         self.rate_refusals = 0
+        self.reply_with_id = False
         self._accepted_at: list[float] = []
         self._refusals: list[int] = []
         self.port = port or _free_port(host)
