@@ -131,7 +131,7 @@ _DISPATCH_FROM_MESSAGE = version("flask-mail").startswith("0.9")
 
 class SMTPTransport(Transport):
     """The default transport: SMTP with Flask-Mail's ``MAIL_*`` settings (``MAIL_SUPPRESS_SEND``
-    too), a kept connection per sending thread, each message announced on ``email_dispatched``."""
+    too), a pool of kept connections, each message announced on ``email_dispatched``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
