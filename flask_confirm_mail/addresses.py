@@ -77,5 +77,6 @@ def mask_address(address: str) -> str:
         except (idna.IDNAError, UnicodeError):
             pass  # not a stored form: mask it as it is
     labels = domain.split(".")
-    tail = f".{labels[-1]}" if len(labels) > 1 else ""
-    return f"{local[:1]}***@{domain[:1]}***{tail}"
+    # A top-level domain is a short word; anything else could carry a sender's text.
+    top = labels[-1] if len(labels) > 1 and labels[-1].isalpha() and len(labels[-1]) <= 6 else ""
+    return f"{local[:1]}***@{domain[:1]}***{'.' + top if top else ''}"

@@ -43,7 +43,7 @@ OUTCOMES = {
     Outcome.PENDING: (200, N_("Confirm your email address.")),
     Outcome.CONFIRMED: (200, N_("Your email address is confirmed.")),
     Outcome.ALREADY_CONFIRMED: (200, N_("This email address is already confirmed.")),
-    Outcome.EXPIRED: (410, N_("This confirmation link is not valid.")),
+    Outcome.EXPIRED: (410, N_("This confirmation link has expired.")),
     Outcome.INVALID: (400, N_("This confirmation link is not valid.")),
 }
 RESEND_NOTICE = N_("If that address is waiting for confirmation, a new link is on its way.")

@@ -100,6 +100,9 @@ def _mail_to(sink: SMTPSink, count: int, address: str) -> ReceivedMail:
         ("x@localhost", "x***@l***"),
         ("cat@xn--fu-hia.de", "c***@f***.de"),  # fuß.de, as the user typed it
         ("cat@xn--80aswg.xn--p1ai", "c***@с***.рф"),  # сайт.рф
+        # A last label that is no short word could carry a sender's text: hidden too.
+        ("x@example.call5551234now", "x***@e***"),
+        ("x@example.callmeatsomewhereelse", "x***@e***"),
     ],
 )
 def test_mask_address_keeps_first_characters_and_the_last_label(address: str, masked: str) -> None:

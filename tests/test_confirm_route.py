@@ -127,7 +127,7 @@ def test_expired_link_offers_resend(make_app: Any, smtp_server: SMTPSink, clock:
     answer = client.post(path, headers={"Accept": "application/json"})
     assert answer.json == {
         "status": "expired",
-        "message": "This confirmation link is not valid.",
+        "message": "This confirmation link has expired.",
         "resend_url": "/confirm/resend",
     }
     assert user_row(app, uid)["confirmed"] is None
