@@ -67,8 +67,11 @@ def lazy_gettext(string: str, **variables: Any) -> str:
 
 
 def current_locale() -> str | None:
-    """The locale Flask-Babel chose for this request (``"pt_BR"``), else ``None``."""
-    return str(flask_babel.get_locale()) if _babel_active() and has_request_context() else None
+    """The locale Flask-Babel chose for this request (``"pt_BR"``), else ``None``; without
+    an ``@modifier``, which no catalog uses and whose length has no bound."""
+    if not (_babel_active() and has_request_context()):
+        return None
+    return str(flask_babel.get_locale()).partition("@")[0][:35] or None
 
 
 @contextmanager

@@ -220,3 +220,19 @@ def test_an_email_without_a_usable_locale_is_in_the_default_one(
     app = make_app(config={"TEST_BABEL": True, "BABEL_DEFAULT_LOCALE": "it"})
     with app.test_request_context(headers={"Accept-Language": "de"}), locale_of(stored):
         assert translate("Hello,") == "Ciao,"
+
+
+def test_a_locale_with_a_long_modifier_is_stored_without_it(
+    make_app: Callable[..., Flask], smtp_server: SMTPSink
+) -> None:
+    # A modifier has no length bound; the outbox's locale column holds 35 characters.
+    app = make_app(config={"TEST_BABEL": True})
+    locale = "de_DE@" + "x" * 60
+    answer = app.test_client().post(
+        "/signup", data={"email": "mod@example.com"}, headers={"X-Locale": locale}
+    )
+    assert answer.status_code == 201
+    with app.app_context():
+        assert [row.locale for row in outbox_rows(app)] == ["de_DE"]
+    [mail] = smtp_server.wait_for(1)
+    assert mail.message["Subject"] == "Bestätigen Sie Ihre E-Mail-Adresse"
