@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import outbox
 from .confirmation import ConfirmationFlow
+from .errors import AddressError
 from .outbox import Purpose
 from .resend import begin_immediate
 
@@ -64,6 +65,9 @@ def queue_reminders(flow: ConfirmationFlow, *, dry_run: bool = False) -> list[Re
                         flow.enqueue(user, Purpose.REMINDER, context, address, number, locale)
                     except IntegrityError:
                         continue  # another worker queued it first
+                    except AddressError:  # stored before the extension checked addresses
+                        logger.warning("User %s has an address no email can go to", user_id)
+                        continue
                 due.append(Reminder(user_id, address, number))
         if not dry_run:
             session.commit()

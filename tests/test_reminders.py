@@ -143,6 +143,24 @@ def test_remind_sends_each_due_reminder_once_to_never_confirmed_sign_ups_only(
     assert "Queued 0 reminder(s)." in _remind(app, "--yes")
 
 
+def test_an_address_no_email_can_go_to_is_skipped_not_the_end_of_every_reminder(
+    make_app: Any, smtp_server: SMTPSink, clock: Any, caplog: Any
+) -> None:
+    app = make_app(config=REMINDERS)
+    broken = _sign_up(app, "first@example.org")
+    _sign_up(app, "second@example.org")
+    with app.app_context():  # as an admin's script or an older app may have stored it
+        db.session.execute(
+            sa.update(user_model("mixin")).where(user_model("mixin").id == broken)
+            .values(email="admin@localhost")
+        )  # fmt: skip
+        db.session.commit()
+    clock.shift(DAY + 10)
+    assert "Queued 1 reminder(s)." in _remind(app, "--yes")
+    assert [m.rcpt_tos for m in _reminders_received(smtp_server)] == [["second@example.org"]]
+    assert any(f"User {broken} has an address" in r.getMessage() for r in caplog.records)
+
+
 def test_only_the_latest_due_reminder_is_sent(
     make_app: Any, smtp_server: SMTPSink, clock: Any
 ) -> None:
