@@ -23,6 +23,9 @@ class User(UserMixin, ConfirmableMixin, db.Model):  # type: ignore[name-defined,
     """An account: ``email``, ``email_confirmed_at`` and ``pending_email`` come from the mixin."""
 
     __tablename__ = "catloader_users"
+    # SQLite reuses the largest deleted id otherwise: a pruned account's session cookie
+    # would open the next newcomer's profile.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     password_hash: Mapped[str] = mapped_column(sa.String(255))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 
 from tests.catloader.test_flow import CONFIRMED, confirm
@@ -72,3 +73,22 @@ def test_the_resend_page_tells_the_owner_how_long_to_wait(
     answer = pressed.get_data(as_text=True)
     assert truth in answer and 'class="topbar"' in answer  # in CatLoader's layout
     assert len(cat_client.mails_to("luna@example.com")) == 1
+
+
+def test_a_pruned_accounts_id_is_never_given_to_a_newcomer(
+    catloader: Flask, cat_client: CatLoaderClient, clock: Any
+) -> None:
+    cat_client.signup("gone@example.com")
+    clock.shift(15 * 86400)
+    pruned = catloader.test_cli_runner().invoke(
+        args=["confirm-mail", "prune", "--older-than", "14d", "--yes"]
+    )
+    assert "Deleted 1 never-confirmed account(s)." in pruned.output
+    CatLoaderClient(catloader).signup("new@example.com")
+    with catloader.app_context():
+        from example_catloader.models import User, db
+
+        ids = [user.id for user in db.session.scalars(sa.select(User))]
+    assert ids == [2], "the newest account gets a new id, never the pruned one's"
+    profile = cat_client.http.get("/auth/profile")  # the pruned account's session cookie
+    assert "new@example.com" not in profile.get_data(as_text=True)
