@@ -191,15 +191,22 @@ def outbox_command() -> None:
 @click.argument("message_id", type=int, required=False)
 @click.option("--all", "all_dead", is_flag=True, help="Requeue every dead message.")
 def retry_command(message_id: int | None, all_dead: bool) -> None:
-    """Requeue the dead message MESSAGE_ID, or all of them with --all."""
+    """Requeue the dead message MESSAGE_ID, or all of them with --all; never one to an
+    address marked undeliverable (a bounce or complaint: clear the mark first)."""
     if (message_id is None) == (not all_dead):
         raise click.UsageError("Give one MESSAGE_ID or --all.")
     flow = get_flow()
+    with flow.db.engine.connect() as conn:
+        dead = outbox.dead_recipients(conn, flow.outbox_table)
+    marked = {address for address in dead if flow.blocked(address) is not None}
+    flow.db.session.rollback()
     with flow.db.engine.begin() as conn:
-        count = outbox.requeue_dead(conn, flow.outbox_table, message_id)
+        count = outbox.requeue_dead(conn, flow.outbox_table, message_id, skip=marked)
     if message_id is not None and not count:
-        raise click.ClickException(f"No dead message has the id {message_id}.")
-    click.echo(f"Requeued {count} message(s).")
+        msg = f"No dead message to an address without a mark has the id {message_id}."
+        raise click.ClickException(msg)
+    left_out = f"; {len(marked)} marked address(es) left out" if marked else ""
+    click.echo(f"Requeued {count} message(s){left_out}.")
 
 
 @cli_group.command("prune")

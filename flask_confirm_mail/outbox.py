@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -342,10 +342,19 @@ def dead_messages(conn: Connection, table: Table, limit: int = 100) -> list[Any]
     return list(conn.execute(stmt).all())
 
 
-def requeue_dead(conn: Connection, table: Table, message_id: int | None = None) -> int:
-    """Make dead messages (one, or all) pending again with fresh attempts; return how many."""
+def dead_recipients(conn: Connection, table: Table) -> set[str]:
+    """Every address a dead message was for."""
+    stmt = sa.select(table.c.recipient).where(table.c.status == DEAD).distinct()
+    return set(conn.execute(stmt).scalars())
+
+
+def requeue_dead(
+    conn: Connection, table: Table, message_id: int | None = None, skip: Collection[str] = ()
+) -> int:
+    """Make dead messages (one, or all) pending again with fresh attempts, except those to
+    the addresses ``skip``; return how many."""
     c = table.c
-    stmt = sa.update(table).where(c.status == DEAD)
+    stmt = sa.update(table).where(c.status == DEAD, c.recipient.not_in(list(skip)))
     if message_id is not None:
         stmt = stmt.where(c.id == message_id)
     result = conn.execute(stmt.values(status=PENDING, attempts=0, due_at=utcnow(), claimed_by=None))

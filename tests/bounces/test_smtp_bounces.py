@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_confirm_mail import outbox
+from flask_confirm_mail import deliver_due, outbox
 from tests.bounces.conftest import RefusingHandler, mark_of, outbox_rows
 from tests.support.smtp_server import SMTPSink
 
@@ -175,3 +175,25 @@ def test_the_bounces_command_lists_and_clears(make_app: Any, smtp_server: SMTPSi
     assert again.exit_code != 0 and "not marked" in again.output
     bad = runner.invoke(args=["confirm-mail", "bounces", "--clear", "not an address"])
     assert bad.exit_code == 2
+
+
+def test_retry_never_requeues_a_message_to_a_marked_address(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    app = make_app(config={"CONFIRM_MAIL_MAX_ATTEMPTS": 1})
+    smtp_server.fail_next(1, 550)  # a bounce: the address is marked
+    _sign_up(app)
+    smtp_server.fail_next(1, 451)  # a soft failure on the last attempt: dead, no mark
+    _sign_up(app, "soft@example.org")
+    assert [row.status for row in outbox_rows(app)] == [outbox.DEAD] * 2
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["confirm-mail", "retry", "--all"])
+    assert result.exit_code == 0
+    assert "Requeued 1 message(s); 1 marked address(es) left out." in result.output
+    with app.app_context():
+        assert deliver_due() == 1
+    bounced, soft = outbox_rows(app)
+    assert (bounced.status, soft.status) == (outbox.DEAD, outbox.SENT)
+    one = runner.invoke(args=["confirm-mail", "retry", str(bounced.id)])
+    assert one.exit_code == 1 and "without a mark" in one.output
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["soft@example.org"]]
