@@ -24,16 +24,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def current_user_or_none() -> Any:
-    """The logged-in user: the app's registered getter, else Flask-Login's ``current_user``."""
+    """The logged-in user: the app's registered getter's, else Flask-Login's ``current_user``
+    (from the session or a ``request_loader``); ``None`` for an anonymous visitor."""
     flow = get_flow()
-    if flow.user_getter is not None:
-        return flow.user_getter()
-    if getattr(current_app, "login_manager", None) is not None:
+    user = flow.user_getter() if flow.user_getter is not None else None
+    if user is None and getattr(current_app, "login_manager", None) is not None:
         from flask_login import current_user  # type: ignore[import-untyped]  # optional
 
         user = current_user._get_current_object()
-        return user if getattr(user, "is_authenticated", False) else None
-    return None
+    return user if getattr(user, "is_authenticated", True) else None
 
 
 def signup_view(view: F) -> F:
@@ -64,9 +63,10 @@ def signup_view(view: F) -> F:
 
 def confirmed_required(view: F) -> F:
     """Let only users with a confirmed address through. Anonymous users get Flask-Login's
-    ``unauthorized()`` (or 401); unconfirmed ones (once ``CONFIRM_MAIL_UNCONFIRMED_ACCESS_FOR``
-    after sign-up has passed) a flash and redirect to the resend page (or
-    ``CONFIRM_MAIL_UNCONFIRMED_ENDPOINT``), or for JSON a 403 ``{"status": "unconfirmed"}``."""
+    ``unauthorized()`` (or 401; JSON: 401 ``{"status": "unauthenticated"}``); unconfirmed ones
+    (once ``CONFIRM_MAIL_UNCONFIRMED_ACCESS_FOR`` after sign-up has passed) a flash and redirect
+    to the resend page (or ``CONFIRM_MAIL_UNCONFIRMED_ENDPOINT``), or for JSON a 403
+    ``{"status": "unconfirmed"}``."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -87,9 +87,12 @@ def _refuse_unconfirmed() -> Any:
     flow = get_flow()
     user = current_user_or_none()
     if user is None:
-        login_manager = getattr(current_app, "login_manager", None)
-        if login_manager is not None and flow.user_getter is None:
-            return login_manager.unauthorized()
+        manager = getattr(current_app, "login_manager", None)
+        # JSON clients get JSON, not a login page, unless the app set an unauthorized_handler.
+        if manager is not None and (manager.unauthorized_callback or not wants_json()):
+            return manager.unauthorized()
+        if wants_json():
+            return make_response(jsonify(status="unauthenticated", error="login_required"), 401)
         abort(401)
     if flow.columns.is_confirmed(user):
         return None

@@ -2,6 +2,7 @@
 
 ``mixin``: a new model with :class:`ConfirmableMixin`. ``legacy``: the original's
 ``tbl_auth`` table with its own column names and a boolean ``aut_confirmed``.
+:func:`add_flask_login` gives an app Flask-Login's session and token logins.
 """
 
 from __future__ import annotations
@@ -204,3 +205,45 @@ def create_app(
     with app.app_context():
         db.create_all()
     return app
+
+
+def add_flask_login(app: Flask) -> Any:
+    """Give the mixin-shaped ``app`` Flask-Login, beside its ``user_getter``: a session login
+    (``POST /flask-login/<id>``), a token login for an API (``Authorization: Bearer
+    token-<id>``, read by a ``request_loader``), the ``login_view`` ``/login-page`` and
+    ``GET /api/members`` under ``confirmed_required``. Returns the ``LoginManager``.
+
+    The test sets Flask-Login's user protocol on :class:`User` (``is_authenticated``,
+    ``is_active``, ``get_id``)."""
+    from flask_login import LoginManager, login_user
+
+    manager = LoginManager(app)
+    manager.login_view = "login_page"
+
+    @manager.user_loader
+    def load_from_session(uid: str) -> Any:
+        return db.session.get(User, int(uid))
+
+    @manager.request_loader
+    def load_from_token(request: Any) -> Any:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        uid = token.removeprefix("token-")
+        if scheme != "Bearer" or uid == token or not uid.isdigit():
+            return None
+        return db.session.get(User, int(uid))
+
+    @app.get("/login-page")
+    def login_page() -> Any:
+        return "log in here"
+
+    @app.post("/flask-login/<int:uid>")
+    def flask_login(uid: int) -> Any:
+        login_user(db.session.get(User, uid))
+        return "ok"
+
+    @app.get("/api/members")
+    @confirmed_required
+    def api_members() -> Any:
+        return jsonify(members="only")
+
+    return manager
