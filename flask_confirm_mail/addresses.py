@@ -78,5 +78,5 @@ def mask_address(address: str) -> str:
             pass  # not a stored form: mask it as it is
     labels = domain.split(".")
     # A top-level domain is a short word; anything else could carry a sender's text.
-    top = labels[-1] if len(labels) > 1 and labels[-1].isalpha() and len(labels[-1]) <= 6 else ""
+    top = labels[-1] if len(labels) > 1 and labels[-1].isalpha() and len(labels[-1]) <= 10 else ""
     return f"{local[:1]}***@{domain[:1]}***{'.' + top if top else ''}"

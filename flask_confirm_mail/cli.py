@@ -203,7 +203,7 @@ def retry_command(message_id: int | None, all_dead: bool) -> None:
     with flow.db.engine.begin() as conn:
         count = outbox.requeue_dead(conn, flow.outbox_table, message_id, skip=marked)
     if message_id is not None and not count:
-        msg = f"No dead message to an address without a mark has the id {message_id}."
+        msg = f"No dead message has the id {message_id} (or its address is marked)."
         raise click.ClickException(msg)
     left_out = f"; {len(marked)} marked address(es) left out" if marked else ""
     click.echo(f"Requeued {count} message(s){left_out}.")
