@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import outbox, signals
-from .addresses import normalize_address
+from .addresses import canonical_or_none, normalize_address
 from .confirmation import ConfirmationFlow, get_flow
 from .delivery import POLL_INTERVAL, DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
@@ -254,13 +254,6 @@ def remind_command(yes: bool) -> None:
     _settle(yes, flow.db.session, f"Queued {len(due)} reminder(s).", f"{len(due)} reminder(s) due")
 
 
-def _canonical_or_none(value: Any) -> str | None:
-    try:
-        return normalize_address(value)
-    except AddressError:
-        return None
-
-
 @cli_group.command("canonicalize")
 @click.option("--yes", is_flag=True, help="Rewrite them; without it, only list them.")
 def canonicalize_command(yes: bool) -> None:
@@ -274,12 +267,12 @@ def canonicalize_command(yes: bool) -> None:
     holders: defaultdict[tuple[int, str | None], list[Any]] = defaultdict(list)
     for row in rows:
         for slot, value in enumerate(row[1:]):
-            holders[slot, _canonical_or_none(value)].append(row[0])
+            holders[slot, canonical_or_none(value)].append(row[0])
     changed = shared = 0
     for user_id, *values in rows:
         updates: dict[Any, str] = {}
         for slot, (column, value) in enumerate(zip(addresses, values, strict=True)):
-            canonical = _canonical_or_none(value)
+            canonical = canonical_or_none(value)
             if canonical is None or canonical == value:
                 continue
             if others := ", ".join(str(i) for i in holders[slot, canonical] if i != user_id):
