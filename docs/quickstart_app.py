@@ -3,7 +3,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from flask_confirm_mail import AddressError, ConfirmableMixin, ConfirmMail, signup_view
+from flask_confirm_mail import AddressError, ConfirmableMixin, ConfirmMail, find_user, signup_view
 
 app = Flask(__name__)
 app.config.from_mapping(
@@ -33,10 +33,13 @@ with app.app_context():
 @app.post("/signup")
 @signup_view
 def signup():
-    db.session.add(User(email=request.form.get("email")))
+    email = request.form.get("email")
+    if find_user(email) is not None:  # as typed: Bob@Example.com finds bob@example.com
+        return "That address has an account already.", 400
+    db.session.add(User(email=email))
     try:
         db.session.commit()  # saves the user and queues the email in one transaction
-    except (AddressError, IntegrityError):
+    except (AddressError, IntegrityError):  # not an address, or taken by a sign-up meanwhile
         db.session.rollback()
         return "Enter a valid address that has no account yet.", 400
     return "Check your inbox for the confirmation link.", 201

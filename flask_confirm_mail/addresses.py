@@ -59,12 +59,17 @@ def ascii_domain(domain: str) -> str:
         raise AddressError(_NOT_PLAIN) from None
 
 
+def canonical_or_none(value: object) -> str | None:
+    """``value`` in canonical form, or ``None`` where :func:`normalize_address` refuses it."""
+    try:
+        return normalize_address(value)
+    except AddressError:
+        return None
+
+
 def is_valid_address(value: object) -> bool:
     """Whether :func:`normalize_address` accepts ``value``."""
-    try:
-        return bool(normalize_address(value))
-    except AddressError:
-        return False
+    return canonical_or_none(value) is not None
 
 
 def mask_address(address: str) -> str:

@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import outbox, signals
-from .addresses import normalize_address
+from .addresses import canonical_or_none, normalize_address
 from .confirmation import ConfirmationFlow, get_flow
 from .delivery import POLL_INTERVAL, DeliveryLoop
 from .errors import AddressError, ConfigurationError, DeliveryError
@@ -59,13 +59,29 @@ def send_command(email: str) -> None:
 
 
 @cli_group.command("confirm")
-@click.argument("email")
-def confirm_command(email: str) -> None:
-    """Mark EMAIL confirmed by hand."""
-    flow, user, _ = _user_by_address(email)
-    changed = flow.confirm_user(user)
-    flow.db.session.commit()
-    click.echo("Confirmed." if changed else "Already confirmed.")
+@click.argument("email", required=False)
+@click.option("--all-existing", is_flag=True, help="Every unconfirmed user it never mailed.")
+@click.option("--yes", is_flag=True, help="Confirm them; without it, only list them.")
+def confirm_command(email: str | None, all_existing: bool, yes: bool) -> None:
+    """Mark EMAIL confirmed by hand; or, with --all-existing, each unconfirmed user without a row
+    in the extension's tables (older accounts; its sign-ups must confirm). Dry run unless --yes."""
+    if (email is None) == (not all_existing):
+        raise click.UsageError("Give one EMAIL or --all-existing.")
+    if email is not None:
+        flow, user, _ = _user_by_address(email)
+        changed = flow.confirm_user(user)
+        flow.db.session.commit()
+        return click.echo("Confirmed." if changed else "Already confirmed.")
+    flow = get_flow()
+    columns, session, t, s = flow.columns, flow.db.session, flow.outbox_table, flow.state_table
+    known = set(session.scalars(sa.union(sa.select(t.c.user_id), sa.select(s.c.user_id))))
+    users = session.scalars(sa.select(columns.model).where(columns.unconfirmed())).all()
+    existing = [user for user in users if columns.id_of(user) not in known]
+    for user in existing:
+        click.echo(f"{'Confirming' if yes else 'Would confirm'} user {columns.id_of(user)}")
+        setattr(user, columns.confirmed_attribute, columns.confirmed_value(outbox.utcnow()))
+    n = len(existing)
+    _settle(yes, session, f"Confirmed {n} existing user(s).", f"{n} user(s) would be confirmed")
 
 
 @cli_group.command("status")
@@ -261,13 +277,6 @@ def remind_command(yes: bool) -> None:
     _settle(yes, flow.db.session, f"Queued {len(due)} reminder(s).", f"{len(due)} reminder(s) due")
 
 
-def _canonical_or_none(value: Any) -> str | None:
-    try:
-        return normalize_address(value)
-    except AddressError:
-        return None
-
-
 @cli_group.command("canonicalize")
 @click.option("--yes", is_flag=True, help="Rewrite them; without it, only list them.")
 def canonicalize_command(yes: bool) -> None:
@@ -281,12 +290,12 @@ def canonicalize_command(yes: bool) -> None:
     holders: defaultdict[tuple[int, str | None], list[Any]] = defaultdict(list)
     for row in rows:
         for slot, value in enumerate(row[1:]):
-            holders[slot, _canonical_or_none(value)].append(row[0])
+            holders[slot, canonical_or_none(value)].append(row[0])
     changed = shared = 0
     for user_id, *values in rows:
         updates: dict[Any, str] = {}
         for slot, (column, value) in enumerate(zip(addresses, values, strict=True)):
-            canonical = _canonical_or_none(value)
+            canonical = canonical_or_none(value)
             if canonical is None or canonical == value:
                 continue
             if others := ", ".join(str(i) for i in holders[slot, canonical] if i != user_id):

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import flag_modified
 
 from . import outbox, signals
-from .addresses import mask_address, normalize_address
+from .addresses import canonical_or_none, mask_address, normalize_address
 from .delivery import BackgroundSender, Deliverer, DeliveryLoop
 from .errors import ExpiredToken, NotInitializedError, TokenError
 from .i18n import current_locale
@@ -293,6 +293,14 @@ def change_email(user: Any, new_email: str) -> bool:
 def is_confirmed(user: Any) -> bool:
     """Whether ``user``'s current address is confirmed."""
     return get_flow().columns.is_confirmed(user)
+
+
+def find_user(address: object) -> Any:
+    """The user whose address, not a pending one, is ``address`` as typed (compared in the
+    canonical form the extension stores), else ``None``, an invalid ``address`` included."""
+    flow, canonical = get_flow(), canonical_or_none(address)
+    user, which = flow.columns.find(flow.db.session, canonical) if canonical else (None, None)
+    return user if which == Purpose.SIGNUP else None
 
 
 def link_base_url(app: Flask | None = None) -> str:

@@ -57,14 +57,9 @@ class DeliveryError(ConfirmMailError):
     ``connection_refused``: the server would not open a new connection (421, or refused)."""
 
     def __init__(
-        self,
-        message: str,
-        *,
-        permanent: bool = False,
-        bounced: bool = False,
-        outcome_unknown: bool = False,
-        connection_refused: bool = False,
-    ) -> None:
+        self, message: str, *, permanent: bool = False, bounced: bool = False,
+        outcome_unknown: bool = False, connection_refused: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.permanent = permanent or bounced
         self.bounced = bounced

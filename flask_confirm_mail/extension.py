@@ -87,11 +87,9 @@ class ConfirmMail:
             )
         settings = Settings.load(app, self.options)
         columns = UserColumns(
-            self.user_model,
-            email=self.email_attribute,
-            confirmed=self.confirmed_attribute,
+            self.user_model, email=self.email_attribute, confirmed=self.confirmed_attribute,
             pending_email=self.pending_email_attribute,
-        )
+        )  # fmt: skip
         if "mail" not in app.extensions:
             Mail().init_app(app)
         if not (transport or self.transport or settings.sender):
@@ -102,12 +100,9 @@ class ConfirmMail:
         transport = transport or self.transport or SMTPTransport(settings)
         transport.init_app(app)  # checks its settings (MAIL_PORT=abc fails here)
         flow = ConfirmationFlow(
-            db=self.db,
-            outbox_model=self.outbox_model,
-            settings=settings,
-            columns=columns,
+            db=self.db, outbox_model=self.outbox_model, settings=settings, columns=columns,
             transport=transport,
-        )
+        )  # fmt: skip
         flow.user_getter = self._user_getter
         flow.handoff = self._handoff
         self._flows.add(flow)

@@ -17,8 +17,8 @@ from flask import Flask, current_app, render_template
 from jinja2 import TemplateSyntaxError
 
 from . import smtp
-from .addresses import normalize_address
-from .errors import AddressError, ConfigurationError, DeliveryError
+from .addresses import is_valid_address
+from .errors import ConfigurationError, DeliveryError
 from .i18n import format_duration, locale_of, template_context
 from .outbox import Purpose
 from .settings import Settings
@@ -103,11 +103,8 @@ def load_email_templates(app: Flask) -> None:
 def render_message(email: ConfirmationEmail, settings: Settings) -> EmailMessage:
     """Write ``email`` in its locale from ``confirm_mail/email/<purpose>_subject.txt``,
     ``<purpose>.txt`` and ``<purpose>.html``; raises a permanent :class:`DeliveryError`."""
-    try:
-        normalize_address(email.recipient)
-    except AddressError:
-        msg = "The recipient is not a single valid address."
-        raise DeliveryError(msg, permanent=True) from None
+    if not is_valid_address(email.recipient):
+        raise DeliveryError("The recipient is not a single valid address.", permanent=True)
     with locale_of(email.locale):
         units = smtp.lifetime_in_units(email.lifetime)
         values = {

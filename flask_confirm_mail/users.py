@@ -192,7 +192,7 @@ class UserColumns:
                 return (users[0], purpose) if len(users) == 1 else (None, None)
         return None, None
 
-    def _unconfirmed(self) -> sa.ColumnElement[bool]:
+    def unconfirmed(self) -> sa.ColumnElement[bool]:
         column = self.confirmed_column
         return column.is_not(True) if self.confirmed_is_boolean else column.is_(None)
 
@@ -202,7 +202,7 @@ class UserColumns:
         SQL text is not ``str(uuid)``."""
         if self._id_type is uuid.UUID and dialect != "postgresql":
             return None
-        query = sa.select(sa.cast(self.id_column, sa.String(64))).where(self._unconfirmed())
+        query = sa.select(sa.cast(self.id_column, sa.String(64))).where(self.unconfirmed())
         if self.pending_column is not None:
             query = query.where(self.pending_column.is_(None))
         return query
@@ -216,7 +216,7 @@ class UserColumns:
         accounts' claims to it. ``None`` if neither matched; database errors propagate."""
         row = sa.update(self.model.__table__).where(self.id_column == user_id)
         confirmed = {self.confirmed_column: self.confirmed_value(now)}
-        signup = row.where(self.email_column == address, self._unconfirmed()).values(confirmed)
+        signup = row.where(self.email_column == address, self.unconfirmed()).values(confirmed)
         if session.execute(signup).rowcount == 1:  # type: ignore[attr-defined]
             purpose = Purpose.SIGNUP
         elif self.pending_column is None:

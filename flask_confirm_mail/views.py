@@ -24,7 +24,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from . import outbox
-from .addresses import is_valid_address, normalize_address
+from .addresses import canonical_or_none
 from .confirmation import CODE_ALPHABET, CODE_MAX_TRIES, Outcome, get_flow
 from .decorators import INVALID_ADDRESS, bounce_notice, current_user_or_none
 from .errors import DATABASE_FAULTS, AddressError, ConfigurationError
@@ -134,9 +134,7 @@ def owner_cooldown(email: object = None) -> dict[str, Any]:
     own = flow.columns.pending_of(user)
     if own is None and not flow.columns.is_confirmed(user):
         own = flow.columns.email_of(user)
-    if own is None or (
-        email is not None and (not is_valid_address(email) or normalize_address(email) != own)
-    ):
+    if own is None or (email is not None and canonical_or_none(email) != own):
         return {}
     last = outbox.last_queued_at(flow.db.session.connection(), flow.outbox_table, own)
     cooldown = flow.settings.resend_cooldown

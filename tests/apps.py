@@ -19,6 +19,7 @@ from flask_confirm_mail import (
     ConfirmableMixin,
     ConfirmMail,
     confirmed_required,
+    find_user,
     redact_request_logs,
     signup_view,
 )
@@ -105,7 +106,8 @@ def create_app(
     bounces: bool = True,
     **options: Any,
 ) -> Flask:
-    """An app with sign-up, login and a members-only page, using ``shape``'s user model.
+    """An app with sign-up (``/register`` checks the address first, as an app's form does),
+    login and a members-only page, using ``shape``'s user model.
 
     ``redact_server_logs``: call ``redact_request_logs(app)`` (gunicorn's loggers too).
     ``bounces``: turn the bounces part on. ``TEST_SQLITE_TUNING`` in ``config``: call
@@ -151,6 +153,17 @@ def create_app(
         db.session.add(user)
         db.session.commit()
         session["uid"] = columns.id_of(user)
+        return jsonify(id=columns.id_of(user)), 201
+
+    @app.post("/register")
+    @signup_view
+    def register() -> Any:
+        """An app's own form check, before it adds the user."""
+        if find_user(request.form["email"]) is not None:
+            return jsonify(error="That address has an account already."), 409
+        user = model(**{columns.email_attribute: request.form["email"]})
+        db.session.add(user)
+        db.session.commit()
         return jsonify(id=columns.id_of(user)), 201
 
     @app.route("/signup-async", methods=["POST", "OPTIONS"])

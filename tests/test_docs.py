@@ -165,13 +165,17 @@ def test_quickstart_app_answers_400_to_a_bad_address(quickstart: ModuleType, add
         assert quickstart.db.session.query(outbox).count() == 0
 
 
-def test_quickstart_app_answers_400_to_a_taken_address(quickstart: ModuleType) -> None:
+@pytest.mark.parametrize("again", ["twice@example.org", "TWICE@Example.org", " Twice@EXAMPLE.org"])
+def test_quickstart_app_answers_400_to_a_taken_address(quickstart: ModuleType, again: str) -> None:
     client = quickstart.app.test_client()
-    assert client.post("/signup", data={"email": "twice@example.org"}).status_code == 201
-    assert client.post("/signup", data={"email": "twice@example.org"}).status_code == 400
+    assert client.post("/signup", data={"email": "Twice@Example.org"}).status_code == 201
+    taken = client.post("/signup", data={"email": again})
+    assert taken.status_code == 400
+    assert taken.data == b"That address has an account already.", "the app's check, found"
     with quickstart.app.app_context():
         outbox = quickstart.confirm_mail.outbox_model
         assert quickstart.db.session.query(outbox).count() == 1
+        assert quickstart.find_user(again).email == "twice@example.org"
 
 
 def test_quickstart_page_includes_the_tested_app() -> None:
