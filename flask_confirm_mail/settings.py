@@ -24,6 +24,9 @@ PREFIX = "CONFIRM_MAIL_"
 #: anyone mint links, so they are refused unless ``TESTING`` or debug is on.
 EXAMPLE_SECRETS = frozenset({"dev only: set FLASK_SECRET_KEY in production"})
 _MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+_NO_SENDER = (
+    "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs a From address."
+)
 T = TypeVar("T")
 #: ``parse(value, key, app)`` returns the setting or raises a ConfigurationError naming
 #: ``key``; ``app`` is ``None`` in :meth:`OptionSet.load_from`.
@@ -283,22 +286,35 @@ class OptionSet:
     @classmethod
     def load(cls: type[S], app: Flask, overrides: Mapping[str, Any] | None = None) -> S:
         """Read, check and freeze the settings of ``app``; ``overrides`` (by name) win over
-        ``app.config``, where each default is set. A bad value raises ConfigurationError."""
-        overrides, values = overrides or {}, {}
-        for option in cls.options():
-            raw = overrides.get(option.name, app.config.setdefault(option.key, option.default))
-            values[option.attribute] = option.parse(raw, option.key, app)
-        return cls(values)
+        ``app.config``, where each default is set. Bad values raise one ConfigurationError."""
+        return cls._parse(app, overrides or {})
 
     @classmethod
     def load_from(cls: type[S], mapping: Mapping[str, Any]) -> S:
         """As :meth:`load`, from ``mapping`` (``os.environ``, say) by key, without an app
         (parsers get ``app=None``). An empty value counts as unset."""
-        values = {}
+        return cls._parse(None, mapping)
+
+    @classmethod
+    def _parse(
+        cls: type[S], app: Flask | None, given: Mapping[str, Any], needed: Mapping[str, str] = {}
+    ) -> S:
+        """The options read from ``given`` (by name over ``app.config``, or by key without an
+        app), or one ConfigurationError naming each bad one and each of ``needed`` unset."""
+        values, errors = {}, []
         for option in cls.options():
-            raw = mapping.get(option.key)
-            raw = option.default if raw is None or raw == "" else raw
-            values[option.attribute] = option.parse(raw, option.key, None)
+            if app is not None:
+                raw = given.get(option.name, app.config.setdefault(option.key, option.default))
+            elif (raw := given.get(option.key)) is None or raw == "":
+                raw = option.default
+            try:
+                value = values[option.attribute] = option.parse(raw, option.key, app)
+                if value is None and option.attribute in needed:
+                    raise ConfigurationError(needed[option.attribute])
+            except ConfigurationError as exc:
+                errors += exc.errors
+        if errors:
+            raise ConfigurationError(*errors)
         return cls(values)
 
 
@@ -391,10 +407,14 @@ class Settings(OptionSet):
     # fmt: on
 
     @classmethod
-    def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:
+    def load(
+        cls, app: Flask, overrides: Mapping[str, Any] | None = None, *, need_sender: bool = False
+    ) -> Settings:
+        """As :meth:`OptionSet.load`; with ``need_sender``, an unset sender is an error too."""
         if app.testing:  # an app's tests see each email as its request ends
             app.config.setdefault("CONFIRM_MAIL_DELIVERY", "sync")
-        settings = super().load(app, overrides)
+        needed = {"sender": _NO_SENDER} if need_sender else {}
+        settings = cls._parse(app, overrides or {}, needed)
         if settings.app_name is None:  # the Flask app's import name means nothing to a reader
             settings.__dict__["app_name"] = urlsplit(settings.external_url).hostname
         return settings
