@@ -1,7 +1,9 @@
-"""A first run that flows: every start-up problem in one error."""
+"""A first run that flows: every start-up problem in one error, and a short development key
+accepted while debug or TESTING is on, with a warning, and refused in production."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -9,7 +11,10 @@ from flask import Flask
 
 from flask_confirm_mail import ConfigurationError, ConfirmMail
 from flask_confirm_mail.mailer.settings import MailerSettings
+from flask_confirm_mail.settings import Settings
 from tests.apps import EXTERNAL_URL, User, db
+from tests.conftest import link_from
+from tests.support.smtp_server import SMTPSink
 
 #: 20 bytes, like a development key written by hand; no 8 of them in a row occur in any message.
 SHORT_KEY = "Kq7Zp3dev0Wx5Lm2Vb9T"
@@ -81,3 +86,37 @@ def test_the_mailer_environment_is_checked_whole() -> None:
     assert first == f"{len(lines)} configuration errors:"
     assert any("JWT_MAILER_SECRET" in line for line in lines)
     assert any("MAILERTOGO_SMTP_PORT" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "mode", [{"DEBUG": True, "TESTING": False}, {"TESTING": True}], ids=["debug", "testing"]
+)
+@pytest.mark.parametrize("setting", ["SECRET_KEY", "CONFIRM_MAIL_SECRET"])
+def test_a_short_key_signs_links_while_developing_and_is_refused_in_production(
+    make_app: Any,
+    smtp_server: SMTPSink,
+    caplog: pytest.LogCaptureFixture,
+    setting: str,
+    mode: dict[str, bool],
+) -> None:
+    keys = {"SECRET_KEY": SHORT_KEY * 2, "CONFIRM_MAIL_SECRET": None, setting: SHORT_KEY}
+    caplog.set_level(logging.DEBUG)
+    production = {"DEBUG": False, "TESTING": False}
+    with pytest.raises(ConfigurationError, match=f"^{setting} is too short"):
+        make_app(config={**keys, **production})
+    assert not [r for r in caplog.records if r.name == "flask_confirm_mail"]
+
+    app = make_app(config={**keys, **mode})
+    with app.app_context():
+        Settings.load(app)  # read again, as a transport may: still one warning
+    signup = app.test_client().post("/signup", data={"email": "kitty@example.org"})
+    assert signup.status_code == 201
+    path = link_from(smtp_server.wait_for(1)[-1]).removeprefix(EXTERNAL_URL)
+    answer = app.test_client().post(path, headers={"Accept": "application/json"})
+    assert answer.json["status"] == "confirmed"
+
+    [warning] = [r for r in caplog.records if r.name == "flask_confirm_mail"]
+    message = warning.getMessage()
+    assert warning.levelno == logging.WARNING and message.startswith(f"{setting} is shorter")
+    assert "refused in production" in message and "secrets.token_urlsafe" in message
+    assert not any(leaks_key(f"{r.getMessage()} {r.args!r}") for r in caplog.records)
