@@ -14,7 +14,13 @@ class ConfirmMailError(Exception):
 
 
 class ConfigurationError(ConfirmMailError):
-    """A setting is missing or unsafe; raised by ``init_app`` and the mailer's ``create_app``."""
+    """Settings are missing or unsafe; raised by ``init_app`` and the mailer's ``create_app``.
+    ``errors`` holds one message per problem; the message lists them, one a line."""
+
+    def __init__(self, *errors: str) -> None:
+        self.errors = list(errors)
+        many = f"{len(errors)} configuration errors:" + "".join(f"\n- {e}" for e in errors)
+        super().__init__(*errors if len(errors) < 2 else [many])
 
 
 class NotInitializedError(ConfirmMailError, RuntimeError):

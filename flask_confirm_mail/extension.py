@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask
 from flask.logging import default_handler, has_level_handler
@@ -29,7 +29,18 @@ from .views import blueprint, limit_resend
 
 G = TypeVar("G", bound=Callable[[], Any])
 H = TypeVar("H", bound=Callable[[list[int]], object])
+P = ParamSpec("P")
+T = TypeVar("T")
 logger = logging.getLogger("flask_confirm_mail")
+
+
+def _collect(errors: list[str], check: Callable[P, T], *a: P.args, **k: P.kwargs) -> T | None:
+    """``check(*a, **k)``, or ``None`` with the messages of its ConfigurationError in ``errors``."""
+    try:
+        return check(*a, **k)
+    except ConfigurationError as exc:
+        errors += exc.errors
+        return None
 
 
 class ConfirmMail:
@@ -80,25 +91,26 @@ class ConfirmMail:
         """Check the settings, then register the blueprint, CLI, hooks and per-app state.
 
         :param transport: this app's transport, over the constructor's.
-        :raises ConfigurationError: an unsafe or missing setting, or a second call for this app."""
+        :raises ConfigurationError: unsafe or missing settings, all of them in one error, or a
+            second call for this app."""
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(
                 "ConfirmMail.init_app was already called for this app; call it once per app."
             )
-        settings = Settings.load(app, self.options)
-        columns = UserColumns(
-            self.user_model, email=self.email_attribute, confirmed=self.confirmed_attribute,
-            pending_email=self.pending_email_attribute,
+        errors: list[str] = []
+        transport = transport or self.transport
+        settings = _collect(errors, Settings.load, app, self.options, need_sender=not transport)
+        columns = _collect(
+            errors, UserColumns, self.user_model, email=self.email_attribute,
+            confirmed=self.confirmed_attribute, pending_email=self.pending_email_attribute,
         )  # fmt: skip
         if "mail" not in app.extensions:
             Mail().init_app(app)
-        if not (transport or self.transport or settings.sender):
-            raise ConfigurationError(
-                "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs "
-                "a From address."
-            )
-        transport = transport or self.transport or SMTPTransport(settings)
-        transport.init_app(app)  # checks its settings (MAIL_PORT=abc fails here)
+        if settings is not None:  # the transport's checks (MAIL_PORT=abc...) read the settings
+            transport = transport or SMTPTransport(settings)
+            _collect(errors, transport.init_app, app)
+        if errors or settings is None or columns is None or transport is None:
+            raise ConfigurationError(*errors)
         flow = ConfirmationFlow(
             db=self.db, outbox_model=self.outbox_model, settings=settings, columns=columns,
             transport=transport,

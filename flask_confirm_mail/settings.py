@@ -4,7 +4,9 @@ from which :data:`OPTIONS` (the docs' table) and :meth:`Settings.load` are deriv
 from __future__ import annotations
 
 import hmac
+import logging
 import re
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from email.utils import parseaddr
@@ -24,6 +26,11 @@ PREFIX = "CONFIRM_MAIL_"
 #: anyone mint links, so they are refused unless ``TESTING`` or debug is on.
 EXAMPLE_SECRETS = frozenset({"dev only: set FLASK_SECRET_KEY in production"})
 _MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+#: The apps already told that their key is short: once per app is enough.
+_WARNED: weakref.WeakSet[Flask] = weakref.WeakSet()
+_NO_SENDER = (
+    "Set CONFIRM_MAIL_SENDER or MAIL_DEFAULT_SENDER: the confirmation email needs a From address."
+)
 T = TypeVar("T")
 #: ``parse(value, key, app)`` returns the setting or raises a ConfigurationError naming
 #: ``key``; ``app`` is ``None`` in :meth:`OptionSet.load_from`.
@@ -121,14 +128,29 @@ def _reminders(value: Any, key: str, app: Flask) -> tuple[timedelta, ...]:
     return tuple(delays)
 
 
-def _secret(value: Any, key: str, app: Flask) -> bytes:
+def _allow_short(name: str, app: Flask | None) -> bool:
+    """Whether a short key may sign, only while developing; the warning never shows the key."""
+    if app is None or not (app.debug or app.testing):
+        return False
+    if app not in _WARNED:
+        _WARNED.add(app)
+        logging.getLogger("flask_confirm_mail").warning(
+            f"{name} is shorter than {MIN_SECRET_BYTES} bytes: accepted while debug or TESTING "
+            f"is on, refused in production. Make a key with {_MAKE_ONE}"
+        )
+    return True
+
+
+def _secret(value: Any, key: str, app: Flask | None, *, short_ok: bool = False) -> bytes:
     if not isinstance(value, (str, bytes)):
         raise ConfigurationError(f"{key} must be a string or bytes.")
-    if len(secret := secret_bytes(value)) < MIN_SECRET_BYTES:
-        raise ConfigurationError(
-            f"{key} is too short: use at least {MIN_SECRET_BYTES} random bytes ({_MAKE_ONE})."
-        )
-    return secret
+    if len(secret := secret_bytes(value)) >= MIN_SECRET_BYTES:
+        return secret
+    if short_ok and secret and _allow_short(key, app):
+        return derive_link_secret(secret)  # HS256 keys have 32 bytes (PyJWT warns below)
+    raise ConfigurationError(
+        f"{key} is too short: use at least {MIN_SECRET_BYTES} random bytes ({_MAKE_ONE})."
+    )
 
 
 #: A secret of at least :data:`~flask_confirm_mail.tokens.MIN_SECRET_BYTES`, or unset.
@@ -161,23 +183,22 @@ def _link_secret(value: Any, key: str, app: Flask) -> tuple[bytes, ...]:
                 f"Set {key} (at least 32 bytes) or SECRET_KEY, from which a link-token key "
                 "is derived."
             )
-        if len(secret_bytes(secret_key)) < MIN_SECRET_BYTES:
+        if len(secret_bytes(secret_key)) < MIN_SECRET_BYTES and not _allow_short("SECRET_KEY", app):
             # A derived key is only as hard to guess as the key it comes from.
             raise ConfigurationError(
                 f"SECRET_KEY is too short to derive the link-token key from: set {key} "
                 f"(at least {MIN_SECRET_BYTES} random bytes) or a longer SECRET_KEY."
             )
-        keys = [secret_key, *reversed(app.config.get("SECRET_KEY_FALLBACKS") or ())]
-        # A fallback too short to derive from never signed a link: nothing to verify.
-        return tuple(
-            derive_link_secret(k) for k in keys if len(secret_bytes(k)) >= MIN_SECRET_BYTES
-        )
+        fallbacks = reversed(app.config.get("SECRET_KEY_FALLBACKS") or ())
+        # A fallback too short to derive from never signed a link outside development.
+        keys = [k for k in fallbacks if len(secret_bytes(k)) >= MIN_SECRET_BYTES]
+        return tuple(derive_link_secret(k) for k in [secret_key, *keys])
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise ConfigurationError(f"{key} must name at least one key.")
     for item in values:
         _refuse_example(key, item, app)
-    secrets = tuple(_secret(item, key, app) for item in reversed(values))
+    secrets = tuple(_secret(item, key, app, short_ok=True) for item in reversed(values))
     if secret_key and any(hmac.compare_digest(s, secret_bytes(secret_key)) for s in secrets):
         raise ConfigurationError(f"{key} must differ from SECRET_KEY.")
     return secrets
@@ -283,22 +304,35 @@ class OptionSet:
     @classmethod
     def load(cls: type[S], app: Flask, overrides: Mapping[str, Any] | None = None) -> S:
         """Read, check and freeze the settings of ``app``; ``overrides`` (by name) win over
-        ``app.config``, where each default is set. A bad value raises ConfigurationError."""
-        overrides, values = overrides or {}, {}
-        for option in cls.options():
-            raw = overrides.get(option.name, app.config.setdefault(option.key, option.default))
-            values[option.attribute] = option.parse(raw, option.key, app)
-        return cls(values)
+        ``app.config``, where each default is set. Bad values raise one ConfigurationError."""
+        return cls._parse(app, overrides or {})
 
     @classmethod
     def load_from(cls: type[S], mapping: Mapping[str, Any]) -> S:
         """As :meth:`load`, from ``mapping`` (``os.environ``, say) by key, without an app
         (parsers get ``app=None``). An empty value counts as unset."""
-        values = {}
+        return cls._parse(None, mapping)
+
+    @classmethod
+    def _parse(
+        cls: type[S], app: Flask | None, given: Mapping[str, Any], needed: Mapping[str, str] = {}
+    ) -> S:
+        """The options read from ``given`` (by name over ``app.config``, or by key without an
+        app), or one ConfigurationError naming each bad one and each of ``needed`` unset."""
+        values, errors = {}, []
         for option in cls.options():
-            raw = mapping.get(option.key)
-            raw = option.default if raw is None or raw == "" else raw
-            values[option.attribute] = option.parse(raw, option.key, None)
+            if app is not None:
+                raw = given.get(option.name, app.config.setdefault(option.key, option.default))
+            elif (raw := given.get(option.key)) is None or raw == "":
+                raw = option.default
+            try:
+                value = values[option.attribute] = option.parse(raw, option.key, app)
+                if value is None and option.attribute in needed:
+                    raise ConfigurationError(needed[option.attribute])
+            except ConfigurationError as exc:
+                errors += exc.errors
+        if errors:
+            raise ConfigurationError(*errors)
         return cls(values)
 
 
@@ -391,10 +425,14 @@ class Settings(OptionSet):
     # fmt: on
 
     @classmethod
-    def load(cls, app: Flask, overrides: Mapping[str, Any] | None = None) -> Settings:
+    def load(
+        cls, app: Flask, overrides: Mapping[str, Any] | None = None, *, need_sender: bool = False
+    ) -> Settings:
+        """As :meth:`OptionSet.load`; with ``need_sender``, an unset sender is an error too."""
         if app.testing:  # an app's tests see each email as its request ends
             app.config.setdefault("CONFIRM_MAIL_DELIVERY", "sync")
-        settings = super().load(app, overrides)
+        needed = {"sender": _NO_SENDER} if need_sender else {}
+        settings = cls._parse(app, overrides or {}, needed)
         if settings.app_name is None:  # the Flask app's import name means nothing to a reader
             settings.__dict__["app_name"] = urlsplit(settings.external_url).hostname
         return settings
