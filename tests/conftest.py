@@ -36,6 +36,7 @@ MARKS_BY_FILE = {
     "test_benchmarks_smoke.py": "slow",  # runs the benchmarks, some in child processes
     "test_gunicorn_logs.py": "slow",  # a gunicorn per test
     "test_celery.py": "celery",  # celery workers on redis-server
+    "test_rq.py": "rq",  # rq workers on redis-server
     "test_outages.py": "faults",
 }
 #: Single tests, by function name (parameters aside): each takes a second or more, mostly a

@@ -183,6 +183,12 @@ def test_quickstart_page_includes_the_tested_app() -> None:
     assert ".. literalinclude:: quickstart_app.py" in page
 
 
+def test_the_rq_recipe_shows_the_module_and_command_its_tests_run() -> None:
+    page = (DOCS / "recipes" / "rq.rst").read_text(encoding="utf-8")
+    assert ".. literalinclude:: rq_app.py" in page  # tests/delivery/test_rq.py imports it
+    assert "flask --app rq_app confirm-mail worker --once" in page  # its periodic step
+
+
 # --- every setting the code reads is documented -----------------------------------------
 
 
