@@ -51,6 +51,7 @@ def test_a_lost_database_is_logged_once_and_its_return_once(
     assert not any(r.exc_info for r in caplog.records if r.name == "flask_confirm_mail")
 
 
+@pytest.mark.faults
 def test_a_stopping_sender_that_cannot_record_stops_within_its_grace(
     make_app: Any, smtp_server: SMTPSink, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

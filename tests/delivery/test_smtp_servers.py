@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from flask_confirm_mail.outbox import DEAD, SENT
 from tests.conftest import link_from
 from tests.delivery.test_faults import tally
@@ -62,6 +64,7 @@ def test_a_connection_limit_shrinks_the_pool_and_costs_no_message_an_attempt(
     assert {(row.status, row.attempts) for row in _rows(app)} == {(SENT, 1)}
 
 
+@pytest.mark.slow
 def test_max_rate_paces_evenly_within_a_providers_window(
     make_app: Any, smtp_server: SMTPSink
 ) -> None:
