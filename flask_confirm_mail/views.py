@@ -73,7 +73,10 @@ def _private_headers(response: Response) -> Response:
 
 @blueprint.before_request
 def _bound_body() -> None:
-    """Refuse a body over ``MAX_BODY_BYTES`` (413), whether it says its length or streams."""
+    """Refuse a method no route takes (405), and a body over ``MAX_BODY_BYTES`` (413)
+    whether it says its length or streams."""
+    if request.method not in METHODS:
+        abort(405, valid_methods=list(METHODS))
     bound_stream(MAX_BODY_BYTES)
     chunked = request.content_length is None
     if chunked:  # read it now, so going over the limit is a 413 here, not an empty form
@@ -82,15 +85,28 @@ def _bound_body() -> None:
         abort(413)
 
 
+#: Methods the routes take; any other under the prefix is this blueprint's 405 (page or JSON).
+METHODS = ("GET", "HEAD", "POST", "OPTIONS")
+_ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # HEAD and OPTIONS come with GET
+
+
+@blueprint.route("/", defaults={"rest": ""}, methods=_ANY_METHOD)
+@blueprint.route("/<path:rest>", methods=_ANY_METHOD)
+def _elsewhere(rest: str) -> Any:
+    """A path under the prefix that no route takes: this blueprint's 404, not the app's."""
+    abort(404)
+
+
 @blueprint.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Any:
     if error.response is not None:  # an answer built with the error (the resend limit's)
         return error.response
     code = error.code or 400
+    headers = [(k, v) for k, v in error.get_headers() if k != "Content-Type"]  # 405's Allow
     if wants_json():
-        return jsonify(status="error", error=(error.name or "error").lower()), code
+        return jsonify(status="error", error=(error.name or "error").lower()), code, headers
     title = ERROR_TITLES.get(code, error.name)
-    return render_template("confirm_mail/error.html", error=error, title=title), code
+    return render_template("confirm_mail/error.html", error=error, title=title), code, headers
 
 
 def _page(template: str, code: int = 200, json: Any = None, **context: Any) -> Response:
@@ -101,7 +117,7 @@ def _page(template: str, code: int = 200, json: Any = None, **context: Any) -> R
     return make_response(render_template(f"confirm_mail/{template}.html", **context), code)
 
 
-@blueprint.route("/<token>", methods=["GET", "POST"])
+@blueprint.route("/<token>", methods=_ANY_METHOD)
 def confirm(token: str) -> Any:
     flow = get_flow()
     # GET shows a button that POSTs here: mail scanners fetch links, and must confirm nothing.
@@ -149,7 +165,7 @@ def owner_cooldown(email: object = None) -> dict[str, Any]:
     return {"cooldown": {"sent_seconds_ago": ago, "retry_after": wait}, "cooldown_message": message}
 
 
-@blueprint.route("/resend", methods=["GET", "POST"])
+@blueprint.route("/resend", methods=_ANY_METHOD)
 def resend() -> Any:
     flow = get_flow()
     if request.method == "GET":
@@ -171,7 +187,7 @@ def resend() -> Any:
     return _page("resend", 202, {"status": "resend_requested", "message": notice}, notice=notice)
 
 
-@blueprint.route("/code", methods=["GET", "POST"])
+@blueprint.route("/code", methods=_ANY_METHOD)
 def code() -> Any:
     """Confirm with the code from the email, on any device: address and code, no session."""
     flow = get_flow()

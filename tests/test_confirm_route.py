@@ -246,3 +246,27 @@ def test_emails_start_their_sentence_with_a_capital(make_app: Any, smtp_server: 
     assert body is not None
     text = body.get_content().replace("\r\n", "\n")
     assert "Hello,\n\nPlease confirm your email address for app.example.com" in text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/confirm/a/b", 404),
+        ("POST", "/confirm/resend/extra", 404),
+        ("PUT", "/confirm/some-token", 405),
+        ("DELETE", "/confirm/resend", 405),
+        ("PATCH", "/confirm/code", 405),
+    ],
+)
+def test_a_path_or_method_no_route_takes_is_answered_like_the_routes(
+    app: Flask, method: str, path: str, status: int
+) -> None:
+    client = app.test_client()
+    answer = client.open(path, method=method, headers={"Accept": "application/json"})
+    assert answer.status_code == status and answer.json is not None
+    assert answer.json["status"] == "error"
+    page = client.open(path, method=method)
+    assert page.status_code == status and b"<main" in page.data
+    if status == 405:
+        assert set(answer.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+    assert client.get("/elsewhere", headers={"Accept": "application/json"}).json is None
