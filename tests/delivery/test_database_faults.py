@@ -26,11 +26,10 @@ def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_a_lost_database_is_logged_once_and_its_return_once(
-    make_app: Any, smtp_server: SMTPSink, database_url: str, caplog: pytest.LogCaptureFixture
+    build_app: Any, smtp_server: SMTPSink, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the database is taken away by moving its SQLite file")
-    app = make_app(config=WORKER)
+    database_url = f"sqlite:///{tmp_path / 'app.db'}"  # taken away by moving the file
+    app = build_app(database_url, config=WORKER)
     _enqueue_many(app, 1)
     loop = DeliveryLoop(app, get_flow(app).deliverer)
     path = Path(database_url.removeprefix("sqlite:///"))
@@ -53,11 +52,10 @@ def test_a_lost_database_is_logged_once_and_its_return_once(
 
 @pytest.mark.faults
 def test_a_stopping_sender_that_cannot_record_stops_within_its_grace(
-    make_app: Any, smtp_server: SMTPSink, database_url: str, caplog: pytest.LogCaptureFixture
+    build_app: Any, smtp_server: SMTPSink, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the database is taken away with SQLite's exclusive lock")
-    app = make_app(config=WORKER)
+    database_url = f"sqlite:///{tmp_path / 'app.db'}"  # taken away by an exclusive lock
+    app = build_app(database_url, config=WORKER)
     _enqueue_many(app, 1)
     deliverer = get_flow(app).deliverer
     deliverer.record_grace = 0.5
