@@ -81,7 +81,7 @@ def assert_is_notice(mail: ReceivedMail, *, replaced: bool = False) -> None:
         assert MASKED in part
         assert "example.net" not in part.lower() and "newcomer" not in part.lower()
         assert not LINK_RE.search(part) and "/confirm/" not in part and "eyJ" not in part
-        assert ("now your login" in part) is replaced
+        assert ("now the one on the account" in part) is replaced
 
 
 def _mail_to(sink: SMTPSink, count: int, address: str) -> ReceivedMail:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gettext
 import io
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from html import unescape
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
+from babel.messages.pofile import PoFileError, read_po
 from flask import Flask
 
 from flask_confirm_mail import send_confirmation
@@ -79,6 +82,72 @@ def test_the_compiled_catalog_matches_its_po_file(lang: str) -> None:
 def test_translations_keep_every_placeholder(lang: str) -> None:
     problems = [(m.id, [str(e) for e in errors]) for m, errors in catalog(lang).check()]
     assert problems == []
+
+
+def compile_problems(po_path: Path, lang: str, *, msgfmt: bool = True) -> list[str]:
+    """What compiling ``po_path`` with checks finds: the errors ``pybabel compile`` reports
+    (a placeholder the message lacks), and what it lets through silently (a syntax error,
+    a fuzzy entry or catalog, which it leaves out of the ``.mo``, a plural message without
+    one text per form, a ``Plural-Forms`` count its own formula contradicts); and, where
+    GNU gettext is installed and ``msgfmt`` is true, what ``msgfmt --check`` refuses."""
+    try:
+        with open(po_path, "rb") as po:
+            parsed = read_po(po, locale=lang, abort_invalid=True)
+    except PoFileError as error:
+        return [f"syntax: {error}"]
+    problems = [f"line {m.lineno}: {e}" for m, errors in parsed.check() for e in errors]
+    if parsed.fuzzy:
+        problems.append("the catalog is marked fuzzy")
+    problems += [f"line {m.lineno}: fuzzy {m.id!r}" for m in parsed if m.id and m.fuzzy]
+    problems += [  # read_po pads a plural message's missing forms with empty texts
+        f"line {m.lineno}: {parsed.num_plurals} plural forms wanted: {m.string!r}"
+        for m in parsed
+        if isinstance(m.id, tuple) and any(m.string) and not all(m.string)
+    ]
+    plural = gettext.c2py(parsed.plural_expr)
+    forms = {plural(n) for n in [*range(1001), 10**6, 2 * 10**6, 10**9]}
+    if forms != set(range(parsed.num_plurals)):
+        problems.append(f"Plural-Forms: nplurals={parsed.num_plurals} but forms {sorted(forms)}")
+    command = shutil.which("msgfmt") if msgfmt else None
+    if command is not None:
+        checked = subprocess.run(
+            [command, "--check", "-o", os.devnull, str(po_path)], capture_output=True, text=True
+        )
+        if checked.returncode != 0:
+            problems.append(f"msgfmt --check: {checked.stderr.strip()}")
+    return problems
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_catalog_compiles_with_checks(lang: str) -> None:
+    po_path = TRANSLATIONS / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+    assert compile_problems(po_path, lang) == []
+
+
+#: Entries each of which the check must refuse, added to a copy of the German catalog.
+BROKEN_ENTRIES = {
+    "placeholder": '#, python-format\nmsgid "Hi %(user_name)s"\nmsgstr "Hallo %(name)s"\n',
+    "plural count": (
+        '#, python-format\nmsgid "%(num)d cat"\nmsgid_plural "%(num)d cats"\n'
+        'msgstr[0] "%(num)d Katze"\n'
+    ),
+    "fuzzy": '#, fuzzy\nmsgid "A guess"\nmsgstr "Eine Vermutung"\n',
+}
+
+
+@pytest.mark.parametrize("kind", [*BROKEN_ENTRIES, "Plural-Forms"])
+def test_the_compile_check_refuses_a_broken_catalog(kind: str, tmp_path: Path) -> None:
+    source = (TRANSLATIONS / "de" / "LC_MESSAGES" / f"{DOMAIN}.po").read_text(encoding="utf-8")
+    if kind == "Plural-Forms":
+        assert "nplurals=2; plural=(n != 1);" in source
+        broken = source.replace(
+            "nplurals=2; plural=(n != 1);", "nplurals=2; plural=(n > 1 ? 2 : 0);"
+        )
+    else:
+        broken = f"{source}\n{BROKEN_ENTRIES[kind]}"
+    po_path = tmp_path / f"{DOMAIN}.po"
+    po_path.write_text(broken, encoding="utf-8")
+    assert compile_problems(po_path, "de", msgfmt=False), f"the {kind} entry went through"
 
 
 # --- pages ---------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def test_a_change_asked_in_german_sends_a_german_notice_to_the_old_address(
     text, html = _texts(notice)
     assert text.startswith(
         "Hallo,\n\nJemand hat beantragt, die E-Mail-Adresse Ihres Kontos bei app.example.com "
-        "in n***@e***.net zu ändern.\nDiese Adresse bleibt Ihr Login, bis die neue bestätigt ist."
+        "in n***@e***.net zu ändern.\n"
+        "Diese Adresse bleibt dem Konto zugeordnet, bis die neue bestätigt ist."
     )
     assert "wenden Sie sich sofort an app.example.com." in text
     assert '<html lang="de">' in html and "Jemand hat beantragt" in html
