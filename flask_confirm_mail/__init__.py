@@ -40,7 +40,7 @@ from .signals import (
 from .transport import ConfirmationEmail, Transport
 from .users import ConfirmableMixin
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 __all__ = [
     "AddressError",
