@@ -195,10 +195,16 @@ def test_postgresql_down_under_load_is_503_never_500_and_recovers(
     assert all(a.status in (201, 503) for _, _, a in answers), (by_phase, errors[-20:])
     assert by_phase["before"][201] > 0
     assert by_phase["outage"][503] > 0 and by_phase["outage"][500] == 0
-    assert all(a.retry_after == "30" for _, _, a in answers if a.status == 503)
+    # A 503 says "try again" (Retry-After) unless the sign-up had committed before the fault
+    # (reading the new user back failed): then it says the sign-up went through.
+    saved = {email for _, email, a in answers if a.status == 503 and a.retry_after is None}
+    assert all(
+        a.retry_after == "30" or "went through" in a.body or '"saved":true' in a.body
+        for _, _, a in answers if a.status == 503
+    )  # fmt: skip
     assert by_phase["after"][201] >= 30, f"no recovery without a restart: {by_phase}"
     assert "Traceback" not in log and "Database unavailable on POST /signup" in log
-    answered = {email for _, email, a in answers if a.status == 201}
+    answered = {email for _, email, a in answers if a.status == 201} | saved
     assert_no_half_sign_up(direct, answered, in_flight=2 * 4)
 
 
@@ -387,7 +393,8 @@ def test_a_server_started_on_a_read_only_file_serves_once_its_mode_is_restored(
         for path in folder.glob("app.db*"):  # what an operator restores: the file and its WAL
             path.chmod(0o644)
         accepted = [post(port, "/signup", {"email": f"after{i}@example.org"}) for i in range(8)]
-        assert [a.status for a in accepted] == [201] * 8  # each worker thread recovered
+        statuses = [a.status for a in accepted]  # each worker thread recovered
+        assert statuses == [201] * 8, (tmp_path / "second.log").read_text()[-3000:]
     log = (tmp_path / "second.log").read_text()
     assert "Traceback" not in log and "Database unavailable on POST /signup" in log
     assert_no_half_sign_up(
