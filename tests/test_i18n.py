@@ -14,10 +14,6 @@ from typing import Any
 
 import pytest
 from babel.messages.extract import extract_from_dir
-try:
-    from babel.messages.frontend import parse_mapping_cfg
-except ImportError:  # Babel before 2.16 (the floors lane)
-    from babel.messages.frontend import parse_mapping as parse_mapping_cfg
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import PoFileError, read_po
 from flask import Flask
@@ -28,6 +24,11 @@ from flask_confirm_mail.i18n import gettext as translate
 from tests.apps import User, db
 from tests.support.smtp_server import SMTPSink
 from tests.test_outbox import _worker
+
+try:
+    from babel.messages.frontend import parse_mapping_cfg
+except ImportError:  # Babel before 2.16 (the floors lane)
+    from babel.messages.frontend import parse_mapping as parse_mapping_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "N_": None}
