@@ -79,7 +79,9 @@ def test_the_compiled_catalog_matches_its_po_file(lang: str) -> None:
     expected = gettext.GNUTranslations(compiled)
     with open(TRANSLATIONS / lang / "LC_MESSAGES" / f"{DOMAIN}.mo", "rb") as mo:
         committed = gettext.GNUTranslations(mo)
-    assert committed._catalog == expected._catalog, f"run {UPDATE_COMMAND} to compile {lang}"  # type: ignore[attr-defined]
+    # The header ("") names the Babel that compiled it; the messages must be the same.
+    messages = [{k: v for k, v in t._catalog.items() if k} for t in (committed, expected)]  # type: ignore[attr-defined]
+    assert messages[0] == messages[1], f"run {UPDATE_COMMAND} to compile {lang}"
 
 
 @pytest.mark.parametrize("lang", [lang for lang in LANGUAGES if lang != "en"])
