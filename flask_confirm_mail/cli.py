@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from functools import partial
 from typing import Any
 
@@ -25,6 +26,9 @@ from .transport import ConfirmationEmail, load_email_templates
 
 cli_group = AppGroup("confirm-mail", help="Email confirmation: send links, confirm, run delivery.")
 _TIME = "%Y-%m-%d %H:%M:%S"
+_WITHIN = {"confirmed_1h": timedelta(hours=1), "confirmed_24h": timedelta(days=1),
+           "confirmed_7d": timedelta(days=7)}  # fmt: skip
+_FUNNEL = ("signed_up", "delivered", "bounced", *_WITHIN, "never_confirmed")
 
 
 def _user_by_address(email: str) -> tuple[ConfirmationFlow, Any, Purpose]:
@@ -201,6 +205,44 @@ def outbox_command() -> None:
             f"dead {row.id}: to {row.recipient} ({row.purpose}), {outbox.dead_verdict(row)}, "
             f"{row.attempts} attempt(s){unknown}, last error: {row.last_error or '-'}"
         )
+
+
+@cli_group.command("stats")
+@click.option("--days", type=click.IntRange(min=1), default=14, show_default=True,
+              help="How many days of sign-ups, today (UTC) included.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per day.")
+def stats_command(days: int, as_json: bool) -> None:
+    """Per UTC day of sign-up (through the sign-up views), the accounts that signed up, whose
+    sign-up email was delivered, whose sign-up email bounced (dead after the receiving server
+    refused it; bounces reported later, to the bounces part, are not counted), that confirmed
+    within 1 h, 24 h and 7 d of signing up (each count includes the shorter ones; ``-`` for a
+    boolean confirmation column, which keeps no time) and that are not confirmed (yet)."""
+    flow = get_flow()
+    columns, session = flow.columns, flow.db.session
+    since = datetime.combine(outbox.utcnow().date() - timedelta(days=days - 1), time())
+    signups = outbox.signups_since(session.connection(), flow.outbox_table, flow.state_table, since)
+    confirmed = columns.confirmed_values(session, [row.user_id for row in signups])
+    timed = not columns.confirmed_is_boolean
+    blank = {key: None if key in _WITHIN and not timed else 0 for key in _FUNNEL}
+    per_day: dict[str, dict[str, Any]] = {}
+    for row in signups:
+        at = confirmed.get(row.user_id)
+        day = per_day.setdefault(row.signed_up_at.date().isoformat(), dict(blank))
+        counts = {"signed_up": True, "delivered": row.delivered, "bounced": row.refused,
+                  "never_confirmed": at in (None, False)}  # fmt: skip
+        if timed and at is not None:
+            counts.update({key: at - row.signed_up_at <= span for key, span in _WITHIN.items()})
+        for key, value in counts.items():
+            day[key] += int(bool(value))
+    rows = [{"date": date, **counts} for date, counts in sorted(per_day.items())]
+    if as_json:
+        return click.echo(json.dumps(rows, indent=2))
+    total = {key: None if blank[key] is None else sum(r[key] for r in rows) for key in _FUNNEL}
+    labels = ("signed up", "delivered", "bounced", "in 1 h", "in 24 h", "in 7 d", "unconfirmed")
+    click.echo("date (UTC) " + " ".join(f"{label:>11}" for label in labels))
+    for row in [*rows, {"date": "total", **total}]:
+        cells = ("-" if row[key] is None else row[key] for key in _FUNNEL)
+        click.echo(f"{row['date']:10} " + " ".join(f"{cell:>11}" for cell in cells))
 
 
 @cli_group.command("retry")

@@ -302,6 +302,19 @@ def signed_up_before(
     return [row[0] for row in conn.execute(stmt.distinct())]
 
 
+def signups_since(conn: Connection, table: Table, state: Table, since: datetime) -> list[Any]:
+    """The accounts that signed up at or after ``since``: ``user_id``, ``signed_up_at`` (the
+    first), and whether a sign-up email to it was ``delivered`` and whether one was ``refused``
+    (dead after a refusal)."""
+    c, s = table.c, state.c
+    mail = sa.select(c.id).where(c.user_id == s.user_id, c.purpose == Purpose.SIGNUP.value)
+    delivered = sa.exists(mail.where(c.status == SENT).correlate(state)).label("delivered")
+    refused = sa.exists(mail.where(c.status == DEAD, c.last_failure == REFUSED).correlate(state))
+    first = sa.func.min(s.signed_up_at).label("signed_up_at")
+    stmt = sa.select(s.user_id, first, delivered, refused.label("refused"))
+    return list(conn.execute(stmt.where(s.signed_up_at >= since).group_by(s.user_id)))
+
+
 def delete_for_user(conn: Connection, table: Table, state: Table, user_id: str) -> None:
     """Remove every message and state row of ``user_id`` (its account is being deleted)."""
     conn.execute(table.delete().where(table.c.user_id == user_id))
