@@ -43,6 +43,9 @@ class Outcome(str, Enum):
     ALREADY_CONFIRMED = "already_confirmed"
     EXPIRED = "expired"
     INVALID = "invalid"
+    CANCEL = "cancel"  #: A cancel link, valid and its change pending: the GET page's button.
+    CANCELLED = "cancelled"
+    NOTHING_PENDING = "nothing_pending"  #: Cancelled, confirmed, replaced, or no such account.
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,9 @@ class ConfirmationFlow:
         setattr(user, columns.confirmed_attribute, columns.confirmed_value(outbox.utcnow()))
         return True
 
-    def _verified(self, token: str) -> tuple[LinkClaims, Any] | LinkResult:
+    def _verified(self, token: str, cancel: bool = False) -> tuple[LinkClaims, Any] | LinkResult:
         try:
-            claims = self.signer.verify(token)
+            claims = self.signer.verify(token, cancel)
             return claims, self.columns.parse_id(claims.user_id)
         except ExpiredToken:
             return LinkResult(Outcome.EXPIRED)
@@ -183,6 +186,28 @@ class ConfirmationFlow:
             if columns.is_confirmed(user):
                 return LinkResult(Outcome.ALREADY_CONFIRMED, user)
         return LinkResult(Outcome.INVALID)
+
+    def cancel_change(self, token: str, use: bool) -> LinkResult:
+        """What a change notice's link does (``use``: does it): clear the pending address while
+        the notified address is the login, with one conditional UPDATE so concurrent uses
+        signal once; commits. A genuine link of no pending change (whoever's) is as one used."""
+        if isinstance(verified := self._verified(token, cancel=True), LinkResult):
+            return verified
+        (claims, user_id), columns, session = verified, self.columns, self.db.session
+        user = session.get(columns.model, user_id)  # its address still the one notified:
+        new = columns.pending_of(user) if user and columns.email_of(user) == claims.email else None
+        if new is None:
+            return LinkResult(Outcome.NOTHING_PENDING)
+        if not use:
+            return LinkResult(Outcome.CANCEL, user)
+        if not columns.cancel_pending(session, user_id, claims.email, new):
+            session.rollback()
+            return LinkResult(Outcome.NOTHING_PENDING)
+        session.commit()
+        signals.email_change_cancelled.send(
+            _app(), user=user, old_email=claims.email, new_email=new
+        )
+        return LinkResult(Outcome.CANCELLED, user)
 
     def confirm_code(self, email: object, code: object) -> LinkResult:
         """Use the code of the newest email with one to ``email`` as its link would be; commits.
@@ -279,7 +304,7 @@ def change_email(user: Any, new_email: str) -> bool:
     # Each address once per RESEND_COOLDOWN, never when marked: no mailing any address at will.
     if flow.blocked(new) is None and not flow.cooling(new):
         flow.enqueue(user, Purpose.CHANGE)
-    # A confirmed old address learns of it (no link), even just after its sign-up email;
+    # A confirmed old address learns of it, even just after its sign-up email;
     # a series of changes gives it one notice per cooldown.
     notice = Purpose.CHANGE_NOTICE
     if flow.settings.change_notice and old and was_confirmed and not flow.cooling(old, notice):

@@ -117,20 +117,24 @@ class Deliverer:
                 ids=ids, max_attempts=settings.max_attempts,
             )  # fmt: skip
             # Every delivery of a row carries the same link and code (a copy after a lost
-            # reply is no void email); the change notice has neither.
-            linked = [row.id for row in rows if row.purpose != Purpose.CHANGE_NOTICE]
+            # reply is no void email); a change notice has a cancel link, unless the address
+            # was replaced at once (nothing waits), and no code.
+            pending = {r.id for r in rows if (r.context or {}).get("replaced") is False}
+            linked = [r.id for r in rows if r.purpose != Purpose.CHANGE_NOTICE or r.id in pending]
             ends = outbox.start_links(conn, self.table, linked, settings.lifetime) if linked else {}
         emails = []
         for row in rows:
             token, code, end = "", "", ends.get(row.id)
+            cancel = row.purpose == Purpose.CHANGE_NOTICE
             if end is not None:
-                token = self.signer.issue(row.user_id, row.recipient, end, row.message_id)
+                token = self.signer.issue(row.user_id, row.recipient, end, row.message_id, cancel)
                 code = self.codes.code_for(row.id, row.recipient) if self.codes else ""
             emails.append(ConfirmationEmail(
                 outbox_id=row.id, user_id=row.user_id, recipient=row.recipient,
-                purpose=row.purpose, message_id=row.message_id, link_prefix=settings.link_prefix,
+                purpose=row.purpose, message_id=row.message_id, code="" if cancel else code,
+                link_prefix=settings.link_prefix + ("cancel/" if cancel else ""),
                 link_token=token, expires_at=end, lifetime=settings.lifetime,
-                attempt=row.attempts, context=row.context or {}, code=code, locale=row.locale,
+                attempt=row.attempts, context=row.context or {}, locale=row.locale,
             ))  # fmt: skip
         return emails
 

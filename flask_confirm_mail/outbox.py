@@ -159,6 +159,7 @@ def newest_code(conn: Connection, table: Table, recipient: str) -> Any | None:
     """The newest row mailed to ``recipient`` with a code, or ``None``."""
     c = table.c
     stmt = sa.select(table).where(c.recipient == recipient, c.code_expires_at.is_not(None))
+    stmt = stmt.where(c.purpose != Purpose.CHANGE_NOTICE.value)  # its link cancels; no code
     return conn.execute(stmt.order_by(c.id.desc()).limit(1)).first()
 
 

@@ -34,6 +34,12 @@ email_change_requested = _signals.signal(
     Arguments: ``user``, ``old_email``, ``new_email``.""",
 )
 
+email_change_cancelled = _signals.signal(
+    "email-change-cancelled",
+    doc="""The old address's link cancelled a pending change; sent once. Lock the account or
+    alert its owner here. Arguments: ``user``, ``old_email``, ``new_email``.""",
+)
+
 message_delivered = _signals.signal(
     "message-delivered",
     doc="""An outbox message was delivered. Arguments: ``outbox_id``, ``attempt`` (1 for

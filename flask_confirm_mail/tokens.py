@@ -28,6 +28,8 @@ MAX_LEEWAY = 300
 LINK_TOKEN_TYPE = "cm-link+jwt"
 #: The link token's ``aud``, so that no other token of the app is accepted as one.
 LINK_AUDIENCE = "flask-confirm-mail:link"
+#: The ``aud`` of a change notice's cancel link: it confirms nothing, and no link cancels.
+CANCEL_AUDIENCE = "flask-confirm-mail:cancel"
 
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_STRING_CLAIM = 2048
@@ -134,24 +136,27 @@ class LinkTokenSigner:
         self.leeway = leeway
 
     def issue(
-        self, user_id: str, email: str, expires_at: datetime | None = None, seed: str = ""
-    ) -> str:
+        self, user_id: str, email: str, expires_at: datetime | None = None, seed: str = "",
+        cancel: bool = False,
+    ) -> str:  # fmt: skip
         """A token for ``user_id`` and ``email`` that works until ``expires_at`` (naive UTC;
-        default: the lifetime from now); the same ``seed`` and expiry give the same token."""
+        default: the lifetime from now); the same ``seed`` and expiry give the same token.
+        With ``cancel``, a change notice's cancel link (``CANCEL_AUDIENCE``)."""
         exp = int(time.time() + self.lifetime.total_seconds())
         if expires_at is not None:
             exp = int(expires_at.replace(tzinfo=timezone.utc).timestamp())
         iat = exp - int(self.lifetime.total_seconds())
         jti = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else new_jti()
-        claims = {"sub": user_id, "email": email, "aud": LINK_AUDIENCE, "iat": iat, "exp": exp}
+        aud = CANCEL_AUDIENCE if cancel else LINK_AUDIENCE
+        claims = {"sub": user_id, "email": email, "aud": aud, "iat": iat, "exp": exp}
         return encode_token({**claims, "jti": jti}, self._keys[0], typ=LINK_TOKEN_TYPE)
 
-    def verify(self, token: object) -> LinkClaims:
-        """The claims of ``token``; raises as :func:`decode_token`."""
+    def verify(self, token: object, cancel: bool = False) -> LinkClaims:
+        """The claims of ``token`` (a cancel link if ``cancel``); raises as :func:`decode_token`."""
         claims = decode_token(
-            token, self._keys, typ=LINK_TOKEN_TYPE, audience=LINK_AUDIENCE,
-            required=("sub", "email"), max_lifetime=int(self.lifetime.total_seconds()),
-            leeway=self.leeway,
+            token, self._keys, typ=LINK_TOKEN_TYPE, leeway=self.leeway,
+            audience=CANCEL_AUDIENCE if cancel else LINK_AUDIENCE, required=("sub", "email"),
+            max_lifetime=int(self.lifetime.total_seconds()),
         )  # fmt: skip
         user_id, email = claims["sub"], claims["email"]
         if not isinstance(user_id, str) or not 0 < len(user_id) <= 64:

@@ -167,6 +167,15 @@ class UserColumns:
         claimed = sa.and_(pending == address, self.id_column != user_id)
         return sa.update(self.model.__table__).where(claimed).values({pending: None})
 
+    def cancel_pending(self, session: AnySession, user_id: Any, email: str, address: str) -> bool:
+        """Clear ``user_id``'s pending ``address`` with one conditional UPDATE, if ``email`` is
+        still its address: whether it did."""
+        if (pending := self.pending_column) is None:
+            return False
+        mine = sa.and_(self.id_column == user_id, self.email_column == email, pending == address)
+        update = sa.update(self.model.__table__).where(mine).values({pending: None})
+        return bool(session.execute(update).rowcount == 1)  # type: ignore[attr-defined]
+
     def parse_id(self, subject: str) -> Any:
         """Turn a token's ``sub`` into a primary key value without touching the database."""
         try:

@@ -46,6 +46,14 @@ OUTCOMES = {
     Outcome.EXPIRED: (410, N_("This confirmation link has expired.")),
     Outcome.INVALID: (400, N_("This confirmation link is not valid.")),
 }
+#: The same for a change notice's cancel link; "nothing pending" whoever's the change was.
+CANCEL_OUTCOMES = {
+    Outcome.CANCEL: (200, N_("Cancel the change of your email address.")),
+    Outcome.CANCELLED: (200, N_("The change of your email address is cancelled.")),
+    Outcome.NOTHING_PENDING: (200, N_("There is no change of address to cancel.")),
+    Outcome.EXPIRED: (410, N_("This link has expired.")),
+    Outcome.INVALID: (400, N_("This link is not valid.")),
+}
 RESEND_NOTICE = N_("If that address is waiting for confirmation, a new link is on its way.")
 #: Error page titles in the reader's language (werkzeug's names are English).
 ERROR_TITLES = {
@@ -123,6 +131,16 @@ def confirm(token: str) -> Any:
     # GET shows a button that POSTs here: mail scanners fetch links, and must confirm nothing.
     confirms = request.method == "POST" or flow.settings.confirm_on_get
     return _answer((flow.confirm_link if confirms else flow.check_link)(token).outcome, token)
+
+
+@blueprint.route("/cancel/<token>", methods=_ANY_METHOD)
+def cancel(token: str) -> Any:
+    """The change notice's link: GET shows a button (mail scanners fetch links), POST cancels."""
+    outcome = get_flow().cancel_change(token, use=request.method == "POST").outcome
+    code, message = CANCEL_OUTCOMES[outcome][0], _(CANCEL_OUTCOMES[outcome][1])
+    pending = token if outcome is Outcome.CANCEL else None
+    body = {"status": outcome.value, "message": message}
+    return _page("cancel", code, body, message=message, token=pending, outcome=outcome.value)
 
 
 def _answer(outcome: Outcome, token: str) -> Any:

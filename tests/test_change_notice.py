@@ -1,8 +1,10 @@
-"""The change notice: after an email change the old address hears of it, no link in it."""
+"""The change notice: after an email change the old address hears of it; its one link cancels."""
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,13 +76,19 @@ def _texts(mail: ReceivedMail) -> tuple[str, str]:
 
 
 def assert_is_notice(mail: ReceivedMail, *, replaced: bool = False) -> None:
-    """A notice to the old address: the new one masked, no link, no token, no full address."""
+    """A notice to the old address: the new one masked, no full address (not in the token
+    either), no confirm link; a cancel link unless the address was ``replaced`` at once."""
     assert mail.rcpt_tos == [OLD]
     assert mail.message["Subject"] == "Your email address is being changed"
     for part in _texts(mail):
         assert MASKED in part
         assert "example.net" not in part.lower() and "newcomer" not in part.lower()
-        assert not LINK_RE.search(part) and "/confirm/" not in part and "eyJ" not in part
+        assert all(link.endswith("/confirm/cancel") for link in LINK_RE.findall(part))
+        cancel = re.findall(r"/confirm/cancel/([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.", part)
+        assert len(set(cancel)) == (0 if replaced else 1)
+        for _, payload in cancel:  # nor does the token say the new address
+            claims = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).lower()
+            assert b"example.net" not in claims and b"newcomer" not in claims
         assert ("now the one on the account" in part) is replaced
 
 
@@ -110,7 +118,7 @@ def test_mask_address_keeps_first_characters_and_the_last_label(address: str, ma
     assert mask_address(address) == masked
 
 
-def test_the_old_address_gets_a_notice_without_link_and_the_new_one_its_link(
+def test_the_old_address_gets_a_notice_without_confirm_link_and_the_new_one_its_link(
     make_app: Any, shape: str, smtp_server: SMTPSink
 ) -> None:
     app = make_app(shape=shape, config=NO_COOLDOWN)

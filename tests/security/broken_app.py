@@ -22,7 +22,7 @@ def break_confirm_route(app: Flask) -> None:
     """
     signer = app.extensions["confirm_mail"].signer
 
-    def broken(value: str) -> Any:
+    def broken(value: str, cancel: bool = False) -> Any:
         raise RuntimeError(f"the database went away while checking {value}")
 
     signer.verify = broken
