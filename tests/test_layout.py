@@ -20,7 +20,7 @@ import pytest
 from tests.test_docs import docs_extension
 
 #: The most lines the core's modules may hold together.
-CORE_LINES = 4350
+CORE_LINES = 4500
 #: What the mailer service may import from the rest of the package: the leaf modules that
 #: know nothing of the app side.
 MAILER_MAY_IMPORT = {"smtp", "errors", "redaction", "settings", "outbox", "i18n"}
