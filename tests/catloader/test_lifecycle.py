@@ -33,10 +33,11 @@ def test_the_old_address_gets_the_change_notice_in_the_mailbox(
 
     [notice] = [m for m in cat_client.mails_to("old@example.com") if m.subject == NOTICE_SUBJECT]
     assert "w***@e***.net" in notice.text and "whiskers" not in notice.text
-    assert "http" not in notice.text, "no link in the notice"
+    [link] = re.findall(r"https?://\S+", notice.text)
+    assert "/confirm/cancel/" in link, "the notice's one link cancels; it confirms nothing"
     shown = _mailbox_entry(cat_client, NOTICE_SUBJECT)
     assert 'id="mail-to">old@example.com<' in shown
-    assert 'id="mail-link"' not in shown
+    assert 'id="mail-link" href="http://catloader.test/confirm/cancel/' in shown
     assert "w***@e***.net" in shown
 
 

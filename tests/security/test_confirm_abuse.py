@@ -45,7 +45,7 @@ def _change_address(v: Victim, new: str) -> str:
         user = db.session.get(v.app.extensions["confirm_mail"].columns.model, v.uid)
         assert change_email(user, new) is True
         db.session.commit()
-    # The link to ``new``; a confirmed old address also gets a change notice (no link).
+    # The link to ``new``; a confirmed old address also gets a change notice (a cancel link).
     for count in (before + 1, before + 2):
         mails = [m for m in v.sink.wait_for(count)[before:] if m.rcpt_tos == [new]]
         if mails:
