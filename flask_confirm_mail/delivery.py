@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import random
 import secrets
 import socket
@@ -357,12 +358,26 @@ class BackgroundSender:
         self._lock = threading.Lock()
         self._running: tuple[DeliveryLoop, threading.Thread] | None = None
         self._pid = 0  # the process whose exit stops the sender
+        self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+
+    def submit(self, app: Flask, job: Callable[[], object]) -> None:
+        """Run ``job`` on the sender thread before its next look at the outbox."""
+        self._jobs.put(job)
+        self.wake(app)
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            job()
 
     def wake(self, app: Flask) -> None:
         """Have the sender look at the outbox now; start it unless it runs in this process."""
         with self._lock:
             if self._running is None or not self._running[1].is_alive():
-                loop = DeliveryLoop(app, self.deliverer)
+                loop = DeliveryLoop(app, self.deliverer, before_poll=self._run_jobs)
                 thread = threading.Thread(target=loop.run, name="confirm-mail-sender", daemon=True)
                 self._running = (loop, thread)
                 if self._pid != os.getpid():

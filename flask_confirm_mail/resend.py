@@ -59,7 +59,10 @@ def request_resend(flow: ConfirmationFlow, email: object, *, requester: str | No
 
     @after_this_request
     def _after_response(response: Response) -> Response:
-        response.call_on_close(resend_after_response)
+        if flow.settings.delivery == "thread":  # off this connection's thread: its next
+            flow.sender.submit(app, resend_after_response)  # request waits for nothing
+        else:
+            response.call_on_close(resend_after_response)
         return response
 
 

@@ -6,11 +6,13 @@ test client close it, as a WSGI server does.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from flask import Flask
 
+from flask_confirm_mail import confirmation_requested
 from tests.support.smtp_server import SMTPSink
 
 
@@ -82,3 +84,22 @@ def test_resend_page_renders(app: Flask) -> None:
     page = app.test_client().get("/confirm/resend")
     assert page.status_code == 200
     assert b'name="email"' in page.data
+
+
+def test_in_thread_mode_the_sender_thread_does_a_resends_work_not_the_connections(
+    make_app: Any, smtp_server: SMTPSink
+) -> None:
+    # The connection's thread would otherwise run the lookup and the queueing after the
+    # answer, and its next request (a probe on a kept-alive connection) would wait for it.
+    app = make_app(config={"CONFIRM_MAIL_DELIVERY": "thread", "CONFIRM_MAIL_RESEND_COOLDOWN": 0})
+    client = app.test_client()
+    assert client.post("/signup", data={"email": "wait@example.org"}).status_code == 201
+    smtp_server.wait_for(1)
+    threads: list[str] = []
+    with confirmation_requested.connected_to(
+        lambda sender, **kw: threads.append(threading.current_thread().name), app
+    ):
+        answer = client.post("/confirm/resend", data={"email": "wait@example.org"})
+        assert answer.status_code == 202
+        smtp_server.wait_for(2)
+    assert threads == ["confirm-mail-sender"]
