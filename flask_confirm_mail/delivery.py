@@ -366,12 +366,8 @@ class BackgroundSender:
         self.wake(app)
 
     def _run_jobs(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            job()
+        while not self._jobs.empty():  # the sender thread is the only consumer
+            self._jobs.get_nowait()()
 
     def wake(self, app: Flask) -> None:
         """Have the sender look at the outbox now; start it unless it runs in this process."""
