@@ -73,6 +73,9 @@ def test_no_token_or_secret_in_any_log(
         for token in sent:
             assert _request(f"{base}/confirm/{token}", "POST") == 400
             assert _request(f"{base}/confirm/{token}/") == 404
+        cancel = signer.issue("1", "cat@example.org", cancel=True)  # the spy keeps it too
+        assert _request(f"{base}/confirm/cancel/{cancel}") == 200
+        assert _request(f"{base}/confirm/cancel/{cancel}", "POST") == 200  # nothing pending
 
         resend = b"email=cat%40example.org"
         assert _request(f"{base}/signup", "POST", b"email=dog%40example.org") == 201
