@@ -177,7 +177,7 @@ class Deliverer:
                     "when their lease ends", len(emails),
                 )  # fmt: skip
                 return BatchReport(claimed=len(emails))
-            pause = min(delay, deadline - time.monotonic())
+            pause = max(0.0, min(delay, deadline - time.monotonic()))  # sleep refuses < 0
             if stop.is_set():
                 time.sleep(pause)  # stop.wait would return at once
             else:

@@ -286,7 +286,7 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        require_ci_or_skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         yield volume
     finally:

@@ -149,15 +149,7 @@ def check_code(value: object) -> str:
 
     :raises InvalidToken: anything else.
     """
-    if value is None or value == "":
-        return ""
-    if (
-        not isinstance(value, str)
-        or len(value) > MAX_CODE_LENGTH
-        or CODE_CHARACTERS.fullmatch(value) is None
-    ):
-        raise InvalidToken("The token's code is not valid.", reason="bad_claims")
-    return value
+    return "" if value is None or value == "" else _matching(value, "code")
 
 
 def check_locale(value: object) -> str | None:
@@ -166,14 +158,16 @@ def check_locale(value: object) -> str | None:
 
     :raises InvalidToken: anything else.
     """
-    if value is None:
-        return None
-    if (
-        not isinstance(value, str)
-        or len(value) > MAX_LOCALE_LENGTH
-        or LOCALE.fullmatch(value) is None
-    ):
-        raise InvalidToken("The token's locale is not valid.", reason="bad_claims")
+    return None if value is None else _matching(value, "locale")
+
+
+def _matching(value: object, claim: str) -> str:
+    """``value`` if it is a string of the form and length the ``claim`` allows."""
+    pattern, limit = {
+        "code": (CODE_CHARACTERS, MAX_CODE_LENGTH), "locale": (LOCALE, MAX_LOCALE_LENGTH)
+    }[claim]  # fmt: skip
+    if not isinstance(value, str) or len(value) > limit or pattern.fullmatch(value) is None:
+        raise InvalidToken(f"The token's {claim} is not valid.", reason="bad_claims")
     return value
 
 
